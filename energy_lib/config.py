@@ -1,0 +1,203 @@
+"""RunConfig: every run parameter, its type and its rule, in one place.
+
+A config is validated when it is built, before any data is loaded, so a typo in a study file or a
+papermill `-p` flag fails in a second with a message that names the field, the value and what is
+allowed -- not after an hour of training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+from .datasets import DATASETS
+from .errors import ConfigError
+from .models import MODELS
+
+PRECISIONS = ("fp32", "amp", "bf16")
+PIPELINES = ("tensor", "torchvision")
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One cell of a study. Defaults reproduce the original T4 study (see studies/paper.toml)."""
+
+    study: str = "adhoc"
+    cell: str = ""
+    model: str = "paper_cnn"
+    width: float = 1.0
+    precision: str = "fp32"
+    dataset: str = "cifar10"
+    epochs: int = 30
+    batch_size: int = 128
+    eval_batch_size: int | None = None  # None: same as batch_size (as the original study)
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+    device: str = "auto"
+    train_subset: int | None = None
+    test_subset: int | None = None
+    data_dir: str = "data"
+    download: bool = True
+    pipeline: str = "tensor"
+    random_crop: bool = True
+    crop_padding: int = 4
+    random_flip: bool = True
+    channels_last: bool = True
+    num_workers: int = 2
+    assumed_power_w: float = 70.0  # the original study's assumed T4 board power
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = _coerce(f.name, getattr(self, f.name))
+            object.__setattr__(self, f.name, value)
+        for rule in _RULES:
+            rule(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "RunConfig":
+        """Build from a mapping (study file, papermill parameters); unknown names are errors."""
+        unknown = sorted(set(values) - set(FIELD_NAMES))
+        if unknown:
+            raise ConfigError(
+                f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                f"allowed: {', '.join(FIELD_NAMES)}"
+            )
+        return cls(**dict(values))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def train_size(self) -> int:
+        return self.train_subset or DATASETS[self.dataset].train_size
+
+    @property
+    def test_size(self) -> int:
+        return self.test_subset or DATASETS[self.dataset].test_size
+
+
+FIELD_NAMES = tuple(f.name for f in fields(RunConfig))
+_FIELD_TYPES = {
+    "study": str, "cell": str, "model": str, "width": float, "precision": str, "dataset": str,
+    "epochs": int, "batch_size": int, "eval_batch_size": (int, None), "lr": float,
+    "momentum": float, "weight_decay": float, "seed": int, "device": str,
+    "train_subset": (int, None), "test_subset": (int, None), "data_dir": str, "download": bool,
+    "pipeline": str, "random_crop": bool, "crop_padding": int, "random_flip": bool,
+    "channels_last": bool, "num_workers": int, "assumed_power_w": float,
+}
+assert set(_FIELD_TYPES) == set(FIELD_NAMES)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Check the type of one field; accept ints for floats and whole floats for ints."""
+    expected = _FIELD_TYPES[name]
+    optional = isinstance(expected, tuple)
+    kind = expected[0] if optional else expected
+    if value is None and optional:
+        return None
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name}={value!r} is not allowed; use true or false")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{name}={value!r} is not allowed; expected text")
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is float:
+        if is_number and math.isfinite(value):
+            return float(value)
+        raise ConfigError(f"{name}={value!r} is not allowed; expected a finite number")
+    if is_number and float(value).is_integer():
+        return int(value)
+    extra = " or none" if optional else ""
+    raise ConfigError(f"{name}={value!r} is not allowed; expected a whole number{extra}")
+
+
+def _one_of(name: str, allowed: tuple[str, ...] | list[str]):
+    def rule(config: RunConfig) -> None:
+        value = getattr(config, name)
+        if value not in allowed:
+            raise ConfigError(f"{name}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
+    return rule
+
+
+def _at_least(name: str, low: float, strict: bool = False):
+    def rule(config: RunConfig) -> None:
+        value = getattr(config, name)
+        if value is None:
+            return
+        if value < low or (strict and value == low):
+            bound = f"> {low:g}" if strict else f">= {low:g}"
+            raise ConfigError(f"{name}={value!r} is not allowed; must be {bound}")
+    return rule
+
+
+def _momentum_below_one(config: RunConfig) -> None:
+    if not 0 <= config.momentum < 1:
+        raise ConfigError(f"momentum={config.momentum!r} is not allowed; must be in [0, 1)")
+
+
+def _device_form(config: RunConfig) -> None:
+    if not _DEVICE_PATTERN.match(config.device):
+        raise ConfigError(f"device={config.device!r} is not allowed; use auto, cpu, cuda or cuda:N")
+
+
+def _subsets_fit(config: RunConfig) -> None:
+    spec = DATASETS[config.dataset]
+    for name, limit in (("train_subset", spec.train_size), ("test_subset", spec.test_size)):
+        value = getattr(config, name)
+        if value is not None and value > limit:
+            raise ConfigError(
+                f"{name}={value} is larger than {config.dataset}'s split of {limit} images; "
+                f"use 1..{limit} or none for all"
+            )
+
+
+def _batch_fits(config: RunConfig) -> None:
+    if config.batch_size > config.train_size:
+        raise ConfigError(
+            f"batch_size={config.batch_size} is larger than the training set "
+            f"({config.train_size} images); use 1..{config.train_size}"
+        )
+
+
+def _non_empty(name: str):
+    def rule(config: RunConfig) -> None:
+        if not getattr(config, name).strip():
+            raise ConfigError(f"{name}='' is not allowed; give a path")
+    return rule
+
+
+_RULES = (
+    _one_of("model", list(MODELS)),
+    _at_least("width", 0, strict=True),
+    _one_of("precision", PRECISIONS),
+    _one_of("dataset", list(DATASETS)),
+    _at_least("epochs", 1),
+    _at_least("batch_size", 1),
+    _at_least("eval_batch_size", 1),
+    _at_least("lr", 0, strict=True),
+    _momentum_below_one,
+    _at_least("weight_decay", 0),
+    _at_least("seed", 0),
+    _device_form,
+    _at_least("train_subset", 1),
+    _at_least("test_subset", 1),
+    _subsets_fit,
+    _batch_fits,
+    _non_empty("data_dir"),
+    _one_of("pipeline", PIPELINES),
+    _at_least("crop_padding", 0),
+    _at_least("num_workers", 0),
+    _at_least("assumed_power_w", 0, strict=True),
+)

@@ -1,0 +1,291 @@
+"""Datasets as uint8 tensors, and the two input pipelines that feed training.
+
+`tensor` (default): the whole split lives on the training device as one uint8 tensor; shuffling,
+per-sample random crop with padding, per-sample horizontal flip and normalisation are batched
+tensor ops there (the airbench style). No PIL, no worker processes, no per-sample Python.
+
+`torchvision`: the original study's input path -- PIL images through torchvision transforms in a
+DataLoader with worker processes -- kept selectable so the two can be compared.
+
+Both draw every random decision from a generator seeded by the config, so a seed fixes data order
+and augmentation.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import RunConfig
+from .datasets import DATASETS, DEBIAN_FASHION_MNIST_DIR, DatasetSpec
+from .errors import ConfigError, DatasetNotFound
+
+#: Subsets are drawn with this fixed seed (not the run seed) so every cell of a study trains and
+#: evaluates on the same images, whatever its own seed.
+SUBSET_SEED = 0
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a dataset: images (N, C, H, W) uint8 and labels (N,) int64, on the CPU."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    source: str  # where it was read from, for the lab record
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+# --------------------------------------------------------------------------------------------
+# Locating and reading datasets
+# --------------------------------------------------------------------------------------------
+
+def load_split(config: RunConfig, train: bool) -> Split:
+    """Read one split (subset applied) into CPU memory, or raise DatasetNotFound saying where
+    it looked and how to get it."""
+    spec = DATASETS[config.dataset]
+    root = Path(config.data_dir).expanduser()
+    reader = _read_fashion_mnist if spec.name == "fashion_mnist" else _read_cifar
+    split = reader(spec, root, train, config.download)
+    subset = config.train_subset if train else config.test_subset
+    if subset is not None and subset < len(split):
+        generator = torch.Generator().manual_seed(SUBSET_SEED)
+        keep = torch.randperm(len(split), generator=generator)[:subset].sort().values
+        split = Split(split.images[keep].contiguous(), split.labels[keep].contiguous(),
+                      f"{split.source} (subset of {subset})")
+    return split
+
+
+def _not_found(spec: DatasetSpec, looked: list[Path | str], reason: str = "") -> DatasetNotFound:
+    places = ", ".join(str(p) for p in looked)
+    extra = f" ({reason})" if reason else ""
+    return DatasetNotFound(f"dataset={spec.name!r} not found{extra}; looked in: {places}; "
+                           f"to get it: {spec.how_to_get}")
+
+
+def _check_writable(spec: DatasetSpec, root: Path) -> None:
+    """Fail before a download if the data directory cannot take the files."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as error:
+        raise ConfigError(f"data_dir={str(root)!r} is not writable ({error.strerror}); "
+                          f"{spec.name} must be downloaded there: choose a writable data_dir") from None
+
+
+def _download(spec: DatasetSpec, root: Path, train: bool):
+    import torchvision.datasets as tvd
+
+    _check_writable(spec, root)
+    try:  # torchvision verifies the archive's MD5 before extracting it
+        return getattr(tvd, spec.torchvision_class)(root=str(root), train=train, download=True)
+    except Exception as error:  # URLError, timeouts, integrity failures
+        raise _not_found(spec, [root], f"download failed: {error}") from None
+
+
+def _read_cifar(spec: DatasetSpec, root: Path, train: bool, download: bool) -> Split:
+    folder = root / ("cifar-10-batches-py" if spec.name == "cifar10" else "cifar-100-python")
+    if spec.name == "cifar10":
+        files = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+    else:
+        files = ["train"] if train else ["test"]
+    if not all((folder / f).is_file() for f in files):
+        if not download:
+            raise _not_found(spec, [folder], "download=false")
+        _download(spec, root, train)  # extracts into `folder`
+    images, labels = [], []
+    for name in files:
+        with open(folder / name, "rb") as handle:
+            entry = pickle.load(handle, encoding="latin1")  # the official format: dict of arrays
+        images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+    return Split(torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.int64),
+                 str(folder))
+
+
+def _read_idx_gz(path: Path) -> np.ndarray:
+    """Read one (gzip) IDX file of unsigned bytes, the MNIST family's format."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    dims = data[3]
+    if data[2] != 0x08 or dims not in (1, 3):
+        raise DatasetNotFound(f"{path} is not an IDX file of unsigned bytes")
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def _read_fashion_mnist(spec: DatasetSpec, root: Path, train: bool, download: bool) -> Split:
+    prefix = "train" if train else "t10k"
+    names = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
+    torchvision_raw = root / "FashionMNIST" / "raw"  # where torchvision's download puts them
+    places = [torchvision_raw, Path(os.environ.get("FASHION_MNIST_DIR", DEBIAN_FASHION_MNIST_DIR))]
+    for place in places:
+        for suffix in ("", ".gz"):
+            paths = [place / (n + suffix) for n in names]
+            if all(p.is_file() for p in paths):
+                images, labels = (_read_idx_gz(p) for p in paths)
+                return Split(torch.from_numpy(images.copy()).unsqueeze(1),
+                             torch.from_numpy(labels.astype(np.int64)), str(place))
+    if not download:
+        raise _not_found(spec, places, "download=false")
+    dataset = _download(spec, root, train)
+    return Split(dataset.data.unsqueeze(1).contiguous(), dataset.targets.long(), str(torchvision_raw))
+
+
+# --------------------------------------------------------------------------------------------
+# The tensor pipeline
+# --------------------------------------------------------------------------------------------
+
+class TensorLoader:
+    """Batches of a split kept on the training device, augmented with batched tensor ops.
+
+    The split is padded once at construction, so a batch's random crop is a single gather. Each
+    epoch draws its permutation, crop offsets and flips up front from a seeded CPU generator (a
+    few hundred kilobytes) and moves them to the device in one copy: nothing random is decided
+    per sample in Python, and the same seed gives the same batches on any device.
+    """
+
+    def __init__(self, split: Split, spec: DatasetSpec, batch_size: int, *, device: torch.device,
+                 train: bool, seed: int = 0, random_crop: bool = True, crop_padding: int = 4,
+                 random_flip: bool = True, channels_last: bool = True) -> None:
+        self.batch_size = batch_size
+        self.device = device
+        self.train = train
+        self.padding = crop_padding if (train and random_crop) else 0
+        self.flip = train and random_flip
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        images = split.images.to(device)
+        if self.padding:
+            images = F.pad(images, (self.padding,) * 4)  # zero fill, as RandomCrop(padding=p)
+        self.images = images
+        self.labels = split.labels.to(device)
+        self.size = len(split)
+        self.height, self.width = split.images.shape[-2:]
+        mean = torch.tensor(spec.mean, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(spec.std, device=device).view(1, -1, 1, 1)
+        self.scale = 1.0 / (255.0 * std)  # x/255 - mean) / std  ==  x * scale + shift
+        self.shift = -mean / std
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return -(-self.size // self.batch_size)
+
+    def epoch_plan(self) -> dict[str, torch.Tensor]:
+        """The random decisions of one epoch, drawn in a fixed order from the seeded generator."""
+        n, g = self.size, self.generator
+        order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
+        span = 2 * self.padding + 1
+        plan = {
+            "order": order,
+            "dy": torch.randint(span, (n,), generator=g) if self.padding else torch.zeros(n, dtype=torch.long),
+            "dx": torch.randint(span, (n,), generator=g) if self.padding else torch.zeros(n, dtype=torch.long),
+            "flip": torch.rand(n, generator=g) < 0.5 if self.flip else torch.zeros(n, dtype=torch.bool),
+        }
+        return {k: v.to(self.device, non_blocking=True) for k, v in plan.items()}
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        plan = self.epoch_plan()
+        rows = torch.arange(self.height, device=self.device)
+        cols = torch.arange(self.width, device=self.device)
+        channels = torch.arange(self.images.shape[1], device=self.device).view(1, -1, 1, 1)
+        for start in range(0, self.size, self.batch_size):
+            index = plan["order"][start:start + self.batch_size]
+            if self.padding:
+                dy = plan["dy"][start:start + self.batch_size]
+                dx = plan["dx"][start:start + self.batch_size]
+                batch = self.images[index.view(-1, 1, 1, 1), channels,
+                                    (dy.view(-1, 1) + rows).view(-1, 1, self.height, 1),
+                                    (dx.view(-1, 1) + cols).view(-1, 1, 1, self.width)]
+            else:
+                batch = self.images[index]
+            if self.flip:
+                flip = plan["flip"][start:start + self.batch_size].view(-1, 1, 1, 1)
+                batch = torch.where(flip, batch.flip(3), batch)
+            x = batch.to(memory_format=self.memory_format).float().mul_(self.scale).add_(self.shift)
+            yield x, self.labels[index]
+
+
+# --------------------------------------------------------------------------------------------
+# The original study's pipeline (torchvision transforms + DataLoader)
+# --------------------------------------------------------------------------------------------
+
+class _PILDataset(torch.utils.data.Dataset):
+    """A split served one PIL image at a time, as torchvision's own dataset classes do."""
+
+    def __init__(self, split: Split, transform) -> None:
+        self.images = split.images.permute(0, 2, 3, 1).numpy()  # N, H, W, C
+        self.labels = split.labels.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        image = self.images[i]
+        image = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+        return self.transform(image), self.labels[i]
+
+
+def torchvision_loader(split: Split, spec: DatasetSpec, batch_size: int, *, train: bool,
+                       seed: int = 0, random_crop: bool = True, crop_padding: int = 4,
+                       random_flip: bool = True, num_workers: int = 2,
+                       pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    from torchvision import transforms as T
+
+    steps = []
+    if train and random_crop:
+        steps.append(T.RandomCrop(spec.image_size, padding=crop_padding))
+    if train and random_flip:
+        steps.append(T.RandomHorizontalFlip())
+    steps += [T.ToTensor(), T.Normalize(spec.mean, spec.std)]
+    return torch.utils.data.DataLoader(
+        _PILDataset(split, T.Compose(steps)), batch_size=batch_size, shuffle=train,
+        num_workers=num_workers, pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=_seed_worker, persistent_workers=num_workers > 0,
+    )
+
+
+def _seed_worker(worker_id: int) -> None:
+    """DataLoader seeds torch in each worker from its generator; transforms use torch RNG."""
+    import random
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def make_loaders(config: RunConfig, device: torch.device):
+    """(train loader, eval loader, spec, sources) for a config, on the chosen pipeline."""
+    spec = DATASETS[config.dataset]
+    train_split, test_split = load_split(config, True), load_split(config, False)
+    eval_batch = config.eval_batch_size or config.batch_size
+    augment = dict(random_crop=config.random_crop, crop_padding=config.crop_padding,
+                   random_flip=config.random_flip)
+    if config.pipeline == "tensor":
+        train_loader = TensorLoader(train_split, spec, config.batch_size, device=device, train=True,
+                                    seed=config.seed, channels_last=config.channels_last, **augment)
+        eval_loader = TensorLoader(test_split, spec, eval_batch, device=device, train=False,
+                                   channels_last=config.channels_last)
+    else:
+        pin = device.type == "cuda"
+        train_loader = torchvision_loader(train_split, spec, config.batch_size, train=True,
+                                          seed=config.seed, num_workers=config.num_workers,
+                                          pin_memory=pin, **augment)
+        eval_loader = torchvision_loader(test_split, spec, eval_batch, train=False,
+                                         num_workers=config.num_workers, pin_memory=pin)
+    return train_loader, eval_loader, spec, {"train": train_split.source, "test": test_split.source}

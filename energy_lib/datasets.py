@@ -1,0 +1,45 @@
+"""Facts about the supported datasets (sizes, shapes, normalisation), kept free of torch so the
+config can check subset and batch sizes before anything is loaded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    torchvision_class: str
+    train_size: int
+    test_size: int
+    channels: int
+    image_size: int
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    how_to_get: str
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "cifar10": DatasetSpec(
+        "cifar10", "CIFAR10", 50_000, 10_000, 3, 32, 10,
+        mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),  # as the original study
+        how_to_get="run once with download=true while online, or put cifar-10-python.tar.gz "
+        "(or its extracted cifar-10-batches-py/) in the data directory",
+    ),
+    "cifar100": DatasetSpec(
+        "cifar100", "CIFAR100", 50_000, 10_000, 3, 32, 100,
+        mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762),
+        how_to_get="run once with download=true while online, or put cifar-100-python.tar.gz "
+        "(or its extracted cifar-100-python/) in the data directory",
+    ),
+    "fashion_mnist": DatasetSpec(
+        "fashion_mnist", "FashionMNIST", 60_000, 10_000, 1, 28, 10,
+        mean=(0.2860,), std=(0.3530,),
+        how_to_get="`apt-get install dataset-fashion-mnist` (works offline; files land in "
+        "/usr/share/datasets/fashion-mnist), or run once with download=true while online",
+    ),
+}
+
+#: Where Debian's package `dataset-fashion-mnist` installs the original gzip files.
+DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"

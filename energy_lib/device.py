@@ -1,0 +1,63 @@
+"""Which device a config runs on, which autocast dtype its precision means there, and how to wait
+for the device before reading a clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .config import RunConfig
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    autocast_dtype: torch.dtype | None  # None: no autocast (fp32)
+    use_grad_scaler: bool  # float16 needs loss scaling; bfloat16 has fp32's range and does not
+    eval_autocast: bool  # the original study evaluated AMP models without autocast
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={name!r} is not available here (no CUDA GPU visible); "
+                              "use device='auto' or 'cpu'")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device={name!r} does not exist; this machine has "
+                              f"{torch.cuda.device_count()} GPU(s): cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    return torch.device(name)
+
+
+def resolve_runtime(config: RunConfig) -> Runtime:
+    """Check that the device can run the precision, and say what to use instead if not."""
+    device = resolve_device(config.device)
+    on_cuda = device.type == "cuda"
+    if config.precision == "fp32":
+        return Runtime(device, None, False, False)
+    if config.precision == "bf16":
+        if on_cuda and not torch.cuda.is_bf16_supported():
+            gpu = torch.cuda.get_device_name(device)
+            raise ConfigError(f"precision='bf16' is not supported on {gpu}; use 'amp' (float16 "
+                              "with loss scaling) or 'fp32'")
+        return Runtime(device, torch.bfloat16, False, True)
+    # amp: float16 + gradient scaling on CUDA (the original study); CPU autocast is bfloat16.
+    if on_cuda:
+        return Runtime(device, torch.float16, True, False)
+    return Runtime(device, torch.bfloat16, False, False)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued kernels so a clock read afterwards measures finished work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "cpu"

@@ -1,0 +1,25 @@
+"""The original study's estimate: an assumed constant board power times wall time."""
+
+from __future__ import annotations
+
+from .monitor import Reading
+
+
+class ConstantPowerEstimator:
+    """E = P_assumed x t. Modelled, not measured: it cannot see how hard the device worked.
+    The original study used 70 W (the T4's board power limit) for train + eval time."""
+
+    method = "constant-power"
+    kind = "modelled"
+    component = "assumed-board"
+
+    def __init__(self, power_w: float) -> None:
+        if not power_w > 0:
+            raise ValueError(f"power_w={power_w!r} must be > 0")
+        self.power_w = float(power_w)
+
+    def begin(self, name: str) -> None:
+        pass  # needs nothing but the window's duration
+
+    def end(self, name: str, duration_s: float) -> list[Reading]:
+        return [Reading(self.component, self.power_w * duration_s, self.method, self.kind)]

@@ -1,0 +1,18 @@
+"""Exception families. Each is raised early with a message naming the field, the bad value and
+what is allowed; the CLI prints the message (one line) instead of a traceback."""
+
+
+class EnergyStudyError(Exception):
+    """Base of every user-facing error of this project."""
+
+
+class ConfigError(EnergyStudyError, ValueError):
+    """A run parameter is unknown, has the wrong type, or a value that is not allowed."""
+
+
+class DatasetNotFound(EnergyStudyError, FileNotFoundError):
+    """The dataset is neither on disk nor downloadable."""
+
+
+class StudyError(EnergyStudyError):
+    """A study file is missing, malformed, or describes an impossible grid."""

@@ -1,0 +1,198 @@
+"""train(config) -> RunResult: one short, readable training loop.
+
+Train and eval are separate measurement windows, each opened and closed after synchronising the
+device, so their seconds and joules never include queued work of the other. Loss and accuracy are
+summed on the device and read once per phase: the step itself never waits for the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+import torch
+from torch import nn
+
+from . import provenance
+from .config import RunConfig
+from .data import make_loaders
+from .device import device_name, resolve_runtime
+from .energy import ConstantPowerEstimator, EnergyMonitor, joules_to_kwh
+from .models import create_model
+
+STATUS_OK, STATUS_DIVERGED = "ok", "diverged"
+
+
+@dataclass
+class RunResult:
+    config: RunConfig
+    status: str = STATUS_OK
+    epochs: list[dict] = field(default_factory=list)  # one row per epoch (see _epoch_row)
+    energy: list[dict] = field(default_factory=list)  # long form: epoch, phase, component, ...
+    summary: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+
+    def epochs_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.epochs)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _progress(total: int, description: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, unit="epoch")
+
+
+def train(config: RunConfig, *, progress: bool = True,
+          on_epoch: Callable[[dict], None] | None = None) -> RunResult:
+    """Train `config` and return its per-epoch table, energy readings, summary and provenance."""
+    runtime = resolve_runtime(config)  # raises ConfigError before any data is loaded
+    device = runtime.device
+    started = _now()
+    torch.manual_seed(config.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    train_loader, eval_loader, spec, sources = make_loaders(config, device)
+
+    model = create_model(config.model, width=config.width, in_channels=spec.channels,
+                         image_size=spec.image_size, num_classes=spec.num_classes)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    criterion = nn.CrossEntropyLoss()
+    scaler = torch.amp.GradScaler(device.type, enabled=runtime.use_grad_scaler)
+
+    def autocast(enabled: bool):
+        if runtime.autocast_dtype is None or not enabled:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=runtime.autocast_dtype)
+
+    monitor = EnergyMonitor([ConstantPowerEstimator(config.assumed_power_w)], device)
+    result = RunResult(config=config)
+    compute_dtype = None
+    bar = _progress(config.epochs, config.cell or config.study) if progress else None
+
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        monitor.begin_window("train")
+        for x, y in train_loader:
+            x = x.to(device, non_blocking=True, memory_format=memory_format)
+            y = y.to(device, non_blocking=True)
+            with autocast(True):
+                logits = model(x)
+                loss = criterion(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss_sum += loss.detach().float() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+        train_window = monitor.end_window("train")
+        compute_dtype = compute_dtype or str(logits.dtype).removeprefix("torch.")
+        train_loss = loss_sum.item() / seen
+        train_acc = 100.0 * correct.item() / seen
+
+        if not math.isfinite(train_loss):
+            result.status = STATUS_DIVERGED
+            result.epochs.append(_epoch_row(epoch, train_loss, train_acc, math.nan, math.nan,
+                                            train_window, None))
+            result.energy += _energy_rows(epoch, train_window, None)
+            break
+
+        model.eval()
+        loss_sum.zero_()
+        correct.zero_()
+        seen = 0
+        monitor.begin_window("eval")
+        with torch.inference_mode(), autocast(runtime.eval_autocast):
+            for x, y in eval_loader:
+                x = x.to(device, non_blocking=True, memory_format=memory_format)
+                y = y.to(device, non_blocking=True)
+                logits = model(x)
+                loss_sum += criterion(logits.float(), y) * len(y)
+                correct += (logits.argmax(1) == y).sum()
+                seen += len(y)
+        eval_window = monitor.end_window("eval")
+        row = _epoch_row(epoch, train_loss, train_acc, loss_sum.item() / seen,
+                         100.0 * correct.item() / seen, train_window, eval_window)
+        result.epochs.append(row)
+        result.energy += _energy_rows(epoch, train_window, eval_window)
+        if bar is not None:
+            bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{row['val_acc_pct']:.1f}%")
+            bar.update()
+        if on_epoch is not None:
+            on_epoch(row)
+    if bar is not None:
+        bar.close()
+
+    result.summary = summarise(result.epochs, result.status)
+    result.summary.update(
+        compute_dtype=compute_dtype, device_name=device_name(device),
+        parameters=sum(p.numel() for p in model.parameters()),
+        assumed_power_w=config.assumed_power_w, energy_method="constant-power",
+        energy_kind="modelled", pipeline=config.pipeline,
+    )
+    result.provenance = provenance.collect(device) | {
+        "started": started, "finished": _now(), "data_sources": sources}
+    return result
+
+
+def _epoch_row(epoch, train_loss, train_acc, val_loss, val_acc, train_window, eval_window) -> dict:
+    """One row of the per-epoch table; energy is the constant-power estimate (train + eval)."""
+    windows = [w for w in (train_window, eval_window) if w is not None]
+    energy_j = sum(r.energy_j for w in windows for r in w.readings if r.method == "constant-power")
+    return {
+        "epoch": epoch, "train_loss": train_loss, "train_acc_pct": train_acc,
+        "val_loss": val_loss, "val_acc_pct": val_acc,
+        "train_s": train_window.duration_s,
+        "eval_s": eval_window.duration_s if eval_window else 0.0,
+        "energy_j": energy_j, "energy_kwh": joules_to_kwh(energy_j),
+        "energy_method": "constant-power", "energy_kind": "modelled",
+    }
+
+
+def _energy_rows(epoch: int, train_window, eval_window) -> list[dict]:
+    rows = []
+    for phase, window in (("train", train_window), ("eval", eval_window)):
+        if window is not None:
+            rows += [{"epoch": epoch, "phase": phase, "duration_s": window.duration_s,
+                      **r.to_dict()} for r in window.readings]
+    return rows
+
+
+def summarise(epochs: list[dict], status: str) -> dict:
+    """Totals and the original Table 1's columns from the per-epoch rows."""
+    finished = [r for r in epochs if math.isfinite(r["val_acc_pct"])]
+    train_s = sum(r["train_s"] for r in epochs)
+    eval_s = sum(r["eval_s"] for r in epochs)
+    energy_j = sum(r["energy_j"] for r in epochs)
+    best = max((r["val_acc_pct"] for r in finished), default=math.nan)
+    energy_wh = energy_j / 3600.0
+    return {
+        "status": status,
+        "epochs_completed": len(epochs),
+        "best_val_acc_pct": best,
+        "final_val_acc_pct": finished[-1]["val_acc_pct"] if finished else math.nan,
+        "final_train_loss": epochs[-1]["train_loss"] if epochs else math.nan,
+        "final_val_loss": finished[-1]["val_loss"] if finished else math.nan,
+        "train_s_total": train_s,
+        "eval_s_total": eval_s,
+        "total_s": train_s + eval_s,
+        "s_per_epoch": (train_s + eval_s) / len(epochs) if epochs else math.nan,
+        "energy_j_total": energy_j,
+        "energy_kwh_total": joules_to_kwh(energy_j),
+        "acc_pct_per_wh": best / energy_wh if energy_wh > 0 else math.nan,
+    }
