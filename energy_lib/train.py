@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
@@ -46,8 +47,12 @@ def _now() -> str:
 
 
 def _progress(total: int, description: str):
-    from tqdm.auto import tqdm
-
+    """A bar over epochs: a widget in an interactive notebook, text when the study runner
+    executes the notebook (it streams the kernel's stderr to the terminal)."""
+    if os.environ.get("ENERGY_STUDY_TEXT_PROGRESS"):
+        from tqdm.std import tqdm
+    else:
+        from tqdm.auto import tqdm
     return tqdm(total=total, desc=description, unit="epoch")
 
 

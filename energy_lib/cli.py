@@ -1,0 +1,107 @@
+"""`energy-study` console script: argument parsing and messages only; the work is in study.py.
+
+A user mistake (bad study file, bad value, missing dataset) prints one line and exits 2; failed
+cells exit 1 after every other cell ran; an interrupt exits 130 and the next run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import tomllib
+
+from .errors import EnergyStudyError, StudyError
+
+
+def _override(text: str) -> tuple[str, object]:
+    """`key=value` with a TOML value (`epochs=1`, `device="cpu"`, bare words read as text)."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--set {text!r}: expected key=value")
+    key, raw = (part.strip() for part in text.split("=", 1))
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="energy-study", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("study", help="study file, e.g. studies/quick.toml")
+    common.add_argument("--set", dest="overrides", metavar="KEY=VALUE", type=_override,
+                        action="append", default=[], help="replace a [fixed] setting (repeatable)")
+    common.add_argument("--runs-dir", default="runs", help="root of the lab records (default: runs)")
+    common.add_argument("--report-dir", default="report", help="root of the reports (default: report)")
+    run = commands.add_parser("run", parents=[common], help="execute every unfinished cell, then the analysis")
+    run.add_argument("--force", action="store_true", help="rerun finished cells too (old records are kept in superseded/)")
+    run.add_argument("--cell", dest="cells", action="append", help="run only this cell (repeatable)")
+    run.add_argument("--no-report", action="store_true", help="skip the analysis notebook")
+    commands.add_parser("report", parents=[common], help="rerun only the analysis")
+    commands.add_parser("list", parents=[common], help="show the cells and their status")
+    return parser
+
+
+def _cmd_list(study, args) -> int:
+    from .study import cell_status
+
+    statuses = cell_status(study, args.runs_dir)
+    width = max(len(name) for name in statuses)
+    print(f"study {study.name}: {len(statuses)} cells in {study.runs_dir(args.runs_dir)}")
+    for name, status in statuses.items():
+        print(f"  {name:<{width}}  {status}")
+    return 0
+
+
+def _cmd_run(study, args) -> int:
+    from .study import build_report, run_study
+
+    unknown = sorted(set(args.cells or []) - {c.name for c in study.cells})
+    if unknown:
+        raise StudyError(f"unknown cell(s) {', '.join(unknown)}; cells: "
+                         f"{', '.join(c.name for c in study.cells)}")
+    started = time.perf_counter()
+    outcome = run_study(study, force=args.force, runs_root=args.runs_dir, only=args.cells)
+    cells_s = time.perf_counter() - started
+    print(f"cells: {len(outcome.ran)} ran, {len(outcome.skipped)} skipped (finished), "
+          f"{len(outcome.failed)} failed, in {cells_s:.1f} s")
+    for name, seconds in outcome.seconds.items():
+        print(f"  {name}: {seconds:.1f} s")
+    if not args.no_report:
+        folder = build_report(study, runs_root=args.runs_dir, report_root=args.report_dir)
+        print(f"report: {folder} ({time.perf_counter() - started - cells_s:.1f} s)")
+    if outcome.failed:
+        print(f"failed cells (records kept in {study.runs_dir(args.runs_dir)}): "
+              f"{', '.join(outcome.failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_report(study, args) -> int:
+    from .study import build_report
+
+    print(f"report: {build_report(study, runs_root=args.runs_dir, report_root=args.report_dir)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        from .study import load_study
+
+        study = load_study(args.study, **dict(args.overrides))
+        command = {"run": _cmd_run, "report": _cmd_report, "list": _cmd_list}[args.command]
+        return command(study, args)
+    except EnergyStudyError as error:
+        print(f"energy-study: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("energy-study: interrupted; run the same command again to resume "
+              "(finished cells are kept)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Lab records: named JSON values stored in an executed notebook, and read back with nbformat.
+
+`record(name, value)` displays the value with this project's own MIME type (plus a short
+text/plain line for human readers), so it is saved in the notebook's outputs like any other
+display. `read_runs(folder)` reads executed notebooks -- never executing them -- into pandas
+tables. This is the maintained pattern of recommenders' notebook_utils, without scrapbook.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MIME_TYPE = "application/vnd.energy-study.record+json"
+STATUSES = ("ok", "diverged", "failed", "incomplete", "missing", "unreadable")
+
+
+def to_json(value: Any) -> Any:
+    """Plain JSON for a value: DataFrames become lists of rows, numpy scalars become Python
+    numbers, NaN and infinities become null (JSON has neither)."""
+    if hasattr(value, "to_dict") and hasattr(value, "columns"):  # pandas DataFrame
+        return to_json(value.to_dict(orient="records"))
+    if hasattr(value, "to_dict") and not isinstance(value, dict):  # dataclass-like RunConfig
+        return to_json(value.to_dict())
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalar
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def record(name: str, value: Any) -> Any:
+    """Store `value` under `name` in the running notebook's outputs (no-op outside IPython)."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        return value
+    if get_ipython() is None:
+        return value
+    payload = {"name": name, "value": to_json(value)}
+    text = json.dumps(payload["value"])
+    summary = text if len(text) <= 120 else text[:117] + "..."
+    display({MIME_TYPE: payload, "text/plain": f"[record] {name} = {summary}"}, raw=True)
+    return value
+
+
+@dataclass
+class NotebookRecord:
+    """What one executed notebook says: its parameters, records, status and timing."""
+
+    path: Path
+    status: str
+    parameters: dict = field(default_factory=dict)
+    records: dict = field(default_factory=dict)
+    error: str = ""
+    duration_s: float | None = None
+
+    @property
+    def cell(self) -> str:
+        return self.path.stem
+
+
+def _records_of(notebook) -> dict:
+    found = {}
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            data = output.get("data", {})
+            if MIME_TYPE in data:
+                payload = data[MIME_TYPE]
+                found[payload["name"]] = payload["value"]
+    return found
+
+
+def _first_error(notebook) -> str:
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if output.get("output_type") == "error":
+                return f"{output.get('ename', 'Error')}: {output.get('evalue', '')}".strip()
+    return ""
+
+
+def read_notebook(path: str | Path) -> NotebookRecord:
+    """Read one executed notebook. A file that is not a notebook is reported as `unreadable`,
+    never raised and never touched."""
+    import nbformat
+
+    path = Path(path)
+    try:
+        notebook = nbformat.read(path, as_version=4)
+    except Exception as error:  # not JSON, not a notebook, unreadable file
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return NotebookRecord(path, "unreadable", error=f"not a readable notebook: {reason}")
+    papermill = notebook.metadata.get("papermill", {})
+    records = _records_of(notebook)
+    summary = records.get("summary") or {}
+    if papermill.get("exception") or _first_error(notebook):
+        status = "failed"
+    elif not summary or not papermill.get("end_time"):
+        status = "incomplete"  # interrupted, or still being written
+    else:
+        status = summary.get("status", "ok")
+    return NotebookRecord(path, status, parameters=dict(papermill.get("parameters", {})),
+                          records=records, error=_first_error(notebook),
+                          duration_s=papermill.get("duration"))
+
+
+@dataclass
+class Runs:
+    """Tables of one study folder: `runs` (one row per notebook), `epochs` (one row per epoch),
+    `energy` (one row per epoch, phase and meter) and `problems` (files that could not be read)."""
+
+    runs: Any
+    epochs: Any
+    energy: Any
+    problems: list[str]
+
+
+def read_runs(folder: str | Path) -> Runs:
+    """Read every executed notebook directly in `folder` (not sub-folders: superseded attempts
+    and in-progress copies live there)."""
+    import pandas as pd
+
+    rows, epochs, energy, problems = [], [], [], []
+    for path in sorted(Path(folder).glob("*.ipynb")):
+        nb = read_notebook(path)
+        if nb.status == "unreadable":
+            problems.append(f"{path}: {nb.error}")
+        config = nb.records.get("config") or nb.parameters
+        summary = {k: v for k, v in (nb.records.get("summary") or {}).items() if k != "status"}
+        provenance = {f"provenance_{k}": v for k, v in (nb.records.get("provenance") or {}).items()
+                      if not isinstance(v, (dict, list))}
+        facts = {k: v for k, v in {**config, **summary, **provenance}.items() if k != "cell"}
+        rows.append({"cell": nb.cell, "status": nb.status, "error": nb.error, "path": str(path),
+                     "papermill_s": nb.duration_s, **facts})
+        for row in nb.records.get("epochs") or []:
+            epochs.append({"cell": nb.cell, **row})
+        for row in nb.records.get("energy") or []:
+            energy.append({"cell": nb.cell, **row})
+    return Runs(pd.DataFrame(rows), pd.DataFrame(epochs), pd.DataFrame(energy), problems)

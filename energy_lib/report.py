@@ -1,0 +1,187 @@
+"""Figures and tables from the lab records (used by the run and analysis notebooks).
+
+Every energy axis says how its numbers were obtained (method, measured or modelled). Cells that
+failed, diverged or never ran stay in the results table with their status; they are never
+silently dropped.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from .records import Runs
+
+FIGURES = {
+    "train_loss": ("train_loss", "training loss"),
+    "train_accuracy": ("train_acc_pct", "training accuracy (%)"),
+    "val_loss": ("val_loss", "validation loss"),
+    "val_accuracy": ("val_acc_pct", "validation accuracy (%)"),
+}
+TABLE_COLUMNS = ["cell", "status", "width", "precision", "compute_dtype", "epochs_completed",
+                 "best_val_acc_pct", "final_val_acc_pct", "s_per_epoch", "total_s",
+                 "energy_kwh_total", "acc_pct_per_wh", "energy_method", "energy_kind", "error"]
+
+
+def energy_label(epochs: pd.DataFrame, unit: str) -> str:
+    """Axis label naming the energy figures' method(s) and kind(s), e.g.
+    'energy (kWh) -- modelled, constant-power'."""
+    if epochs.empty or "energy_method" not in epochs:
+        return f"energy ({unit})"
+    methods = ", ".join(sorted(epochs["energy_method"].dropna().unique()))
+    kinds = ", ".join(sorted(epochs["energy_kind"].dropna().unique()))
+    return f"energy ({unit}) -- {kinds}, {methods}"
+
+
+def _save(fig, path: Path) -> Path:
+    """Write via a temporary name so a killed process never leaves a half-written PNG."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight", format=path.suffix.lstrip("."))
+    os.replace(tmp, path)
+    return path
+
+
+def _per_cell_lines(epochs: pd.DataFrame, column: str, ylabel: str, title: str):
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for cell, rows in epochs.groupby("cell", sort=True):
+        ax.plot(rows["epoch"], rows[column], marker="o", markersize=3, label=cell)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if not epochs.empty:
+        ax.legend(fontsize=7)
+    return fig
+
+
+def figure_metric(epochs: pd.DataFrame, name: str):
+    column, label = FIGURES[name]
+    return _per_cell_lines(epochs, column, label, label + " per epoch")
+
+
+def figure_cumulative_energy(epochs: pd.DataFrame):
+    data = epochs.sort_values(["cell", "epoch"]).copy()
+    data["cumulative_kwh"] = data.groupby("cell")["energy_kwh"].cumsum()
+    return _per_cell_lines(data, "cumulative_kwh", "cumulative " + energy_label(epochs, "kWh"),
+                           "cumulative energy")
+
+
+def figure_energy_per_epoch(epochs: pd.DataFrame):
+    return _per_cell_lines(epochs, "energy_j", energy_label(epochs, "J"), "energy per epoch")
+
+
+def figure_tradeoff(table: pd.DataFrame, epochs: pd.DataFrame):
+    """Final validation accuracy vs total energy, one point per finished cell."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    done = table[table["status"].isin(["ok", "diverged"])].dropna(subset=["energy_kwh_total"])
+    for _, row in done.iterrows():
+        ax.scatter(row["energy_kwh_total"] * 1000, row["final_val_acc_pct"], s=40)
+        ax.annotate(row["cell"], (row["energy_kwh_total"] * 1000, row["final_val_acc_pct"]),
+                    fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("total " + energy_label(epochs, "Wh"))
+    ax.set_ylabel("final validation accuracy (%)")
+    ax.set_title("accuracy vs energy")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def results_table(runs: Runs, expected_cells: list[str] | None = None) -> pd.DataFrame:
+    """The original Table 1's columns (best val acc, s/epoch, total s, kWh, %/Wh) per cell, with
+    status; cells of the study with no notebook appear as `missing`."""
+    table = runs.runs.copy()
+    if table.empty:
+        table = pd.DataFrame(columns=["cell", "status"])
+    if expected_cells:
+        absent = [c for c in expected_cells if c not in set(table["cell"])]
+        table = pd.concat([table, pd.DataFrame({"cell": absent, "status": "missing"})],
+                          ignore_index=True)
+    for column in TABLE_COLUMNS:
+        if column not in table:
+            table[column] = pd.NA
+    return table[TABLE_COLUMNS].sort_values("cell", ignore_index=True)
+
+
+def reference_table() -> pd.DataFrame:
+    """The original study's published Table 1 (CIFAR-10, Colab T4, energy = 70 W x time)."""
+    with resources.files("energy_lib").joinpath("data/original_t4_study_table1.csv").open() as f:
+        return pd.read_csv(f)
+
+
+def compare_with_reference(table: pd.DataFrame) -> pd.DataFrame:
+    """Our results beside the original Table 1, matched on width and precision."""
+    ours = table.dropna(subset=["width"]).copy()
+    ours["width"] = ours["width"].astype(float)
+    ref = reference_table()
+    ref["width"] = ref["width"].astype(float)
+    merged = ref.merge(ours, on=["width", "precision"], how="left", suffixes=("_t4", ""))
+    return pd.DataFrame({
+        "width": merged["width"], "precision": merged["precision"],
+        "best_val_acc_pct (T4)": merged["best_val_acc_pct_t4"],
+        "best_val_acc_pct (ours)": merged["best_val_acc_pct"],
+        "s_per_epoch (T4)": merged["s_per_epoch_t4"], "s_per_epoch (ours)": merged["s_per_epoch"],
+        "energy_kwh (T4)": merged["energy_kwh"], "energy_kwh (ours)": merged["energy_kwh_total"],
+        "acc_pct_per_wh (T4)": merged["acc_pct_per_wh_t4"],
+        "acc_pct_per_wh (ours)": merged["acc_pct_per_wh"],
+        "status (ours)": merged["status"].fillna("missing"),
+    })
+
+
+def write_report(runs: Runs, report_dir: str | Path, expected_cells: list[str] | None = None) -> dict:
+    """Write the seven figures and the results CSV; returns {name: path} and the figures."""
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    epochs = runs.epochs
+    if epochs.empty:
+        epochs = pd.DataFrame(columns=["cell", "epoch", "energy_j", "energy_kwh",
+                                       *[c for c, _ in FIGURES.values()]])
+    table = results_table(runs, expected_cells)
+    figures = {name: figure_metric(epochs, name) for name in FIGURES}
+    figures["cumulative_energy"] = figure_cumulative_energy(epochs)
+    figures["energy_per_epoch"] = figure_energy_per_epoch(epochs)
+    figures["accuracy_vs_energy"] = figure_tradeoff(table, epochs)
+    paths = {name: _save(fig, report_dir / f"{name}.png") for name, fig in figures.items()}
+    csv = report_dir / "results.csv"
+    tmp = csv.with_name(".results.csv.tmp")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, csv)
+    paths["results"] = csv
+    return {"paths": paths, "figures": figures, "table": table}
+
+
+def plot_run(epochs: pd.DataFrame):
+    """The inline curves of one lab record: loss, accuracy and energy per epoch."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(epochs["epoch"], epochs["train_loss"], marker="o", label="train")
+    axes[0].plot(epochs["epoch"], epochs["val_loss"], marker="o", label="validation")
+    axes[0].set_ylabel("loss")
+    axes[1].plot(epochs["epoch"], epochs["train_acc_pct"], marker="o", label="train")
+    axes[1].plot(epochs["epoch"], epochs["val_acc_pct"], marker="o", label="validation")
+    axes[1].set_ylabel("accuracy (%)")
+    axes[2].bar(epochs["epoch"], epochs["energy_j"])
+    axes[2].set_ylabel(energy_label(epochs, "J"))
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    axes[1].legend()
+    fig.tight_layout()
+    return fig
+
+
+def export_html(executed_notebook: str | Path, html_path: str | Path) -> Path:
+    """HTML of an executed notebook without its code cells (nbconvert), written atomically."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nbformat.read(str(executed_notebook), as_version=4))
+    html_path = Path(html_path)
+    tmp = html_path.with_name(f".{html_path.name}.tmp")
+    tmp.write_text(body, encoding="utf-8")
+    os.replace(tmp, html_path)
+    return html_path
