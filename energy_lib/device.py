@@ -61,3 +61,13 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return "cpu"
+
+
+def describe_accelerator() -> str:
+    """One line for a notebook: which GPU this run will use, or why it will use the CPU."""
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return (f"GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB, compute capability "
+                f"{props.major}.{props.minor}, bf16 {'yes' if torch.cuda.is_bf16_supported() else 'no'}"
+                f"; CUDA {torch.version.cuda}")
+    return "no CUDA GPU visible: running on the CPU (in Colab: Runtime > Change runtime type > GPU)"

@@ -38,6 +38,16 @@ ANALYSIS_NOTEBOOK = NOTEBOOKS_DIR / "analysis.ipynb"
 FINISHED = ("ok", "diverged")  # a diverged run is a result, not a crash: rerunning repeats it
 
 
+STUDIES_DIR = PROJECT_ROOT / "studies"
+
+
+def default_study_file() -> Path:
+    """The paper study where a CUDA GPU is visible, the quick study otherwise."""
+    import torch
+
+    return STUDIES_DIR / ("paper.toml" if torch.cuda.is_available() else "quick.toml")
+
+
 @dataclass(frozen=True)
 class Cell:
     name: str

@@ -92,9 +92,65 @@ ANALYSIS = [
                   "{name: str(path) for name, path in written['paths'].items()}"),
 ]
 
+COLAB = [
+    new_markdown_cell(
+        "# CNN training energy: the whole study in one Run all\n\n"
+        "Installs the project (if it is not installed), reports the GPU, runs a study through the "
+        "same runner as `energy-study run` -- the original paper study (CIFAR-10, widths 1-3, "
+        "fp32 vs amp, 30 epochs) on a GPU, the quick Fashion-MNIST study otherwise -- then runs the "
+        "analysis and shows the figures. Every cell of the study leaves an executed notebook: "
+        "the lab record.\n\n"
+        "In Colab: *Runtime > Change runtime type > GPU*, set `repo_url` below, then *Run all*. "
+        "Set `drive_folder` to keep the lab records in Google Drive across sessions; a rerun "
+        "resumes, skipping cells whose records are finished."),
+    parameters_cell(
+        "# Parameters\n"
+        "repo_url = 'https://github.com/OWNER/REPOSITORY.git'  # this project's git URL (for installing)\n"
+        "repo_ref = 'main'\n"
+        "study = 'auto'  # 'auto': paper on a GPU, quick otherwise; or a study name / .toml path\n"
+        "overrides = {}  # replace [fixed] settings, e.g. {'epochs': 5}\n"
+        "drive_folder = ''  # e.g. '/content/drive/MyDrive/energy-study' to keep records in Drive\n"
+        "runs_root = 'runs'\n"
+        "report_root = 'report'"),
+    new_code_cell(
+        "# Install the project when it is not importable (a fresh Colab runtime).\n"
+        "import importlib.util, os, subprocess, sys\n\n"
+        "if importlib.util.find_spec('energy_lib') is None:\n"
+        "    if 'OWNER/REPOSITORY' in repo_url:\n"
+        "        raise SystemExit('set repo_url (first cell) to this project\\'s git URL, then Run all again')\n"
+        "    subprocess.run(['git', 'clone', '--depth', '1', '--branch', repo_ref, repo_url, 'energy-study'], check=True)\n"
+        "    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '-e', 'energy-study'], check=True)\n"
+        "    sys.path.insert(0, os.path.abspath('energy-study'))  # visible without a kernel restart\n"
+        "    os.chdir('energy-study')"),
+    new_code_cell(
+        "from pathlib import Path\n\n"
+        "from energy_lib.device import describe_accelerator\n"
+        "from energy_lib.study import STUDIES_DIR, build_report, default_study_file, load_study, run_study\n\n"
+        "print(describe_accelerator())\n"
+        "if study == 'auto':\n    study_file = default_study_file()\n"
+        "elif study.endswith('.toml'):\n    study_file = Path(study)\n"
+        "else:\n    study_file = STUDIES_DIR / f'{study}.toml'\n"
+        "if drive_folder:\n"
+        "    from google.colab import drive\n\n"
+        "    drive.mount('/content/drive')\n"
+        "    runs_root, report_root = Path(drive_folder) / 'runs', Path(drive_folder) / 'report'\n"
+        "the_study = load_study(study_file, **overrides)\n"
+        "print(f'study {the_study.name!r}: {len(the_study.cells)} cells -> {the_study.runs_dir(runs_root)}')"),
+    new_markdown_cell("## Run the grid\n\nOne papermill execution per cell, one at a time (energy "
+                      "must not share a device). A failed cell keeps its record and the others go on."),
+    new_code_cell("outcome = run_study(the_study, runs_root=runs_root)\n"
+                  "print(f'ran {outcome.ran}; skipped {outcome.skipped}; failed {outcome.failed}')"),
+    new_markdown_cell("## Analysis and figures"),
+    new_code_cell("import pandas as pd\nfrom IPython.display import Image, display\n\n"
+                  "report_dir = build_report(the_study, runs_root=runs_root, report_root=report_root)\n"
+                  "display(pd.read_csv(report_dir / 'results.csv'))\n"
+                  "for png in sorted(report_dir.glob('*.png')):\n"
+                  "    print(png.name)\n    display(Image(filename=str(png)))"),
+]
 
-def write(name: str, cells) -> None:
-    notebook = new_notebook(cells=cells, metadata=KERNEL)
+
+def write(name: str, cells, **metadata) -> None:
+    notebook = new_notebook(cells=cells, metadata={**KERNEL, **metadata})
     nbformat.validate(notebook)
     nbformat.write(notebook, NOTEBOOKS / name)
 
@@ -102,3 +158,4 @@ def write(name: str, cells) -> None:
 if __name__ == "__main__":
     write("run.ipynb", RUN)
     write("analysis.ipynb", ANALYSIS)
+    write("colab.ipynb", COLAB, accelerator="GPU", colab={"gpuType": "T4", "provenance": []})
