@@ -164,8 +164,8 @@ def cell_status(study: Study, runs_root: str | Path = "runs") -> dict[str, str]:
     statuses = {}
     for cell in study.cells:
         path = folder / f"{cell.name}.ipynb"
-        if not path.exists():
-            statuses[cell.name] = "missing"
+        if not path.exists():  # a copy in .running/ is a run in progress or one that was killed
+            statuses[cell.name] = "incomplete" if (folder / ".running" / path.name).exists() else "missing"
             continue
         record = read_notebook(path)
         stale = record.status in FINISHED and not _same_settings(record.records.get("config"), cell.config)

@@ -1,0 +1,128 @@
+"""Shared fixtures: tiny CIFAR-format folders written by the tests, the real Fashion-MNIST files,
+and executed-looking notebooks built with nbformat (no kernel needed)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from energy_lib.datasets import DEBIAN_FASHION_MNIST_DIR
+from energy_lib.records import MIME_TYPE
+
+CIFAR_PER_BATCH = 20  # images per data_batch_i / test_batch in the fixture
+
+
+def fashion_mnist_dir() -> Path:
+    return Path(os.environ.get("FASHION_MNIST_DIR", DEBIAN_FASHION_MNIST_DIR))
+
+
+def has_fashion_mnist() -> bool:
+    folder = fashion_mnist_dir()
+    return all((folder / f"{p}-{k}-idx{d}-ubyte.gz").is_file()
+               for p in ("train", "t10k") for k, d in (("images", 3), ("labels", 1)))
+
+
+needs_fashion_mnist = pytest.mark.skipif(
+    not has_fashion_mnist(),
+    reason=f"Fashion-MNIST gzip files not found in {fashion_mnist_dir()} "
+    "(apt-get install dataset-fashion-mnist)")
+
+
+def _pickle(path: Path, entry: dict) -> None:
+    with open(path, "wb") as handle:
+        pickle.dump(entry, handle, protocol=2)
+
+
+def write_cifar10(root: Path, per_batch: int = CIFAR_PER_BATCH, seed: int = 0) -> dict:
+    """Write `root/cifar-10-batches-py/` in the official pickle format; return the arrays written
+    ({'train': (data, labels), 'test': (data, labels)}, data as N x 3072 uint8)."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    train_data, train_labels = [], []
+    for i in range(1, 6):
+        data = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, size=per_batch)]
+        _pickle(folder / f"data_batch_{i}", {
+            "batch_label": f"training batch {i} of 5", "labels": labels, "data": data,
+            "filenames": [f"img_{i}_{j}.png" for j in range(per_batch)]})
+        train_data.append(data)
+        train_labels += labels
+    test_data = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
+    test_labels = [int(v) for v in rng.integers(0, 10, size=per_batch)]
+    _pickle(folder / "test_batch", {"batch_label": "testing batch 1 of 1", "labels": test_labels,
+                                    "data": test_data,
+                                    "filenames": [f"t_{j}.png" for j in range(per_batch)]})
+    return {"train": (np.concatenate(train_data), train_labels), "test": (test_data, test_labels)}
+
+
+def write_cifar100(root: Path, n_train: int = 30, n_test: int = 12, seed: int = 1) -> dict:
+    """Write `root/cifar-100-python/{train,test}` in the official pickle format."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    written = {}
+    for name, n in (("train", n_train), ("test", n_test)):
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        fine = [int(v) for v in rng.integers(0, 100, size=n)]
+        coarse = [v // 5 for v in fine]
+        _pickle(folder / name, {"filenames": [f"{name}_{j}.png" for j in range(n)],
+                                "batch_label": f"{name} batch", "fine_labels": fine,
+                                "coarse_labels": coarse, "data": data})
+        written[name] = (data, fine)
+    return written
+
+
+@pytest.fixture
+def cifar10_dir(tmp_path) -> tuple[Path, dict]:
+    root = tmp_path / "data"
+    return root, write_cifar10(root)
+
+
+@pytest.fixture
+def cifar100_dir(tmp_path) -> tuple[Path, dict]:
+    root = tmp_path / "data100"
+    return root, write_cifar100(root)
+
+
+# ------------------------------------------------------------------------------------------
+# Executed-looking notebooks (for the status logic, without starting a kernel)
+# ------------------------------------------------------------------------------------------
+
+def record_output(name: str, value) -> dict:
+    import nbformat
+
+    return nbformat.v4.new_output("display_data", data={
+        MIME_TYPE: {"name": name, "value": value}, "text/plain": f"[record] {name}"})
+
+
+def fake_executed_notebook(path: Path, records: dict | None = None, *, finished: bool = True,
+                           exception: bool = False, error: tuple[str, str] | None = None,
+                           parameters: dict | None = None) -> Path:
+    """An nbformat notebook that looks like papermill's output: records as display outputs,
+    metadata.papermill with end_time (None when `finished` is false) and exception flag."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata.papermill = {
+        "parameters": parameters or {}, "exception": exception or None,
+        "start_time": "2026-01-01T00:00:00+00:00",
+        "end_time": "2026-01-01T00:00:05+00:00" if finished else None,
+        "duration": 5.0 if finished else None, "version": "2.6.0",
+    }
+    cell = nbformat.v4.new_code_cell("from energy_lib.records import record")
+    cell.outputs = [record_output(k, v) for k, v in (records or {}).items()]
+    nb.cells.append(cell)
+    if error is not None:
+        failing = nbformat.v4.new_code_cell("raise ValueError('boom')")
+        failing.outputs = [nbformat.v4.new_output("error", ename=error[0], evalue=error[1],
+                                                  traceback=[])]
+        nb.cells.append(failing)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
