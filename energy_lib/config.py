@@ -173,8 +173,9 @@ def _batch_fits(config: RunConfig) -> None:
 
 def _non_empty(name: str):
     def rule(config: RunConfig) -> None:
-        if not getattr(config, name).strip():
-            raise ConfigError(f"{name}='' is not allowed; give a path")
+        value = getattr(config, name)
+        if not value.strip():
+            raise ConfigError(f"{name}={value!r} is not allowed; give a path")
     return rule
 
 

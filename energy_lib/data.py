@@ -243,7 +243,7 @@ class _PILDataset(torch.utils.data.Dataset):
 def torchvision_loader(split: Split, spec: DatasetSpec, batch_size: int, *, train: bool,
                        seed: int = 0, random_crop: bool = True, crop_padding: int = 4,
                        random_flip: bool = True, num_workers: int = 2,
-                       pin_memory: bool = False) -> torch.utils.data.DataLoader:
+                       pin_memory: bool = False):
     from torchvision import transforms as T
 
     steps = []
@@ -252,12 +252,32 @@ def torchvision_loader(split: Split, spec: DatasetSpec, batch_size: int, *, trai
     if train and random_flip:
         steps.append(T.RandomHorizontalFlip())
     steps += [T.ToTensor(), T.Normalize(spec.mean, spec.std)]
-    return torch.utils.data.DataLoader(
+    loader = torch.utils.data.DataLoader(
         _PILDataset(split, T.Compose(steps)), batch_size=batch_size, shuffle=train,
         num_workers=num_workers, pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(seed),
         worker_init_fn=_seed_worker, persistent_workers=num_workers > 0,
     )
+    return loader if num_workers > 0 else _SeededInProcess(loader, seed)
+
+
+class _SeededInProcess:
+    """A worker-less DataLoader whose transforms are seeded too: without workers, torchvision's
+    transforms draw from torch's global generator, so each epoch seeds it from the loader's own
+    seeded stream (workers get their seeds from the DataLoader's generator instead)."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader, seed: int) -> None:
+        self.loader = loader
+        self.dataset = loader.dataset
+        self.batch_size = loader.batch_size
+        self.epoch_seeds = torch.Generator().manual_seed(seed + 1)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        torch.manual_seed(int(torch.randint(2**62, (1,), generator=self.epoch_seeds)))
+        return iter(self.loader)
 
 
 def _seed_worker(worker_id: int) -> None:

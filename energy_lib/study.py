@@ -176,8 +176,13 @@ def cell_status(study: Study, runs_root: str | Path = "runs") -> dict[str, str]:
 def _supersede(path: Path) -> None:
     """Move an old record aside (kept, never deleted) before its cell runs again."""
     stamp = datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y%m%dT%H%M%S")
-    target = path.parent / "superseded" / f"{path.stem}.{stamp}{path.suffix}"
-    target.parent.mkdir(exist_ok=True)
+    folder = path.parent / "superseded"
+    folder.mkdir(exist_ok=True)
+    target = folder / f"{path.stem}.{stamp}{path.suffix}"
+    attempt = 1
+    while target.exists():  # two replacements within one second: never overwrite a kept record
+        attempt += 1
+        target = folder / f"{path.stem}.{stamp}-{attempt}{path.suffix}"
     shutil.move(path, target)
 
 
@@ -195,8 +200,9 @@ def execute_notebook(source: Path, target: Path, parameters: dict, *, kernel_nam
         pm.execute_notebook(str(source), str(running), parameters=parameters,
                             kernel_name=kernel_name, progress_bar=False, stderr_file=log_stream,
                             cwd=os.getcwd())
-    except pm.PapermillExecutionError:
-        os.replace(running, target)
+    except Exception:  # a failed cell, or a kernel that died: its notebook is the record
+        if running.exists():
+            os.replace(running, target)
         with contextlib.suppress(OSError):
             running.parent.rmdir()
         raise
@@ -243,6 +249,10 @@ def run_study(study: Study, *, force: bool = False, runs_root: str | Path = "run
             outcome.failed.append(cell.name)
             bar.write(f"cell {cell.name} failed: {error.ename}: {error.evalue} "
                       f"(record kept: {target})")
+        except Exception as error:  # the kernel died (out of memory, segfault): go on
+            outcome.failed.append(cell.name)
+            bar.write(f"cell {cell.name} failed: {type(error).__name__}: {error} "
+                      f"(partial record: {target})")
         else:
             outcome.ran.append(cell.name)
         outcome.seconds[cell.name] = time.perf_counter() - started

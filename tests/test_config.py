@@ -265,8 +265,6 @@ def test_empty_data_dir(value):
     assert "data_dir=" in message and "give a path" in message
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: config._non_empty always prints "
-                   "data_dir='' instead of the value given (energy_lib/config.py, _non_empty)")
 def test_blank_data_dir_message_names_the_value():
     assert "data_dir='   '" in error_of(data_dir="   ")
 

@@ -1,0 +1,207 @@
+"""train(config) on a small subset of the real Fashion-MNIST: learning, the per-epoch table, the
+constant-power energy, the summary, provenance, determinism and divergence."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+
+from conftest import needs_fashion_mnist
+from energy_lib import ConfigError, RunConfig
+from energy_lib.energy import JOULES_PER_KWH
+from energy_lib.train import STATUS_DIVERGED, STATUS_OK, summarise, train
+
+pytestmark = [needs_fashion_mnist]
+
+EPOCH_COLUMNS = ["epoch", "train_loss", "train_acc_pct", "val_loss", "val_acc_pct", "train_s",
+                 "eval_s", "energy_j", "energy_kwh", "energy_method", "energy_kind"]
+
+BASE = dict(dataset="fashion_mnist", train_subset=512, test_subset=256, epochs=3, width=0.5,
+            lr=0.05, batch_size=64, device="cpu", download=False, data_dir="unused",
+            assumed_power_w=100.0, study="tests", cell="tiny")
+
+
+def tiny(**changes) -> RunConfig:
+    return RunConfig.from_dict({**BASE, **changes})
+
+
+@pytest.fixture(scope="module")
+def result():
+    rows = []
+    run = train(tiny(), progress=False, on_epoch=rows.append)
+    run.callback_rows = rows
+    return run
+
+
+@pytest.fixture(scope="module")
+def rerun():
+    return train(tiny(), progress=False)
+
+
+@pytest.mark.slow
+def test_training_loss_falls(result):
+    losses = [row["train_loss"] for row in result.epochs]
+    assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0]
+    assert result.status == STATUS_OK
+
+
+@pytest.mark.slow
+def test_epoch_table_columns_and_values(result):
+    assert [list(row) for row in result.epochs] == [EPOCH_COLUMNS] * 3
+    assert [row["epoch"] for row in result.epochs] == [1, 2, 3]
+    frame = result.epochs_frame()
+    assert list(frame.columns) == EPOCH_COLUMNS and len(frame) == 3
+    for row in result.epochs:
+        assert 0 <= row["train_acc_pct"] <= 100 and 0 <= row["val_acc_pct"] <= 100
+        assert math.isfinite(row["val_loss"]) and row["val_loss"] > 0
+        assert row["train_s"] > 0 and row["eval_s"] > 0
+        # accuracy on 256 test images moves in steps of 100/256 %
+        assert (row["val_acc_pct"] * 256 / 100) == pytest.approx(round(row["val_acc_pct"] * 2.56))
+    assert result.callback_rows == result.epochs  # on_epoch saw every finished epoch
+
+
+@pytest.mark.slow
+def test_energy_is_assumed_power_times_time(result):
+    power = result.config.assumed_power_w
+    assert power == 100.0
+    for row in result.epochs:
+        assert row["energy_j"] == pytest.approx(power * (row["train_s"] + row["eval_s"]), rel=1e-9)
+        assert row["energy_kwh"] == pytest.approx(row["energy_j"] / JOULES_PER_KWH, rel=1e-12)
+        assert row["energy_method"] == "constant-power" and row["energy_kind"] == "modelled"
+
+
+@pytest.mark.slow
+def test_energy_rows_are_long_form_per_phase(result):
+    rows = result.energy
+    assert all(r["kind"] in ("measured", "modelled") for r in rows)
+    constant = [r for r in rows if r["method"] == "constant-power"]
+    assert [(r["epoch"], r["phase"]) for r in constant] == [
+        (e, p) for e in (1, 2, 3) for p in ("train", "eval")]
+    for r in constant:
+        assert r["kind"] == "modelled" and r["component"] == "assumed-board"
+        assert r["energy_j"] == pytest.approx(100.0 * r["duration_s"], rel=1e-9)
+    for row in result.epochs:
+        of_epoch = [r for r in constant if r["epoch"] == row["epoch"]]
+        assert sum(r["energy_j"] for r in of_epoch) == pytest.approx(row["energy_j"], rel=1e-9)
+        train_row = next(r for r in of_epoch if r["phase"] == "train")
+        assert train_row["duration_s"] == pytest.approx(row["train_s"])
+        eval_row = next(r for r in of_epoch if r["phase"] == "eval")
+        assert eval_row["duration_s"] == pytest.approx(row["eval_s"])
+
+
+@pytest.mark.slow
+def test_summary(result):
+    s, epochs = result.summary, result.epochs
+    assert s["status"] == "ok" and s["epochs_completed"] == 3
+    assert s["best_val_acc_pct"] == max(r["val_acc_pct"] for r in epochs)
+    assert s["final_val_acc_pct"] == epochs[-1]["val_acc_pct"]
+    assert s["final_train_loss"] == epochs[-1]["train_loss"]
+    assert s["final_val_loss"] == epochs[-1]["val_loss"]
+    energy_j = sum(r["energy_j"] for r in epochs)
+    assert s["energy_j_total"] == pytest.approx(energy_j)
+    assert s["energy_kwh_total"] == pytest.approx(energy_j / 3.6e6)
+    assert s["acc_pct_per_wh"] == pytest.approx(s["best_val_acc_pct"] / (energy_j / 3600))
+    assert s["train_s_total"] == pytest.approx(sum(r["train_s"] for r in epochs))
+    assert s["total_s"] == pytest.approx(s["train_s_total"] + s["eval_s_total"])
+    assert s["s_per_epoch"] == pytest.approx(s["total_s"] / 3)
+    assert s["energy_j_total"] == pytest.approx(100.0 * s["total_s"], rel=1e-9)
+    assert s["compute_dtype"] == "float32" and s["device_name"] == "cpu"
+    assert s["energy_method"] == "constant-power" and s["energy_kind"] == "modelled"
+    assert s["assumed_power_w"] == 100.0 and s["pipeline"] == "tensor"
+    # width 0.5 on 1x28x28: 16,16 | 32,32 | 64 channels, 64*3*3 -> 128 -> 10
+    expected = (1 * 16 * 9 + 16) + (16 * 16 * 9 + 16) + (16 * 32 * 9 + 32) + (32 * 32 * 9 + 32) \
+        + (32 * 64 * 9 + 64) + (64 * 9 * 128 + 128) + (128 * 10 + 10)
+    assert s["parameters"] == expected
+
+
+@pytest.mark.slow
+def test_provenance(result):
+    p = result.provenance
+    assert "git_commit" in p
+    assert p["git_commit"] is None or re.fullmatch(r"[0-9a-f]{40}", p["git_commit"])
+    assert p["torch_version"] == torch.__version__
+    assert isinstance(p["cpu_model"], str) and p["cpu_model"]
+    assert p["device"] == "cpu" and p["device_name"] == "cpu"
+    assert p["started"] <= p["finished"]
+    assert set(p["data_sources"]) == {"train", "test"}
+    assert "subset of 512" in p["data_sources"]["train"]
+
+
+@pytest.mark.slow
+def test_same_seed_gives_identical_run(result, rerun):
+    for a, b in zip(result.epochs, rerun.epochs, strict=True):
+        assert a["train_loss"] == b["train_loss"]
+        assert a["val_loss"] == b["val_loss"] and a["val_acc_pct"] == b["val_acc_pct"]
+
+
+@pytest.mark.slow
+def test_another_seed_gives_another_run(result):
+    other = train(tiny(seed=1, epochs=1), progress=False)
+    assert other.epochs[0]["train_loss"] != result.epochs[0]["train_loss"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision,dtype", [("bf16", "bfloat16"), ("amp", "bfloat16"),
+                                             ("fp32", "float32")])
+def test_compute_dtype_on_cpu(precision, dtype):
+    run = train(tiny(precision=precision, epochs=1, train_subset=128, test_subset=64),
+                progress=False)
+    assert run.status == "ok"
+    assert run.summary["compute_dtype"] == dtype
+    assert math.isfinite(run.epochs[0]["train_loss"])
+
+
+@pytest.mark.slow
+def test_text_progress_bar(monkeypatch, capsys):
+    monkeypatch.setenv("ENERGY_STUDY_TEXT_PROGRESS", "1")
+    train(tiny(epochs=2, train_subset=128, test_subset=64, cell="progress-cell"), progress=True)
+    err = capsys.readouterr().err
+    assert "progress-cell" in err and "2/2" in err
+
+
+@pytest.mark.slow
+def test_torchvision_pipeline_run_is_deterministic():
+    config = tiny(pipeline="torchvision", num_workers=0, epochs=1, train_subset=128,
+                  test_subset=64)
+    a, b = train(config, progress=False), train(config, progress=False)
+    assert a.summary["pipeline"] == "torchvision"
+    assert a.epochs[0]["train_loss"] == b.epochs[0]["train_loss"]
+    assert a.epochs[0]["val_loss"] == b.epochs[0]["val_loss"]
+
+
+@pytest.mark.slow
+def test_divergence_is_a_status_not_an_exception():
+    seen = []
+    run = train(tiny(lr=1e6, epochs=3), progress=False, on_epoch=seen.append)
+    assert run.status == STATUS_DIVERGED
+    assert len(run.epochs) == 1 and not math.isfinite(run.epochs[0]["train_loss"])
+    assert math.isnan(run.epochs[0]["val_loss"]) and math.isnan(run.epochs[0]["val_acc_pct"])
+    assert run.epochs[0]["eval_s"] == 0.0
+    assert run.epochs[0]["energy_j"] == pytest.approx(100.0 * run.epochs[0]["train_s"], rel=1e-9)
+    assert {r["phase"] for r in run.energy} == {"train"}
+    assert seen == []  # no finished epoch to report
+    s = run.summary
+    assert s["status"] == "diverged" and s["epochs_completed"] == 1
+    assert math.isnan(s["best_val_acc_pct"]) and math.isnan(s["acc_pct_per_wh"])
+    assert s["energy_j_total"] > 0
+
+
+def test_cuda_on_a_cpu_machine_fails_before_loading_data(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    config = RunConfig(dataset="cifar10", data_dir=str(tmp_path / "no-data"), download=False,
+                       device="cuda")
+    with pytest.raises(ConfigError, match="device='cuda'"):
+        train(config, progress=False)
+    assert not (tmp_path / "no-data").exists()
+
+
+def test_summarise_of_no_epochs():
+    s = summarise([], STATUS_OK)
+    assert s["epochs_completed"] == 0 and math.isnan(s["best_val_acc_pct"])
+    assert math.isnan(s["s_per_epoch"]) and math.isnan(s["acc_pct_per_wh"])
+    assert s["energy_j_total"] == 0
