@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-report", action="store_true", help="skip the analysis notebook")
     commands.add_parser("report", parents=[common], help="rerun only the analysis")
     commands.add_parser("list", parents=[common], help="show the cells and their status")
+    export = commands.add_parser("export", parents=[common],
+                                 help="write one row per run in the CodeCarbon experiment-log schema")
+    export.add_argument("--output", help="CSV path (default: report/<study>/emissions_log.csv)")
+    commands.add_parser("selfcheck", help="measure a known workload; say what can be measured here")
     return parser
 
 
@@ -86,13 +90,31 @@ def _cmd_report(study, args) -> int:
     return 0
 
 
+def _cmd_export(study, args) -> int:
+    from .export import write_export
+    from .records import read_runs
+
+    runs = read_runs(study.runs_dir(args.runs_dir))
+    for problem in runs.problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    path = write_export(runs, study.name,
+                        args.output or study.report_dir(args.report_dir) / "emissions_log.csv")
+    print(f"export: {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "selfcheck":
+        from .selfcheck import main as selfcheck
+
+        return selfcheck()
     try:
         from .study import load_study
 
         study = load_study(args.study, **dict(args.overrides))
-        command = {"run": _cmd_run, "report": _cmd_report, "list": _cmd_list}[args.command]
+        command = {"run": _cmd_run, "report": _cmd_report, "list": _cmd_list,
+                   "export": _cmd_export}[args.command]
         return command(study, args)
     except EnergyStudyError as error:
         print(f"energy-study: error: {error}", file=sys.stderr)

@@ -19,6 +19,7 @@ from .models import MODELS
 
 PRECISIONS = ("fp32", "amp", "bf16")
 PIPELINES = ("tensor", "torchvision")
+METER_NAMES = ("auto", "nvml", "rapl", "cpu-model", "ram-model", "constant-power")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
@@ -51,6 +52,14 @@ class RunConfig:
     channels_last: bool = True
     num_workers: int = 2
     assumed_power_w: float = 70.0  # the original study's assumed T4 board power
+    meters: str = "auto"  # comma-separated: auto, nvml, rapl, cpu-model, ram-model, constant-power
+    cpu_tdp_w: float | None = None  # None: CodeCarbon's CPU table, else 85 W
+    ram_power_w: float | None = None  # None: 3 W per 8 GB installed
+    idle_s: float = 3.0  # idle baseline measured before the first epoch; 0 disables
+    sample_period_s: float = 0.5  # power timeline period (<= 1 s)
+    country: str = ""  # ISO 3166-1 alpha-3 for carbon intensity; "" = world average
+    pue: float = 1.0  # data-centre power usage effectiveness
+    carbon_intensity_g_per_kwh: float | None = None  # overrides the country's figure
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -92,7 +101,10 @@ _FIELD_TYPES = {
     "momentum": float, "weight_decay": float, "seed": int, "device": str,
     "train_subset": (int, None), "test_subset": (int, None), "data_dir": str, "download": bool,
     "pipeline": str, "random_crop": bool, "crop_padding": int, "random_flip": bool,
-    "channels_last": bool, "num_workers": int, "assumed_power_w": float,
+    "channels_last": bool, "num_workers": int, "assumed_power_w": float, "meters": str,
+    "cpu_tdp_w": (float, None), "ram_power_w": (float, None), "idle_s": float,
+    "sample_period_s": float, "country": str, "pue": float,
+    "carbon_intensity_g_per_kwh": (float, None),
 }
 assert set(_FIELD_TYPES) == set(FIELD_NAMES)
 
@@ -179,6 +191,26 @@ def _non_empty(name: str):
     return rule
 
 
+def _meter_names(config: RunConfig) -> None:
+    names = [n.strip() for n in config.meters.split(",") if n.strip()]
+    bad = [n for n in names if n not in METER_NAMES]
+    if bad or not names:
+        raise ConfigError(f"meters={config.meters!r} is not allowed; give a comma-separated list "
+                          f"of: {', '.join(METER_NAMES)}")
+
+
+def _sample_period(config: RunConfig) -> None:
+    if not 0 < config.sample_period_s <= 1:
+        raise ConfigError(f"sample_period_s={config.sample_period_s!r} is not allowed; "
+                          "must be in (0, 1] seconds")
+
+
+def _known_country(config: RunConfig) -> None:
+    from .energy.carbon import check_country  # imports nothing of the package but errors
+
+    object.__setattr__(config, "country", check_country(config.country))
+
+
 _RULES = (
     _one_of("model", list(MODELS)),
     _at_least("width", 0, strict=True),
@@ -201,4 +233,12 @@ _RULES = (
     _at_least("crop_padding", 0),
     _at_least("num_workers", 0),
     _at_least("assumed_power_w", 0, strict=True),
+    _meter_names,
+    _at_least("cpu_tdp_w", 0, strict=True),
+    _at_least("ram_power_w", 0, strict=True),
+    _at_least("idle_s", 0),
+    _sample_period,
+    _known_country,
+    _at_least("pue", 0, strict=True),
+    _at_least("carbon_intensity_g_per_kwh", 0),
 )

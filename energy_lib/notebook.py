@@ -41,10 +41,18 @@ def config_table(config: RunConfig) -> pd.DataFrame:
                         index=list(config.to_dict()))
 
 
+def meters_text(result: RunResult) -> str:
+    """What each energy figure of this run is: measured or modelled, and how."""
+    lines = [f"- {component}: {label}" for component, label in result.meters["components"].items()]
+    return "\n".join(lines + [f"- {d}" for d in result.meters["descriptions"]])
+
+
 def record_result(result: RunResult) -> pd.DataFrame:
     """Store the epoch table, energy readings, summary and provenance; return the epoch table."""
     record("epochs", result.epochs)
     record("energy", result.energy)
+    record("meters", result.meters)
+    record("timeline", {"samples": result.timeline, "marks": result.timeline_marks})
     record("provenance", result.provenance)
     record("summary", result.summary)  # last: its presence marks a finished run
     return result.epochs_frame()

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from .energy.models import total_ram_gb
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -53,6 +55,7 @@ def collect(device: torch.device) -> dict:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "ram_total_gb": round(total_ram_gb(), 2),
         "torch_threads": torch.get_num_threads(),
         "hostname": platform.node(),
         "os": platform.platform(),

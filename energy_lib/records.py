@@ -117,11 +117,13 @@ def read_notebook(path: str | Path) -> NotebookRecord:
 @dataclass
 class Runs:
     """Tables of one study folder: `runs` (one row per notebook), `epochs` (one row per epoch),
-    `energy` (one row per epoch, phase and meter) and `problems` (files that could not be read)."""
+    `energy` (one row per epoch, phase and meter), `timeline` (power samples) and `problems`
+    (files that could not be read)."""
 
     runs: Any
     epochs: Any
     energy: Any
+    timeline: Any
     problems: list[str]
 
 
@@ -130,7 +132,7 @@ def read_runs(folder: str | Path) -> Runs:
     and in-progress copies live there)."""
     import pandas as pd
 
-    rows, epochs, energy, problems = [], [], [], []
+    rows, epochs, energy, timeline, problems = [], [], [], [], []
     for path in sorted(Path(folder).glob("*.ipynb")):
         nb = read_notebook(path)
         if nb.status == "unreadable":
@@ -146,4 +148,7 @@ def read_runs(folder: str | Path) -> Runs:
             epochs.append({"cell": nb.cell, **row})
         for row in nb.records.get("energy") or []:
             energy.append({"cell": nb.cell, **row})
-    return Runs(pd.DataFrame(rows), pd.DataFrame(epochs), pd.DataFrame(energy), problems)
+        for row in (nb.records.get("timeline") or {}).get("samples", []):
+            timeline.append({"cell": nb.cell, **row})
+    return Runs(pd.DataFrame(rows), pd.DataFrame(epochs), pd.DataFrame(energy),
+                pd.DataFrame(timeline), problems)

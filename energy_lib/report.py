@@ -24,7 +24,11 @@ FIGURES = {
 }
 TABLE_COLUMNS = ["cell", "status", "width", "precision", "compute_dtype", "epochs_completed",
                  "best_val_acc_pct", "final_val_acc_pct", "s_per_epoch", "total_s",
-                 "energy_kwh_total", "acc_pct_per_wh", "energy_method", "energy_kind", "error"]
+                 "energy_kwh_total", "acc_pct_per_wh", "energy_method", "energy_kind",
+                 "component_energy_kwh_total", "component_energy_kind", "components",
+                 "component_mean_power_w", "assumed_power_w", "emissions_kg",
+                 "carbon_intensity_g_per_kwh", "error"]
+COMPONENTS = ("gpu", "cpu", "ram")
 
 
 def energy_label(epochs: pd.DataFrame, unit: str) -> str:
@@ -63,15 +67,75 @@ def figure_metric(epochs: pd.DataFrame, name: str):
     return _per_cell_lines(epochs, column, label, label + " per epoch")
 
 
-def figure_cumulative_energy(epochs: pd.DataFrame):
-    data = epochs.sort_values(["cell", "epoch"]).copy()
-    data["cumulative_kwh"] = data.groupby("cell")["energy_kwh"].cumsum()
-    return _per_cell_lines(data, "cumulative_kwh", "cumulative " + energy_label(epochs, "kWh"),
-                           "cumulative energy")
+def with_component_energy(epochs: pd.DataFrame) -> pd.DataFrame:
+    """Add `component_energy_j`: the meters' gpu + cpu + ram figure of each epoch (absent for
+    records made before meters existed)."""
+    data = epochs.copy()
+    present = [f"{c}_energy_j" for c in COMPONENTS if f"{c}_energy_j" in data]
+    data["component_energy_j"] = data[present].sum(axis=1, min_count=1) if present else float("nan")
+    return data
 
 
-def figure_energy_per_epoch(epochs: pd.DataFrame):
-    return _per_cell_lines(epochs, "energy_j", energy_label(epochs, "J"), "energy per epoch")
+def components_label(runs_table: pd.DataFrame) -> str:
+    """'cpu: tdp-model (modelled), ram: ram-model (modelled)' over a study's cells."""
+    labels = set()
+    for value in runs_table.get("components", pd.Series(dtype=object)).dropna():
+        if isinstance(value, dict):
+            labels.update(f"{c}: {m}" for c, m in value.items())
+    return ", ".join(sorted(labels)) or "no meters recorded"
+
+
+def _energy_lines(epochs: pd.DataFrame, runs_table: pd.DataFrame, cumulative: bool, unit: str,
+                  title: str):
+    """Per cell: the meters' figure (solid) beside the constant-power estimate (dashed)."""
+    scale = 1 / 3.6e6 if unit == "kWh" else 1.0
+    data = with_component_energy(epochs).sort_values(["cell", "epoch"])
+    fig, ax = plt.subplots(figsize=(7.2, 4.4))
+    for index, (cell, rows) in enumerate(data.groupby("cell", sort=True)):
+        color = f"C{index % 10}"
+        for column, style, suffix in (("component_energy_j", "-", ""), ("energy_j", "--", " (70 W model)")):
+            values = rows[column] * scale
+            if cumulative:
+                values = values.cumsum()
+            if values.notna().any():
+                ax.plot(rows["epoch"], values, style, marker="o", markersize=3, color=color,
+                        label=cell + suffix if column == "energy_j" else cell)
+    prefix = "cumulative energy" if cumulative else "energy per epoch"
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{prefix} ({unit})")
+    ax.set_title(f"{title}\nsolid: meters -- {components_label(runs_table)}\n"
+                 f"dashed: {energy_label(epochs, unit).split('-- ')[-1]} (assumed power x time)",
+                 fontsize=8)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    if not data.empty:
+        ax.legend(fontsize=6, ncol=2)
+    return fig
+
+
+def figure_cumulative_energy(epochs: pd.DataFrame, runs_table: pd.DataFrame):
+    return _energy_lines(epochs, runs_table, True, "kWh", "cumulative energy")
+
+
+def figure_energy_per_epoch(epochs: pd.DataFrame, runs_table: pd.DataFrame):
+    return _energy_lines(epochs, runs_table, False, "J", "energy per epoch")
+
+
+def figure_power(table: pd.DataFrame, runs_table: pd.DataFrame):
+    """Assumed board power vs the meters' mean power (train + eval) per cell."""
+    done = table[table["status"].isin(["ok", "diverged"])]
+    fig, ax = plt.subplots(figsize=(7.2, 4.0))
+    positions = range(len(done))
+    ax.bar([p - 0.2 for p in positions], done["assumed_power_w"].astype(float), width=0.4,
+           label="assumed (constant-power, modelled)", color="0.6")
+    ax.bar([p + 0.2 for p in positions], done["component_mean_power_w"].astype(float), width=0.4,
+           label=f"meters: {components_label(runs_table)}")
+    ax.set_xticks(list(positions), done["cell"], rotation=20, ha="right", fontsize=7)
+    ax.set_ylabel("mean power over train + eval (W)")
+    ax.set_title("assumed vs metered average power")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, axis="y")
+    return fig
 
 
 def figure_tradeoff(table: pd.DataFrame, epochs: pd.DataFrame):
@@ -140,9 +204,10 @@ def write_report(runs: Runs, report_dir: str | Path, expected_cells: list[str] |
                                        *[c for c, _ in FIGURES.values()]])
     table = results_table(runs, expected_cells)
     figures = {name: figure_metric(epochs, name) for name in FIGURES}
-    figures["cumulative_energy"] = figure_cumulative_energy(epochs)
-    figures["energy_per_epoch"] = figure_energy_per_epoch(epochs)
+    figures["cumulative_energy"] = figure_cumulative_energy(epochs, runs.runs)
+    figures["energy_per_epoch"] = figure_energy_per_epoch(epochs, runs.runs)
     figures["accuracy_vs_energy"] = figure_tradeoff(table, epochs)
+    figures["power_assumed_vs_metered"] = figure_power(table, runs.runs)
     paths = {name: _save(fig, report_dir / f"{name}.png") for name, fig in figures.items()}
     csv = report_dir / "results.csv"
     tmp = csv.with_name(".results.csv.tmp")
@@ -161,13 +226,47 @@ def plot_run(epochs: pd.DataFrame):
     axes[1].plot(epochs["epoch"], epochs["train_acc_pct"], marker="o", label="train")
     axes[1].plot(epochs["epoch"], epochs["val_acc_pct"], marker="o", label="validation")
     axes[1].set_ylabel("accuracy (%)")
-    axes[2].bar(epochs["epoch"], epochs["energy_j"])
-    axes[2].set_ylabel(energy_label(epochs, "J"))
+    data = with_component_energy(epochs)
+    axes[2].bar(epochs["epoch"] - 0.2, epochs["energy_j"], width=0.4, color="0.6",
+                label="constant-power (modelled)")
+    if data["component_energy_j"].notna().any():
+        axes[2].bar(epochs["epoch"] + 0.2, data["component_energy_j"], width=0.4,
+                    label="meters (gpu + cpu + ram)")
+    axes[2].set_ylabel("energy per epoch (J)")
+    axes[2].legend(fontsize=7)
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[0].legend()
     axes[1].legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_timeline(samples: list[dict], marks: list[dict], idle_power_w: dict[str, float]):
+    """Watts vs time per component, with epoch starts and each component's idle level."""
+    data = pd.DataFrame(samples)
+    fig, ax = plt.subplots(figsize=(13, 3.6))
+    if data.empty:
+        ax.text(0.5, 0.5, "no power samples (run shorter than one sample period)",
+                ha="center", transform=ax.transAxes)
+        return fig
+    for index, (component, rows) in enumerate(data.groupby("component", sort=True)):
+        color = f"C{index}"
+        ax.plot(rows["t_s"], rows["power_w"], color=color,
+                label=f"{component}: {rows['method'].iloc[0]}")
+        for key, watts in idle_power_w.items():
+            if key.split("/")[0] == component:
+                ax.axhline(watts, color=color, linestyle=":", linewidth=1)
+    for mark in marks:
+        ax.axvline(mark["t_s"], color="0.5", linewidth=0.6, linestyle="--")
+        ax.annotate(mark["label"], (mark["t_s"], 1), xycoords=("data", "axes fraction"),
+                    fontsize=6, rotation=90, va="top", ha="right")
+    ax.set_xlabel("time since start (s)")
+    ax.set_ylabel("power (W)")
+    ax.set_title("power timeline (dotted: idle level; dashed: phase starts)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
 

@@ -1,8 +1,9 @@
 """train(config) -> RunResult: one short, readable training loop.
 
 Train and eval are separate measurement windows, each opened and closed after synchronising the
-device, so their seconds and joules never include queued work of the other. Loss and accuracy are
-summed on the device and read once per phase: the step itself never waits for the host.
+device, so their seconds and joules never include queued work of the other; a `run` window spans
+all epochs, and an `idle` window before the first epoch gives the idle baseline. Loss and
+accuracy are summed on the device and read once per phase: the step never waits for the host.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
@@ -21,7 +23,10 @@ from . import provenance
 from .config import RunConfig
 from .data import make_loaders
 from .device import device_name, resolve_runtime
-from .energy import ConstantPowerEstimator, EnergyMonitor, joules_to_kwh
+from .energy import EnergyMonitor, joules_to_kwh
+from .energy.carbon import emissions_kg, resolve_intensity
+from .energy.setup import build_meters
+from .energy.timeline import PowerTimeline
 from .models import create_model
 
 STATUS_OK, STATUS_DIVERGED = "ok", "diverged"
@@ -35,6 +40,9 @@ class RunResult:
     energy: list[dict] = field(default_factory=list)  # long form: epoch, phase, component, ...
     summary: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
+    timeline: list[dict] = field(default_factory=list)  # t_s, component, power_w, method
+    timeline_marks: list[dict] = field(default_factory=list)  # t_s, label (epoch starts, idle)
+    meters: dict = field(default_factory=dict)  # what each component's figure is, and notes
 
     def epochs_frame(self):
         import pandas as pd
@@ -81,85 +89,116 @@ def train(config: RunConfig, *, progress: bool = True,
             return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=runtime.autocast_dtype)
 
-    monitor = EnergyMonitor([ConstantPowerEstimator(config.assumed_power_w)], device)
+    meter_set = build_meters(config.meters, device, assumed_power_w=config.assumed_power_w,
+                             cpu_tdp_w=config.cpu_tdp_w, ram_power_w=config.ram_power_w,
+                             cpu_model=provenance.cpu_model())
+    monitor = EnergyMonitor(meter_set.meters, device)
+    timeline = PowerTimeline(meter_set.meters, period_s=config.sample_period_s)
     result = RunResult(config=config)
+    result.meters = {"components": meter_set.components(), "descriptions": meter_set.describe()}
     compute_dtype = None
     bar = _progress(config.epochs, config.cell or config.study) if progress else None
-
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        monitor.begin_window("train")
-        for x, y in train_loader:
-            x = x.to(device, non_blocking=True, memory_format=memory_format)
-            y = y.to(device, non_blocking=True)
-            with autocast(True):
-                logits = model(x)
-                loss = criterion(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            loss_sum += loss.detach().float() * len(y)
-            correct += (logits.argmax(1) == y).sum()
-            seen += len(y)
-        train_window = monitor.end_window("train")
-        compute_dtype = compute_dtype or str(logits.dtype).removeprefix("torch.")
-        train_loss = loss_sum.item() / seen
-        train_acc = 100.0 * correct.item() / seen
-
-        if not math.isfinite(train_loss):
-            result.status = STATUS_DIVERGED
-            result.epochs.append(_epoch_row(epoch, train_loss, train_acc, math.nan, math.nan,
-                                            train_window, None))
-            result.energy += _energy_rows(epoch, train_window, None)
-            break
-
-        model.eval()
-        loss_sum.zero_()
-        correct.zero_()
-        seen = 0
-        monitor.begin_window("eval")
-        with torch.inference_mode(), autocast(runtime.eval_autocast):
-            for x, y in eval_loader:
+    timeline.start()
+    try:
+        idle_power_w = measure_idle(monitor, timeline, config.idle_s)
+        monitor.begin_window("run")
+        for epoch in range(1, config.epochs + 1):
+            timeline.mark(f"epoch {epoch}")
+            model.train()
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            seen = 0
+            monitor.begin_window("train")
+            for x, y in train_loader:
                 x = x.to(device, non_blocking=True, memory_format=memory_format)
                 y = y.to(device, non_blocking=True)
-                logits = model(x)
-                loss_sum += criterion(logits.float(), y) * len(y)
+                with autocast(True):
+                    logits = model(x)
+                    loss = criterion(logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                loss_sum += loss.detach().float() * len(y)
                 correct += (logits.argmax(1) == y).sum()
                 seen += len(y)
-        eval_window = monitor.end_window("eval")
-        row = _epoch_row(epoch, train_loss, train_acc, loss_sum.item() / seen,
-                         100.0 * correct.item() / seen, train_window, eval_window)
-        result.epochs.append(row)
-        result.energy += _energy_rows(epoch, train_window, eval_window)
+            train_window = monitor.end_window("train")
+            compute_dtype = compute_dtype or str(logits.dtype).removeprefix("torch.")
+            train_loss = loss_sum.item() / seen
+            train_acc = 100.0 * correct.item() / seen
+
+            if not math.isfinite(train_loss):
+                result.status = STATUS_DIVERGED
+                result.epochs.append(_epoch_row(epoch, train_loss, train_acc, math.nan, math.nan,
+                                                train_window, None))
+                result.energy += _energy_rows(epoch, idle_power_w, train=train_window)
+                break
+
+            model.eval()
+            loss_sum.zero_()
+            correct.zero_()
+            seen = 0
+            monitor.begin_window("eval")
+            with torch.inference_mode(), autocast(runtime.eval_autocast):
+                for x, y in eval_loader:
+                    x = x.to(device, non_blocking=True, memory_format=memory_format)
+                    y = y.to(device, non_blocking=True)
+                    logits = model(x)
+                    loss_sum += criterion(logits.float(), y) * len(y)
+                    correct += (logits.argmax(1) == y).sum()
+                    seen += len(y)
+            eval_window = monitor.end_window("eval")
+            row = _epoch_row(epoch, train_loss, train_acc, loss_sum.item() / seen,
+                             100.0 * correct.item() / seen, train_window, eval_window)
+            result.epochs.append(row)
+            result.energy += _energy_rows(epoch, idle_power_w, train=train_window, eval=eval_window)
+            if bar is not None:
+                bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{row['val_acc_pct']:.1f}%")
+                bar.update()
+            if on_epoch is not None:
+                on_epoch(row)
+        result.energy += _energy_rows(None, idle_power_w, run=monitor.end_window("run"))
+    finally:
+        timeline.stop()
+        meter_set.close()
         if bar is not None:
-            bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{row['val_acc_pct']:.1f}%")
-            bar.update()
-        if on_epoch is not None:
-            on_epoch(row)
-    if bar is not None:
-        bar.close()
+            bar.close()
+    result.timeline, result.timeline_marks = timeline.rows(), timeline.mark_rows()
 
     result.summary = summarise(result.epochs, result.status)
     result.summary.update(
         compute_dtype=compute_dtype, device_name=device_name(device),
         parameters=sum(p.numel() for p in model.parameters()),
         assumed_power_w=config.assumed_power_w, energy_method="constant-power",
-        energy_kind="modelled", pipeline=config.pipeline,
+        energy_kind="modelled", pipeline=config.pipeline, idle_s=config.idle_s,
+        **component_summary(result.energy, idle_power_w, result.meters["components"], config),
     )
     result.provenance = provenance.collect(device) | {
         "started": started, "finished": _now(), "data_sources": sources}
     return result
 
 
+def measure_idle(monitor: EnergyMonitor, timeline: PowerTimeline, idle_s: float) -> dict[str, float]:
+    """Idle power per reading ("component/method" -> W) over `idle_s` seconds of doing nothing
+    before training. The constant-power estimate has no idle notion and is left out."""
+    if idle_s <= 0:
+        return {}
+    timeline.mark("idle")
+    monitor.begin_window("idle")
+    time.sleep(idle_s)
+    window = monitor.end_window("idle")
+    timeline.mark("idle end")
+    return {f"{r.component}/{r.method}": r.energy_j / window.duration_s
+            for r in window.readings if r.method != "constant-power"}
+
+
 def _epoch_row(epoch, train_loss, train_acc, val_loss, val_acc, train_window, eval_window) -> dict:
-    """One row of the per-epoch table; energy is the constant-power estimate (train + eval)."""
+    """One row of the per-epoch table. `energy_j` is the original study's constant-power
+    estimate (train + eval); `<component>_energy_j` are the meters' figures (their method and
+    kind are in the summary's `components`)."""
     windows = [w for w in (train_window, eval_window) if w is not None]
     energy_j = sum(r.energy_j for w in windows for r in w.readings if r.method == "constant-power")
-    return {
+    row = {
         "epoch": epoch, "train_loss": train_loss, "train_acc_pct": train_acc,
         "val_loss": val_loss, "val_acc_pct": val_acc,
         "train_s": train_window.duration_s,
@@ -167,15 +206,61 @@ def _epoch_row(epoch, train_loss, train_acc, val_loss, val_acc, train_window, ev
         "energy_j": energy_j, "energy_kwh": joules_to_kwh(energy_j),
         "energy_method": "constant-power", "energy_kind": "modelled",
     }
+    for window in windows:
+        for reading in window.readings:
+            if reading.method != "constant-power":
+                key = f"{reading.component}_energy_j"
+                row[key] = row.get(key, 0.0) + reading.energy_j
+    return row
 
 
-def _energy_rows(epoch: int, train_window, eval_window) -> list[dict]:
+def _energy_rows(epoch: int | None, idle_power_w: dict[str, float], **windows) -> list[dict]:
+    """Long-form energy: one row per (phase, component, method), with the energy above idle
+    where an idle baseline of that reading exists."""
     rows = []
-    for phase, window in (("train", train_window), ("eval", eval_window)):
-        if window is not None:
-            rows += [{"epoch": epoch, "phase": phase, "duration_s": window.duration_s,
-                      **r.to_dict()} for r in window.readings]
+    for phase, window in windows.items():
+        if window is None:
+            continue
+        for reading in window.readings:
+            idle_w = idle_power_w.get(f"{reading.component}/{reading.method}")
+            above = reading.energy_j - idle_w * window.duration_s if idle_w is not None else None
+            rows.append({"epoch": epoch, "phase": phase, "duration_s": window.duration_s,
+                         **reading.to_dict(), "above_idle_j": above})
     return rows
+
+
+def component_summary(energy: list[dict], idle_power_w: dict[str, float],
+                      components: dict[str, str], config: RunConfig) -> dict:
+    """Per-component totals over the train + eval windows, their sum, its kind, mean power
+    and carbon. A sum of measured and modelled components is labelled `mixed`."""
+    phases = [r for r in energy if r["phase"] in ("train", "eval") and r["component"] in components]
+    out: dict = {"components": components, "idle_power_w": idle_power_w}
+    for component in components:
+        rows = [r for r in phases if r["component"] == component]
+        out[f"{component}_energy_j"] = sum(r["energy_j"] for r in rows)
+        above = [r["above_idle_j"] for r in rows]
+        out[f"{component}_above_idle_j"] = sum(above) if above and None not in above else None
+    total_j = sum(out[f"{c}_energy_j"] for c in components)
+    kinds = {label.split("(")[-1].rstrip(")") for label in components.values()}
+    seconds = sum(r["duration_s"] for r in phases if r["component"] == next(iter(components), None))
+    intensity = resolve_intensity(config.country, config.carbon_intensity_g_per_kwh)
+    constant_j = sum(r["energy_j"] for r in energy
+                     if r["phase"] in ("train", "eval") and r["method"] == "constant-power")
+    out.update(
+        component_energy_j_total=total_j,
+        component_energy_kwh_total=joules_to_kwh(total_j),
+        component_energy_kind=kinds.pop() if len(kinds) == 1 else "mixed",
+        component_mean_power_w=total_j / seconds if seconds else None,
+        carbon_intensity_g_per_kwh=intensity.g_per_kwh,
+        carbon_intensity_source=intensity.source,
+        country_iso_code=intensity.country_iso_code,
+        country_name=intensity.country_name,
+        pue=config.pue,
+        emissions_kg=emissions_kg(joules_to_kwh(total_j), intensity.g_per_kwh, config.pue),
+        emissions_kg_constant_power=emissions_kg(joules_to_kwh(constant_j), intensity.g_per_kwh,
+                                                 config.pue),
+    )
+    return out
 
 
 def summarise(epochs: list[dict], status: str) -> dict:

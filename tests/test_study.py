@@ -562,6 +562,7 @@ TINY = """\
     batch_size = 64
     device = "cpu"
     download = false
+    idle_s = 0
 
     [axes]
     precision = ["fp32", "bf16", "amp"]
@@ -597,7 +598,13 @@ def test_real_study_runs_every_cell(tiny_study):
         assert record.records["summary"]["energy_method"] == "constant-power"
         assert len(record.records["epochs"]) == 1
         assert [r["phase"] for r in record.records["energy"]
-                if r["method"] == "constant-power"] == ["train", "eval"]
+                if r["method"] == "constant-power"] == ["train", "eval", "run"]
+        labels = {r["component"]: (r["method"], r["kind"]) for r in record.records["energy"]
+                  if r["phase"] == "train"}
+        assert labels["assumed-board"] == ("constant-power", "modelled")
+        assert labels["cpu"] in {("tdp-model", "modelled"), ("rapl", "measured")}
+        assert labels["ram"] in {("ram-model", "modelled"), ("rapl", "measured")}
+        assert record.records["timeline"]["marks"][0]["label"] == "epoch 1"  # idle_s=0 here
         assert "git_commit" in record.records["provenance"]
         assert record.parameters["data_dir"] == str((base / "data").resolve())
     assert cell_status(study, base / "runs") == {"precision-fp32": "ok", "precision-bf16": "ok",

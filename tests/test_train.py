@@ -17,11 +17,12 @@ from energy_lib.train import STATUS_DIVERGED, STATUS_OK, summarise, train
 pytestmark = [needs_fashion_mnist]
 
 EPOCH_COLUMNS = ["epoch", "train_loss", "train_acc_pct", "val_loss", "val_acc_pct", "train_s",
-                 "eval_s", "energy_j", "energy_kwh", "energy_method", "energy_kind"]
+                 "eval_s", "energy_j", "energy_kwh", "energy_method", "energy_kind",
+                 "cpu_energy_j", "ram_energy_j"]  # the meters' components on a CPU-only machine
 
 BASE = dict(dataset="fashion_mnist", train_subset=512, test_subset=256, epochs=3, width=0.5,
             lr=0.05, batch_size=64, device="cpu", download=False, data_dir="unused",
-            assumed_power_w=100.0, study="tests", cell="tiny")
+            assumed_power_w=100.0, study="tests", cell="tiny", idle_s=0)
 
 
 def tiny(**changes) -> RunConfig:
@@ -78,9 +79,12 @@ def test_energy_is_assumed_power_times_time(result):
 def test_energy_rows_are_long_form_per_phase(result):
     rows = result.energy
     assert all(r["kind"] in ("measured", "modelled") for r in rows)
-    constant = [r for r in rows if r["method"] == "constant-power"]
+    constant = [r for r in rows if r["method"] == "constant-power" and r["phase"] != "run"]
     assert [(r["epoch"], r["phase"]) for r in constant] == [
         (e, p) for e in (1, 2, 3) for p in ("train", "eval")]
+    whole_run = [r for r in rows if r["method"] == "constant-power" and r["phase"] == "run"]
+    assert len(whole_run) == 1 and whole_run[0]["epoch"] is None
+    assert whole_run[0]["duration_s"] >= sum(r["duration_s"] for r in constant)
     for r in constant:
         assert r["kind"] == "modelled" and r["component"] == "assumed-board"
         assert r["energy_j"] == pytest.approx(100.0 * r["duration_s"], rel=1e-9)

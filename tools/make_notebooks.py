@@ -33,12 +33,15 @@ RUN = [
         "# Lab record: one cell of a training-energy study\n\n"
         "This notebook trains one configuration of a width × precision study and keeps everything "
         "needed to read it later: the validated configuration, the per-epoch curves, the energy "
-        "figures and where they came from, and the provenance (commit, library versions, device).\n\n"
+        "figures and how each was obtained, a power timeline, and the provenance (commit, library "
+        "versions, device).\n\n"
         "**Energy.** Each epoch's train and evaluation phases are separate windows, opened and "
-        "closed after synchronising the device. Energy here is the original study's estimate: "
-        "an *assumed* constant board power (`assumed_power_w`, 70 W for the T4) × the window's "
-        "wall time. It is **modelled, not measured**: every energy value carries "
-        "`method=constant-power`, `kind=modelled`.\n\n"
+        "closed after synchronising the device; a `run` window spans all epochs and an `idle` "
+        "window before the first epoch gives the idle baseline. Each component is *measured* "
+        "where the hardware allows (GPU: NVML energy counter; CPU and DRAM: RAPL) and *modelled* "
+        "where not (CPU: TDP × utilisation; RAM: constant power per GB) -- every value carries its "
+        "`method` and `kind`. The original study's estimate, an *assumed* constant board power "
+        "(`assumed_power_w`, 70 W for the T4) × wall time, is always computed beside them.\n\n"
         "The values stored with `record(...)` are what `energy_lib.records.read_runs` and the "
         "analysis notebook read back."),
     new_code_cell("import energy_lib.notebook as lab\n\n"
@@ -50,13 +53,19 @@ RUN = [
                   "lab.config_table(config)"),
     new_markdown_cell("## Training"),
     new_code_cell("from energy_lib.train import train\n\nresult = train(config)"),
+    new_markdown_cell("## What was measured, what was modelled"),
+    new_code_cell("print(lab.meters_text(result))"),
     new_markdown_cell("## Curves and energy per epoch"),
-    new_code_cell("from energy_lib.report import plot_run\n\n"
+    new_code_cell("from energy_lib.report import plot_run, plot_timeline\n\n"
                   "epochs = lab.record_result(result)\n"
                   "plot_run(epochs);"),
     new_code_cell("epochs"),
+    new_markdown_cell("## Power timeline"),
+    new_code_cell("plot_timeline(result.timeline, result.timeline_marks, result.summary['idle_power_w']);"),
     new_markdown_cell("## Summary\n\n`acc_pct_per_wh` is the original study's efficiency "
-                      "figure: best validation accuracy (%) per watt-hour."),
+                      "figure (best validation accuracy % per Wh of the constant-power estimate); "
+                      "`component_*` are the meters' figures; `emissions_kg` = component energy × "
+                      "carbon intensity × PUE."),
     new_code_cell("import pandas as pd\n\npd.Series(result.summary, name=config.cell or config.study)"),
 ]
 
@@ -79,8 +88,11 @@ ANALYSIS = [
     new_markdown_cell("## Training curves"),
     new_code_cell("for name in ['train_loss', 'train_accuracy', 'val_loss', 'val_accuracy']:\n"
                   "    display(written['figures'][name])"),
-    new_markdown_cell("## Energy"),
-    new_code_cell("for name in ['cumulative_energy', 'energy_per_epoch', 'accuracy_vs_energy']:\n"
+    new_markdown_cell("## Energy\n\nSolid lines: the meters' figures (each component measured "
+                      "or modelled as the legend says); dashed: the original study's constant-power "
+                      "estimate, for comparison."),
+    new_code_cell("for name in ['cumulative_energy', 'energy_per_epoch', 'accuracy_vs_energy',\n"
+                  "             'power_assumed_vs_metered']:\n"
                   "    display(written['figures'][name])"),
     new_markdown_cell("## Beside the original study (paper preset only)\n\nThe original Table 1 "
                       "(CIFAR-10, Colab T4, energy = 70 W × time) next to ours, matched on width "

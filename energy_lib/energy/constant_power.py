@@ -16,10 +16,14 @@ class ConstantPowerEstimator:
     def __init__(self, power_w: float) -> None:
         if not power_w > 0:
             raise ValueError(f"power_w={power_w!r} must be > 0")
-        self.power_w = float(power_w)
+        self.assumed_w = float(power_w)
+
+    def describe(self) -> str:
+        return (f"constant power: {self.assumed_w:g} W assumed x wall time (the original study's "
+                "estimate; modelled)")
 
     def begin(self, name: str) -> None:
         pass  # needs nothing but the window's duration
 
     def end(self, name: str, duration_s: float) -> list[Reading]:
-        return [Reading(self.component, self.power_w * duration_s, self.method, self.kind)]
+        return [Reading(self.component, self.assumed_w * duration_s, self.method, self.kind)]

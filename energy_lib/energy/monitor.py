@@ -17,8 +17,9 @@ class Reading:
 
     component: str  # e.g. "assumed-board", "gpu", "cpu", "ram"
     energy_j: float
-    method: str  # e.g. "constant-power", "nvml", "rapl", "tdp-model"
+    method: str  # e.g. "constant-power", "nvml-counter", "rapl", "tdp-model"
     kind: str  # "measured" | "modelled"
+    flag: str = ""  # e.g. why this reading should not be trusted as it stands
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,0 +1,142 @@
+"""Modelled CPU and RAM energy, for machines whose counters cannot be read.
+
+CPU: TDP x utilisation x time. Utilisation is the whole machine's busy share between the window
+edges (/proc/stat), as CodeCarbon's CPU-load model does; the TDP comes from the user
+(`cpu_tdp_w`), else CodeCarbon's CPU table (bundled, MIT), else a default. It ignores idle power
+and turbo, and on a VM it charges the host CPU's TDP to the visible cores' load: an upper-bound
+style estimate, labelled `modelled`.
+
+RAM: a constant power, by default 3 W per 8 GB of installed memory (CodeCarbon's former rule of
+thumb), or the user's `ram_power_w`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import time
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from .monitor import Reading
+
+DEFAULT_CPU_TDP_W = 85.0  # CodeCarbon's fallback for a CPU missing from its table
+RAM_W_PER_GB = 3.0 / 8.0
+
+
+@lru_cache(maxsize=1)
+def _tdp_table() -> dict[str, float]:
+    text = resources.files("energy_lib").joinpath("data/cpu_tdp.csv").read_text()
+    rows = csv.DictReader(io.StringIO("".join(l for l in text.splitlines(True) if not l.startswith("#"))))
+    table = {}
+    for row in rows:
+        try:
+            table[_normalise(row["Name"])] = float(row["TDP"])
+        except (TypeError, ValueError):
+            continue  # a few upstream rows hold malformed values ("27.29.5"): skip them
+    return table
+
+
+def _normalise(name: str) -> str:
+    name = re.sub(r"\((R|TM|tm|r)\)|\bCPU\b|\bProcessor\b|@.*$|\d+-Core", " ", name)
+    return " ".join(name.split()).lower()
+
+
+def lookup_cpu_tdp(cpu_model: str) -> tuple[float, str]:
+    """(TDP in W, where it came from) for a CPU model string."""
+    table = _tdp_table()
+    key = _normalise(cpu_model)
+    if key in table:
+        return table[key], f"CodeCarbon CPU table: {cpu_model}"
+    matches = [name for name in table if name and re.search(rf"\b{re.escape(name)}\b", key)]
+    if matches:
+        best = max(matches, key=len)  # the most specific model name inside the string
+        return table[best], f"CodeCarbon CPU table: {best}"
+    return DEFAULT_CPU_TDP_W, f"default {DEFAULT_CPU_TDP_W:g} W ({cpu_model!r} not in the CPU table)"
+
+
+def read_cpu_times(stat_path: Path = Path("/proc/stat")) -> tuple[float, float]:
+    """(busy, total) CPU time of the whole machine, in ticks; process time where /proc is absent."""
+    try:
+        fields = [float(v) for v in stat_path.read_text().splitlines()[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+        return sum(fields[:8]) - idle, sum(fields[:8])
+    except (OSError, ValueError, IndexError):
+        return time.process_time(), time.perf_counter() * (os.cpu_count() or 1)
+
+
+def utilisation(start: tuple[float, float], end: tuple[float, float]) -> float:
+    busy, total = end[0] - start[0], end[1] - start[1]
+    return min(1.0, max(0.0, busy / total)) if total > 0 else 0.0
+
+
+def total_ram_gb() -> float:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    except (ValueError, OSError, AttributeError):
+        return 8.0
+
+
+class CpuTdpModel:
+    """Modelled CPU energy: TDP x utilisation x window time."""
+
+    method = "tdp-model"
+    kind = "modelled"
+    components = ["cpu"]
+
+    def __init__(self, tdp_w: float, tdp_source: str, stat_path: Path = Path("/proc/stat")) -> None:
+        self.tdp_w = tdp_w
+        self.tdp_source = tdp_source
+        self.stat_path = stat_path
+        self._starts: dict[str, tuple[float, float]] = {}
+        self._last_sample = read_cpu_times(stat_path)
+
+    def describe(self) -> str:
+        return f"CPU: {self.tdp_w:g} W TDP ({self.tdp_source}) x machine utilisation (/proc/stat)"
+
+    def begin(self, name: str) -> None:
+        self._starts[name] = read_cpu_times(self.stat_path)
+
+    def end(self, name: str, duration_s: float) -> list[Reading]:
+        share = utilisation(self._starts.pop(name), read_cpu_times(self.stat_path))
+        return [Reading("cpu", self.tdp_w * share * duration_s, self.method, self.kind)]
+
+    def power_w(self) -> dict[str, float]:
+        """Power since the previous call, for the timeline sampler."""
+        now = read_cpu_times(self.stat_path)
+        share, self._last_sample = utilisation(self._last_sample, now), now
+        return {"cpu": self.tdp_w * share}
+
+
+class RamPowerModel:
+    """Modelled RAM energy: a constant power x window time."""
+
+    method = "ram-model"
+    kind = "modelled"
+    components = ["ram"]
+
+    def __init__(self, power_w: float, source: str) -> None:
+        self.power_w_value = power_w
+        self.source = source
+
+    @classmethod
+    def default(cls, override_w: float | None = None) -> "RamPowerModel":
+        if override_w is not None:
+            return cls(override_w, "ram_power_w parameter")
+        gb = total_ram_gb()
+        return cls(gb * RAM_W_PER_GB, f"3 W per 8 GB x {gb:.1f} GB installed")
+
+    def describe(self) -> str:
+        return f"RAM: constant {self.power_w_value:.2f} W ({self.source})"
+
+    def begin(self, name: str) -> None:
+        pass
+
+    def end(self, name: str, duration_s: float) -> list[Reading]:
+        return [Reading("ram", self.power_w_value * duration_s, self.method, self.kind)]
+
+    def power_w(self) -> dict[str, float]:
+        return {"ram": self.power_w_value}

@@ -1,0 +1,67 @@
+"""Power timeline: every meter's power sampled by one background thread, in bounded memory.
+
+The sampler wakes every `period_s` (<= 1 s), asks each meter for its power since the previous
+sample, and stores (seconds since start, component, watts). When `max_samples` is reached it
+keeps every other sample and doubles its period, so a run of any length fits in a fixed amount
+of memory with an even resolution. It never touches the training step.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+
+class PowerTimeline(threading.Thread):
+    def __init__(self, meters: list, period_s: float = 0.5, max_samples: int = 4000) -> None:
+        super().__init__(daemon=True, name="power-timeline")
+        if not 0 < period_s <= 1:
+            raise ValueError(f"period_s={period_s!r} must be in (0, 1]")
+        self.sources = [m for m in meters if hasattr(m, "power_w")]
+        self.methods = {c: f"{m.method} ({m.kind})" for m in self.sources for c in m.components}
+        self.period_s = period_s
+        self.max_samples = max_samples
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self.marks: list[tuple[float, str]] = []  # (time, label): epoch boundaries, idle end
+        self._halt = threading.Event()
+        self._lock = threading.Lock()
+        self.t0 = time.perf_counter()
+
+    def now_s(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def mark(self, label: str) -> None:
+        with self._lock:
+            self.marks.append((self.now_s(), label))
+
+    def sample(self) -> None:
+        watts: dict[str, float] = {}
+        for source in self.sources:
+            try:
+                watts.update(source.power_w())
+            except Exception:  # a meter that fails to sample leaves a gap, not a crash
+                continue
+        with self._lock:
+            self.samples.append((self.now_s(), watts))
+            if len(self.samples) >= self.max_samples:
+                self.samples = self.samples[::2]
+                self.period_s *= 2
+
+    def run(self) -> None:
+        while not self._halt.wait(self.period_s):
+            self.sample()
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self.is_alive():
+            self.join(timeout=2)
+
+    def rows(self) -> list[dict]:
+        """Long form: one row per (time, component)."""
+        with self._lock:
+            return [{"t_s": t, "component": c, "power_w": w, "method": self.methods.get(c, "")}
+                    for t, watts in self.samples for c, w in watts.items()]
+
+    def mark_rows(self) -> list[dict]:
+        with self._lock:
+            return [{"t_s": t, "label": label} for t, label in self.marks]

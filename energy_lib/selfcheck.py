@@ -1,0 +1,116 @@
+"""`python -m energy_lib.selfcheck` (or `energy-study selfcheck`): what can be measured here?
+
+On a GPU it measures idle power, then a known workload (large matrix products for a few seconds)
+with the NVML energy counter, and compares the counter with power sampled every 100 ms and
+integrated over the same window -- two independent NVML paths that should agree within a few
+per cent. On a CPU-only machine it says which meters are available, which fall back to a model,
+and why, and shows the modelled figures for a short CPU workload.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import torch
+
+from .energy import EnergyMonitor
+from .energy.models import CpuTdpModel, RamPowerModel, lookup_cpu_tdp
+from .energy.nvml import NvmlMeter, _PowerIntegrator
+from .energy.rapl import RaplMeter
+from .provenance import cpu_model
+
+
+def _workload(device: torch.device, seconds: float) -> int:
+    """Matrix products until `seconds` have passed; returns how many ran."""
+    size = 8192 if device.type == "cuda" else 1024
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    count, deadline = 0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(10):
+            a = torch.mm(a, b).clamp_(-1, 1)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        count += 10
+    return count
+
+
+def _measure(meters: list, device: torch.device, idle_s: float, busy_s: float) -> dict:
+    monitor = EnergyMonitor(meters, device)
+    monitor.begin_window("idle")
+    time.sleep(idle_s)
+    idle = monitor.end_window("idle")
+    monitor.begin_window("busy")
+    _workload(device, busy_s)
+    busy = monitor.end_window("busy")
+    return {"idle": idle, "busy": busy}
+
+
+def _report(windows: dict) -> None:
+    for name, window in windows.items():
+        for r in window.readings:
+            print(f"  {name:>4} {r.component:>4}: {r.energy_j:9.1f} J over {window.duration_s:5.2f} s "
+                  f"= {r.energy_j / window.duration_s:7.1f} W  [{r.method}, {r.kind}]"
+                  + (f"  ! {r.flag}" if r.flag else ""))
+
+
+def check_gpu(idle_s: float = 3.0, busy_s: float = 8.0) -> int:
+    device = torch.device("cuda:0")
+    meter, why = NvmlMeter.probe([0])
+    print(f"GPU: {torch.cuda.get_device_name(device)}")
+    if meter is None:
+        print(f"  cannot measure GPU energy: {why}")
+        return 1
+    print(f"  {meter.describe()}")
+    integrator = _PowerIntegrator(meter.read_power_w)
+    integrator.start()
+    try:
+        _workload(device, 1.0)  # warm up: CUDA context, clocks
+        windows = _measure([meter], device, idle_s, busy_s)
+        start = integrator.sample()
+        monitor = EnergyMonitor([meter], device)
+        monitor.begin_window("agree")
+        _workload(device, busy_s)
+        window = monitor.end_window("agree")
+        sampled_j = integrator.sample() - start
+    finally:
+        integrator.stop()
+        meter.close()
+    _report(windows)
+    counter_j = window.readings[0].energy_j
+    print(f"  counter vs sampled power over {window.duration_s:.1f} s of work: {counter_j:.1f} J vs "
+          f"{sampled_j:.1f} J ({100 * (sampled_j - counter_j) / counter_j:+.1f} %)")
+    return 0
+
+
+def check_cpu(idle_s: float = 2.0, busy_s: float = 3.0) -> int:
+    device = torch.device("cpu")
+    meters: list = []
+    rapl, why = RaplMeter.probe()
+    if rapl:
+        print(f"CPU: RAPL readable ({', '.join(d.name for d in rapl.domains)}): measured")
+        meters.append(rapl)
+    else:
+        tdp_w, source = lookup_cpu_tdp(cpu_model())
+        print(f"CPU: not measured -- {why}\n  modelled instead: {tdp_w:g} W TDP ({source}) x utilisation")
+        meters.append(CpuTdpModel(tdp_w, source))
+    if not rapl or "ram" not in rapl.components:
+        ram = RamPowerModel.default()
+        print(f"RAM: not measured (no RAPL DRAM domain) -- {ram.describe()}")
+        meters.append(ram)
+    if not torch.cuda.is_available():
+        _, why = NvmlMeter.probe([0])
+        print(f"GPU: none visible to torch ({why})")
+    _report(_measure(meters, device, idle_s, busy_s))
+    return 0
+
+
+def main() -> int:
+    print(f"energy self-check on {cpu_model()}")
+    status = check_gpu() if torch.cuda.is_available() else 0
+    return max(status, check_cpu())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
