@@ -186,7 +186,7 @@ def test_divergence_is_a_status_not_an_exception():
     assert math.isnan(run.epochs[0]["val_loss"]) and math.isnan(run.epochs[0]["val_acc_pct"])
     assert run.epochs[0]["eval_s"] == 0.0
     assert run.epochs[0]["energy_j"] == pytest.approx(100.0 * run.epochs[0]["train_s"], rel=1e-9)
-    assert {r["phase"] for r in run.energy} == {"train"}
+    assert {r["phase"] for r in run.energy} == {"train", "run"}  # no eval after divergence
     assert seen == []  # no finished epoch to report
     s = run.summary
     assert s["status"] == "diverged" and s["epochs_completed"] == 1
