@@ -151,10 +151,12 @@ def _read_fashion_mnist(spec: DatasetSpec, root: Path, train: bool, download: bo
 class TensorLoader:
     """Batches of a split kept on the training device, augmented with batched tensor ops.
 
-    The split is padded once at construction, so a batch's random crop is a single gather. Each
-    epoch draws its permutation, crop offsets and flips up front from a seeded CPU generator (a
-    few hundred kilobytes) and moves them to the device in one copy: nothing random is decided
-    per sample in Python, and the same seed gives the same batches on any device.
+    At construction the split is padded once and, when flips are on, stored next to its mirror
+    image, in the training memory format. Each epoch draws its permutation, crop offsets and flips
+    up front from a seeded CPU generator (a few hundred kilobytes), moves them to the device in
+    one copy, and builds the whole augmented epoch with a single gather (`augmented_epoch`);
+    batches are then slices. Nothing is decided or copied per sample in Python, and the same seed
+    gives the same batches on any device.
     """
 
     def __init__(self, split: Split, spec: DatasetSpec, batch_size: int, *, device: torch.device,
@@ -169,13 +171,15 @@ class TensorLoader:
         images = split.images.to(device)
         if self.padding:
             images = F.pad(images, (self.padding,) * 4)  # zero fill, as RandomCrop(padding=p)
-        self.images = images
+        if self.flip:  # sample i's mirror image is sample i + N: a flip becomes a choice of source
+            images = torch.cat([images, images.flip(3)])
+        self.images = images.contiguous(memory_format=self.memory_format)
         self.labels = split.labels.to(device)
         self.size = len(split)
         self.height, self.width = split.images.shape[-2:]
         mean = torch.tensor(spec.mean, device=device).view(1, -1, 1, 1)
         std = torch.tensor(spec.std, device=device).view(1, -1, 1, 1)
-        self.scale = 1.0 / (255.0 * std)  # x/255 - mean) / std  ==  x * scale + shift
+        self.scale = 1.0 / (255.0 * std)  # (x/255 - mean) / std  ==  x * scale + shift
         self.shift = -mean / std
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -195,26 +199,34 @@ class TensorLoader:
         }
         return {k: v.to(self.device, non_blocking=True) for k, v in plan.items()}
 
+    def augmented_epoch(self, plan: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The whole epoch's images in plan order, cropped and flipped, as uint8 -- one gather.
+
+        A strided view lists every crop window of every stored image, (N, C, 2p+1, 2p+1, H, W),
+        without copying; indexing it with (source, dy, dx) per sample takes each sample's crop.
+        Cropping at dx and then mirroring equals cropping the mirrored padded image at 2p - dx,
+        so a flipped sample reads its mirror copy."""
+        source, dy, dx = plan["order"], plan["dy"], plan["dx"]
+        if self.flip:
+            source = source + self.size * plan["flip"]
+            dx = torch.where(plan["flip"], 2 * self.padding - dx, dx)
+        if not self.padding:
+            return self.images[source]
+        n, c = self.images.shape[:2]
+        s_n, s_c, s_h, s_w = self.images.stride()
+        span = 2 * self.padding + 1
+        windows = self.images.as_strided((n, c, span, span, self.height, self.width),
+                                         (s_n, s_c, s_h, s_w, s_h, s_w))
+        # channels last before indexing, so the gathered epoch comes out in NHWC memory
+        return windows.permute(0, 2, 3, 4, 5, 1)[source, dy, dx].permute(0, 3, 1, 2)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         plan = self.epoch_plan()
-        rows = torch.arange(self.height, device=self.device)
-        cols = torch.arange(self.width, device=self.device)
-        channels = torch.arange(self.images.shape[1], device=self.device).view(1, -1, 1, 1)
+        images = self.augmented_epoch(plan) if self.train else self.images
+        labels = self.labels[plan["order"]] if self.train else self.labels
         for start in range(0, self.size, self.batch_size):
-            index = plan["order"][start:start + self.batch_size]
-            if self.padding:
-                dy = plan["dy"][start:start + self.batch_size]
-                dx = plan["dx"][start:start + self.batch_size]
-                batch = self.images[index.view(-1, 1, 1, 1), channels,
-                                    (dy.view(-1, 1) + rows).view(-1, 1, self.height, 1),
-                                    (dx.view(-1, 1) + cols).view(-1, 1, 1, self.width)]
-            else:
-                batch = self.images[index]
-            if self.flip:
-                flip = plan["flip"][start:start + self.batch_size].view(-1, 1, 1, 1)
-                batch = torch.where(flip, batch.flip(3), batch)
-            x = batch.to(memory_format=self.memory_format).float().mul_(self.scale).add_(self.shift)
-            yield x, self.labels[index]
+            batch = images[start:start + self.batch_size].to(memory_format=self.memory_format)
+            yield torch.addcmul(self.shift, batch.float(), self.scale), labels[start:start + self.batch_size]
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ commit, a library version and a machine."""
 from __future__ import annotations
 
 import os
+from importlib import metadata
 import platform
 import subprocess
 import sys
@@ -25,6 +26,13 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def cpu_model() -> str:
     """The CPU's marketing name (Linux /proc/cpuinfo; platform's guess elsewhere)."""
     try:
@@ -39,8 +47,6 @@ def cpu_model() -> str:
 def collect(device: torch.device) -> dict:
     from . import __version__
 
-    import torchvision
-
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
     return {
@@ -49,7 +55,7 @@ def collect(device: torch.device) -> dict:
         "energy_lib_version": __version__,
         "python_version": platform.python_version(),
         "torch_version": torch.__version__,
-        "torchvision_version": torchvision.__version__,
+        "torchvision_version": _version("torchvision"),  # without importing it (1-2 s)
         "cuda_version": torch.version.cuda,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

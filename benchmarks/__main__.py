@@ -1,0 +1,116 @@
+"""`python -m benchmarks [--smoke] [--only P1,P3] [--out FILE]`: run the suite, print a short
+table, write JSON to benchmarks/results/<machine-tag>.json (see suite.py for what each part
+measures and its target)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from energy_lib.provenance import collect, cpu_model
+
+from . import suite
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine_tag(device: torch.device) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return f"{slug}-{os.cpu_count()}cpu"
+
+
+def run(parts: list[str], smoke: bool, device: torch.device) -> dict:
+    sizes = dict(images=4096 if smoke else 32768, steps=3 if smoke else 25,
+                 repeats=1 if smoke else 5, pairs=1 if smoke else 4,
+                 subset=512 if smoke else 8192)
+    results: dict = {}
+    if "P1" in parts:
+        results["P1"] = suite.p1_input_pipeline(device, sizes["images"], sizes["repeats"])
+    if "P2" in parts:
+        widths = [1] if smoke else [1, 2, 3]
+        precisions = ["fp32"] if smoke else ["fp32", "amp"]
+        results["P2"] = suite.p2_training(device, widths, precisions, sizes["steps"], sizes["repeats"])
+    if "P3" in parts:
+        results["P3"] = suite.p3_meter_overhead(sizes["pairs"], sizes["subset"])
+    if "P4" in parts:
+        results["P4"] = suite.p4_orchestration(1 if smoke else 3)
+    if "P5" in parts:
+        results["P5"] = suite.p5_quick_study()
+    return results
+
+
+def table(results: dict) -> str:
+    lines = ["part  measurement                                   value          target   met"]
+
+    def add(part, what, value, target, met):
+        lines.append(f"{part:<5} {what:<45} {value:<14} {target:<8} {'yes' if met else 'NO'}")
+
+    if "P1" in results:
+        r = results["P1"]
+        add("P1", f"input: {r['energy_lib_img_per_s']['median']:,.0f} vs "
+            f"{r['torchvision_img_per_s']['median']:,.0f} img/s", f"{r['ratio']:.1f}x", ">= 20x", r["met"])
+    if "P2" in results:
+        for c in results["P2"]["cells"]:
+            add("P2", f"train w{c['width']:g} {c['precision']}: {c['energy_lib_img_per_s']['median']:,.0f} vs "
+                f"{c['seed_img_per_s']['median']:,.0f} img/s ({100 * c['peak_utilisation']:.0f}% peak)",
+                f"{c['ratio']:.2f}x", ">= 2x" if c["width"] == 1 and c["precision"] == "fp32" else "-",
+                c["ratio"] >= 2 if c["width"] == 1 and c["precision"] == "fp32" else True)
+    if "P3" in results:
+        r = results["P3"]
+        add("P3", f"meters on vs off: {1000 * r['step_s_meters_on']['median']:.1f} vs "
+            f"{1000 * r['step_s_meters_off']['median']:.1f} ms/step", f"{r['overhead_pct']:+.2f} %",
+            "<= 1 %", r["met"])
+    if "P4" in results:
+        r = results["P4"]
+        add("P4", f"papermill {r['papermill_s']['median']:.1f} s vs in-process "
+            f"{r['in_process_s']['median']:.1f} s", f"{r['overhead_s']:.1f} s", "<= 3 s", r["met"])
+    if "P5" in results:
+        r = results["P5"]
+        add("P5", "quick study end to end", f"{r['wall_s']:.0f} s", "<= 300 s", r["met"])
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="P1,P2,P3,P4,P5", help="comma-separated parts")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that it runs, not the targets")
+    parser.add_argument("--out", help="JSON path (default: benchmarks/results/<machine-tag>.json)")
+    args = parser.parse_args(argv)
+    parts = [p.strip().upper() for p in args.only.split(",") if p.strip()]
+    unknown = sorted(set(parts) - {"P1", "P2", "P3", "P4", "P5"})
+    if unknown:
+        print(f"benchmarks: error: unknown part(s) {', '.join(unknown)}; use P1..P5", file=sys.stderr)
+        return 2
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    started = time.perf_counter()
+    results = run(parts, args.smoke, device)
+    document = {
+        "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine_tag(device), "smoke": args.smoke,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "provenance": collect(device), "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(), "wall_s": time.perf_counter() - started,
+        "results": results,
+    }
+    out = Path(args.out) if args.out else RESULTS / f"{machine_tag(device)}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(document, indent=2, default=str))
+    os.replace(tmp, out)
+    print(table(results))
+    print(f"written: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""The benchmark suite: each measurement side by side, in one run, repeated, after a warm-up.
+
+P1 input pipeline     energy_lib's on-device tensor loader vs the original study's torchvision
+                      transforms + DataLoader, same data and batch size.            target >= 20x
+P2 training           energy_lib's training step (tensor loader, channels_last, the precision's
+                      autocast) vs a seed-faithful loop (NCHW fp32 model, DataLoader path), same
+                      model and batch; plus achieved FLOP/s over a measured GEMM peak. target >= 2x
+P3 meter overhead     training epochs with every meter and the timeline on vs constant power only,
+                      interleaved.                                                  target <= 1 %
+P4 orchestration      one tiny cell through papermill vs the same config in-process. target <= 3 s
+P5 quick study        `energy-study run studies/quick.toml` end to end.             target <= 5 min
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from energy_lib.config import RunConfig
+from energy_lib.data import Split, TensorLoader, torchvision_loader
+from energy_lib.datasets import DATASETS
+from energy_lib.device import synchronize
+from energy_lib.models import create_model
+
+CIFAR = DATASETS["cifar10"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def stats(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "repeats": len(values)}
+
+
+def synthetic_cifar(n: int, seed: int = 0) -> Split:
+    """CIFAR-shaped uint8 images: throughput does not depend on pixel values."""
+    g = torch.Generator().manual_seed(seed)
+    return Split(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+                 torch.randint(0, 10, (n,), generator=g), "synthetic")
+
+
+def default_workers() -> int:
+    """The original study's DataLoader used 2 workers (Colab's 2 vCPUs); never more than cores."""
+    import os
+
+    return max(0, min(2, (os.cpu_count() or 1)))
+
+
+# ---------------------------------------------------------------------------------------------
+# P1 input pipeline
+# ---------------------------------------------------------------------------------------------
+
+def _images_per_s(loader, device: torch.device, max_images: int) -> float:
+    seen, start = 0, time.perf_counter()
+    for x, y in loader:
+        x = x.to(device)
+        seen += len(y)
+        if seen >= max_images:
+            break
+    synchronize(device)
+    return seen / (time.perf_counter() - start)
+
+
+def p1_input_pipeline(device: torch.device, n_images: int, repeats: int, batch: int = 128) -> dict:
+    split = synthetic_cifar(n_images)
+    workers = default_workers()
+    tensor = TensorLoader(split, CIFAR, batch, device=device, train=True, seed=0)
+    tv = torchvision_loader(split, CIFAR, batch, train=True, seed=0, num_workers=workers)
+    tv_images = min(n_images, 8192)  # the slow path needs fewer images for a stable figure
+    _images_per_s(tensor, device, n_images)  # warm up (and start the workers)
+    _images_per_s(tv, device, 1024)
+    fast, slow = [], []
+    for _ in range(repeats):
+        fast.append(_images_per_s(tensor, device, n_images))
+        slow.append(_images_per_s(tv, device, tv_images))
+    ratio = statistics.median(fast) / statistics.median(slow)
+    return {"energy_lib_img_per_s": stats(fast), "torchvision_img_per_s": stats(slow),
+            "torchvision_workers": workers, "batch_size": batch, "ratio": ratio, "target": 20.0,
+            "met": ratio >= 20.0}
+
+
+# ---------------------------------------------------------------------------------------------
+# P2 training throughput and FLOP/s
+# ---------------------------------------------------------------------------------------------
+
+def gemm_peak_flops(dtype: torch.dtype, device: torch.device, repeats: int = 3) -> dict:
+    """Best FLOP/s of square matrix products over a size sweep: the machine's practical peak
+    for this dtype (not the vendor's theoretical figure)."""
+    best, best_size = 0.0, 0
+    for size in (256, 512, 1024, 2048):
+        a = torch.randn(size, size, device=device, dtype=dtype)
+        b = torch.randn(size, size, device=device, dtype=dtype)
+        torch.mm(a, b)
+        for _ in range(repeats):
+            synchronize(device)
+            start = time.perf_counter()
+            count = 0
+            while time.perf_counter() - start < 0.2:
+                torch.mm(a, b)
+                count += 1
+            synchronize(device)
+            flops = 2 * size**3 * count / (time.perf_counter() - start)
+            if flops > best:
+                best, best_size = flops, size
+    return {"flops": best, "size": best_size,
+            "definition": "best of repeated square torch.mm over sizes 256-2048, 2*n^3 FLOP each"}
+
+
+def train_step_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Forward + backward FLOPs of one batch, counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        nn.functional.cross_entropy(model(x), y).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def _train_images_per_s(step: Callable, batches, steps: int, device: torch.device) -> float:
+    it = iter(batches)
+    synchronize(device)
+    start, seen = time.perf_counter(), 0
+    for _ in range(steps):
+        x, y = next(it)
+        step(x, y)
+        seen += len(y)
+    synchronize(device)
+    return seen / (time.perf_counter() - start)
+
+
+def _cycle(loader):
+    while True:
+        yield from loader
+
+
+def p2_training(device: torch.device, widths: list[float], precisions: list[str], steps: int,
+                repeats: int, batch: int = 128) -> dict:
+    split = synthetic_cifar(max(batch * (steps + 4), 4096))
+    workers = default_workers()
+    peaks = {"float32": gemm_peak_flops(torch.float32, device),
+             "bfloat16": gemm_peak_flops(torch.bfloat16, device)}
+    if device.type == "cuda":
+        peaks["float16"] = gemm_peak_flops(torch.float16, device)
+    rows = []
+    for width in widths:
+        for precision in precisions:
+            rows.append(_p2_cell(device, split, width, precision, steps, repeats, batch, workers, peaks))
+    width1 = [r for r in rows if r["width"] == 1 and r["precision"] == "fp32"]
+    return {"cells": rows, "peaks": peaks, "batch_size": batch, "torchvision_workers": workers,
+            "target": 2.0, "met": bool(width1) and width1[0]["ratio"] >= 2.0}
+
+
+def _make_step(model, optimizer, autocast_dtype, device, memory_format, sync_loss: bool):
+    def step(x, y):
+        x = x.to(device, non_blocking=True, memory_format=memory_format)
+        y = y.to(device, non_blocking=True)
+        if autocast_dtype is None:
+            loss = nn.functional.cross_entropy(model(x), y)
+        else:
+            with torch.autocast(device.type, dtype=autocast_dtype):
+                loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if sync_loss:
+            loss.item()  # the seed loop reads the loss every step for its running average
+    return step
+
+
+def _p2_cell(device, split, width, precision, steps, repeats, batch, workers, peaks) -> dict:
+    from energy_lib.device import resolve_runtime
+
+    runtime = resolve_runtime(RunConfig(precision=precision, device=str(device)))
+    torch.manual_seed(0)
+    seed_model = create_model("paper_cnn", width=width).to(device)
+    fast_model = create_model("paper_cnn", width=width).to(device, memory_format=torch.channels_last)
+    fast_model.load_state_dict(seed_model.state_dict())
+    sgd = dict(lr=0.01, momentum=0.9, weight_decay=5e-4)
+    seed_step = _make_step(seed_model, torch.optim.SGD(seed_model.parameters(), **sgd), None,
+                           device, torch.contiguous_format, sync_loss=True)
+    fast_step = _make_step(fast_model, torch.optim.SGD(fast_model.parameters(), **sgd),
+                           runtime.autocast_dtype, device, torch.channels_last, sync_loss=False)
+    seed_batches = _cycle(torchvision_loader(split, CIFAR, batch, train=True, seed=0,
+                                             num_workers=workers))
+    fast_batches = _cycle(TensorLoader(split, CIFAR, batch, device=device, train=True, seed=0))
+    warm = 3
+    _train_images_per_s(seed_step, seed_batches, warm, device)
+    _train_images_per_s(fast_step, fast_batches, warm, device)
+    seed_rates, fast_rates = [], []
+    for _ in range(repeats):  # interleaved, so drift hits both alike
+        seed_rates.append(_train_images_per_s(seed_step, seed_batches, steps, device))
+        fast_rates.append(_train_images_per_s(fast_step, fast_batches, steps, device))
+    x, y = next(fast_batches)
+    flops_per_image = train_step_flops(seed_model, x.contiguous(), y) / len(y)
+    dtype = "float32" if runtime.autocast_dtype is None else str(runtime.autocast_dtype).removeprefix("torch.")
+    fast = statistics.median(fast_rates)
+    return {"width": width, "precision": precision, "compute_dtype": dtype,
+            "seed_img_per_s": stats(seed_rates), "energy_lib_img_per_s": stats(fast_rates),
+            "ratio": fast / statistics.median(seed_rates),
+            "flops_per_image": flops_per_image, "achieved_flops": fast * flops_per_image,
+            "peak_utilisation": fast * flops_per_image / peaks[dtype]["flops"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# P3 meter overhead
+# ---------------------------------------------------------------------------------------------
+
+def p3_meter_overhead(pairs: int, train_subset: int) -> dict:
+    """Per-step training time with all meters + the 0.5 s timeline vs constant power alone,
+    alternating so that machine drift affects both."""
+    from energy_lib.train import train
+
+    base = dict(dataset="fashion_mnist", train_subset=train_subset, test_subset=256, epochs=2,
+                width=0.5, batch_size=128, device="cpu", idle_s=0, download=False)
+    steps = -(-train_subset // 128)
+    on, off = [], []
+    train(RunConfig(**base, meters="constant-power"), progress=False)  # warm up
+    for _ in range(pairs):
+        for meters, bucket in (("constant-power", off), ("auto", on)):
+            result = train(RunConfig(**base, meters=meters), progress=False)
+            bucket.extend(row["train_s"] / steps for row in result.epochs)
+    overhead = statistics.median(on) / statistics.median(off) - 1
+    return {"step_s_meters_on": stats(on), "step_s_meters_off": stats(off),
+            "overhead_pct": 100 * overhead, "target_pct": 1.0, "met": overhead <= 0.01}
+
+
+# ---------------------------------------------------------------------------------------------
+# P4 orchestration overhead, P5 quick study
+# ---------------------------------------------------------------------------------------------
+
+TINY_CELL = dict(dataset="fashion_mnist", train_subset=256, test_subset=128, epochs=1, width=0.25,
+                 batch_size=64, device="cpu", idle_s=0, download=False, study="bench", cell="tiny")
+
+
+def p4_orchestration(repeats: int) -> dict:
+    from energy_lib.study import RUN_NOTEBOOK, execute_notebook
+    from energy_lib.train import train
+
+    config = RunConfig(**TINY_CELL)
+    in_process, papermill = [], []
+    train(config, progress=False)  # warm: imports and data cache, as a long-lived process has
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeats):
+            start = time.perf_counter()
+            train(config, progress=False)
+            in_process.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            execute_notebook(RUN_NOTEBOOK, Path(tmp) / f"cell{i}.ipynb", config.to_dict(),
+                             kernel_name=None)
+            papermill.append(time.perf_counter() - start)
+    overhead = statistics.median(papermill) - statistics.median(in_process)
+    return {"papermill_s": stats(papermill), "in_process_s": stats(in_process),
+            "overhead_s": overhead, "target_s": 3.0, "met": overhead <= 3.0}
+
+
+def p5_quick_study() -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "energy_lib", "run",
+                               str(ROOT / "studies" / "quick.toml"), "--runs-dir", f"{tmp}/runs",
+                               "--report-dir", f"{tmp}/report"],
+                              capture_output=True, text=True, cwd=ROOT)
+        seconds = time.perf_counter() - start
+    return {"wall_s": seconds, "exit_code": done.returncode, "target_s": 300.0,
+            "met": done.returncode == 0 and seconds <= 300.0}
