@@ -76,11 +76,13 @@ ANALYSIS = [
         "folder. Failed, diverged and missing cells are listed with their status."),
     parameters_cell("study_file = 'studies/quick.toml'\nruns_dir = 'runs/quick'\n"
                     "report_dir = 'report/quick'"),
-    new_code_cell("from energy_lib import report\nfrom energy_lib.records import read_runs\n"
+    new_code_cell("from energy_lib import report\nfrom energy_lib.export import write_export\n"
+                  "from energy_lib.records import read_runs\n"
                   "from energy_lib.study import load_study\n\n"
                   "study = load_study(study_file)\nruns = read_runs(runs_dir)\n"
                   "for problem in runs.problems:\n    print('skipped:', problem)\n"
                   "written = report.write_report(runs, report_dir, [c.name for c in study.cells])\n"
+                  "write_export(runs, study.name, f'{report_dir}/emissions_log.csv')\n"
                   "print(f'study {study.name!r}: {len(study.cells)} cells; {study.description}')"),
     new_markdown_cell("## Results\n\nThe original study's Table 1 columns. Energy is the "
                       "`energy_method` estimate (`energy_kind` says measured or modelled)."),

@@ -1,0 +1,228 @@
+"""The CodeCarbon-style experiment log: one row per finished run, exact columns, units, empty
+fields for what cannot be known, and the `energy-study export` command."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from conftest import fake_executed_notebook
+from energy_lib import RunConfig
+from energy_lib.cli import main
+from energy_lib.export import EXPORT_COLUMNS, export_runs, write_export
+from energy_lib.records import read_runs
+
+STUDY = "exportstudy"
+UNKNOWABLE = ["region", "cloud_provider", "cloud_region", "codecarbon_version", "longitude",
+              "latitude", "on_cloud", "eval_top5"]
+
+
+def config_record(cell: str, **changes) -> dict:
+    return RunConfig.from_dict({"study": STUDY, "cell": cell, "dataset": "fashion_mnist",
+                                "train_subset": 512, "test_subset": 256, "epochs": 2,
+                                "width": 0.5, "batch_size": 64, "lr": 0.05, "device": "cpu",
+                                "download": False, "idle_s": 0.6, "country": "FRA", "pue": 1.2,
+                                **changes}).to_dict()
+
+
+def summary_record(**changes) -> dict:
+    summary = {
+        "status": "ok", "epochs_completed": 2, "best_val_acc_pct": 71.5,
+        "final_val_acc_pct": 70.25, "final_train_loss": 0.91, "final_val_loss": 0.83,
+        "train_s_total": 30.0, "eval_s_total": 10.0, "total_s": 40.0, "s_per_epoch": 20.0,
+        "energy_j_total": 2800.0, "energy_kwh_total": 2800.0 / 3.6e6, "acc_pct_per_wh": 92.0,
+        "compute_dtype": "float32", "device_name": "cpu", "parameters": 27938,
+        "assumed_power_w": 70.0, "energy_method": "constant-power", "energy_kind": "modelled",
+        "pipeline": "tensor", "idle_s": 0.6,
+        "components": {"cpu": "tdp-model (modelled)", "ram": "ram-model (modelled)"},
+        "idle_power_w": {"cpu/tdp-model": 2.0, "ram/ram-model": 9.0},
+        "cpu_energy_j": 1800.0, "cpu_above_idle_j": 1720.0,
+        "ram_energy_j": 360.0, "ram_above_idle_j": 0.0,
+        "component_energy_j_total": 2160.0, "component_energy_kwh_total": 2160.0 / 3.6e6,
+        "component_energy_kind": "modelled", "component_mean_power_w": 54.0,
+        "carbon_intensity_g_per_kwh": 56.039,
+        "carbon_intensity_source": "country table (Our World in Data via CodeCarbon, 2023)",
+        "country_iso_code": "FRA", "country_name": "France", "pue": 1.2,
+        "emissions_kg": 2160.0 / 3.6e6 * 56.039 * 1.2 / 1000,
+        "emissions_kg_constant_power": 2800.0 / 3.6e6 * 56.039 * 1.2 / 1000,
+    }
+    summary.update(changes)
+    return summary
+
+
+def provenance_record(**changes) -> dict:
+    return {"git_commit": "0" * 40, "git_dirty": False, "energy_lib_version": "0.3.0",
+            "python_version": "3.11.2", "torch_version": "2.4.0", "cuda_version": None,
+            "device": "cpu", "device_name": "cpu", "cpu_model": "AMD EPYC", "cpu_count": 2,
+            "ram_total_gb": 25.3, "torch_threads": 2, "hostname": "box",
+            "os": "Linux-6.1.0-x86_64-with-glibc2.36", "executable": "/usr/bin/python3",
+            "started": "2026-01-01T00:00:00+00:00", "finished": "2026-01-01T00:00:45+00:00",
+            "data_sources": {"train": "x", "test": "y"}, **changes}
+
+
+def write_cell(folder, cell, *, summary=None, provenance=None, config=None, **kwargs):
+    records = {"config": config or config_record(cell),
+               "timeline": {"samples": [{"t_s": 0.5, "component": "cpu", "power_w": 12.0,
+                                         "method": "tdp-model (modelled)"}],
+                            "marks": [{"t_s": 0.0, "label": "epoch 1"}]},
+               "provenance": provenance or provenance_record()}
+    if summary is not False:
+        records["summary"] = summary or summary_record()
+    return fake_executed_notebook(folder / f"{cell}.ipynb", records=records, **kwargs)
+
+
+@pytest.fixture
+def study_runs(tmp_path):
+    folder = tmp_path / "runs" / STUDY
+    write_cell(folder, "precision-fp32")
+    write_cell(folder, "precision-amp", config=config_record("precision-amp", precision="amp"),
+               summary=summary_record(status="diverged", final_val_acc_pct=None,
+                                      final_val_loss=None, epochs_completed=1))
+    write_cell(folder, "precision-bf16", exception=True, error=("RuntimeError", "boom"))
+    write_cell(folder, "precision-gpu", summary=False, finished=False)  # incomplete
+    gpu_summary = summary_record(
+        gpu_energy_j=7200.0, gpu_above_idle_j=6000.0, device_name="Tesla T4",
+        components={"gpu": "nvml-counter (measured)", "cpu": "tdp-model (modelled)",
+                    "ram": "ram-model (modelled)"}, component_energy_kind="mixed")
+    write_cell(folder, "precision-cuda", summary=gpu_summary,
+               provenance=provenance_record(device="cuda:0", device_name="Tesla T4"))
+    return folder
+
+
+def by_cell(frame: pd.DataFrame) -> dict[str, pd.Series]:
+    return {row["experiment_id"]: row for _, row in frame.iterrows()}
+
+
+def test_columns_and_finished_runs_only(study_runs):
+    frame = export_runs(read_runs(study_runs), STUDY)
+    assert list(frame.columns) == EXPORT_COLUMNS
+    assert sorted(frame["experiment_id"]) == ["precision-amp", "precision-cuda", "precision-fp32"]
+
+
+def test_units_and_values(study_runs):
+    row = by_cell(export_runs(read_runs(study_runs), STUDY))["precision-fp32"]
+    assert row["duration"] == pytest.approx(40.0)  # train_s_total + eval_s_total
+    assert row["cpu_energy"] == pytest.approx(1800.0 / 3.6e6)
+    assert row["ram_energy"] == pytest.approx(360.0 / 3.6e6)
+    assert row["energy_consumed"] == pytest.approx((1800.0 + 360.0) / 3.6e6)
+    assert row["cpu_power"] == pytest.approx(1800.0 / 40.0)
+    assert row["ram_power"] == pytest.approx(360.0 / 40.0)
+    emissions = 2160.0 / 3.6e6 * 56.039 * 1.2 / 1000
+    assert row["emissions"] == pytest.approx(emissions)
+    assert row["emissions_rate"] == pytest.approx(emissions / 40.0)
+    assert row["country_name"] == "France" and row["country_iso_code"] == "FRA"
+    assert row["pue"] == 1.2
+    assert row["project_name"] == STUDY and row["run_id"] == f"{STUDY}/precision-fp32"
+    assert row["experiment_name"] == "precision-fp32"
+    assert row["model"] == "paper_cnn width=0.5 fp32"
+    assert row["dataset"] == "fashion_mnist" and row["epochs"] == 2 and row["batch_size"] == 64
+    assert row["timestamp"] == "2026-01-01T00:00:45+00:00"
+    assert row["os"].startswith("Linux") and row["python_version"] == "3.11.2"
+    assert row["cpu_count"] == 2 and row["cpu_model"] == "AMD EPYC"
+    assert row["ram_total_size"] == 25.3
+    assert row["tracking_mode"] == "machine"
+    assert row["gpu_count"] == 0
+    assert row["train_loss"] == 0.91 and row["eval_loss"] == 0.83 and row["eval_top1"] == 70.25
+    assert row["lr"] == 0.05
+
+
+def test_unknowable_fields_are_empty(study_runs):
+    row = by_cell(export_runs(read_runs(study_runs), STUDY))["precision-fp32"]
+    for column in UNKNOWABLE + ["gpu_energy", "gpu_power", "gpu_model"]:
+        assert row[column] is None or (isinstance(row[column], float) and math.isnan(row[column])), column
+
+
+def test_gpu_run(study_runs):
+    row = by_cell(export_runs(read_runs(study_runs), STUDY))["precision-cuda"]
+    assert row["gpu_count"] == 1 and row["gpu_model"] == "Tesla T4"
+    assert row["gpu_energy"] == pytest.approx(7200.0 / 3.6e6)
+    assert row["gpu_power"] == pytest.approx(7200.0 / 40.0)
+    assert row["energy_consumed"] == pytest.approx((7200.0 + 1800.0 + 360.0) / 3.6e6)
+
+
+def test_diverged_run_is_exported_with_empty_eval(study_runs):
+    row = by_cell(export_runs(read_runs(study_runs), STUDY))["precision-amp"]
+    assert row["epochs"] == 1 and row["model"] == "paper_cnn width=0.5 amp"
+    assert pd.isna(row["eval_top1"]) and pd.isna(row["eval_loss"])
+    assert row["cpu_energy"] == pytest.approx(1800.0 / 3.6e6)
+
+
+def test_write_export_reads_back(study_runs, tmp_path):
+    path = write_export(read_runs(study_runs), STUDY, tmp_path / "out" / "log.csv")
+    assert path == tmp_path / "out" / "log.csv"
+    assert not list(path.parent.glob(".*.tmp"))
+    frame = pd.read_csv(path)
+    assert list(frame.columns) == EXPORT_COLUMNS and len(frame) == 3
+    fp32 = frame.set_index("experiment_id").loc["precision-fp32"]
+    for column in UNKNOWABLE + ["gpu_energy", "gpu_power", "gpu_model"]:
+        assert pd.isna(fp32[column]), column
+    assert fp32["cpu_energy"] == pytest.approx(1800.0 / 3.6e6)
+    assert fp32["duration"] == pytest.approx(40.0)
+
+
+def test_read_runs_carries_the_timeline(study_runs):
+    runs = read_runs(study_runs)
+    assert set(runs.timeline["cell"]) == {"precision-fp32", "precision-amp", "precision-bf16",
+                                          "precision-gpu", "precision-cuda"}
+    assert list(runs.timeline.columns) == ["cell", "t_s", "component", "power_w", "method"]
+
+
+def test_export_of_an_empty_folder(tmp_path):
+    frame = export_runs(read_runs(tmp_path), STUDY)
+    assert list(frame.columns) == EXPORT_COLUMNS and frame.empty
+    path = write_export(read_runs(tmp_path), STUDY, tmp_path / "log.csv")
+    assert list(pd.read_csv(path).columns) == EXPORT_COLUMNS
+
+
+def write_study(tmp_path) -> object:
+    study = tmp_path / f"{STUDY}.toml"
+    study.write_text(f"""[study]
+name = "{STUDY}"
+
+[fixed]
+dataset = "fashion_mnist"
+train_subset = 512
+test_subset = 256
+epochs = 2
+width = 0.5
+batch_size = 64
+lr = 0.05
+device = "cpu"
+download = false
+idle_s = 0.6
+country = "FRA"
+pue = 1.2
+
+[axes]
+precision = ["fp32", "amp", "bf16"]
+""")
+    return study
+
+
+def test_cli_export(study_runs, tmp_path, capsys):
+    study = write_study(tmp_path)
+    code = main(["export", str(study), "--runs-dir", str(tmp_path / "runs"),
+                 "--report-dir", str(tmp_path / "report")])
+    assert code == 0
+    path = tmp_path / "report" / STUDY / "emissions_log.csv"
+    assert path.is_file()
+    assert str(path) in capsys.readouterr().out
+    frame = pd.read_csv(path)
+    assert list(frame.columns) == EXPORT_COLUMNS
+    assert set(frame["experiment_id"]) == {"precision-fp32", "precision-amp", "precision-cuda"}
+    assert (frame["project_name"] == STUDY).all()
+
+
+def test_cli_export_output_option(study_runs, tmp_path):
+    study = write_study(tmp_path)
+    target = tmp_path / "elsewhere" / "log.csv"
+    assert main(["export", str(study), "--runs-dir", str(tmp_path / "runs"),
+                 "--report-dir", str(tmp_path / "report"), "--output", str(target)]) == 0
+    assert target.is_file() and not (tmp_path / "report" / STUDY).exists()
+
+
+def test_cli_export_bad_study_file(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "missing.toml"), "--runs-dir", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
