@@ -79,6 +79,7 @@ def train(config: RunConfig, *, progress: bool = True,
                          image_size=spec.image_size, num_classes=spec.num_classes)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
+    step_model = torch.compile(model) if config.torch_compile else model
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     criterion = nn.CrossEntropyLoss()
@@ -113,7 +114,7 @@ def train(config: RunConfig, *, progress: bool = True,
                 x = x.to(device, non_blocking=True, memory_format=memory_format)
                 y = y.to(device, non_blocking=True)
                 with autocast(True):
-                    logits = model(x)
+                    logits = step_model(x)
                     loss = criterion(logits, y)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -143,7 +144,7 @@ def train(config: RunConfig, *, progress: bool = True,
                 for x, y in eval_loader:
                     x = x.to(device, non_blocking=True, memory_format=memory_format)
                     y = y.to(device, non_blocking=True)
-                    logits = model(x)
+                    logits = step_model(x)
                     loss_sum += criterion(logits.float(), y) * len(y)
                     correct += (logits.argmax(1) == y).sum()
                     seen += len(y)
