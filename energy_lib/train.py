@@ -233,34 +233,39 @@ def _energy_rows(epoch: int | None, idle_power_w: dict[str, float], **windows) -
 def component_summary(energy: list[dict], idle_power_w: dict[str, float],
                       components: dict[str, str], config: RunConfig) -> dict:
     """Per-component totals over the train + eval windows, their sum, its kind, mean power
-    and carbon. A sum of measured and modelled components is labelled `mixed`."""
-    phases = [r for r in energy if r["phase"] in ("train", "eval") and r["component"] in components]
-    out: dict = {"components": components, "idle_power_w": idle_power_w}
+    and carbon. A sum of measured and modelled components is labelled `mixed`; a run with no
+    component meter (constant power only) has no metered figure: `none`, totals left empty."""
+    phases = [r for r in energy if r["phase"] in ("train", "eval")]
+    intensity = resolve_intensity(config.country, config.carbon_intensity_g_per_kwh)
+    constant_j = sum(r["energy_j"] for r in phases if r["method"] == "constant-power")
+    out: dict = {
+        "components": components, "idle_power_w": idle_power_w,
+        "carbon_intensity_g_per_kwh": intensity.g_per_kwh,
+        "carbon_intensity_source": intensity.source,
+        "country_iso_code": intensity.country_iso_code, "country_name": intensity.country_name,
+        "pue": config.pue,
+        "emissions_kg_constant_power": emissions_kg(joules_to_kwh(constant_j), intensity.g_per_kwh,
+                                                    config.pue),
+        "component_energy_j_total": None, "component_energy_kwh_total": None,
+        "component_energy_kind": "none", "component_mean_power_w": None, "emissions_kg": None,
+    }
     for component in components:
         rows = [r for r in phases if r["component"] == component]
         out[f"{component}_energy_j"] = sum(r["energy_j"] for r in rows)
         above = [r["above_idle_j"] for r in rows]
         out[f"{component}_above_idle_j"] = sum(above) if above and None not in above else None
-    total_j = sum(out[f"{c}_energy_j"] for c in components)
-    kinds = {label.split("(")[-1].rstrip(")") for label in components.values()}
-    seconds = sum(r["duration_s"] for r in phases if r["component"] == next(iter(components), None))
-    intensity = resolve_intensity(config.country, config.carbon_intensity_g_per_kwh)
-    constant_j = sum(r["energy_j"] for r in energy
-                     if r["phase"] in ("train", "eval") and r["method"] == "constant-power")
-    out.update(
-        component_energy_j_total=total_j,
-        component_energy_kwh_total=joules_to_kwh(total_j),
-        component_energy_kind=kinds.pop() if len(kinds) == 1 else "mixed",
-        component_mean_power_w=total_j / seconds if seconds else None,
-        carbon_intensity_g_per_kwh=intensity.g_per_kwh,
-        carbon_intensity_source=intensity.source,
-        country_iso_code=intensity.country_iso_code,
-        country_name=intensity.country_name,
-        pue=config.pue,
-        emissions_kg=emissions_kg(joules_to_kwh(total_j), intensity.g_per_kwh, config.pue),
-        emissions_kg_constant_power=emissions_kg(joules_to_kwh(constant_j), intensity.g_per_kwh,
-                                                 config.pue),
-    )
+    if components:
+        total_j = sum(out[f"{c}_energy_j"] for c in components)
+        kinds = {label.split("(")[-1].rstrip(")") for label in components.values()}
+        first = next(iter(components))
+        seconds = sum(r["duration_s"] for r in phases if r["component"] == first)
+        out.update(
+            component_energy_j_total=total_j,
+            component_energy_kwh_total=joules_to_kwh(total_j),
+            component_energy_kind=kinds.pop() if len(kinds) == 1 else "mixed",
+            component_mean_power_w=total_j / seconds if seconds else None,
+            emissions_kg=emissions_kg(joules_to_kwh(total_j), intensity.g_per_kwh, config.pue),
+        )
     return out
 
 

@@ -195,3 +195,81 @@ def test_plot_timeline_without_samples():
         assert any("no power samples" in t.get_text() for t in ax.texts)
     finally:
         plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------
+# The pieces of train() that turn windows into rows and totals (no data needed)
+# ------------------------------------------------------------------------------------------
+
+def window(name, duration_s, **energies):
+    from energy_lib.energy import Reading, Window
+
+    methods = {"gpu": ("nvml-counter", "measured"), "cpu": ("tdp-model", "modelled"),
+               "ram": ("ram-model", "modelled"), "assumed_board": ("constant-power", "modelled")}
+    return Window(name, duration_s, [Reading(c.replace("_", "-"), j, *methods[c])
+                                     for c, j in energies.items()])
+
+
+def test_energy_rows_and_component_summary_by_hand():
+    from energy_lib.train import _energy_rows, component_summary
+
+    idle = {"gpu/nvml-counter": 20.0, "cpu/tdp-model": 5.0}
+    rows = _energy_rows(1, idle, train=window("train", 2.0, gpu=300.0, cpu=50.0, ram=6.0,
+                                              assumed_board=140.0),
+                        eval=window("eval", 1.0, gpu=100.0, cpu=10.0, ram=3.0, assumed_board=70.0))
+    rows += _energy_rows(None, idle, run=window("run", 3.5, gpu=999.0, cpu=99.0, ram=9.0,
+                                                assumed_board=245.0))
+    by = {(r["phase"], r["component"]): r for r in rows}
+    assert by[("train", "gpu")]["above_idle_j"] == pytest.approx(300.0 - 20.0 * 2.0)
+    assert by[("eval", "cpu")]["above_idle_j"] == pytest.approx(10.0 - 5.0 * 1.0)
+    assert by[("train", "ram")]["above_idle_j"] is None  # no idle baseline for ram here
+    assert by[("run", "gpu")]["epoch"] is None and by[("train", "gpu")]["epoch"] == 1
+    components = {"gpu": "nvml-counter (measured)", "cpu": "tdp-model (modelled)",
+                  "ram": "ram-model (modelled)"}
+    config = RunConfig(country="DEU", pue=1.25)
+    s = component_summary(rows, idle, components, config)
+    assert s["gpu_energy_j"] == 400.0 and s["cpu_energy_j"] == 60.0 and s["ram_energy_j"] == 9.0
+    assert s["gpu_above_idle_j"] == pytest.approx(400.0 - 60.0)
+    assert s["cpu_above_idle_j"] == pytest.approx(60.0 - 15.0)
+    assert s["ram_above_idle_j"] is None
+    assert s["component_energy_j_total"] == 469.0  # the run window is not added again
+    assert s["component_energy_kind"] == "mixed"
+    assert s["component_mean_power_w"] == pytest.approx(469.0 / 3.0)
+    assert s["country_iso_code"] == "DEU" and s["pue"] == 1.25
+    assert s["emissions_kg"] == pytest.approx(469.0 / 3.6e6 * s["carbon_intensity_g_per_kwh"]
+                                              * 1.25 / 1000)
+    assert s["emissions_kg_constant_power"] == pytest.approx(
+        210.0 / 3.6e6 * s["carbon_intensity_g_per_kwh"] * 1.25 / 1000)
+    measured = component_summary([r for r in rows if r["component"] == "gpu"], idle,
+                                 {"gpu": components["gpu"]}, RunConfig(carbon_intensity_g_per_kwh=100))
+    assert measured["component_energy_kind"] == "measured"
+    assert measured["carbon_intensity_source"] == "explicit"
+    assert measured["emissions_kg"] == pytest.approx(400.0 / 3.6e6 * 100 / 1000)
+
+
+def test_no_component_meters_is_not_mixed():
+    from energy_lib.train import _energy_rows, component_summary
+
+    rows = _energy_rows(1, {}, train=window("train", 2.0, assumed_board=140.0))
+    s = component_summary(rows, {}, {}, RunConfig(meters="constant-power"))
+    assert s["component_energy_kind"] != "mixed"
+
+
+def test_measure_idle_with_fake_meters():
+    import torch
+
+    from energy_lib.energy import ConstantPowerEstimator, EnergyMonitor
+    from energy_lib.energy.models import RamPowerModel
+    from energy_lib.energy.timeline import PowerTimeline
+    from energy_lib.train import measure_idle
+
+    meters = [RamPowerModel(4.0, "test"), ConstantPowerEstimator(70.0)]
+    monitor = EnergyMonitor(meters, torch.device("cpu"))
+    timeline = PowerTimeline(meters, period_s=1)
+    assert measure_idle(monitor, timeline, 0) == {}
+    assert timeline.mark_rows() == []
+    idle = measure_idle(monitor, timeline, 0.05)
+    assert idle == {"ram/ram-model": pytest.approx(4.0)}  # the assumed power has no idle notion
+    marks = timeline.mark_rows()
+    assert [m["label"] for m in marks] == ["idle", "idle end"]
+    assert marks[1]["t_s"] - marks[0]["t_s"] >= 0.05

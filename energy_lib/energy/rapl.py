@@ -29,6 +29,26 @@ class RaplDomain:
         return int((self.path / "energy_uj").read_text())
 
 
+class _Unreadable(Exception):
+    pass
+
+
+def _read(path: Path) -> str:
+    """A sysfs file's text, or _Unreadable naming the file and why."""
+    try:
+        return path.read_text().strip()
+    except OSError as error:
+        raise _Unreadable(f"{path}: {error.strerror or error}") from None
+
+
+def _read_int(path: Path) -> int:
+    text = _read(path)
+    try:
+        return int(text)
+    except ValueError:
+        raise _Unreadable(f"{path}: not a counter value ({text[:20]!r})") from None
+
+
 def discover(root: Path = POWERCAP_ROOT) -> tuple[list[RaplDomain], str]:
     """Readable package and DRAM domains, and the reason when there are none."""
     if not root.is_dir():
@@ -40,13 +60,13 @@ def discover(root: Path = POWERCAP_ROOT) -> tuple[list[RaplDomain], str]:
         candidates = [package] + sorted(p for p in package.glob(f"{package.name}:*"))
         for path in candidates:
             try:
-                name = (path / "name").read_text().strip()
+                name = _read(path / "name")
                 if path != package and name != "dram":
                     continue  # core/uncore are inside the package figure already
-                max_range = int((path / "max_energy_range_uj").read_text())
-                int((path / "energy_uj").read_text())
-            except (OSError, ValueError) as error:
-                problems.append(f"{path}/energy_uj: {getattr(error, 'strerror', None) or error}")
+                max_range = _read_int(path / "max_energy_range_uj")
+                _read_int(path / "energy_uj")
+            except _Unreadable as problem:
+                problems.append(str(problem))
                 continue
             domains.append(RaplDomain(path, name, "ram" if name == "dram" else "cpu", max_range))
     if domains:
