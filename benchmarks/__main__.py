@@ -30,8 +30,8 @@ def machine_tag(device: torch.device) -> str:
 
 
 def run(parts: list[str], smoke: bool, device: torch.device) -> dict:
-    sizes = dict(images=4096 if smoke else 32768, steps=3 if smoke else 25,
-                 repeats=1 if smoke else 5, pairs=1 if smoke else 4,
+    sizes = dict(images=4096 if smoke else 32768, steps=3 if smoke else 12,
+                 repeats=1 if smoke else 3, pairs=1 if smoke else 4,
                  subset=512 if smoke else 8192)
     results: dict = {}
     if "P1" in parts:

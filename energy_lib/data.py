@@ -226,7 +226,7 @@ class TensorLoader:
         labels = self.labels[plan["order"]] if self.train else self.labels
         for start in range(0, self.size, self.batch_size):
             batch = images[start:start + self.batch_size].to(memory_format=self.memory_format)
-            yield torch.addcmul(self.shift, batch.float(), self.scale), labels[start:start + self.batch_size]
+            yield torch.addcmul(self.shift, batch, self.scale), labels[start:start + self.batch_size]
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,44 @@
+"""A tiny run of the benchmark suite: it runs end to end and writes valid JSON with every part's
+ratio. The targets themselves are read from a full run's output, never asserted on timings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import needs_fashion_mnist
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_benchmark_smoke_run_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--only", "P1,P2,P3,P4",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    document = json.loads(out.read_text())
+    assert document["smoke"] is True and document["machine"]
+    results = document["results"]
+    assert set(results) == {"P1", "P2", "P3", "P4"}
+    assert results["P1"]["ratio"] > 0 and results["P1"]["torchvision_img_per_s"]["median"] > 0
+    cell = results["P2"]["cells"][0]
+    assert cell["width"] == 1 and cell["precision"] == "fp32" and cell["ratio"] > 0
+    assert 0 < cell["peak_utilisation"] and cell["flops_per_image"] > 0
+    assert results["P2"]["peaks"]["float32"]["flops"] > 0
+    assert isinstance(results["P3"]["overhead_pct"], float)
+    assert results["P4"]["papermill_s"]["median"] > results["P4"]["in_process_s"]["median"]
+    for line in ("P1", "P2", "P3", "P4"):
+        assert any(row.startswith(line) for row in done.stdout.splitlines())
+
+
+def test_unknown_part_is_one_line_error():
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "P9"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["benchmarks: error: unknown part(s) P9; use P1..P5"]
