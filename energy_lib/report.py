@@ -93,7 +93,7 @@ def _energy_lines(epochs: pd.DataFrame, runs_table: pd.DataFrame, cumulative: bo
     fig, ax = plt.subplots(figsize=(7.2, 4.4))
     for index, (cell, rows) in enumerate(data.groupby("cell", sort=True)):
         color = f"C{index % 10}"
-        for column, style, suffix in (("component_energy_j", "-", ""), ("energy_j", "--", " (70 W model)")):
+        for column, style, suffix in (("component_energy_j", "-", ""), ("energy_j", "--", " (constant power)")):
             values = rows[column] * scale
             if cumulative:
                 values = values.cumsum()
@@ -133,7 +133,10 @@ def figure_power(table: pd.DataFrame, runs_table: pd.DataFrame):
     ax.set_xticks(list(positions), done["cell"], rotation=20, ha="right", fontsize=7)
     ax.set_ylabel("mean power over train + eval (W)")
     ax.set_title("assumed vs metered average power")
-    ax.legend(fontsize=7)
+    tallest = pd.concat([done["assumed_power_w"], done["component_mean_power_w"]]).astype(float).max()
+    if pd.notna(tallest):
+        ax.set_ylim(0, tallest * 1.35)  # room for the legend above the bars
+    ax.legend(fontsize=7, loc="upper center")
     ax.grid(alpha=0.3, axis="y")
     return fig
 
@@ -258,10 +261,15 @@ def plot_timeline(samples: list[dict], marks: list[dict], idle_power_w: dict[str
         for key, watts in idle_power_w.items():
             if key.split("/")[0] == component:
                 ax.axhline(watts, color=color, linestyle=":", linewidth=1)
+    span = max(data["t_s"].max(), max((m["t_s"] for m in marks), default=0.0)) or 1.0
+    last_label_t = None
     for mark in marks:
         ax.axvline(mark["t_s"], color="0.5", linewidth=0.6, linestyle="--")
+        if last_label_t is not None and mark["t_s"] - last_label_t < 0.02 * span:
+            continue  # e.g. "idle end" right before "epoch 1": one label is enough
         ax.annotate(mark["label"], (mark["t_s"], 1), xycoords=("data", "axes fraction"),
                     fontsize=6, rotation=90, va="top", ha="right")
+        last_label_t = mark["t_s"]
     ax.set_xlabel("time since start (s)")
     ax.set_ylabel("power (W)")
     ax.set_title("power timeline (dotted: idle level; dashed: phase starts)", fontsize=9)
