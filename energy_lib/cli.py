@@ -60,7 +60,7 @@ def _cmd_list(study, args) -> int:
 
 
 def _cmd_run(study, args) -> int:
-    from .study import build_report, run_study
+    from .study import run_study
 
     unknown = sorted(set(args.cells or []) - {c.name for c in study.cells})
     if unknown:
@@ -73,21 +73,31 @@ def _cmd_run(study, args) -> int:
           f"{len(outcome.failed)} failed, in {cells_s:.1f} s")
     for name, seconds in outcome.seconds.items():
         print(f"  {name}: {seconds:.1f} s")
+    report_status = 0
     if not args.no_report:
-        folder = build_report(study, runs_root=args.runs_dir, report_root=args.report_dir)
-        print(f"report: {folder} ({time.perf_counter() - started - cells_s:.1f} s)")
+        report_status = _report(study, args)
+        print(f"analysis took {time.perf_counter() - started - cells_s:.1f} s")
     if outcome.failed:
         print(f"failed cells (records kept in {study.runs_dir(args.runs_dir)}): "
               f"{', '.join(outcome.failed)}", file=sys.stderr)
         return 1
-    return 0
+    return report_status
 
 
-def _cmd_report(study, args) -> int:
+def _report(study, args) -> int:
+    """Run the analysis; a failure there is named in one line, its notebook kept to read."""
+    import papermill as pm
+
     from .study import build_report
 
-    print(f"report: {build_report(study, runs_root=args.runs_dir, report_root=args.report_dir)}")
+    try:
+        print(f"report: {build_report(study, runs_root=args.runs_dir, report_root=args.report_dir)}")
+    except pm.PapermillExecutionError as error:
+        print(f"energy-study: analysis failed: {error.ename}: {error.evalue} (executed notebook "
+              f"kept: {study.report_dir(args.report_dir) / 'analysis.ipynb'})", file=sys.stderr)
+        return 1
     return 0
+
 
 
 def _cmd_export(study, args) -> int:
@@ -113,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         from .study import load_study
 
         study = load_study(args.study, **dict(args.overrides))
-        command = {"run": _cmd_run, "report": _cmd_report, "list": _cmd_list,
+        command = {"run": _cmd_run, "report": _report, "list": _cmd_list,
                    "export": _cmd_export}[args.command]
         return command(study, args)
     except EnergyStudyError as error:
