@@ -8,12 +8,10 @@ an energy mix when only the shares of each source are known.
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 
+from ..bundled import read_csv
 from ..errors import ConfigError
 
 #: World average (gCO2eq/kWh), IEA Global Energy & CO2 Status Report 2019, as used by CodeCarbon.
@@ -39,8 +37,7 @@ class CarbonIntensity:
 @lru_cache(maxsize=1)
 def country_table() -> dict[str, tuple[str, float, str]]:
     """ISO 3166-1 alpha-3 -> (country name, gCO2eq/kWh, data year)."""
-    text = resources.files("energy_lib").joinpath("data/carbon_intensity_by_country.csv").read_text()
-    rows = csv.DictReader(io.StringIO("".join(l for l in text.splitlines(True) if not l.startswith("#"))))
+    rows = read_csv("carbon_intensity_by_country.csv")
     return {r["iso_code"]: (r["country_name"], float(r["carbon_intensity_g_per_kwh"]), r["year"])
             for r in rows}
 

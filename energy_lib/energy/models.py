@@ -12,15 +12,13 @@ thumb), or the user's `ram_power_w`.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import re
 import time
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
+from ..bundled import read_csv
 from .monitor import Reading
 
 DEFAULT_CPU_TDP_W = 85.0  # CodeCarbon's fallback for a CPU missing from its table
@@ -29,10 +27,8 @@ RAM_W_PER_GB = 3.0 / 8.0
 
 @lru_cache(maxsize=1)
 def _tdp_table() -> dict[str, float]:
-    text = resources.files("energy_lib").joinpath("data/cpu_tdp.csv").read_text()
-    rows = csv.DictReader(io.StringIO("".join(l for l in text.splitlines(True) if not l.startswith("#"))))
     table = {}
-    for row in rows:
+    for row in read_csv("cpu_tdp.csv"):
         try:
             table[_normalise(row["Name"])] = float(row["TDP"])
         except (TypeError, ValueError):
