@@ -19,7 +19,7 @@ from .models import MODELS
 
 PRECISIONS = ("fp32", "amp", "bf16")
 PIPELINES = ("tensor", "torchvision")
-METER_NAMES = ("auto", "nvml", "rapl", "cpu-model", "ram-model", "constant-power")
+METER_NAMES = ("auto", "nvml", "rapl", "cpu-model", "ram-model", "constant-power", "codecarbon")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
@@ -53,7 +53,7 @@ class RunConfig:
     torch_compile: bool = False  # faster steps after ~40 s of compiling (2-core CPU): off by default
     num_workers: int = 2
     assumed_power_w: float = 70.0  # the original study's assumed T4 board power
-    meters: str = "auto"  # comma-separated: auto, nvml, rapl, cpu-model, ram-model, constant-power
+    meters: str = "auto"  # comma-separated METER_NAMES; "codecarbon" adds CodeCarbon alongside
     cpu_tdp_w: float | None = None  # None: CodeCarbon's CPU table, else 85 W
     ram_power_w: float | None = None  # None: 3 W per 8 GB installed
     idle_s: float = 3.0  # idle baseline measured before the first epoch; 0 disables
@@ -201,6 +201,19 @@ def _meter_names(config: RunConfig) -> None:
                           f"of: {', '.join(METER_NAMES)}")
 
 
+def _codecarbon_ready(config: RunConfig) -> None:
+    import importlib.util
+
+    if "codecarbon" not in config.meters:
+        return
+    if importlib.util.find_spec("codecarbon") is None:
+        raise ConfigError("meters includes 'codecarbon' but CodeCarbon is not installed; "
+                          "pip install 'energy-lib[codecarbon]' or drop it from meters")
+    if not config.country:
+        raise ConfigError("meters includes 'codecarbon': its offline tracker needs country "
+                          "(ISO 3166-1 alpha-3, e.g. 'FRA')")
+
+
 def _sample_period(config: RunConfig) -> None:
     if not 0 < config.sample_period_s <= 1:
         raise ConfigError(f"sample_period_s={config.sample_period_s!r} is not allowed; "
@@ -241,6 +254,7 @@ _RULES = (
     _at_least("idle_s", 0),
     _sample_period,
     _known_country,
+    _codecarbon_ready,
     _at_least("pue", 0, strict=True),
     _at_least("carbon_intensity_g_per_kwh", 0),
 )

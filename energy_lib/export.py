@@ -64,6 +64,7 @@ def export_row(row: pd.Series, study_name: str) -> dict:
         country_iso_code=_get(row, "country_iso_code") or None,
         os=_get(row, "provenance_os"),
         python_version=_get(row, "provenance_python_version"),
+        codecarbon_version=_get(row, "codecarbon_version"),  # only when it ran alongside
         cpu_count=_get(row, "provenance_cpu_count"),
         cpu_model=_get(row, "provenance_cpu_model"),
         gpu_count=1 if on_gpu else 0,

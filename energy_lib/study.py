@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import RunConfig
+from .energy.codecarbon_backend import RECORD_ENV
 from .errors import ConfigError, StudyError
 from .provenance import PROJECT_ROOT
 from .records import read_notebook
@@ -194,8 +195,10 @@ def execute_notebook(source: Path, target: Path, parameters: dict, *, kernel_nam
 
     running = target.parent / ".running" / target.name
     running.parent.mkdir(parents=True, exist_ok=True)
-    env_before = os.environ.get("ENERGY_STUDY_TEXT_PROGRESS")
-    os.environ["ENERGY_STUDY_TEXT_PROGRESS"] = "1"  # kernel inherits it: a text bar, not widgets
+    # the kernel inherits these: a text progress bar (not widgets), and where the record goes
+    settings = {"ENERGY_STUDY_TEXT_PROGRESS": "1", RECORD_ENV: str(target.resolve())}
+    before = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
     try:
         pm.execute_notebook(str(source), str(running), parameters=parameters,
                             kernel_name=kernel_name, progress_bar=False, stderr_file=log_stream,
@@ -207,10 +210,11 @@ def execute_notebook(source: Path, target: Path, parameters: dict, *, kernel_nam
             running.parent.rmdir()
         raise
     finally:
-        if env_before is None:
-            os.environ.pop("ENERGY_STUDY_TEXT_PROGRESS", None)
-        else:
-            os.environ["ENERGY_STUDY_TEXT_PROGRESS"] = env_before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     os.replace(running, target)
     with contextlib.suppress(OSError):
         running.parent.rmdir()  # only when no other run is in progress there

@@ -25,7 +25,7 @@ from .data import make_loaders
 from .device import device_name, resolve_runtime
 from .energy import EnergyMonitor, joules_to_kwh
 from .energy.carbon import emissions_kg, resolve_intensity
-from .energy.setup import build_meters
+from .energy.setup import build_meters, parse_meter_names
 from .energy.timeline import PowerTimeline
 from .models import create_model
 
@@ -99,9 +99,16 @@ def train(config: RunConfig, *, progress: bool = True,
     result.meters = {"components": meter_set.components(), "descriptions": meter_set.describe()}
     compute_dtype = None
     bar = _progress(config.epochs, config.cell or config.study) if progress else None
+    codecarbon = None
+    if "codecarbon" in parse_meter_names(config.meters):
+        from .energy.codecarbon_backend import CodeCarbonRun
+
+        codecarbon = CodeCarbonRun(config.country, config.study)
     timeline.start()
     try:
         idle_power_w = measure_idle(monitor, timeline, config.idle_s)
+        if codecarbon is not None:
+            codecarbon.start()
         monitor.begin_window("run")
         for epoch in range(1, config.epochs + 1):
             timeline.mark(f"epoch {epoch}")
@@ -159,6 +166,7 @@ def train(config: RunConfig, *, progress: bool = True,
             if on_epoch is not None:
                 on_epoch(row)
         result.energy += _energy_rows(None, idle_power_w, run=monitor.end_window("run"))
+        codecarbon_figures = codecarbon.stop() if codecarbon is not None else {}
     finally:
         timeline.stop()
         meter_set.close()
@@ -173,6 +181,7 @@ def train(config: RunConfig, *, progress: bool = True,
         assumed_power_w=config.assumed_power_w, energy_method="constant-power",
         energy_kind="modelled", pipeline=config.pipeline, idle_s=config.idle_s,
         **component_summary(result.energy, idle_power_w, result.meters["components"], config),
+        **codecarbon_figures,
     )
     result.provenance = provenance.collect(device) | {
         "started": started, "finished": _now(), "data_sources": sources}

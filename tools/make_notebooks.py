@@ -164,6 +164,8 @@ COLAB = [
 
 
 def write(name: str, cells, **metadata) -> None:
+    for index, cell in enumerate(cells):
+        cell.id = f"{name.removesuffix('.ipynb')}-{index:02d}"  # stable ids: no churn on rewrite
     notebook = new_notebook(cells=cells, metadata={**KERNEL, **metadata})
     nbformat.validate(notebook)
     nbformat.write(notebook, NOTEBOOKS / name)
