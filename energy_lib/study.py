@@ -202,7 +202,10 @@ def execute_notebook(source: Path, target: Path, parameters: dict, *, kernel_nam
     try:
         pm.execute_notebook(str(source), str(running), parameters=parameters,
                             kernel_name=kernel_name, progress_bar=False, stderr_file=log_stream,
-                            cwd=os.getcwd())
+                            cwd=os.getcwd(),
+                            # the kernel app's own start-up notices (plain TCP on loopback, image
+                            # alt text) are noise here; the notebook's output and errors are kept
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except Exception:  # a failed cell, or a kernel that died: its notebook is the record
         if running.exists():
             os.replace(running, target)
