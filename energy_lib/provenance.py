@@ -48,7 +48,9 @@ def collect(device: torch.device) -> dict:
     from . import __version__
 
     commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    # dirty = the code differs from the commit; the study's own outputs (runs/, report/) don't count
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                  ":(exclude)runs", ":(exclude)report") if commit else None
     return {
         "git_commit": commit,
         "git_dirty": bool(status) if status is not None else None,
