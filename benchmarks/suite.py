@@ -229,7 +229,7 @@ def p3_meter_overhead(pairs: int, block_steps: int) -> dict:
     model = create_model("paper_cnn", width=0.5).to(device, memory_format=torch.channels_last)
     step = _make_step(model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9), None,
                       device, torch.channels_last, sync_loss=False)
-    meters = build_meters("auto", device, assumed_power_w=70.0, cpu_model=cpu_model()).meters
+    meters = build_meters(["auto"], device, assumed_power_w=70.0, cpu_model=cpu_model()).meters
     monitor = EnergyMonitor(meters, device)
 
     def block(metered: bool) -> float:

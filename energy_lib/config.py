@@ -87,6 +87,11 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
     @property
+    def meter_names(self) -> list[str]:
+        """`meters` as a list: "auto, codecarbon" -> ["auto", "codecarbon"]."""
+        return [name.strip() for name in self.meters.split(",") if name.strip()]
+
+    @property
     def train_size(self) -> int:
         return self.train_subset or DATASETS[self.dataset].train_size
 
@@ -194,9 +199,8 @@ def _non_empty(name: str):
 
 
 def _meter_names(config: RunConfig) -> None:
-    names = [n.strip() for n in config.meters.split(",") if n.strip()]
-    bad = [n for n in names if n not in METER_NAMES]
-    if bad or not names:
+    names = config.meter_names
+    if not names or any(n not in METER_NAMES for n in names):
         raise ConfigError(f"meters={config.meters!r} is not allowed; give a comma-separated list "
                           f"of: {', '.join(METER_NAMES)}")
 
@@ -204,7 +208,7 @@ def _meter_names(config: RunConfig) -> None:
 def _codecarbon_ready(config: RunConfig) -> None:
     import importlib.util
 
-    if "codecarbon" not in config.meters:
+    if "codecarbon" not in config.meter_names:
         return
     if importlib.util.find_spec("codecarbon") is None:
         raise ConfigError("meters includes 'codecarbon' but CodeCarbon is not installed; "

@@ -16,7 +16,7 @@ import torch
 
 from .energy import EnergyMonitor
 from .energy.models import CpuTdpModel, RamPowerModel, lookup_cpu_tdp
-from .energy.nvml import NvmlMeter, _PowerIntegrator
+from .energy.nvml import NvmlMeter, PowerIntegrator
 from .energy.rapl import RaplMeter
 from .provenance import cpu_model
 
@@ -63,7 +63,7 @@ def check_gpu(idle_s: float = 3.0, busy_s: float = 8.0) -> int:
         print(f"  cannot measure GPU energy: {why}")
         return 1
     print(f"  {meter.describe()}")
-    integrator = _PowerIntegrator(meter.read_power_w)
+    integrator = PowerIntegrator(meter.read_power_w)
     integrator.start()
     try:
         _workload(device, 1.0)  # warm up: CUDA context, clocks

@@ -25,7 +25,7 @@ from .data import make_loaders
 from .device import device_name, resolve_runtime
 from .energy import EnergyMonitor, joules_to_kwh
 from .energy.carbon import emissions_kg, resolve_intensity
-from .energy.setup import build_meters, parse_meter_names
+from .energy.setup import build_meters
 from .energy.timeline import PowerTimeline
 from .models import create_model
 
@@ -90,7 +90,7 @@ def train(config: RunConfig, *, progress: bool = True,
             return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=runtime.autocast_dtype)
 
-    meter_set = build_meters(config.meters, device, assumed_power_w=config.assumed_power_w,
+    meter_set = build_meters(config.meter_names, device, assumed_power_w=config.assumed_power_w,
                              cpu_tdp_w=config.cpu_tdp_w, ram_power_w=config.ram_power_w,
                              cpu_model=provenance.cpu_model())
     monitor = EnergyMonitor(meter_set.meters, device)
@@ -100,7 +100,7 @@ def train(config: RunConfig, *, progress: bool = True,
     compute_dtype = None
     bar = _progress(config.epochs, config.cell or config.study) if progress else None
     codecarbon = None
-    if "codecarbon" in parse_meter_names(config.meters):
+    if "codecarbon" in config.meter_names:
         from .energy.codecarbon_backend import CodeCarbonRun
 
         codecarbon = CodeCarbonRun(config.country, config.study)

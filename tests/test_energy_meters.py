@@ -154,7 +154,7 @@ def test_unreadable_counter_falls_back_to_the_tdp_model(tmp_path):
     pkg = write_domain(root / "intel-rapl:0", "package-0", 1)
     (pkg / "energy_uj").unlink()
     (pkg / "energy_uj").mkdir()
-    chosen = build_meters("auto", CPU, assumed_power_w=70.0, cpu_model="AMD Ryzen 9 5950X",
+    chosen = build_meters(["auto"], CPU, assumed_power_w=70.0, cpu_model="AMD Ryzen 9 5950X",
                           powercap_root=root)
     assert [type(m) for m in chosen.meters] == [CpuTdpModel, RamPowerModel, ConstantPowerEstimator]
     assert len(chosen.notes) == 1
@@ -198,7 +198,7 @@ def test_unreadable_max_range_is_named(tmp_path):
 
 
 def test_auto_on_cpu_with_readable_rapl_needs_no_model(powercap):
-    chosen = build_meters("auto", CPU, assumed_power_w=70.0, powercap_root=powercap.root)
+    chosen = build_meters(["auto"], CPU, assumed_power_w=70.0, powercap_root=powercap.root)
     assert [type(m) for m in chosen.meters] == [RaplMeter, ConstantPowerEstimator]
     assert chosen.notes == []
     assert chosen.components() == {"cpu": "rapl (measured)", "ram": "rapl (measured)"}
@@ -207,7 +207,7 @@ def test_auto_on_cpu_with_readable_rapl_needs_no_model(powercap):
 def test_auto_without_dram_domain_adds_the_ram_model(tmp_path):
     root = tmp_path / "powercap"
     write_domain(root / "intel-rapl:0", "package-0", 1)
-    chosen = build_meters("auto", CPU, assumed_power_w=70.0, ram_power_w=4.0, powercap_root=root)
+    chosen = build_meters(["auto"], CPU, assumed_power_w=70.0, ram_power_w=4.0, powercap_root=root)
     assert [type(m) for m in chosen.meters] == [RaplMeter, RamPowerModel, ConstantPowerEstimator]
     assert chosen.components() == {"cpu": "rapl (measured)", "ram": "ram-model (modelled)"}
     assert chosen.meters[1].power_w_value == 4.0
@@ -215,15 +215,15 @@ def test_auto_without_dram_domain_adds_the_ram_model(tmp_path):
 
 def test_explicit_meter_names(tmp_path):
     missing = tmp_path / "none"
-    only_constant = build_meters("constant-power", CPU, assumed_power_w=50.0, powercap_root=missing)
+    only_constant = build_meters(["constant-power"], CPU, assumed_power_w=50.0, powercap_root=missing)
     assert [type(m) for m in only_constant.meters] == [ConstantPowerEstimator]
     assert only_constant.notes == [] and only_constant.components() == {}
-    rapl_only = build_meters("rapl", CPU, assumed_power_w=50.0, cpu_tdp_w=42.0,
+    rapl_only = build_meters(["rapl"], CPU, assumed_power_w=50.0, cpu_tdp_w=42.0,
                              powercap_root=missing)
     assert [type(m) for m in rapl_only.meters] == [CpuTdpModel, ConstantPowerEstimator]
     assert rapl_only.meters[0].tdp_w == 42.0
     assert rapl_only.meters[0].tdp_source == "cpu_tdp_w parameter"
-    nvml_on_cpu = build_meters("nvml,ram-model", CPU, assumed_power_w=50.0, powercap_root=missing)
+    nvml_on_cpu = build_meters(["nvml", "ram-model"], CPU, assumed_power_w=50.0, powercap_root=missing)
     assert nvml_on_cpu.notes == ["GPU energy not measured: this run uses the CPU"]
     assert [type(m) for m in nvml_on_cpu.meters] == [RamPowerModel, ConstantPowerEstimator]
 
@@ -387,7 +387,7 @@ def test_nvml_probe_with_the_real_package_on_this_machine():
 
 def test_build_meters_on_cuda_picks_nvml(no_visible_devices, tmp_path):
     fake = FakeNvml()
-    chosen = build_meters("auto", torch.device("cuda:0"), assumed_power_w=70,
+    chosen = build_meters(["auto"], torch.device("cuda:0"), assumed_power_w=70,
                           nvml_module=fake, powercap_root=tmp_path / "none")
     try:
         assert [type(m) for m in chosen.meters] == [NvmlMeter, CpuTdpModel, RamPowerModel,
@@ -406,14 +406,14 @@ def test_build_meters_on_cuda_picks_nvml(no_visible_devices, tmp_path):
 def test_build_meters_on_cuda_maps_visible_devices(monkeypatch, tmp_path):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     fake = FakeNvml()
-    chosen = build_meters("auto", torch.device("cuda", 1), assumed_power_w=70,
+    chosen = build_meters(["auto"], torch.device("cuda", 1), assumed_power_w=70,
                           nvml_module=fake, powercap_root=tmp_path / "none")
     assert chosen.meters[0].handles == [("index", 3)]
     chosen.close()
 
 
 def test_build_meters_on_cuda_without_nvml_notes_why(no_visible_devices, tmp_path):
-    chosen = build_meters("auto", torch.device("cuda:0"), assumed_power_w=70,
+    chosen = build_meters(["auto"], torch.device("cuda:0"), assumed_power_w=70,
                           nvml_module=FakeNvml(init_error=True), powercap_root=tmp_path / "none")
     assert [type(m) for m in chosen.meters] == [CpuTdpModel, RamPowerModel, ConstantPowerEstimator]
     assert chosen.notes[0].startswith("GPU energy not measured: NVML unavailable")

@@ -41,7 +41,7 @@ def _handle(nvml: Any, ident: str | int):
     return nvml.nvmlDeviceGetHandleByUUID(ident)
 
 
-class _PowerIntegrator(threading.Thread):
+class PowerIntegrator(threading.Thread):
     """Integrates sampled power (W) of some GPUs into joules, for GPUs without a counter."""
 
     def __init__(self, read_power_w, period_s: float = SAMPLE_PERIOD_S) -> None:
@@ -88,7 +88,7 @@ class NvmlMeter:
         self.method = "nvml-counter" if self.has_counter else "nvml-power-sampled"
         self._integrator = None
         if not self.has_counter:
-            self._integrator = _PowerIntegrator(self.read_power_w)
+            self._integrator = PowerIntegrator(self.read_power_w)
             self._integrator.start()
         self._starts: dict[str, float] = {}
 

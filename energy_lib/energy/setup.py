@@ -16,9 +16,6 @@ from .models import CpuTdpModel, RamPowerModel, lookup_cpu_tdp
 from .nvml import NvmlMeter
 from .rapl import POWERCAP_ROOT, RaplMeter
 
-def parse_meter_names(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]
-
 
 @dataclass
 class MeterSet:
@@ -39,10 +36,10 @@ class MeterSet:
                 meter.close()
 
 
-def build_meters(names: str, device: torch.device, *, assumed_power_w: float,
+def build_meters(names: list[str], device: torch.device, *, assumed_power_w: float,
                  cpu_tdp_w: float | None = None, ram_power_w: float | None = None,
                  cpu_model: str = "", powercap_root=POWERCAP_ROOT, nvml_module=None) -> MeterSet:
-    wanted = set(parse_meter_names(names))
+    wanted = set(names)
     auto = "auto" in wanted
     chosen = MeterSet()
     have: set[str] = set()
