@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import typing
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
@@ -101,26 +102,30 @@ class RunConfig:
 
 
 FIELD_NAMES = tuple(f.name for f in fields(RunConfig))
-_FIELD_TYPES = {
-    "study": str, "cell": str, "model": str, "width": float, "precision": str, "dataset": str,
-    "epochs": int, "batch_size": int, "eval_batch_size": (int, None), "lr": float,
-    "momentum": float, "weight_decay": float, "seed": int, "device": str,
-    "train_subset": (int, None), "test_subset": (int, None), "data_dir": str, "download": bool,
-    "pipeline": str, "random_crop": bool, "crop_padding": int, "random_flip": bool,
-    "channels_last": bool, "torch_compile": bool, "num_workers": int, "assumed_power_w": float,
-    "meters": str,
-    "cpu_tdp_w": (float, None), "ram_power_w": (float, None), "idle_s": float,
-    "sample_period_s": float, "country": str, "pue": float,
-    "carbon_intensity_g_per_kwh": (float, None),
-}
-assert set(_FIELD_TYPES) == set(FIELD_NAMES)
+
+
+def _field_types() -> dict[str, tuple[type, bool]]:
+    """name -> (base type, whether None is allowed), read from RunConfig's annotations: the
+    annotations are the one statement of each field's type."""
+    hints = typing.get_type_hints(RunConfig)
+    types = {}
+    for name in FIELD_NAMES:
+        hint = hints[name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = len(args) != len(typing.get_args(hint))
+        base = args[0] if optional else hint
+        if len(args) > 1 or base not in (bool, int, float, str):
+            raise TypeError(f"RunConfig.{name}: unsupported annotation {hint!r}")
+        types[name] = (base, optional)
+    return types
+
+
+_FIELD_TYPES = _field_types()
 
 
 def _coerce(name: str, value: Any) -> Any:
     """Check the type of one field; accept ints for floats and whole floats for ints."""
-    expected = _FIELD_TYPES[name]
-    optional = isinstance(expected, tuple)
-    kind = expected[0] if optional else expected
+    kind, optional = _FIELD_TYPES[name]
     if value is None and optional:
         return None
     if kind is bool:

@@ -1,0 +1,65 @@
+# %% [markdown]
+# # Study analysis
+#
+# Reads the executed run notebooks of one study (never re-executing them) and writes the figures, the results table and this notebook's HTML to the report folder. Failed, diverged and missing cells are listed with their status.
+
+# %% tags=["parameters"]
+study_file = 'studies/quick.toml'
+runs_dir = 'runs/quick'
+report_dir = 'report/quick'
+
+# %%
+from energy_lib import report
+from energy_lib.export import write_export
+from energy_lib.records import read_runs
+from energy_lib.study import load_study
+
+study = load_study(study_file)
+runs = read_runs(runs_dir)
+for problem in runs.problems:
+    print('skipped:', problem)
+written = report.write_report(runs, report_dir, [c.name for c in study.cells])
+write_export(runs, study.name, f'{report_dir}/emissions_log.csv')
+print(f'study {study.name!r}: {len(study.cells)} cells; {study.description}')
+
+# %% [markdown]
+# ## Results
+#
+# The original study's Table 1 columns. Energy is the `energy_method` estimate (`energy_kind` says measured or modelled).
+
+# %%
+written['table']
+
+# %% [markdown]
+# ## Training curves
+
+# %%
+for name in ['train_loss', 'train_accuracy', 'val_loss', 'val_accuracy']:
+    display(written['figures'][name])
+
+# %% [markdown]
+# ## Energy
+#
+# Solid lines: the meters' figures (each component measured or modelled as the legend says); dashed: the original study's constant-power estimate, for comparison.
+
+# %%
+for name in ['cumulative_energy', 'energy_per_epoch', 'accuracy_vs_energy',
+             'power_assumed_vs_metered']:
+    display(written['figures'][name])
+
+# %% [markdown]
+# ## Beside the original study (paper preset only)
+#
+# The original Table 1 (CIFAR-10, Colab T4, energy = 70 W × time) next to ours, matched on width and precision.
+
+# %%
+if study.name.startswith('paper'):
+    display(report.compare_with_reference(written['table']))
+else:
+    print('not the paper study: no reference comparison')
+
+# %%
+import matplotlib.pyplot as plt
+
+plt.close('all')
+{name: str(path) for name, path in written['paths'].items()}

@@ -1,0 +1,71 @@
+# %% [markdown]
+# # CNN training energy: the whole study in one Run all
+#
+# Installs the project (if it is not installed), reports the GPU, runs a study through the same runner as `energy-study run` -- the original paper study (CIFAR-10, widths 1-3, fp32 vs amp, 30 epochs) on a GPU, the quick Fashion-MNIST study otherwise -- then runs the analysis and shows the figures. Every cell of the study leaves an executed notebook: the lab record.
+#
+# In Colab: *Runtime > Change runtime type > GPU*, set `repo_url` below, then *Run all*. Set `drive_folder` to keep the lab records in Google Drive across sessions; a rerun resumes, skipping cells whose records are finished.
+
+# %% tags=["parameters"]
+# Parameters
+repo_url = 'https://github.com/OWNER/REPOSITORY.git'  # this project's git URL (for installing)
+repo_ref = 'main'
+study = 'auto'  # 'auto': paper on a GPU, quick otherwise; or a study name / .toml path
+overrides = {}  # replace [fixed] settings, e.g. {'epochs': 5}
+drive_folder = ''  # e.g. '/content/drive/MyDrive/energy-study' to keep records in Drive
+runs_root = 'runs'
+report_root = 'report'
+
+# %%
+# Install the project when it is not importable (a fresh Colab runtime).
+import importlib.util, os, subprocess, sys
+
+if importlib.util.find_spec('energy_lib') is None:
+    if 'OWNER/REPOSITORY' in repo_url:
+        raise SystemExit('set repo_url (first cell) to this project\'s git URL, then Run all again')
+    subprocess.run(['git', 'clone', '--depth', '1', '--branch', repo_ref, repo_url, 'energy-study'], check=True)
+    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '-e', 'energy-study'], check=True)
+    sys.path.insert(0, os.path.abspath('energy-study'))  # visible without a kernel restart
+    os.chdir('energy-study')
+
+# %%
+from pathlib import Path
+
+from energy_lib.device import describe_accelerator
+from energy_lib.study import STUDIES_DIR, build_report, default_study_file, load_study, run_study
+
+print(describe_accelerator())
+if study == 'auto':
+    study_file = default_study_file()
+elif study.endswith('.toml'):
+    study_file = Path(study)
+else:
+    study_file = STUDIES_DIR / f'{study}.toml'
+if drive_folder:
+    from google.colab import drive
+
+    drive.mount('/content/drive')
+    runs_root, report_root = Path(drive_folder) / 'runs', Path(drive_folder) / 'report'
+the_study = load_study(study_file, **overrides)
+print(f'study {the_study.name!r}: {len(the_study.cells)} cells -> {the_study.runs_dir(runs_root)}')
+
+# %% [markdown]
+# ## Run the grid
+#
+# One papermill execution per cell, one at a time (energy must not share a device). A failed cell keeps its record and the others go on.
+
+# %%
+outcome = run_study(the_study, runs_root=runs_root)
+print(f'ran {outcome.ran}; skipped {outcome.skipped}; failed {outcome.failed}')
+
+# %% [markdown]
+# ## Analysis and figures
+
+# %%
+import pandas as pd
+from IPython.display import Image, display
+
+report_dir = build_report(the_study, runs_root=runs_root, report_root=report_root)
+display(pd.read_csv(report_dir / 'results.csv'))
+for png in sorted(report_dir.glob('*.png')):
+    print(png.name)
+    display(Image(filename=str(png)))
