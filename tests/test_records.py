@@ -22,12 +22,13 @@ from energy_lib.records import MIME_TYPE, read_notebook, read_runs, record, to_j
 RECORDING_CODE = """\
 import numpy as np
 import pandas as pd
-from energy_lib.records import record
+from energy_lib.records import RECORD_FORMAT, record
 
+record('format', RECORD_FORMAT)
 record('config', {'width': width, 'precision': precision})
 record('epochs', pd.DataFrame({'epoch': [1, 2], 'train_loss': [0.5, float('nan')]}))
 record('summary', {'status': 'ok', 'best_val_acc_pct': 91.5,
-                   'energy_j_total': np.float32(12.5), 'nan_value': float('nan')})
+                   'total_s': np.float32(12.5), 'nan_value': float('nan')})
 record('x', float('nan'))
 record('count', np.int64(7))
 """
@@ -75,7 +76,7 @@ def test_record_round_trip_through_papermill(tmp_path):
     assert rec.records["epochs"] == [{"epoch": 1, "train_loss": 0.5},
                                      {"epoch": 2, "train_loss": None}]
     assert rec.records["summary"] == {"status": "ok", "best_val_acc_pct": 91.5,
-                                      "energy_j_total": 12.5, "nan_value": None}
+                                      "total_s": 12.5, "nan_value": None}
     # a short human-readable line beside the JSON
     texts = [o["data"]["text/plain"] for c in nbformat.read(path, as_version=4).cells
              for o in c.get("outputs", []) if MIME_TYPE in o.get("data", {})]
