@@ -76,13 +76,15 @@ def interval(values: Iterable, confidence: float = 0.95) -> Interval:
     return Interval(mean, float(low), float(high), float(high - mean), n, T_METHOD, confidence)
 
 
-def format_interval(iv: Interval, digits: int = 2) -> str:
-    """'81.23 ± 0.45 (N=3)'; a single run reads '81.23 (N=1, no interval)'."""
+def format_interval(iv: Interval, digits: int = 2, unit: str = "") -> str:
+    """'81.23 ± 0.45 (N=3)' ('50.1 ± 1.2 W (N=3)' with a unit); a single run reads
+    '81.23 (N=1, no interval)'."""
+    unit = f" {unit}" if unit else ""
     if iv.mean is None:
-        return f"— (N={iv.n})"
+        return f"—{unit} (N={iv.n})"
     if iv.half_width is None:
-        return f"{iv.mean:.{digits}f} (N={iv.n}, no interval)"
-    return f"{iv.mean:.{digits}f} ± {iv.half_width:.{digits}f} (N={iv.n})"
+        return f"{iv.mean:.{digits}f}{unit} (N={iv.n}, no interval)"
+    return f"{iv.mean:.{digits}f} ± {iv.half_width:.{digits}f}{unit} (N={iv.n})"
 
 
 def _as_list(by: str | Sequence[str] | None) -> list[str]:

@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from scipy import stats as scipy_stats  # noqa: E402
 
-from energy_lib import stats  # noqa: E402
+from energy_lib import claims, stats  # noqa: E402
 from energy_lib.errors import ConfigError  # noqa: E402
 
 
@@ -252,3 +252,98 @@ def test_idle_drift():
     assert stats.idle_drift(20.0, 16.0).flagged  # downward drift counts too
     d = stats.idle_drift(None, 19.0)
     assert d.drift_pct is None and not d.flagged and "missing" in d.note
+
+
+# ------------------------------------------------------------------------------- claims
+
+NOISE = (0.0, 1.0, -1.0)
+
+
+def _results(acc_by_width, amp_energy_ratio, ratio_noise=0.01, power_w=(50.0, 50.0), seeds=3,
+             kind="measured"):
+    """A results table whose verdicts are known: accuracy per width (with seed noise), amp/fp32
+    energy ratio per width (times 1 + ratio_noise * NOISE[seed]), mean power fp32/amp."""
+    rows = []
+    for width, acc in acc_by_width.items():
+        for seed in range(seeds):
+            noise = NOISE[(seed + width) % 3]
+            fp32_s = 100.0 * width * (1 + 0.1 * seed)
+            fp32_j = power_w[0] * fp32_s
+            amp_j = fp32_j * amp_energy_ratio[width] * (1 + ratio_noise * NOISE[seed])
+            for precision, energy_j, power in (("fp32", fp32_j, power_w[0]),
+                                               ("amp", amp_j, power_w[1])):
+                rows.append({"width": width, "precision": precision, "seed": seed,
+                             "best_val_acc_pct": acc + 0.5 * noise, "energy_j": energy_j,
+                             "total_s": energy_j / power, "energy_kind": kind, "status": "ok"})
+    return pd.DataFrame(rows)
+
+
+def _verdicts(results):
+    out = claims.evaluate_claims(results)
+    assert list(out.columns[:5]) == ["id", "claim", "verdict", "evidence", "N"]
+    return dict(zip(out["id"], out["verdict"]))
+
+
+def test_claims_are_data():
+    assert [c.id for c in claims.CLAIMS] == ["wider-is-more-accurate", "energy-proportional-to-time",
+                                            "amp-saves-only-at-largest-width",
+                                            "amp-can-cost-at-small-widths"]
+    assert all(c.source == "original T4 study (seed 000)" for c in claims.CLAIMS)
+
+
+def test_claims_supported():
+    results = _results({1: 70.0, 2: 77.0, 3: 82.0}, {1: 1.05, 2: 1.04, 3: 0.85})
+    assert _verdicts(results) == {
+        "wider-is-more-accurate": "supported", "energy-proportional-to-time": "supported",
+        "amp-saves-only-at-largest-width": "supported", "amp-can-cost-at-small-widths": "supported"}
+    out = claims.evaluate_claims(results).set_index("id")
+    assert out.loc["amp-saves-only-at-largest-width", "N"] == 3
+    assert "width 3: amp saves 15.0 % energy" in out.loc["amp-saves-only-at-largest-width", "evidence"]
+
+
+def test_claims_contradicted():
+    # width 3 is less accurate than width 2; amp draws 60 % more power; amp saves at every width
+    results = _results({1: 70.0, 2: 77.0, 3: 74.0}, {1: 0.8, 2: 0.8, 3: 0.8}, power_w=(50.0, 80.0))
+    assert _verdicts(results) == {
+        "wider-is-more-accurate": "contradicted", "energy-proportional-to-time": "contradicted",
+        "amp-saves-only-at-largest-width": "contradicted",
+        "amp-can-cost-at-small-widths": "contradicted"}
+
+
+def test_claims_inconclusive_when_intervals_span_no_effect():
+    results = _results({1: 70.0, 2: 70.2, 3: 82.0}, {1: 1.0, 2: 1.0, 3: 1.0}, ratio_noise=0.05)
+    v = _verdicts(results)
+    assert v["wider-is-more-accurate"] == "inconclusive"
+    assert v["amp-saves-only-at-largest-width"] == "inconclusive"
+    assert v["amp-can-cost-at-small-widths"] == "inconclusive"
+    # saving at width 3, nothing detectable below: the 'only' claim holds, 'can cost' is open
+    results = _results({1: 70.0, 2: 77.0, 3: 82.0}, {1: 1.0, 2: 1.0, 3: 0.8}, ratio_noise=0.05)
+    v = _verdicts(results)
+    assert v["amp-saves-only-at-largest-width"] == "supported"
+    assert v["amp-can-cost-at-small-widths"] == "inconclusive"
+
+
+def test_claims_not_testable_with_one_run_per_cell_or_modelled_energy():
+    single = _results({1: 70.0, 2: 77.0, 3: 82.0}, {1: 1.05, 2: 1.04, 3: 0.85}, seeds=1)
+    v = _verdicts(single)
+    assert v["wider-is-more-accurate"] == "not testable here"
+    assert v["amp-saves-only-at-largest-width"] == "not testable here"
+    assert v["amp-can-cost-at-small-widths"] == "not testable here"
+    modelled = _results({1: 70.0, 2: 77.0}, {1: 1.05, 2: 0.9}, kind="modelled")
+    out = claims.evaluate_claims(modelled).set_index("id")
+    assert out.loc["energy-proportional-to-time", "verdict"] == "not testable here"
+    assert "by construction" in out.loc["energy-proportional-to-time", "evidence"]
+    assert "modelled" in out.loc["amp-saves-only-at-largest-width", "evidence"]
+
+
+def test_claims_failed_repeats_excluded_and_missing_axis_values():
+    results = _results({1: 70.0, 2: 77.0, 3: 82.0}, {1: 1.05, 2: 1.04, 3: 0.85}, seeds=3)
+    extra = results[results["seed"] == 0].assign(seed=9, status="failed", best_val_acc_pct=0.0,
+                                                 energy_j=1.0)
+    assert _verdicts(pd.concat([results, extra]))["wider-is-more-accurate"] == "supported"
+    fp32_only = results[results["precision"] == "fp32"]
+    v = _verdicts(fp32_only)
+    assert v["amp-saves-only-at-largest-width"] == "not testable here"
+    assert v["wider-is-more-accurate"] == "supported"
+    with pytest.raises(ConfigError, match="total_s"):
+        claims.evaluate_claims(results.drop(columns="total_s"))
