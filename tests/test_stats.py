@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from scipy import stats as scipy_stats  # noqa: E402
 
-from energy_lib import claims, stats  # noqa: E402
+from energy_lib import claims, figures_stats, stats  # noqa: E402
 from energy_lib.errors import ConfigError  # noqa: E402
 
 
@@ -347,3 +347,93 @@ def test_claims_failed_repeats_excluded_and_missing_axis_values():
     assert v["wider-is-more-accurate"] == "supported"
     with pytest.raises(ConfigError, match="total_s"):
         claims.evaluate_claims(results.drop(columns="total_s"))
+
+
+# ------------------------------------------------------------------------------- figures
+
+TRICKY = r"w1 $\notacommand$ amp"  # mathtext would fail to parse this on draw
+
+
+def _texts(fig) -> list[str]:
+    return [t.get_text() for t in fig.findobj(matplotlib.text.Text)]
+
+
+def _summary(kinds=("measured",)):
+    results = _results({1: 70.0, 2: 77.0}, {1: 1.05, 2: 0.85}).assign(energy_method="zeus-nvml")
+    results["energy_kind"] = [kinds[i % len(kinds)] for i in range(len(results))]
+    summary = stats.summarise_groups(results, ["width", "precision"],
+                                     ["energy_j", "best_val_acc_pct"],
+                                     keep=["energy_kind", "energy_method"])
+    summary["cell"] = [f"w{w} {p}" for w, p in zip(summary["width"], summary["precision"])]
+    return summary
+
+
+def test_figure_pareto_names_front_in_legend_and_labels_kind():
+    summary = _summary()
+    summary.loc[0, "cell"] = TRICKY
+    fig = figures_stats.figure_pareto(summary, label="cell")
+    fig.canvas.draw()  # raises if any text were parsed as mathtext
+    ax = fig.axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    front = stats.pareto_front(pd.DataFrame({"x": summary["energy_j_mean"],
+                                             "y": summary["best_val_acc_pct_mean"]}), "x", "y")
+    starred = sorted(t for t in legend if t.startswith("★"))
+    assert starred == sorted(f"★ {c} (N=3)".replace("$", r"\$")
+                             for c in summary.loc[front.to_numpy(), "cell"])
+    assert 0 < len(starred) < len(summary)
+    assert ax.get_xlabel() == "energy per run (Wh) — measured (zeus-nvml)"
+    # names live in the legend only: no free text on the axes
+    assert not ax.texts
+    plt.close(fig)
+
+
+def test_figure_pareto_says_mixed_kinds():
+    fig = figures_stats.figure_pareto(_summary(kinds=("measured", "modelled")), label="cell")
+    assert fig.axes[0].get_xlabel().startswith("energy per run (Wh) — mixed: measured, modelled")
+    plt.close(fig)
+
+
+def test_figure_pareto_single_runs_have_no_error_bars():
+    summary = stats.summarise_groups(
+        _results({1: 70.0, 2: 77.0}, {1: 1.05, 2: 0.85}, seeds=1), ["width", "precision"],
+        ["energy_j", "best_val_acc_pct"], keep=["energy_kind"])
+    fig = figures_stats.figure_pareto(summary)
+    fig.canvas.draw()
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any("width=1 precision=amp (N=1)" in t for t in legend)
+    assert not [c for c in fig.axes[0].containers if c.has_xerr]
+    plt.close(fig)
+
+
+def test_figure_paired_and_energy_to_target_build():
+    results = _results({1: 70.0, 2: 77.0}, {1: 1.05, 2: 0.85})
+    ratios = pd.concat([stats.paired_ratio(results, "precision", "fp32", "amp", v, by="width")
+                        for v in ("energy_j", "total_s")])
+    fig = figures_stats.figure_paired(ratios)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["width=1", "width=2"]
+    assert any(line.get_ydata()[0] == 1.0 for line in ax.get_lines())
+    assert ax.get_ylabel().startswith("amp / fp32")
+    plt.close(fig)
+
+    epochs = pd.concat([_epochs(TRICKY, [40.0, 60.0]), _epochs("b", [30.0, 45.0])])
+    targets = stats.energy_to_target(epochs, 50.0).assign(energy_kind="modelled")
+    fig = figures_stats.figure_energy_to_target(targets, "cell", energy_unit="J")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert "1 of 1 not reached" in " ".join(t.get_text() for t in ax.get_xticklabels())
+    assert "50 % validation accuracy (J) — modelled" in ax.get_ylabel()
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: figures_stats.figure_pareto(pd.DataFrame()),
+    lambda: figures_stats.figure_paired(pd.DataFrame()),
+    lambda: figures_stats.figure_energy_to_target(pd.DataFrame()),
+])
+def test_figures_with_empty_input_say_why(build):
+    fig = build()
+    fig.canvas.draw()
+    assert any(text.startswith("no ") for text in _texts(fig))
+    plt.close(fig)
