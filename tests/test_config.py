@@ -147,7 +147,7 @@ def test_fractional_width_ok(value):
 
 
 @pytest.mark.parametrize("field,value", [("precision", "fp16"), ("precision", "FP32"),
-                                          ("dataset", "mnist"), ("model", "resnet18"),
+                                          ("dataset", "mnist"), ("model", "resnet19"),
                                           ("pipeline", "dali")])
 def test_unknown_choice_named_with_allowed_values(field, value):
     message = error_of(**{field: value})
