@@ -51,6 +51,9 @@ class Trace:
     unattributed_macs: int  # MACs of ops outside any leaf module (functional calls in forward)
 
 
+FORMULA_TYPES = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)
+
+
 def layer_macs(module: nn.Module, input_shape, output_shape) -> int:
     """MACs of one call, by the usual convention (bias additions not counted): Conv2d: outputs x
     in_channels/groups x kernel area; Linear: outputs x in_features; BatchNorm: one per element
@@ -114,13 +117,19 @@ def trace_model(model: nn.Module, input_size, batch_size: int) -> Trace:
         for hook in hooks:
             hook.remove()
 
-    _name_repeats(calls)
     counted = counter.get_total_flops() // 2  # the counter counts a MAC as two FLOPs
     flops = counter.get_flop_counts()
     root = type(model).__name__
-    in_leaves = sum(sum(flops.get(f"{root}.{names[m]}" if names[m] else root, {}).values()) // 2
-                    for m in leaves)
-    unattributed = max(0, counted - in_leaves)
+    counter_macs = {m: sum(flops.get(f"{root}.{names[m]}" if names[m] else root, {}).values()) // 2
+                    for m in leaves}
+    calls_per_module: dict[nn.Module, int] = {}
+    for call in calls:
+        calls_per_module[call.module] = calls_per_module.get(call.module, 0) + 1
+    for call in calls:  # layer types without a formula: torch's count (matmuls, convolutions)
+        if not call.macs and not isinstance(call.module, FORMULA_TYPES):
+            call.macs = counter_macs[call.module] // calls_per_module[call.module]
+    _name_repeats(calls)
+    unattributed = max(0, counted - sum(counter_macs.values()))
     total = max(counted, sum(c.macs for c in calls))
     return Trace(calls, total, unattributed)
 
