@@ -25,7 +25,11 @@ from .data import make_loaders
 from .device import Runtime, device_name, resolve_runtime
 from .energy.metering import Metering, carbon_facts
 from .energy.table import Phase
+from .energy import derive
+from .estimators.predict import early_epochs_row, predict_run
+from .model_stats import model_stats
 from .models import create_model
+from .pruning import finalise, prune_step, rebuild_optimizer, should_prune
 
 STATUS_OK, STATUS_DIVERGED = "ok", "diverged"
 
@@ -36,6 +40,8 @@ class EpochStats:
     acc_pct: float
     samples: int
     logits_dtype: str = ""
+    top5_acc_pct: float = math.nan  # evaluation only, for more than 5 classes
+    confusion: list[list[int]] | None = None  # evaluation only: rows true class, columns predicted
 
 
 @dataclass
@@ -50,6 +56,8 @@ class RunResult:
     timeline: list[dict] = field(default_factory=list)  # t_s, component, power_w, method
     timeline_marks: list[dict] = field(default_factory=list)  # t_s, label
     meters: dict = field(default_factory=dict)  # what each component's figure is, and notes
+    confusion: list[list[int]] = field(default_factory=list)  # final evaluation's matrix
+    predictions: dict = field(default_factory=dict)  # what each estimator covered, and its cost
 
     def epochs_frame(self):
         import pandas as pd
@@ -92,11 +100,16 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
 
 def evaluate(model: nn.Module, loader, autocast: Callable[[], ContextManager],
              criterion: nn.Module, device: torch.device,
-             memory_format: torch.memory_format = torch.contiguous_format) -> EpochStats:
-    """Loss and accuracy over `loader`, without gradients."""
+             memory_format: torch.memory_format = torch.contiguous_format,
+             num_classes: int | None = None) -> EpochStats:
+    """Loss, top-1 and top-5 accuracy and the confusion matrix over `loader`, without
+    gradients; all summed on the device and read once."""
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
+    correct5 = torch.zeros((), device=device, dtype=torch.long)
+    confusion = (torch.zeros(num_classes * num_classes, device=device, dtype=torch.long)
+                 if num_classes else None)
     seen = 0
     with torch.inference_mode(), autocast():
         for x, y in loader:
@@ -104,9 +117,39 @@ def evaluate(model: nn.Module, loader, autocast: Callable[[], ContextManager],
             y = y.to(device, non_blocking=True)
             logits = model(x)
             loss_sum += criterion(logits.float(), y) * len(y)
-            correct += (logits.argmax(1) == y).sum()
+            predicted = logits.argmax(1)
+            correct += (predicted == y).sum()
+            if num_classes and num_classes > 5:
+                correct5 += (logits.topk(5, dim=1).indices == y[:, None]).any(dim=1).sum()
+            if confusion is not None:
+                confusion += torch.bincount(y * num_classes + predicted,
+                                            minlength=num_classes * num_classes)
             seen += len(y)
-    return EpochStats(loss_sum.item() / max(seen, 1), 100.0 * correct.item() / max(seen, 1), seen)
+    seen = max(seen, 1)
+    top5 = 100.0 * correct5.item() / seen if num_classes and num_classes > 5 else math.nan
+    matrix = confusion.view(num_classes, num_classes).tolist() if confusion is not None else None
+    return EpochStats(loss_sum.item() / seen, 100.0 * correct.item() / seen, seen,
+                      top5_acc_pct=top5, confusion=matrix)
+
+
+def make_optimizer(config: RunConfig, parameters) -> torch.optim.Optimizer:
+    """SGD with momentum (the original study), Adam or AdamW, with the config's weight decay."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=config.lr, momentum=config.effective_momentum,
+                               weight_decay=config.weight_decay)
+    kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[config.optimizer]
+    return kind(parameters, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def lr_for_epoch(config: RunConfig, epoch: int) -> float:
+    """The learning rate of epoch `epoch` (1-based). A closed form rather than a torch scheduler
+    object: structured pruning replaces the optimiser mid-run, and a formula needs no
+    re-attaching. cosine: lr/2 x (1 + cos(pi (epoch-1)/epochs)); step: lr x gamma^floor((epoch-1)/step)."""
+    if config.lr_schedule == "cosine":
+        return 0.5 * config.lr * (1 + math.cos(math.pi * (epoch - 1) / config.epochs))
+    if config.lr_schedule == "step":
+        return config.lr * config.lr_gamma ** ((epoch - 1) // config.lr_step_epochs)
+    return config.lr
 
 
 def _now() -> str:
@@ -134,42 +177,62 @@ def train(config: RunConfig, *, progress: bool = True,
         torch.backends.cudnn.benchmark = True
     train_loader, eval_loader, spec, sources = make_loaders(config, device)
     model = create_model(config.model, width=config.width, in_channels=spec.channels,
-                         image_size=spec.image_size, num_classes=spec.num_classes)
+                         image_size=spec.image_size, num_classes=spec.num_classes,
+                         init=config.init, seed=config.seed, **config.model_knobs)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
     step_model = torch.compile(model) if config.torch_compile else model
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
+    optimizer = make_optimizer(config, model.parameters())
     criterion = nn.CrossEntropyLoss()
     scaler = torch.amp.GradScaler(device.type, enabled=runtime.use_grad_scaler)
     train_autocast = lambda: autocast_for(runtime)  # noqa: E731
     eval_autocast = lambda: autocast_for(runtime, runtime.eval_autocast)  # noqa: E731
+    input_size = (spec.channels, spec.image_size, spec.image_size)
+    stats = model_stats(model, input_size)
+    predicted, prediction_facts = predict_run(
+        model, input_size=input_size, batch_size=config.batch_size,
+        eval_batch_size=config.eval_batch_size or config.batch_size,
+        train_size=config.train_size, test_size=config.test_size, epochs=config.epochs,
+        bits=16 if runtime.autocast_dtype is not None else 32, device=device)
 
     result = RunResult(config=config)
     bar = _progress(config.epochs, config.cell or config.study) if progress else None
     compute_dtype = ""
     try:
         with Metering.for_config(config, device) as metering:
+            metering.rows += predicted  # before training: what the estimators expected
             metering.measure_idle(config.idle_s)
             with metering.window(Phase.RUN):
                 for epoch in range(1, config.epochs + 1):
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr_for_epoch(config, epoch)
                     with metering.window(Phase.TRAIN, epoch):
                         fit = train_epoch(step_model, train_loader, optimizer, scaler, train_autocast,
                                           criterion, device, memory_format)
                     compute_dtype = compute_dtype or fit.logits_dtype
-                    row = {"epoch": epoch, "train_loss": fit.loss, "train_acc_pct": fit.acc_pct,
+                    row = {"epoch": epoch, "lr": lr_for_epoch(config, epoch),
+                           "train_loss": fit.loss, "train_acc_pct": fit.acc_pct,
                            "val_loss": math.nan, "val_acc_pct": math.nan,
-                           "train_s": metering.last_duration_s, "eval_s": 0.0}
+                           "val_top5_acc_pct": math.nan,
+                           "train_s": metering.last_duration_s, "eval_s": 0.0, **stats}
                     if not math.isfinite(fit.loss):
                         result.status = STATUS_DIVERGED
                         result.epochs.append(row)
                         break
                     with metering.window(Phase.EVAL, epoch):
                         check = evaluate(step_model, eval_loader, eval_autocast, criterion, device,
-                                         memory_format)
+                                         memory_format, spec.num_classes)
                     row.update(val_loss=check.loss, val_acc_pct=check.acc_pct,
-                               eval_s=metering.last_duration_s)
+                               val_top5_acc_pct=check.top5_acc_pct, eval_s=metering.last_duration_s)
                     result.epochs.append(row)
+                    result.confusion = check.confusion
+                    if epoch == config.predict_after_epochs and epoch < config.epochs:
+                        metering.rows.append(_extrapolate(result.epochs, metering.rows, config.epochs))
+                    if config.prune != "none" and should_prune(epoch, config.prune_every_epochs) \
+                            and epoch < config.epochs:
+                        model, step_model, optimizer, stats = _prune(
+                            config, model, step_model, optimizer, train_loader, device,
+                            memory_format, input_size)
                     if bar is not None:
                         bar.set_postfix(loss=f"{fit.loss:.3f}", val_acc=f"{check.acc_pct:.1f}%")
                         bar.update()
@@ -178,18 +241,42 @@ def train(config: RunConfig, *, progress: bool = True,
     finally:
         if bar is not None:
             bar.close()
+    if config.prune == "unstructured":
+        finalise(model)
     result.energy = metering.rows
     result.meters = metering.info()
     result.timeline, result.timeline_marks = metering.timeline.rows(), metering.timeline.mark_rows()
     result.carbon = carbon_facts(config)
-    result.summary = summarise(result.epochs, result.status) | {
+    result.predictions = prediction_facts
+    result.summary = summarise(result.epochs, result.status) | model_stats(model, input_size) | {
         "compute_dtype": compute_dtype, "device_name": device_name(device),
-        "parameters": sum(p.numel() for p in model.parameters()),
         "assumed_power_w": config.assumed_power_w, "pipeline": config.pipeline,
         "idle_s": config.idle_s}
     result.provenance = provenance.collect(device) | {
         "started": started, "finished": _now(), "data_sources": sources}
     return result
+
+
+def _extrapolate(epochs: list[dict], rows: list[dict], total_epochs: int) -> dict:
+    """The early-epoch prediction of the headline energy from the epochs so far."""
+    per_epoch = derive.per_epoch(rows)
+    energy = [float(per_epoch.loc[per_epoch["epoch"] == e["epoch"], "energy_j"].sum()) for e in epochs]
+    seconds = [e["train_s"] + e["eval_s"] for e in epochs]
+    kind = derive.combined_kind(per_epoch["energy_kind"]) if len(per_epoch) else "none"
+    return early_epochs_row(energy, seconds, total_epochs, kind)
+
+
+def _prune(config, model, step_model, optimizer, loader, device, memory_format, input_size):
+    """One pruning step after an epoch (outside every measurement window); a structured step
+    replaces parameters, so the optimiser (and a compiled model) are rebuilt."""
+    example = next(iter(loader))[0][:2].to(device, memory_format=memory_format)
+    step = prune_step(model, config.prune, config.prune_amount, config.prune_target_sparsity,
+                      example)
+    model = step.model
+    if step.shapes_changed:
+        optimizer = rebuild_optimizer(optimizer, model)
+        step_model = torch.compile(model) if config.torch_compile else model
+    return model, step_model, optimizer, model_stats(model, input_size)
 
 
 def summarise(epochs: list[dict], status: str) -> dict:
@@ -202,6 +289,9 @@ def summarise(epochs: list[dict], status: str) -> dict:
         "epochs_completed": len(epochs),
         "best_val_acc_pct": max((r["val_acc_pct"] for r in finished), default=math.nan),
         "final_val_acc_pct": finished[-1]["val_acc_pct"] if finished else math.nan,
+        "best_val_top5_acc_pct": max((r.get("val_top5_acc_pct", math.nan) for r in finished),
+                                     default=math.nan),
+        "final_val_top5_acc_pct": finished[-1].get("val_top5_acc_pct", math.nan) if finished else math.nan,
         "final_train_loss": epochs[-1]["train_loss"] if epochs else math.nan,
         "final_val_loss": finished[-1]["val_loss"] if finished else math.nan,
         "train_s_total": train_s,

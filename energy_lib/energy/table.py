@@ -47,6 +47,9 @@ class Method(StrEnum):
     CONSTANT_POWER = "constant-power"  # the original study's assumed board power x time
     STAND_IN = "stand-in"  # a meter failed mid-run: its mean power so far x time
     CODECARBON = "codecarbon"  # CodeCarbon's tracker run alongside (whole run only)
+    OPS_MODEL = "ops-model"  # operation counts x Horowitz 2014 45 nm energies (estimated)
+    LAYER_REGRESSION = "layer-regression"  # per-layer regression summed over layers (estimated)
+    EARLY_EPOCHS = "early-epochs"  # the run's total extrapolated from its first epochs
 
 
 #: The component of the constant-power estimate: an assumed whole-board figure, never a part
