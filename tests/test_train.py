@@ -16,12 +16,14 @@ from energy_lib.train import STATUS_DIVERGED, STATUS_OK, summarise, train
 
 pytestmark = [needs_fashion_mnist]
 
-EPOCH_COLUMNS = ["epoch", "train_loss", "train_acc_pct", "val_loss", "val_acc_pct", "train_s",
-                 "eval_s"]  # no energy: it is derived from the energy table
+EPOCH_COLUMNS = ["epoch", "lr", "train_loss", "train_acc_pct", "val_loss", "val_acc_pct",
+                 "val_top5_acc_pct", "train_s", "eval_s", "parameters", "nonzero_parameters",
+                 "parameter_sparsity", "weight_sparsity", "model_size_bytes",
+                 "dense_macs_per_image", "sparse_macs_per_image"]  # no energy: derived from the table
 
 BASE = dict(dataset="fashion_mnist", train_subset=512, test_subset=256, epochs=3, width=0.5,
             lr=0.05, batch_size=64, device="cpu", download=False, data_dir="unused",
-            assumed_power_w=100.0, study="tests", cell="tiny", idle_s=0)
+            assumed_power_w=100.0, study="tests", cell="tiny", idle_s=0, idle_after_s=0)
 
 
 def tiny(**changes) -> RunConfig:
@@ -78,8 +80,11 @@ def test_constant_power_energy_is_assumed_power_times_time(result):
 
 @pytest.mark.slow
 def test_energy_rows_are_long_form_per_phase(result):
-    rows = result.energy
+    rows = [r for r in result.energy if r["phase"] != "predicted"]
     assert all(r["kind"] in ("measured", "modelled") for r in rows)
+    predicted = [r for r in result.energy if r["phase"] == "predicted"]
+    assert {(r["method"], r["kind"]) for r in predicted} == {
+        ("ops-model", "estimated"), ("layer-regression", "estimated"), ("early-epochs", "estimated")}
     constant = [r for r in rows if r["method"] == "constant-power" and r["phase"] in ("train", "eval")]
     assert [(r["epoch"], r["phase"]) for r in constant] == [
         (e, p) for e in (1, 2, 3) for p in ("train", "eval")]
@@ -185,7 +190,7 @@ def test_divergence_is_a_status_not_an_exception():
     assert run.epochs[0]["eval_s"] == 0.0
     epoch = derive.per_epoch(run.energy).iloc[0]
     assert epoch["constant_power_energy_j"] == pytest.approx(100.0 * run.epochs[0]["train_s"], rel=1e-9)
-    assert {r["phase"] for r in run.energy} == {"train", "run"}  # no eval after divergence
+    assert {r["phase"] for r in run.energy} == {"predicted", "train", "run"}  # no eval after divergence
     assert seen == []  # no finished epoch to report
     s = run.summary
     assert s["status"] == "diverged" and s["epochs_completed"] == 1
