@@ -12,10 +12,10 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 MIME_TYPE = "application/vnd.energy-study.record+json"
-STATUSES = ("ok", "diverged", "failed", "incomplete", "missing", "unreadable")
+STATUSES = ("ok", "diverged", "failed", "incomplete", "missing", "unreadable", "stale", "running")
 
 
 def to_json(value: Any) -> Any:
@@ -127,13 +127,23 @@ class Runs:
     problems: list[str]
 
 
-def read_runs(folder: str | Path) -> Runs:
+def read_runs(folder: str | Path, cells: Mapping[str, str] | None = None) -> Runs:
     """Read every executed notebook directly in `folder` (not sub-folders: superseded attempts
-    and in-progress copies live there)."""
+    and in-progress copies live there). With `cells` (cell name -> status, e.g. from
+    `study.study_state`), read only those cells' notebooks and report the status given: a
+    study's report holds exactly its cells, as `list` sees them; a cell without a notebook is a
+    row with its status and no values."""
     import pandas as pd
 
     rows, epochs, energy, timeline, problems = [], [], [], [], []
-    for path in sorted(Path(folder).glob("*.ipynb")):
+    if cells is None:
+        selected = [(path, None) for path in sorted(Path(folder).glob("*.ipynb"))]
+    else:
+        selected = [(Path(folder) / f"{cell}.ipynb", status) for cell, status in cells.items()]
+    for path, status in selected:
+        if status is not None and not path.is_file():
+            rows.append({"cell": path.stem, "status": status, "error": "", "path": ""})
+            continue
         nb = read_notebook(path)
         if nb.status == "unreadable":
             problems.append(f"{path}: {nb.error}")
@@ -142,8 +152,8 @@ def read_runs(folder: str | Path) -> Runs:
         provenance = {f"provenance_{k}": v for k, v in (nb.records.get("provenance") or {}).items()
                       if not isinstance(v, (dict, list))}
         facts = {k: v for k, v in {**config, **summary, **provenance}.items() if k != "cell"}
-        rows.append({"cell": nb.cell, "status": nb.status, "error": nb.error, "path": str(path),
-                     "papermill_s": nb.duration_s, **facts})
+        rows.append({"cell": nb.cell, "status": status or nb.status, "error": nb.error,
+                     "path": str(path), "papermill_s": nb.duration_s, **facts})
         for row in nb.records.get("epochs") or []:
             epochs.append({"cell": nb.cell, **row})
         for row in nb.records.get("energy") or []:
