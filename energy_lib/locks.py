@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -36,11 +37,31 @@ from .errors import StudyError
 RUNNING = ".running"
 
 
-def runner_id() -> str:
-    """`<host>-<pid>`: names this process's in-progress files and says who holds a lock."""
+def _host() -> str:
     host = socket.gethostname().split(".")[0] or "host"
-    host = "".join(c if c.isalnum() or c in "-_" else "_" for c in host)
-    return f"{host}-{os.getpid()}"
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in host)
+
+
+def runner_id() -> str:
+    """`<host>-<pid>` (plus `-t<thread>` outside the main thread, for thread-based workers):
+    names this runner's in-progress files and says who holds a lock."""
+    thread = "" if threading.current_thread() is threading.main_thread() else f"-t{threading.get_ident()}"
+    return f"{_host()}-{os.getpid()}{thread}"
+
+
+def is_dead_runner(name: str) -> bool:
+    """Whether runner `name` (a runner_id) was a process of this host that has ended. A runner
+    of another host is never called dead: we cannot tell."""
+    host, _, pid = name.split("-t")[0].rpartition("-")
+    if host != _host() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
 
 
 class CellBusy(Exception):

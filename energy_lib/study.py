@@ -38,7 +38,8 @@ from .config import RunConfig
 from .energy.codecarbon_backend import RECORD_ENV
 from .errors import ConfigError, StudyError
 from .files import check_file_name, check_writable, move_no_replace
-from .locks import RUNNING, CellBusy, cell_lock, is_running, report_lock, runner_id
+from .locks import (RUNNING, CellBusy, cell_lock, is_dead_runner, is_running, report_lock,
+                    runner_id)
 from .provenance import PROJECT_ROOT
 from .records import Runs, read_notebook, read_runs
 
@@ -419,6 +420,9 @@ def run_study(study: Study, *, force: bool = False, runs_root: str | Path = "run
                     continue
                 for leftover in _leftovers(folder, cell.name):  # killed runners' copies
                     _supersede(leftover, cell.name, folder / "superseded")
+                    if leftover.parent.name != RUNNING and is_dead_runner(leftover.parent.name):
+                        with contextlib.suppress(OSError):
+                            leftover.parent.rmdir()  # only if empty
                 if target.exists():
                     _supersede(target)
                 _run_cell(cell, target, kernel_name, progress, bar, outcome, pm)
