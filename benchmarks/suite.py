@@ -158,7 +158,33 @@ def p2_training(device: torch.device, widths: list[float], precisions: list[str]
             "target": 2.0, "met": bool(width1) and width1[0]["ratio"] >= 2.0}
 
 
+def _take(batches, steps: int):
+    """`steps` batches of an endless iterator, as a finite loader for `train_epoch`."""
+    return (next(batches) for _ in range(steps))
+
+
+def _shipped_epoch(model, device, runtime, memory_format):
+    """The shipped training core (energy_lib.train.train_epoch) with train()'s own optimiser,
+    gradient scaler and autocast: what P2 and P3 time."""
+    from energy_lib.train import autocast_for, train_epoch
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=runtime.use_grad_scaler)
+    criterion = nn.CrossEntropyLoss()
+
+    def run(batches, steps: int) -> float:
+        """Images per second over `steps` steps (device synchronised at both ends)."""
+        synchronize(device)
+        start = time.perf_counter()
+        stats_ = train_epoch(model, _take(batches, steps), optimizer, scaler,
+                             lambda: autocast_for(runtime), criterion, device, memory_format)
+        synchronize(device)
+        return stats_.samples / (time.perf_counter() - start)
+    return run
+
+
 def _make_step(model, optimizer, autocast_dtype, device, memory_format, sync_loss: bool):
+    """The seed-faithful step (the comparison, not shipped code)."""
     def step(x, y):
         x = x.to(device, non_blocking=True, memory_format=memory_format)
         y = y.to(device, non_blocking=True)
@@ -186,18 +212,17 @@ def _p2_cell(device, split, width, precision, steps, repeats, batch, workers, pe
     sgd = dict(lr=0.01, momentum=0.9, weight_decay=5e-4)
     seed_step = _make_step(seed_model, torch.optim.SGD(seed_model.parameters(), **sgd), None,
                            device, torch.contiguous_format, sync_loss=True)
-    fast_step = _make_step(fast_model, torch.optim.SGD(fast_model.parameters(), **sgd),
-                           runtime.autocast_dtype, device, torch.channels_last, sync_loss=False)
+    fast_epoch = _shipped_epoch(fast_model, device, runtime, torch.channels_last)
     seed_batches = _cycle(torchvision_loader(split, CIFAR, batch, train=True, seed=0,
                                              num_workers=workers))
     fast_batches = _cycle(TensorLoader(split, CIFAR, batch, device=device, train=True, seed=0))
     warm = 3
     _train_images_per_s(seed_step, seed_batches, warm, device)
-    _train_images_per_s(fast_step, fast_batches, warm, device)
+    fast_epoch(fast_batches, warm)
     seed_rates, fast_rates = [], []
     for _ in range(repeats):  # interleaved, so drift hits both alike
         seed_rates.append(_train_images_per_s(seed_step, seed_batches, steps, device))
-        fast_rates.append(_train_images_per_s(fast_step, fast_batches, steps, device))
+        fast_rates.append(fast_epoch(fast_batches, steps))
     x, y = next(fast_batches)
     flops_per_image = train_step_flops(seed_model, x.contiguous(), y) / len(y)
     dtype = "float32" if runtime.autocast_dtype is None else str(runtime.autocast_dtype).removeprefix("torch.")
@@ -214,50 +239,46 @@ def _p2_cell(device, split, width, precision, steps, repeats, batch, workers, pe
 # ---------------------------------------------------------------------------------------------
 
 def p3_meter_overhead(pairs: int, block_steps: int) -> dict:
-    """Step time with the meters on (the run's meters, window edges around each block, the power
-    timeline sampling in the background) vs off, in alternating blocks of one training process,
-    so that run-to-run variance cancels. Also the meters' own costs, timed directly: one window
-    edge pair and one timeline sample."""
-    from energy_lib.energy import EnergyMonitor
-    from energy_lib.energy.setup import build_meters
-    from energy_lib.energy.timeline import PowerTimeline
-    from energy_lib.provenance import cpu_model
+    """Step time of the shipped training core with the run's metering on (the meters `auto`
+    picks, a window around each block, the power timeline sampling in the background) vs off,
+    in alternating blocks of one training process, so that run-to-run variance cancels. Also
+    the meters' own costs, timed directly: one window edge pair and one timeline sample."""
+    from energy_lib.device import resolve_runtime
+    from energy_lib.energy.metering import Metering
+    from energy_lib.energy.table import Phase
 
     device = torch.device("cpu")
+    config = RunConfig(device="cpu", idle_s=0, width=0.5)
+    runtime = resolve_runtime(config)
     split = synthetic_cifar(128 * (block_steps + 1))
     batches = _cycle(TensorLoader(split, CIFAR, 128, device=device, train=True, seed=0))
     model = create_model("paper_cnn", width=0.5).to(device, memory_format=torch.channels_last)
-    step = _make_step(model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9), None,
-                      device, torch.channels_last, sync_loss=False)
-    meters = build_meters(["auto"], device, assumed_power_w=70.0, cpu_model=cpu_model()).meters
-    monitor = EnergyMonitor(meters, device)
+    epoch = _shipped_epoch(model, device, runtime, torch.channels_last)
+    metering = Metering.for_config(config, device)
 
     def block(metered: bool) -> float:
-        timeline = PowerTimeline(meters, period_s=0.5) if metered else None
-        if metered:
-            timeline.start()
-            monitor.begin_window("block")
-        images_per_s = _train_images_per_s(step, batches, block_steps, device)
-        if metered:
-            monitor.end_window("block")
-            timeline.stop()
-        return 128 / images_per_s  # seconds per step
+        if not metered:
+            return 128 / epoch(batches, block_steps)  # seconds per step
+        with metering.window(Phase.TRAIN, 0):
+            images_per_s = epoch(batches, block_steps)
+        return 128 / images_per_s
 
     block(False)  # warm up
     on, off = [], []
-    for i in range(pairs):  # on-off, then off-on: a drift in time hits both alike
-        for metered in ((True, False) if i % 2 == 0 else (False, True)):
-            (on if metered else off).append(block(metered))
-    edge_s = _timed(lambda: (monitor.begin_window("edge"), monitor.end_window("edge")), 200)
-    sampler = PowerTimeline(meters, period_s=0.5)
-    sample_s = _timed(sampler.sample, 200)
+    with metering:  # starts the timeline sampler; stops it and closes the meters after
+        for i in range(pairs):  # on-off, then off-on: a drift in time hits both alike
+            for metered in ((True, False) if i % 2 == 0 else (False, True)):
+                (on if metered else off).append(block(metered))
+        monitor = metering.monitor
+        edge_s = _timed(lambda: (monitor.begin_window("edge"), monitor.end_window("edge")), 200)
+        sample_s = _timed(metering.timeline.sample, 200)
     overhead = statistics.median(on) / statistics.median(off) - 1
     return {"step_s_meters_on": stats(on), "step_s_meters_off": stats(off),
             "overhead_pct": 100 * overhead, "window_edge_pair_us": 1e6 * edge_s,
             "timeline_sample_us": 1e6 * sample_s,
-            "timeline_cost_pct_of_time": 100 * sample_s / 0.5,
-            "meters": [type(m).__name__ for m in meters], "block_steps": block_steps,
-            "target_pct": 1.0, "met": overhead <= 0.01}
+            "timeline_cost_pct_of_time": 100 * sample_s / config.sample_period_s,
+            "meters": [type(m).__name__ for m in metering.meter_set.meters],
+            "block_steps": block_steps, "target_pct": 1.0, "met": overhead <= 0.01}
 
 
 def _timed(call: Callable, repeats: int) -> float:

@@ -16,9 +16,10 @@ from typing import Any, Mapping
 
 from .datasets import DATASETS
 from .errors import ConfigError
-from .models import MODELS
 
 PRECISIONS = ("fp32", "amp", "bf16")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULES = ("none", "cosine", "step")
 PIPELINES = ("tensor", "torchvision")
 METER_NAMES = ("auto", "nvml", "rapl", "cpu-model", "ram-model", "constant-power", "codecarbon")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -30,16 +31,28 @@ class RunConfig:
 
     study: str = "adhoc"
     cell: str = ""
-    model: str = "paper_cnn"
+    model: str = "paper_cnn"  # a registered model or "timm:<name>" (the timm extra)
     width: float = 1.0
+    shortcut: bool | None = None  # ResNets: false removes every shortcut (the plain net)
+    depth: int | None = None  # mlp: hidden layers (None: the model's default, 3)
+    resize: int | None = None  # timm models: resize each batch on the device to N x N
+    init: str = "default"  # default | xavier | kaiming
     precision: str = "fp32"
     dataset: str = "cifar10"
     epochs: int = 30
     batch_size: int = 128
     eval_batch_size: int | None = None  # None: same as batch_size (as the original study)
+    optimizer: str = "sgd"  # sgd | adam | adamw
     lr: float = 0.1
-    momentum: float = 0.9
+    momentum: float | None = None  # SGD only; None means 0.9 (the original study)
     weight_decay: float = 5e-4
+    lr_schedule: str = "none"  # none | cosine (per epoch, to 0) | step (x lr_gamma every lr_step_epochs)
+    lr_step_epochs: int = 10
+    lr_gamma: float = 0.1
+    prune: str = "none"  # none | unstructured (global magnitude masks) | structured (channels)
+    prune_every_epochs: int = 5
+    prune_amount: float = 0.2  # share of the remaining weights/channels removed per step
+    prune_target_sparsity: float = 0.5
     seed: int = 0
     device: str = "auto"
     train_subset: int | None = None
@@ -62,6 +75,7 @@ class RunConfig:
     country: str = ""  # ISO 3166-1 alpha-3 for carbon intensity; "" = world average
     pue: float = 1.0  # data-centre power usage effectiveness
     carbon_intensity_g_per_kwh: float | None = None  # overrides the country's figure
+    predict_after_epochs: int = 1  # extrapolate the run's energy after k epochs (0 or >= epochs: not)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -91,6 +105,16 @@ class RunConfig:
     def meter_names(self) -> list[str]:
         """`meters` as a list: "auto, codecarbon" -> ["auto", "codecarbon"]."""
         return [name.strip() for name in self.meters.split(",") if name.strip()]
+
+    @property
+    def model_knobs(self) -> dict[str, Any]:
+        """The model knobs this config sets (None: the model's default)."""
+        return {k: getattr(self, k) for k in ("shortcut", "depth", "resize")
+                if getattr(self, k) is not None}
+
+    @property
+    def effective_momentum(self) -> float:
+        return 0.9 if self.momentum is None else self.momentum
 
     @property
     def train_size(self) -> int:
@@ -166,9 +190,31 @@ def _at_least(name: str, low: float, strict: bool = False):
     return rule
 
 
-def _momentum_below_one(config: RunConfig) -> None:
+def _momentum_fits_optimizer(config: RunConfig) -> None:
+    if config.momentum is None:
+        return
+    if config.optimizer != "sgd":
+        raise ConfigError(f"momentum={config.momentum!r} is not allowed with "
+                          f"optimizer={config.optimizer!r}: Adam's betas play that part; "
+                          "drop momentum or use optimizer='sgd'")
     if not 0 <= config.momentum < 1:
         raise ConfigError(f"momentum={config.momentum!r} is not allowed; must be in [0, 1)")
+
+
+def _model_and_knobs(config: RunConfig) -> None:
+    from .models import check_init_scheme, check_model_knobs, check_model_name
+
+    check_model_name(config.model)
+    check_model_knobs(config.model, width=config.width, **config.model_knobs)
+    check_init_scheme(config.init)
+
+
+def _pruning(config: RunConfig) -> None:
+    from .pruning import check_prune_settings
+
+    check_prune_settings(config.prune, amount=config.prune_amount,
+                         every_epochs=config.prune_every_epochs,
+                         target_sparsity=config.prune_target_sparsity, epochs=config.epochs)
 
 
 def _device_form(config: RunConfig) -> None:
@@ -236,15 +282,20 @@ def _known_country(config: RunConfig) -> None:
 
 
 _RULES = (
-    _one_of("model", list(MODELS)),
     _at_least("width", 0, strict=True),
+    _model_and_knobs,
+    _one_of("optimizer", OPTIMIZERS),
+    _one_of("lr_schedule", LR_SCHEDULES),
+    _at_least("lr_step_epochs", 1),
+    _at_least("lr_gamma", 0, strict=True),
+    _pruning,
     _one_of("precision", PRECISIONS),
     _one_of("dataset", list(DATASETS)),
     _at_least("epochs", 1),
     _at_least("batch_size", 1),
     _at_least("eval_batch_size", 1),
     _at_least("lr", 0, strict=True),
-    _momentum_below_one,
+    _momentum_fits_optimizer,
     _at_least("weight_decay", 0),
     _at_least("seed", 0),
     _device_form,
@@ -266,4 +317,5 @@ _RULES = (
     _codecarbon_ready,
     _at_least("pue", 0, strict=True),
     _at_least("carbon_intensity_g_per_kwh", 0),
+    _at_least("predict_after_epochs", 0),
 )

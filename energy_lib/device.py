@@ -35,7 +35,10 @@ def resolve_device(name: str) -> torch.device:
 
 def resolve_runtime(config: RunConfig) -> Runtime:
     """Check that the device can run the precision, and say what to use instead if not."""
+    from .energy.setup import check_available
+
     device = resolve_device(config.device)
+    check_available(config.meter_names, device)  # a meter named explicitly must work here
     on_cuda = device.type == "cuda"
     if config.precision == "fp32":
         return Runtime(device, None, False, False)

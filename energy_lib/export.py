@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from .energy import joules_to_kwh
+from .energy.derive import COMPONENTS
 from .files import atomic_write
 from .records import Runs
 
@@ -37,12 +38,10 @@ def export_row(row: pd.Series, study_name: str) -> dict:
     seconds = duration + eval_s if duration is not None and eval_s is not None else None
     emissions = _get(row, "emissions_kg")
     out = dict.fromkeys(EXPORT_COLUMNS)
-    energy_kwh = {}
-    for component in ("cpu", "gpu", "ram"):
+    for component in COMPONENTS:  # the headline's parts, derived from the energy table
         joules = _get(row, f"{component}_energy_j")
         if joules is not None:
-            energy_kwh[component] = joules_to_kwh(joules)
-            out[f"{component}_energy"] = energy_kwh[component]
+            out[f"{component}_energy"] = joules_to_kwh(joules)
             out[f"{component}_power"] = joules / seconds if seconds else None
     device = _get(row, "provenance_device") or ""
     on_gpu = device.startswith("cuda")
@@ -59,7 +58,7 @@ def export_row(row: pd.Series, study_name: str) -> dict:
         duration=seconds,
         emissions=emissions,
         emissions_rate=emissions / seconds if emissions is not None and seconds else None,
-        energy_consumed=sum(energy_kwh.values()) if energy_kwh else None,
+        energy_consumed=_get(row, "energy_kwh"),
         country_name=_get(row, "country_name") or None,
         country_iso_code=_get(row, "country_iso_code") or None,
         os=_get(row, "provenance_os"),

@@ -20,8 +20,9 @@ from typing import Any, Iterable
 import pandas as pd
 
 from .config import FIELD_NAMES, RunConfig
+from .energy import derive
 from .errors import ConfigError
-from .records import record
+from .records import RECORD_FORMAT, record
 from .train import RunResult
 
 
@@ -113,17 +114,52 @@ def config_table(config: RunConfig) -> pd.DataFrame:
 
 
 def meters_text(result: RunResult) -> str:
-    """What each energy figure of this run is: measured or modelled, and how."""
-    lines = [f"- {component}: {label}" for component, label in result.meters["components"].items()]
-    return "\n".join(lines + [f"- {d}" for d in result.meters["descriptions"]])
+    """What each energy figure of this run is: measured or modelled, and how; what could not
+    be measured and why; any meter that failed mid-run."""
+    lines = [f"- {component}: {m['method']} ({m['kind']})"
+             for component, m in result.meters["methods"].items()]
+    lines += [f"- {d}" for d in result.meters["descriptions"]]
+    lines += [f"- FAILED at {f['at_s']:.1f} s in window {f['window']}: {f['meter']}: {f['error']}"
+              for f in result.meters["failures"]]
+    return "\n".join(lines)
+
+
+def energy_view(result: RunResult) -> pd.DataFrame:
+    """The run's energy table as recorded (one row per window, component and method)."""
+    return pd.DataFrame(result.energy)
+
+
+def epochs_view(result: RunResult) -> pd.DataFrame:
+    """The epoch table with each epoch's energy, derived from the energy table."""
+    epochs = result.epochs_frame()
+    if epochs.empty:
+        return epochs
+    per_epoch = derive.per_epoch(result.energy).drop(columns=["cell"])
+    epochs["epoch"] = epochs["epoch"].astype("Int64")
+    return epochs.merge(per_epoch, on="epoch", how="left")
+
+
+def idle_power_w(result: RunResult) -> dict[str, float]:
+    """{"component/method": W} of the idle baseline, for the timeline's idle lines."""
+    return derive.idle_power_w(result.energy).get("", {})
+
+
+def summary_view(result: RunResult) -> pd.Series:
+    """Accuracy, time and the derived energy figures of this run (nothing here is stored twice:
+    the energy figures are computed from the energy table each time)."""
+    figures = derive.run_figures(result.energy, result.summary["best_val_acc_pct"], result.carbon)
+    return pd.Series({**result.summary, **figures}, name=result.config.cell or result.config.study)
 
 
 def record_result(result: RunResult) -> pd.DataFrame:
-    """Store the epoch table, energy readings, summary and provenance; return the epoch table."""
+    """Store the epoch table, the energy table, meters, timeline, carbon facts, provenance and
+    summary; return the epoch table with its derived energy."""
+    record("format", RECORD_FORMAT)
     record("epochs", result.epochs)
     record("energy", result.energy)
     record("meters", result.meters)
     record("timeline", {"samples": result.timeline, "marks": result.timeline_marks})
+    record("carbon", result.carbon)
     record("provenance", result.provenance)
     record("summary", result.summary)  # last: its presence marks a finished run
-    return result.epochs_frame()
+    return epochs_view(result)

@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 MIME_TYPE = "application/vnd.energy-study.record+json"
-STATUSES = ("ok", "diverged", "failed", "incomplete", "missing", "unreadable", "stale", "running")
+#: The lab record's format: 2 = one long-form energy table, figures derived on reading. A
+#: finished record of another format reads as `outdated` (rerun it), never as a crash.
+RECORD_FORMAT = 2
+STATUSES = ("ok", "diverged", "failed", "incomplete", "outdated", "missing", "unreadable", "stale",
+            "running")
 
 
 def to_json(value: Any) -> Any:
@@ -107,6 +111,8 @@ def read_notebook(path: str | Path) -> NotebookRecord:
         status = "failed"
     elif not summary or not papermill.get("end_time"):
         status = "incomplete"  # interrupted, or still being written
+    elif records.get("format") != RECORD_FORMAT:
+        status = "outdated"  # made by an older energy_lib: its figures cannot be derived
     else:
         status = summary.get("status", "ok")
     return NotebookRecord(path, status, parameters=dict(papermill.get("parameters", {})),
@@ -116,9 +122,13 @@ def read_notebook(path: str | Path) -> NotebookRecord:
 
 @dataclass
 class Runs:
-    """Tables of one study folder: `runs` (one row per notebook), `epochs` (one row per epoch),
-    `energy` (one row per epoch, phase and meter), `timeline` (power samples) and `problems`
-    (files that could not be read)."""
+    """Tables of one study folder:
+    - `energy`: THE energy table, long form (energy.table.EnergyRow + `cell`), as recorded;
+    - `runs`: one row per notebook: config, accuracy/time summary, provenance, and the figures
+      `energy.derive` computes from `energy` (energy_j/kwh + energy_kind, constant_power_*,
+      acc_pct_per_wh, emissions_kg, ...);
+    - `epochs`: one row per epoch, with the per-epoch energy derived the same way;
+    - `timeline` (power samples) and `problems` (files that could not be read)."""
 
     runs: Any
     epochs: Any
@@ -134,6 +144,8 @@ def read_runs(folder: str | Path, cells: Mapping[str, str] | None = None) -> Run
     study's report holds exactly its cells, as `list` sees them; a cell without a notebook is a
     row with its status and no values."""
     import pandas as pd
+
+    from .energy import derive
 
     rows, epochs, energy, timeline, problems = [], [], [], [], []
     if cells is None:
@@ -152,13 +164,29 @@ def read_runs(folder: str | Path, cells: Mapping[str, str] | None = None) -> Run
         provenance = {f"provenance_{k}": v for k, v in (nb.records.get("provenance") or {}).items()
                       if not isinstance(v, (dict, list))}
         facts = {k: v for k, v in {**config, **summary, **provenance}.items() if k != "cell"}
+        usable = nb.status not in ("outdated", "unreadable")
+        cell_energy = [{"cell": nb.cell, **row} for row in nb.records.get("energy") or []] if usable else []
+        derived = {}
+        if usable and cell_energy:
+            carbon = nb.records.get("carbon") or {}
+            derived = derive.run_figures(cell_energy, summary.get("best_val_acc_pct"), carbon)
+            derived |= {"carbon_intensity_g_per_kwh": carbon.get("intensity_g_per_kwh"),
+                        "carbon_intensity_source": carbon.get("source"),
+                        "country_iso_code": carbon.get("country_iso_code"),
+                        "country_name": carbon.get("country_name")}
+            codecarbon = (nb.records.get("meters") or {}).get("codecarbon") or {}
+            derived |= {f"codecarbon_{k}": v for k, v in codecarbon.items()}
         rows.append({"cell": nb.cell, "status": status or nb.status, "error": nb.error,
-                     "path": str(path), "papermill_s": nb.duration_s, **facts})
-        for row in nb.records.get("epochs") or []:
+                     "path": str(path), "papermill_s": nb.duration_s, **facts, **derived})
+        for row in nb.records.get("epochs") or [] if usable else []:
             epochs.append({"cell": nb.cell, **row})
-        for row in nb.records.get("energy") or []:
-            energy.append({"cell": nb.cell, **row})
+        energy += cell_energy
         for row in (nb.records.get("timeline") or {}).get("samples", []):
             timeline.append({"cell": nb.cell, **row})
-    return Runs(pd.DataFrame(rows), pd.DataFrame(epochs), pd.DataFrame(energy),
-                pd.DataFrame(timeline), problems)
+    energy_table = derive.as_frame(energy)
+    epochs_table = pd.DataFrame(epochs)
+    if not epochs_table.empty:
+        per_epoch = derive.per_epoch(energy_table)
+        epochs_table["epoch"] = epochs_table["epoch"].astype("Int64")
+        epochs_table = epochs_table.merge(per_epoch, on=["cell", "epoch"], how="left")
+    return Runs(pd.DataFrame(rows), epochs_table, energy_table, pd.DataFrame(timeline), problems)

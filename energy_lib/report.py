@@ -14,6 +14,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from .energy.table import JOULES_PER_KWH
 from .files import atomic_write
 from .records import Runs
 
@@ -25,21 +26,31 @@ FIGURES = {
 }
 TABLE_COLUMNS = ["cell", "status", "width", "precision", "compute_dtype", "epochs_completed",
                  "best_val_acc_pct", "final_val_acc_pct", "s_per_epoch", "total_s",
-                 "energy_kwh_total", "acc_pct_per_wh", "energy_method", "energy_kind",
-                 "component_energy_kwh_total", "component_energy_kind", "components",
-                 "component_mean_power_w", "assumed_power_w", "emissions_kg",
-                 "carbon_intensity_g_per_kwh", "error"]
-COMPONENTS = ("gpu", "cpu", "ram")
+                 "energy_kwh", "energy_kind", "energy_methods", "acc_pct_per_wh",
+                 "constant_power_energy_kwh", "constant_power_acc_pct_per_wh", "assumed_power_w",
+                 "mean_power_w", "above_idle_j", "emissions_kg", "carbon_intensity_g_per_kwh",
+                 "flags", "error"]
+FINISHED = ("ok", "diverged")
 
 
-def energy_label(epochs: pd.DataFrame, unit: str) -> str:
-    """Axis label naming the energy figures' method(s) and kind(s), e.g.
-    'energy (kWh) -- modelled, constant-power'."""
-    if epochs.empty or "energy_method" not in epochs:
-        return f"energy ({unit})"
-    methods = ", ".join(sorted(epochs["energy_method"].dropna().unique()))
-    kinds = ", ".join(sorted(epochs["energy_kind"].dropna().unique()))
-    return f"energy ({unit}) -- {kinds}, {methods}"
+def kinds_text(kinds) -> str:
+    """'modelled', or 'mixed: measured, modelled' -- said outright when kinds differ."""
+    found = sorted({k for k in kinds if isinstance(k, str) and k and k != "none"})
+    if not found:
+        return "no metered figure"
+    return found[0] if len(found) == 1 else "mixed: " + ", ".join(found)
+
+
+def energy_label(table: pd.DataFrame, unit: str) -> str:
+    """Axis label naming the headline energy's kind(s), e.g. 'energy (Wh) -- modelled'."""
+    kinds = table["energy_kind"] if "energy_kind" in table else []
+    return f"energy ({unit}) -- {kinds_text(kinds)}"
+
+
+def _empty(ax, why: str) -> None:
+    """An empty plot that says why it is empty (never a crash, never a blank)."""
+    ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, fontsize=9,
+            wrap=True)
 
 
 def _save(fig, path: Path) -> Path:
@@ -68,49 +79,46 @@ def figure_metric(epochs: pd.DataFrame, name: str):
     return _per_cell_lines(epochs, column, label, label + " per epoch")
 
 
-def with_component_energy(epochs: pd.DataFrame) -> pd.DataFrame:
-    """Add `component_energy_j`: the meters' gpu + cpu + ram figure of each epoch (absent for
-    records made before meters existed)."""
-    data = epochs.copy()
-    present = [f"{c}_energy_j" for c in COMPONENTS if f"{c}_energy_j" in data]
-    data["component_energy_j"] = data[present].sum(axis=1, min_count=1) if present else float("nan")
-    return data
-
-
-def components_label(runs_table: pd.DataFrame) -> str:
-    """'cpu: tdp-model (modelled), ram: ram-model (modelled)' over a study's cells."""
+def methods_label(runs_table: pd.DataFrame) -> str:
+    """'cpu: tdp-model (modelled); ram: ram-model (modelled)' over a study's cells."""
     labels = set()
-    for value in runs_table.get("components", pd.Series(dtype=object)).dropna():
-        if isinstance(value, dict):
-            labels.update(f"{c}: {m}" for c, m in value.items())
-    return ", ".join(sorted(labels)) or "no meters recorded"
+    for value in runs_table.get("energy_methods", pd.Series(dtype=object)).dropna():
+        labels.update(part for part in str(value).split("; ") if part)
+    return "; ".join(sorted(labels)) or "no meters recorded"
 
 
 def _energy_lines(epochs: pd.DataFrame, runs_table: pd.DataFrame, cumulative: bool, unit: str,
                   title: str):
-    """Per cell: the meters' figure (solid) beside the constant-power estimate (dashed)."""
-    scale = 1 / 3.6e6 if unit == "kWh" else 1.0
-    data = with_component_energy(epochs).sort_values(["cell", "epoch"])
+    """Per cell: the headline energy (solid) beside the constant-power estimate (dashed)."""
+    scale = 1 / JOULES_PER_KWH if unit == "kWh" else 1.0
     fig, ax = plt.subplots(figsize=(7.2, 4.4))
+    data = epochs.sort_values(["cell", "epoch"]) if not epochs.empty else epochs
+    drawn = False
     for index, (cell, rows) in enumerate(data.groupby("cell", sort=True)):
         color = f"C{index % 10}"
-        for column, style, suffix in (("component_energy_j", "-", ""), ("energy_j", "--", " (constant power)")):
-            values = rows[column] * scale
+        for column, style, suffix in (("energy_j", "-", ""),
+                                      ("constant_power_energy_j", "--", " (constant power)")):
+            if column not in rows:
+                continue
+            values = pd.to_numeric(rows[column], errors="coerce") * scale
             if cumulative:
                 values = values.cumsum()
             if values.notna().any():
-                ax.plot(rows["epoch"], values, style, marker="o", markersize=3, color=color,
-                        label=cell + suffix if column == "energy_j" else cell)
+                ax.plot(rows["epoch"].astype(float), values, style, marker="o", markersize=3,
+                        color=color, label=cell + suffix)
+                drawn = True
     prefix = "cumulative energy" if cumulative else "energy per epoch"
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"{prefix} ({unit})")
-    ax.set_title(f"{title}\nsolid: meters -- {components_label(runs_table)}\n"
-                 f"dashed: {energy_label(epochs, unit).split('-- ')[-1]} (assumed power x time)",
-                 fontsize=8)
+    kinds = kinds_text(epochs["energy_kind"]) if "energy_kind" in epochs else "no metered figure"
+    ax.set_title(f"{title}\nsolid: {kinds} -- {methods_label(runs_table)}\n"
+                 "dashed: constant power (assumed board power x time; modelled)", fontsize=8)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
-    if not data.empty:
+    if drawn:
         ax.legend(fontsize=6, ncol=2)
+    else:
+        _empty(ax, "no finished epochs with energy figures")
     return fig
 
 
@@ -122,38 +130,55 @@ def figure_energy_per_epoch(epochs: pd.DataFrame, runs_table: pd.DataFrame):
     return _energy_lines(epochs, runs_table, False, "J", "energy per epoch")
 
 
+def _finished(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["status"].isin(FINISHED)]
+
+
 def figure_power(table: pd.DataFrame, runs_table: pd.DataFrame):
-    """Assumed board power vs the meters' mean power (train + eval) per cell."""
-    done = table[table["status"].isin(["ok", "diverged"])]
+    """Assumed board power vs the headline's mean power (train + eval) per cell."""
+    done = _finished(table)
     fig, ax = plt.subplots(figsize=(7.2, 4.0))
-    positions = range(len(done))
-    ax.bar([p - 0.2 for p in positions], done["assumed_power_w"].astype(float), width=0.4,
+    assumed = pd.to_numeric(done["assumed_power_w"], errors="coerce")
+    metered = pd.to_numeric(done["mean_power_w"], errors="coerce")
+    if done.empty or (assumed.isna().all() and metered.isna().all()):
+        _empty(ax, "no finished cells with power figures")
+        return fig
+    positions = list(range(len(done)))
+    ax.bar([p - 0.2 for p in positions], assumed, width=0.4,
            label="assumed (constant-power, modelled)", color="0.6")
-    ax.bar([p + 0.2 for p in positions], done["component_mean_power_w"].astype(float), width=0.4,
-           label=f"meters: {components_label(runs_table)}")
-    ax.set_xticks(list(positions), done["cell"], rotation=20, ha="right", fontsize=7)
+    ax.bar([p + 0.2 for p in positions], metered, width=0.4,
+           label=f"{kinds_text(done['energy_kind'])}: {methods_label(runs_table)}")
+    ax.set_xticks(positions, done["cell"], rotation=20, ha="right", fontsize=7)
     ax.set_ylabel("mean power over train + eval (W)")
     ax.set_title("assumed vs metered average power")
-    tallest = pd.concat([done["assumed_power_w"], done["component_mean_power_w"]]).astype(float).max()
-    if pd.notna(tallest):
+    tallest = pd.concat([assumed, metered]).max()
+    if pd.notna(tallest) and tallest > 0:
         ax.set_ylim(0, tallest * 1.35)  # room for the legend above the bars
     ax.legend(fontsize=7, loc="upper center")
     ax.grid(alpha=0.3, axis="y")
     return fig
 
 
-def figure_tradeoff(table: pd.DataFrame, epochs: pd.DataFrame):
-    """Final validation accuracy vs total energy, one point per finished cell."""
+def figure_tradeoff(table: pd.DataFrame):
+    """Best validation accuracy vs headline energy, one point per finished cell."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    done = table[table["status"].isin(["ok", "diverged"])].dropna(subset=["energy_kwh_total"])
-    for _, row in done.iterrows():
-        ax.scatter(row["energy_kwh_total"] * 1000, row["final_val_acc_pct"], s=40)
-        ax.annotate(row["cell"], (row["energy_kwh_total"] * 1000, row["final_val_acc_pct"]),
-                    fontsize=7, xytext=(4, 4), textcoords="offset points")
-    ax.set_xlabel("total " + energy_label(epochs, "Wh"))
-    ax.set_ylabel("final validation accuracy (%)")
+    done = _finished(table).copy()
+    done["_wh"] = pd.to_numeric(done["energy_kwh"], errors="coerce") * 1000
+    done["_acc"] = pd.to_numeric(done["best_val_acc_pct"], errors="coerce")
+    usable = done.dropna(subset=["_wh", "_acc"])
+    for index, (_, row) in enumerate(usable.iterrows()):
+        ax.scatter(row["_wh"], row["_acc"], s=40, color=f"C{index % 10}", label=row["cell"])
+    ax.set_xlabel("total " + energy_label(usable, "Wh"))
+    ax.set_ylabel("best validation accuracy (%)")
     ax.set_title("accuracy vs energy")
     ax.grid(alpha=0.3)
+    if usable.empty:
+        why = ("no cell has both an accuracy and an energy figure"
+               + (f" ({len(done)} finished: all diverged or without meters)" if len(done) else
+                  " (no finished cells)"))
+        _empty(ax, why)
+    else:
+        ax.legend(fontsize=7)
     return fig
 
 
@@ -180,7 +205,10 @@ def reference_table() -> pd.DataFrame:
 
 
 def compare_with_reference(table: pd.DataFrame) -> pd.DataFrame:
-    """Our results beside the original Table 1, matched on width and precision."""
+    """Our results beside the original Table 1, matched on width and precision, like beside
+    like: their assumed-70 W energy beside our constant-power figure (same method), and our
+    headline energy -- measured or modelled, as `energy_kind (ours)` says -- as a further
+    column."""
     ours = table.dropna(subset=["width"]).copy()
     ours["width"] = ours["width"].astype(float)
     ref = reference_table()
@@ -191,8 +219,12 @@ def compare_with_reference(table: pd.DataFrame) -> pd.DataFrame:
         "best_val_acc_pct (T4)": merged["best_val_acc_pct_t4"],
         "best_val_acc_pct (ours)": merged["best_val_acc_pct"],
         "s_per_epoch (T4)": merged["s_per_epoch_t4"], "s_per_epoch (ours)": merged["s_per_epoch"],
-        "energy_kwh (T4)": merged["energy_kwh"], "energy_kwh (ours)": merged["energy_kwh_total"],
-        "acc_pct_per_wh (T4)": merged["acc_pct_per_wh_t4"],
+        "constant_power_energy_kwh (T4)": merged["energy_kwh_t4"],
+        "constant_power_energy_kwh (ours)": merged["constant_power_energy_kwh"],
+        "constant_power_acc_pct_per_wh (T4)": merged["acc_pct_per_wh_t4"],
+        "constant_power_acc_pct_per_wh (ours)": merged["constant_power_acc_pct_per_wh"],
+        "energy_kwh (ours)": merged["energy_kwh"],
+        "energy_kind (ours)": merged["energy_kind"],
         "acc_pct_per_wh (ours)": merged["acc_pct_per_wh"],
         "status (ours)": merged["status"].fillna("missing"),
     })
@@ -204,13 +236,14 @@ def write_report(runs: Runs, report_dir: str | Path, expected_cells: list[str] |
     report_dir.mkdir(parents=True, exist_ok=True)
     epochs = runs.epochs
     if epochs.empty:
-        epochs = pd.DataFrame(columns=["cell", "epoch", "energy_j", "energy_kwh",
+        epochs = pd.DataFrame(columns=["cell", "epoch", "energy_j", "energy_kind",
+                                       "constant_power_energy_j",
                                        *[c for c, _ in FIGURES.values()]])
     table = results_table(runs, expected_cells)
     figures = {name: figure_metric(epochs, name) for name in FIGURES}
     figures["cumulative_energy"] = figure_cumulative_energy(epochs, runs.runs)
     figures["energy_per_epoch"] = figure_energy_per_epoch(epochs, runs.runs)
-    figures["accuracy_vs_energy"] = figure_tradeoff(table, epochs)
+    figures["accuracy_vs_energy"] = figure_tradeoff(table)
     figures["power_assumed_vs_metered"] = figure_power(table, runs.runs)
     paths = {name: _save(fig, report_dir / f"{name}.png") for name, fig in figures.items()}
     csv = report_dir / "results.csv"
@@ -230,12 +263,14 @@ def plot_run(epochs: pd.DataFrame):
     axes[1].plot(epochs["epoch"], epochs["train_acc_pct"], marker="o", label="train")
     axes[1].plot(epochs["epoch"], epochs["val_acc_pct"], marker="o", label="validation")
     axes[1].set_ylabel("accuracy (%)")
-    data = with_component_energy(epochs)
-    axes[2].bar(epochs["epoch"] - 0.2, epochs["energy_j"], width=0.4, color="0.6",
-                label="constant-power (modelled)")
-    if data["component_energy_j"].notna().any():
-        axes[2].bar(epochs["epoch"] + 0.2, data["component_energy_j"], width=0.4,
-                    label="meters (gpu + cpu + ram)")
+    x = epochs["epoch"].astype(float)
+    if "constant_power_energy_j" in epochs:
+        axes[2].bar(x - 0.2, pd.to_numeric(epochs["constant_power_energy_j"], errors="coerce"),
+                    width=0.4, color="0.6", label="constant power (modelled)")
+    if "energy_j" in epochs and pd.to_numeric(epochs["energy_j"], errors="coerce").notna().any():
+        axes[2].bar(x + 0.2, pd.to_numeric(epochs["energy_j"], errors="coerce"), width=0.4,
+                    label=f"{kinds_text(epochs['energy_kind'])}: "
+                          f"{epochs['energy_methods'].dropna().iloc[0]}")
     axes[2].set_ylabel("energy per epoch (J)")
     axes[2].legend(fontsize=7)
     for ax in axes:

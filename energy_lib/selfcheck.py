@@ -1,24 +1,56 @@
-"""`python -m energy_lib.selfcheck` (or `energy-study selfcheck`): what can be measured here?
+"""`energy-study selfcheck`: what can be measured here, as Zeus sees it?
 
 On a GPU it measures idle power, then a known workload (large matrix products for a few seconds)
-with the NVML energy counter, and compares the counter with power sampled every 100 ms and
-integrated over the same window -- two independent NVML paths that should agree within a few
-per cent. On a CPU-only machine it says which meters are available, which fall back to a model,
-and why, and shows the modelled figures for a short CPU workload.
+with Zeus's reading of the NVML energy counter, and compares it with the GPU's instantaneous
+power sampled every 100 ms and integrated over the same window -- two independent NVML paths
+that should agree within a few per cent. On a CPU-only machine it says which components Zeus
+can measure (RAPL), which fall back to a model and why, and shows the figures of an idle and a
+busy window.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 import torch
 
 from .energy import EnergyMonitor
 from .energy.models import CpuTdpModel, RamPowerModel, lookup_cpu_tdp
-from .energy.nvml import NvmlMeter, PowerIntegrator
-from .energy.rapl import RaplMeter
+from .energy.zeus_meter import ZeusMeter
 from .provenance import cpu_model
+
+SAMPLE_PERIOD_S = 0.1
+
+
+class PowerIntegrator(threading.Thread):
+    """Integrates sampled power (W) into joules (trapezoids): the independent cross-check of
+    an energy counter."""
+
+    def __init__(self, read_power_w, period_s: float = SAMPLE_PERIOD_S) -> None:
+        super().__init__(daemon=True, name="power-integrator")
+        self.read_power_w = read_power_w
+        self.period_s = period_s
+        self.joules = 0.0
+        self._lock = threading.Lock()
+        self._halt = threading.Event()
+        self._last = (time.perf_counter(), read_power_w())
+
+    def run(self) -> None:
+        while not self._halt.wait(self.period_s):
+            self.sample()
+
+    def sample(self) -> float:
+        now, power = time.perf_counter(), self.read_power_w()
+        with self._lock:
+            t0, p0 = self._last
+            self.joules += (now - t0) * (p0 + power) / 2
+            self._last = (now, power)
+            return self.joules
+
+    def stop(self) -> None:
+        self._halt.set()
 
 
 def _workload(device: torch.device, seconds: float) -> int:
@@ -57,13 +89,13 @@ def _report(windows: dict) -> None:
 
 def check_gpu(idle_s: float = 3.0, busy_s: float = 8.0) -> int:
     device = torch.device("cuda:0")
-    meter, why = NvmlMeter.probe([0])
     print(f"GPU: {torch.cuda.get_device_name(device)}")
+    meter, notes = ZeusMeter.probe([0], measure_cpu=False)
     if meter is None:
-        print(f"  cannot measure GPU energy: {why}")
+        print(f"  cannot measure GPU energy: {'; '.join(notes)}")
         return 1
     print(f"  {meter.describe()}")
-    integrator = PowerIntegrator(meter.read_power_w)
+    integrator = PowerIntegrator(lambda: meter.power_w()["gpu"])
     integrator.start()
     try:
         _workload(device, 1.0)  # warm up: CUDA context, clocks
@@ -87,21 +119,22 @@ def check_gpu(idle_s: float = 3.0, busy_s: float = 8.0) -> int:
 def check_cpu(idle_s: float = 2.0, busy_s: float = 3.0) -> int:
     device = torch.device("cpu")
     meters: list = []
-    rapl, why = RaplMeter.probe()
-    if rapl:
-        print(f"CPU: RAPL readable ({', '.join(d.name for d in rapl.domains)}): measured")
-        meters.append(rapl)
+    zeus, notes = ZeusMeter.probe([], measure_cpu=True)
+    if zeus is not None:
+        print(f"CPU: measured -- {zeus.describe()}")
+        meters.append(zeus)
     else:
         tdp_w, source = lookup_cpu_tdp(cpu_model())
-        print(f"CPU: not measured -- {why}\n  modelled instead: {tdp_w:g} W TDP ({source}) x utilisation")
+        print(f"CPU: not measured -- {'; '.join(notes)}\n"
+              f"  modelled instead: {tdp_w:g} W TDP ({source}) x utilisation")
         meters.append(CpuTdpModel(tdp_w, source))
-    if not rapl or "ram" not in rapl.components:
+    if zeus is None or "ram" not in zeus.components:
         ram = RamPowerModel.default()
         print(f"RAM: not measured (no RAPL DRAM domain) -- {ram.describe()}")
         meters.append(ram)
     if not torch.cuda.is_available():
-        _, why = NvmlMeter.probe([0])
-        print(f"GPU: none visible to torch ({why})")
+        _, gpu_notes = ZeusMeter.probe([0], measure_cpu=False)
+        print(f"GPU: none visible to torch ({'; '.join(gpu_notes) or 'no CUDA device'})")
     _report(_measure(meters, device, idle_s, busy_s))
     return 0
 

@@ -10,6 +10,8 @@ report_dir = 'report/quick'
 overrides = {}
 
 # %%
+from IPython.display import display
+
 from energy_lib import report
 from energy_lib.export import write_export
 from energy_lib.plaintext import plain_text_figures
@@ -29,7 +31,7 @@ print(f'study {study.name!r}: {len(study.cells)} cells; {study.description}')
 # %% [markdown]
 # ## Results
 #
-# The original study's Table 1 columns. Energy is the `energy_method` estimate (`energy_kind` says measured or modelled).
+# The original study's Table 1 columns. `energy_kwh` is the best available figure per component -- measured where a meter could read the hardware, else modelled -- and `energy_kind` says which (`mixed` when the components differ; `energy_methods` names each). `constant_power_energy_kwh` is the original study's estimate (assumed board power × time), and `constant_power_acc_pct_per_wh` its efficiency figure; `acc_pct_per_wh` is best accuracy per Wh of the headline energy.
 
 # %%
 written['table']
@@ -44,7 +46,7 @@ for name in ['train_loss', 'train_accuracy', 'val_loss', 'val_accuracy']:
 # %% [markdown]
 # ## Energy
 #
-# Solid lines: the meters' figures (each component measured or modelled as the legend says); dashed: the original study's constant-power estimate, for comparison.
+# Solid lines: the headline energy (each component measured or modelled, as the title says); dashed: the original study's constant-power estimate, for comparison. Every figure is derived from the records' energy tables (`runs.energy`).
 
 # %%
 for name in ['cumulative_energy', 'energy_per_epoch', 'accuracy_vs_energy',
@@ -54,7 +56,7 @@ for name in ['cumulative_energy', 'energy_per_epoch', 'accuracy_vs_energy',
 # %% [markdown]
 # ## Beside the original study (paper preset only)
 #
-# The original Table 1 (CIFAR-10, Colab T4, energy = 70 W × time) next to ours, matched on width and precision.
+# The original Table 1 (CIFAR-10, Colab T4, energy = 70 W × time) next to ours, matched on width and precision: their assumed-power energy beside our constant-power figure (the same method), then our headline energy and its kind.
 
 # %%
 if study.name.startswith('paper'):

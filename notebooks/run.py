@@ -3,9 +3,9 @@
 #
 # This notebook trains one configuration of a width × precision study and keeps everything needed to read it later: the validated configuration, the per-epoch curves, the energy figures and how each was obtained, a power timeline, and the provenance (commit, library versions, device).
 #
-# **Energy.** Each epoch's train and evaluation phases are separate windows, opened and closed after synchronising the device; a `run` window spans all epochs and an `idle` window before the first epoch gives the idle baseline. Each component is *measured* where the hardware allows (GPU: NVML energy counter; CPU and DRAM: RAPL) and *modelled* where not (CPU: TDP × utilisation; RAM: constant power per GB) -- every value carries its `method` and `kind`. The original study's estimate, an *assumed* constant board power (`assumed_power_w`, 70 W for the T4) × wall time, is always computed beside them.
+# **Energy.** Each epoch's train and evaluation phases are separate windows, opened and closed after synchronising the device; a `run` window spans all epochs and an `idle` window before the first epoch gives the idle baseline. Each component is *measured* through Zeus where the hardware allows (GPU: NVML energy counter; CPU and DRAM: RAPL) and *modelled* where not (CPU: TDP × utilisation; RAM: constant power per GB). The original study's estimate, an *assumed* constant board power (`assumed_power_w`, 70 W for the T4) × wall time, is always computed beside them.
 #
-# The values stored with `record(...)` are what `energy_lib.records.read_runs` and the analysis notebook read back.
+# Every figure is one row of the run's **energy table** (window, component, `method`, `kind`, joules, seconds, flag, joules above idle). That table is what this record stores; every total below (per epoch, per run, kWh, mean power, efficiency, carbon) is derived from it by `energy_lib.energy.derive`. The values stored with `record(...)` are what `energy_lib.records.read_runs` and the analysis notebook read back.
 
 # %%
 import energy_lib.notebook as lab
@@ -54,17 +54,23 @@ plot_run(epochs);
 epochs
 
 # %% [markdown]
+# ## The energy table
+#
+# One row per window (idle; each epoch's train and eval; the whole run), component and method. `above_idle_j` subtracts the idle baseline's power × the window's time where that reading has one.
+
+# %%
+lab.energy_view(result)
+
+# %% [markdown]
 # ## Power timeline
 
 # %%
-plot_timeline(result.timeline, result.timeline_marks, result.summary['idle_power_w']);
+plot_timeline(result.timeline, result.timeline_marks, lab.idle_power_w(result));
 
 # %% [markdown]
 # ## Summary
 #
-# `acc_pct_per_wh` is the original study's efficiency figure (best validation accuracy % per Wh of the constant-power estimate); `component_*` are the meters' figures; `emissions_kg` = component energy × carbon intensity × PUE.
+# `energy_j` / `energy_kwh`: the best available figure per component over the train and eval windows, with `energy_kind` (measured, modelled, or mixed) and `energy_methods`. `constant_power_energy_*`: the original study's estimate. `acc_pct_per_wh` and `constant_power_acc_pct_per_wh`: best validation accuracy (%) per Wh of each. `emissions_kg` = headline energy × carbon intensity × PUE.
 
 # %%
-import pandas as pd
-
-pd.Series(result.summary, name=config.cell or config.study)
+lab.summary_view(result)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from energy_lib.datasets import DEBIAN_FASHION_MNIST_DIR
-from energy_lib.records import MIME_TYPE
+from energy_lib.records import MIME_TYPE, RECORD_FORMAT
 
 CIFAR_PER_BATCH = 20  # images per data_batch_i / test_batch in the fixture
 
@@ -115,8 +115,11 @@ def fake_executed_notebook(path: Path, records: dict | None = None, *, finished:
         "end_time": "2026-01-01T00:00:05+00:00" if finished else None,
         "duration": 5.0 if finished else None, "version": "2.6.0",
     }
+    records = dict(records or {})
+    if "summary" in records and "format" not in records:
+        records = {"format": RECORD_FORMAT, **records}  # a current record, unless told otherwise
     cell = nbformat.v4.new_code_cell("from energy_lib.records import record")
-    cell.outputs = [record_output(k, v) for k, v in (records or {}).items()]
+    cell.outputs = [record_output(k, v) for k, v in records.items() if v is not None]
     nb.cells.append(cell)
     if error is not None:
         failing = nbformat.v4.new_code_cell("raise ValueError('boom')")

@@ -42,3 +42,35 @@ def test_unknown_part_is_one_line_error():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == ["benchmarks: error: unknown part(s) P9; use P1..P5"]
+
+
+@needs_fashion_mnist
+def test_benchmarks_and_train_call_the_same_epoch_function(monkeypatch):
+    """P2 and P3 time energy_lib.train.train_epoch itself, the function train() runs."""
+    import torch
+
+    import energy_lib.train as core
+    from benchmarks import suite
+    from energy_lib import RunConfig
+    from energy_lib.device import resolve_runtime
+    from energy_lib.models import create_model
+
+    calls = []
+    shipped = core.train_epoch
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("caller", "x"))
+        return shipped(*args, **kwargs)
+
+    monkeypatch.setattr(core, "train_epoch", counting)
+    device = torch.device("cpu")
+    config = RunConfig(dataset="fashion_mnist", train_subset=128, test_subset=64, epochs=2,
+                       width=0.25, batch_size=64, idle_s=0, download=False, device="cpu")
+    core.train(config, progress=False)
+    assert len(calls) == 2  # one per epoch
+    model = create_model("paper_cnn", width=0.25)
+    epoch = suite._shipped_epoch(model, device, resolve_runtime(config), torch.contiguous_format)
+    batches = suite._cycle(suite.TensorLoader(suite.synthetic_cifar(256), suite.CIFAR, 64,
+                                              device=device, train=True, seed=0))
+    assert epoch(batches, 2) > 0
+    assert len(calls) == 3  # the benchmark's epoch went through the shipped function

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import needs_fashion_mnist
 from energy_lib import ConfigError, RunConfig
+from energy_lib.energy import derive
 from energy_lib.energy.codecarbon_backend import RECORD_ENV
 
 codecarbon = pytest.importorskip("codecarbon", reason="the codecarbon extra is not installed")
@@ -30,13 +31,19 @@ def test_codecarbon_runs_alongside_and_writes_beside_the_record(tmp_path, monkey
                        width=0.25, batch_size=64, idle_s=0, download=False, study="s",
                        meters="auto,codecarbon", country="FRA")
     result = train(config, progress=False)
-    summary = result.summary
+    facts = result.meters["codecarbon"]
     csv = tmp_path / "runs" / "s" / "cell-a.codecarbon" / "emissions.csv"
-    assert summary["codecarbon_csv"] == str(csv) and csv.is_file()
+    assert facts["csv"] == str(csv) and csv.is_file()
     log = pd.read_csv(csv)
     assert len(log) == 1 and log.loc[0, "country_iso_code"] == "FRA"
-    assert log.loc[0, "emissions"] == pytest.approx(summary["codecarbon_emissions_kg"])
-    assert summary["codecarbon_energy_kwh"] > 0
-    assert summary["codecarbon_version"] == codecarbon.__version__
-    # our own figures are still there, labelled as ours
-    assert summary["component_energy_kind"] in ("modelled", "measured", "mixed")
+    assert log.loc[0, "emissions"] == pytest.approx(facts["emissions_kg"])
+    assert facts["version"] == codecarbon.__version__
+    # CodeCarbon's whole-run figures are rows of the energy table, labelled as its own ...
+    rows = [r for r in result.energy if r["method"] == "codecarbon"]
+    assert {r["component"] for r in rows} >= {"cpu", "ram"} and "gpu" not in {r["component"] for r in rows}
+    assert all(r["phase"] == "run" and r["epoch"] is None and r["energy_j"] > 0 for r in rows)
+    assert sum(r["energy_j"] for r in rows) / 3.6e6 == pytest.approx(log.loc[0, "energy_consumed"])
+    # ... and never enter our headline, which stays ours
+    figures = derive.run_figures(result.energy, result.summary["best_val_acc_pct"], result.carbon)
+    assert "codecarbon" not in figures["energy_methods"]
+    assert figures["energy_kind"] in ("modelled", "measured", "mixed")

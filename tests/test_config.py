@@ -147,11 +147,41 @@ def test_fractional_width_ok(value):
 
 
 @pytest.mark.parametrize("field,value", [("precision", "fp16"), ("precision", "FP32"),
-                                          ("dataset", "mnist"), ("model", "resnet18"),
-                                          ("pipeline", "dali")])
+                                          ("dataset", "mnist"), ("pipeline", "dali"),
+                                          ("optimizer", "rmsprop"), ("lr_schedule", "linear"),
+                                          ("prune", "random")])
 def test_unknown_choice_named_with_allowed_values(field, value):
     message = error_of(**{field: value})
     assert f"{field}={value!r}" in message and "choose one of" in message
+
+
+def test_unknown_model_lists_the_registered_ones_and_timm():
+    message = error_of(model="resnet19")
+    assert message.startswith("model='resnet19' is not registered (did you mean resnet18")
+    assert "paper_cnn" in message and "timm:<name>" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("changes,expected", [
+    (dict(shortcut=False), "shortcut=False is not a knob of model 'paper_cnn'"),
+    (dict(model="mlp", shortcut=True), "shortcut=True is not a knob of model 'mlp'"),
+    (dict(model="resnet18", depth=3), "depth=3 is not a knob of model 'resnet18'"),
+    (dict(optimizer="adam", momentum=0.9), "momentum=0.9 is not allowed with optimizer='adam'"),
+    (dict(lr_schedule="step", lr_step_epochs=0), "lr_step_epochs=0 is not allowed"),
+    (dict(prune="unstructured", prune_amount=1.0), "prune_amount=1.0 must be a fraction in (0, 1)"),
+    (dict(prune="structured", prune_every_epochs=0), "prune_every_epochs=0 must be an integer >= 1"),
+    (dict(prune="unstructured", prune_target_sparsity=1.5), "prune_target_sparsity=1.5 must be in (0, 1)"),
+    (dict(init="orthogonal"), "init='orthogonal'"),
+])
+def test_model_and_training_knobs_refused_in_one_line(changes, expected):
+    message = error_of(**changes)
+    assert expected in message and "\n" not in message
+
+
+def test_model_knobs_and_momentum_default():
+    config = RunConfig(model="resnet18", shortcut=False, optimizer="sgd")
+    assert config.model_knobs == {"shortcut": False} and config.effective_momentum == 0.9
+    assert RunConfig(model="mlp", depth=2).model_knobs == {"depth": 2}
+    assert RunConfig(optimizer="adamw").momentum is None
 
 
 def test_choice_messages_list_allowed_values():

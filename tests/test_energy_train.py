@@ -12,7 +12,8 @@ import pytest  # noqa: E402
 
 from conftest import needs_fashion_mnist  # noqa: E402
 from energy_lib import RunConfig  # noqa: E402
-from energy_lib.energy import JOULES_PER_KWH  # noqa: E402
+from energy_lib.energy import JOULES_PER_KWH, derive  # noqa: E402
+from energy_lib.energy.table import COLUMNS  # noqa: E402
 from energy_lib.report import plot_timeline  # noqa: E402
 from energy_lib.train import train  # noqa: E402
 
@@ -24,9 +25,9 @@ METHODS = {"cpu": ("tdp-model", "modelled"), "ram": ("ram-model", "modelled"),
 
 
 def _no_rapl() -> bool:
-    from energy_lib.energy.rapl import RaplMeter
+    from energy_lib.energy.zeus_meter import ZeusMeter
 
-    meter, _ = RaplMeter.probe()
+    meter, _ = ZeusMeter.probe([], measure_cpu=True)
     return meter is None
 
 
@@ -51,10 +52,11 @@ def run_without_idle():
 
 
 @real_run
-def test_energy_rows_per_epoch_phase_and_component(run):
+def test_energy_rows_per_window_and_component(run):
     assert run.status == "ok"
     rows = run.energy
-    phased = [(r["epoch"], r["phase"], r["component"]) for r in rows if r["phase"] != "run"]
+    assert set(rows[0]) == set(COLUMNS)
+    phased = [(r["epoch"], r["phase"], r["component"]) for r in rows if r["phase"] in ("train", "eval")]
     assert phased == [(e, p, c) for e in (1, 2) for p in ("train", "eval")
                       for c in ("cpu", "ram", "assumed-board")]
     for r in rows:
@@ -63,64 +65,60 @@ def test_energy_rows_per_epoch_phase_and_component(run):
     whole = [r for r in rows if r["phase"] == "run"]
     assert sorted(r["component"] for r in whole) == ["assumed-board", "cpu", "ram"]
     assert all(r["epoch"] is None for r in whole)
-    phase_seconds = sum(r["duration_s"] for r in rows if r["phase"] != "run" and r["component"] == "cpu")
+    phase_seconds = sum(r["duration_s"] for r in rows if r["phase"] in ("train", "eval")
+                        and r["component"] == "cpu")
     assert whole[0]["duration_s"] >= phase_seconds
-    assert "idle" not in {r["phase"] for r in rows}
+    idle = [r for r in rows if r["phase"] == "idle"]
+    assert [r["component"] for r in idle] == ["cpu", "ram", "assumed-board"]
+    assert idle[0]["duration_s"] == pytest.approx(0.6, abs=0.1)
 
 
 @real_run
-def test_idle_baseline_and_above_idle(run):
-    idle = run.summary["idle_power_w"]
+def test_above_idle_is_energy_minus_idle_power_times_time(run):
+    idle = derive.idle_power_w(run.energy)[""]
     assert set(idle) == {"cpu/tdp-model", "ram/ram-model"}
-    assert idle["cpu/tdp-model"] >= 0
-    ram_rows = [r for r in run.energy if r["component"] == "ram"]
-    assert idle["ram/ram-model"] == pytest.approx(ram_rows[0]["energy_j"] / ram_rows[0]["duration_s"])
     for r in run.energy:
-        if r["component"] == "assumed-board":
-            assert r["above_idle_j"] is None  # no idle notion for an assumed power
+        if r["component"] == "assumed-board" or r["phase"] == "idle":
+            assert r["above_idle_j"] is None  # no idle notion for an assumed power, nor for idle
             continue
         expected = r["energy_j"] - idle[f"{r['component']}/{r['method']}"] * r["duration_s"]
-        assert r["above_idle_j"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        assert r["above_idle_j"] == pytest.approx(expected, rel=1e-9, abs=1e-9)
         if r["component"] == "ram":
             assert r["above_idle_j"] == pytest.approx(0.0, abs=1e-9)  # a constant model
-    s = run.summary
-    for component in ("cpu", "ram"):
-        phased = [r for r in run.energy if r["component"] == component and r["phase"] in ("train", "eval")]
-        assert s[f"{component}_energy_j"] == pytest.approx(sum(r["energy_j"] for r in phased))
-        assert s[f"{component}_above_idle_j"] == pytest.approx(sum(r["above_idle_j"] for r in phased))
-    assert s["ram_above_idle_j"] == pytest.approx(0.0, abs=1e-9)
 
 
 @real_run
-def test_summary_totals_kind_and_carbon(run):
-    s = run.summary
-    assert s["components"] == {"cpu": "tdp-model (modelled)", "ram": "ram-model (modelled)"}
-    assert s["component_energy_kind"] == "modelled"
-    total = s["cpu_energy_j"] + s["ram_energy_j"]
-    assert s["component_energy_j_total"] == pytest.approx(total)
-    assert s["component_energy_kwh_total"] == pytest.approx(total / JOULES_PER_KWH)
-    assert s["component_mean_power_w"] == pytest.approx(total / s["total_s"])
-    assert s["carbon_intensity_g_per_kwh"] == 475.0
-    assert "world average" in s["carbon_intensity_source"]
-    assert s["country_iso_code"] == "" and s["pue"] == 1.0
-    assert s["emissions_kg"] == pytest.approx(s["component_energy_kwh_total"] * 475 / 1000, rel=1e-12)
-    assert s["emissions_kg"] > 0
-    assert s["emissions_kg_constant_power"] == pytest.approx(s["energy_kwh_total"] * 0.475, rel=1e-12)
-    assert s["idle_s"] == 0.6
-    assert run.meters["components"] == s["components"]
-    assert any("TDP model" in d for d in run.meters["descriptions"])
+def test_summary_holds_no_energy_and_the_derived_figures_add_up(run):
+    assert not any("energy" in key or "emissions" in key for key in run.summary)
+    assert all(set(row) == {"epoch", "train_loss", "train_acc_pct", "val_loss", "val_acc_pct",
+                            "train_s", "eval_s"} for row in run.epochs)
+    figures = derive.run_figures(run.energy, run.summary["best_val_acc_pct"], run.carbon)
+    work = [r for r in run.energy if r["phase"] in ("train", "eval")]
+    component_j = sum(r["energy_j"] for r in work if r["component"] in ("cpu", "ram"))
+    constant_j = sum(r["energy_j"] for r in work if r["component"] == "assumed-board")
+    assert figures["energy_j"] == pytest.approx(component_j)
+    assert figures["energy_kwh"] == pytest.approx(component_j / JOULES_PER_KWH)
+    assert figures["energy_kind"] == "modelled"
+    assert figures["constant_power_energy_j"] == pytest.approx(constant_j)
+    assert figures["mean_power_w"] == pytest.approx(component_j / run.summary["total_s"])
+    assert figures["acc_pct_per_wh"] == pytest.approx(
+        run.summary["best_val_acc_pct"] / (component_j / 3600))
+    assert run.carbon["intensity_g_per_kwh"] == 475.0 and "world average" in run.carbon["source"]
+    assert figures["emissions_kg"] == pytest.approx(component_j / JOULES_PER_KWH * 0.475)
+    assert run.meters["methods"]["cpu"] == {"method": "tdp-model", "kind": "modelled"}
+    assert any("TDP" in d for d in run.meters["descriptions"])
+    assert run.meters["failures"] == []
 
 
 @real_run
-def test_epoch_rows_sum_their_phases(run):
-    assert len(run.epochs) == 2
-    for row in run.epochs:
-        for component in ("cpu", "ram"):
-            readings = [r["energy_j"] for r in run.energy
-                        if r["epoch"] == row["epoch"] and r["component"] == component]
-            assert len(readings) == 2  # train + eval
-            assert row[f"{component}_energy_j"] == pytest.approx(sum(readings), rel=1e-12)
-        assert "assumed-board_energy_j" not in row
+def test_epoch_energy_is_derived_per_epoch(run):
+    epochs = derive.per_epoch(run.energy)
+    assert list(epochs["epoch"]) == [1, 2]
+    for _, row in epochs.iterrows():
+        readings = [r["energy_j"] for r in run.energy if r["epoch"] == row["epoch"]
+                    and r["component"] in ("cpu", "ram")]
+        assert len(readings) == 4  # (train, eval) x (cpu, ram)
+        assert row["energy_j"] == pytest.approx(sum(readings), rel=1e-12)
 
 
 @real_run
@@ -143,22 +141,20 @@ def test_timeline_samples_and_marks(run):
 @real_run
 def test_no_idle_window_when_idle_s_is_zero(run_without_idle):
     run = run_without_idle
-    s = run.summary
-    assert s["idle_power_w"] == {}
+    assert derive.idle_power_w(run.energy) == {}
     assert [m["label"] for m in run.timeline_marks] == ["epoch 1"]
     assert all(r["above_idle_j"] is None for r in run.energy)
-    assert s["cpu_above_idle_j"] is None and s["ram_above_idle_j"] is None
     # country and PUE reach the emissions
-    assert s["country_iso_code"] == "FRA" and s["country_name"] == "France"
-    assert s["pue"] == 1.5
-    assert s["emissions_kg"] == pytest.approx(
-        s["component_energy_kwh_total"] * s["carbon_intensity_g_per_kwh"] * 1.5 / 1000, rel=1e-12)
-    assert s["carbon_intensity_g_per_kwh"] != 475.0
+    assert run.carbon["country_iso_code"] == "FRA" and run.carbon["country_name"] == "France"
+    assert run.carbon["pue"] == 1.5 and run.carbon["intensity_g_per_kwh"] != 475.0
+    figures = derive.run_figures(run.energy, run.summary["best_val_acc_pct"], run.carbon)
+    assert figures["emissions_kg"] == pytest.approx(
+        figures["energy_kwh"] * run.carbon["intensity_g_per_kwh"] * 1.5 / 1000, rel=1e-12)
 
 
 @real_run
 def test_plot_timeline_of_a_real_run(run):
-    fig = plot_timeline(run.timeline, run.timeline_marks, run.summary["idle_power_w"])
+    fig = plot_timeline(run.timeline, run.timeline_marks, derive.idle_power_w(run.energy)[""])
     try:
         ax = fig.axes[0]
         labels = sorted(line.get_label() for line in ax.get_lines()
@@ -198,78 +194,31 @@ def test_plot_timeline_without_samples():
 
 
 # ------------------------------------------------------------------------------------------
-# The pieces of train() that turn windows into rows and totals (no data needed)
+# The metering context without data: idle baseline, windows -> rows, a raising block
 # ------------------------------------------------------------------------------------------
 
-def window(name, duration_s, **energies):
-    from energy_lib.energy import Reading, Window
-
-    methods = {"gpu": ("nvml-counter", "measured"), "cpu": ("tdp-model", "modelled"),
-               "ram": ("ram-model", "modelled"), "assumed_board": ("constant-power", "modelled")}
-    return Window(name, duration_s, [Reading(c.replace("_", "-"), j, *methods[c])
-                                     for c, j in energies.items()])
-
-
-def test_energy_rows_and_component_summary_by_hand():
-    from energy_lib.train import _energy_rows, component_summary
-
-    idle = {"gpu/nvml-counter": 20.0, "cpu/tdp-model": 5.0}
-    rows = _energy_rows(1, idle, train=window("train", 2.0, gpu=300.0, cpu=50.0, ram=6.0,
-                                              assumed_board=140.0),
-                        eval=window("eval", 1.0, gpu=100.0, cpu=10.0, ram=3.0, assumed_board=70.0))
-    rows += _energy_rows(None, idle, run=window("run", 3.5, gpu=999.0, cpu=99.0, ram=9.0,
-                                                assumed_board=245.0))
-    by = {(r["phase"], r["component"]): r for r in rows}
-    assert by[("train", "gpu")]["above_idle_j"] == pytest.approx(300.0 - 20.0 * 2.0)
-    assert by[("eval", "cpu")]["above_idle_j"] == pytest.approx(10.0 - 5.0 * 1.0)
-    assert by[("train", "ram")]["above_idle_j"] is None  # no idle baseline for ram here
-    assert by[("run", "gpu")]["epoch"] is None and by[("train", "gpu")]["epoch"] == 1
-    components = {"gpu": "nvml-counter (measured)", "cpu": "tdp-model (modelled)",
-                  "ram": "ram-model (modelled)"}
-    config = RunConfig(country="DEU", pue=1.25)
-    s = component_summary(rows, idle, components, config)
-    assert s["gpu_energy_j"] == 400.0 and s["cpu_energy_j"] == 60.0 and s["ram_energy_j"] == 9.0
-    assert s["gpu_above_idle_j"] == pytest.approx(400.0 - 60.0)
-    assert s["cpu_above_idle_j"] == pytest.approx(60.0 - 15.0)
-    assert s["ram_above_idle_j"] is None
-    assert s["component_energy_j_total"] == 469.0  # the run window is not added again
-    assert s["component_energy_kind"] == "mixed"
-    assert s["component_mean_power_w"] == pytest.approx(469.0 / 3.0)
-    assert s["country_iso_code"] == "DEU" and s["pue"] == 1.25
-    assert s["emissions_kg"] == pytest.approx(469.0 / 3.6e6 * s["carbon_intensity_g_per_kwh"]
-                                              * 1.25 / 1000)
-    assert s["emissions_kg_constant_power"] == pytest.approx(
-        210.0 / 3.6e6 * s["carbon_intensity_g_per_kwh"] * 1.25 / 1000)
-    measured = component_summary([r for r in rows if r["component"] == "gpu"], idle,
-                                 {"gpu": components["gpu"]}, RunConfig(carbon_intensity_g_per_kwh=100))
-    assert measured["component_energy_kind"] == "measured"
-    assert measured["carbon_intensity_source"] == "explicit"
-    assert measured["emissions_kg"] == pytest.approx(400.0 / 3.6e6 * 100 / 1000)
-
-
-def test_no_component_meters_is_not_mixed():
-    from energy_lib.train import _energy_rows, component_summary
-
-    rows = _energy_rows(1, {}, train=window("train", 2.0, assumed_board=140.0))
-    s = component_summary(rows, {}, {}, RunConfig(meters="constant-power"))
-    assert s["component_energy_kind"] != "mixed"
-
-
-def test_measure_idle_with_fake_meters():
+def test_metering_idle_windows_and_rows_with_fake_meters():
     import torch
 
-    from energy_lib.energy import ConstantPowerEstimator, EnergyMonitor
+    from energy_lib.energy.metering import Metering
+    from energy_lib.energy.setup import MeterSet
+    from energy_lib.energy import ConstantPowerEstimator
     from energy_lib.energy.models import RamPowerModel
-    from energy_lib.energy.timeline import PowerTimeline
-    from energy_lib.train import measure_idle
+    from energy_lib.energy.table import Phase
 
-    meters = [RamPowerModel(4.0, "test"), ConstantPowerEstimator(70.0)]
-    monitor = EnergyMonitor(meters, torch.device("cpu"))
-    timeline = PowerTimeline(meters, period_s=1)
-    assert measure_idle(monitor, timeline, 0) == {}
-    assert timeline.mark_rows() == []
-    idle = measure_idle(monitor, timeline, 0.05)
-    assert idle == {"ram/ram-model": pytest.approx(4.0)}  # the assumed power has no idle notion
-    marks = timeline.mark_rows()
-    assert [m["label"] for m in marks] == ["idle", "idle end"]
-    assert marks[1]["t_s"] - marks[0]["t_s"] >= 0.05
+    meters = MeterSet(meters=[RamPowerModel(4.0, "test"), ConstantPowerEstimator(70.0)])
+    with Metering(meters, torch.device("cpu"), sample_period_s=1) as metering:
+        metering.measure_idle(0)
+        assert metering.rows == [] and metering.timeline.mark_rows() == []
+        metering.measure_idle(0.05)
+        assert metering.idle_power_w == {"ram/ram-model": pytest.approx(4.0)}
+        with metering.window(Phase.TRAIN, 1):
+            pass
+        with pytest.raises(ZeroDivisionError):
+            with metering.window(Phase.EVAL, 1):
+                1 / 0  # noqa: B018 - a block that raises leaves no rows
+    assert [m["label"] for m in metering.timeline.mark_rows()] == ["idle", "idle end", "epoch 1"]
+    assert [(r["phase"], r["component"]) for r in metering.rows] == [
+        ("idle", "ram"), ("idle", "assumed-board"), ("train", "ram"), ("train", "assumed-board")]
+    train_ram = metering.rows[2]
+    assert train_ram["epoch"] == 1 and train_ram["above_idle_j"] == pytest.approx(0.0, abs=1e-9)

@@ -32,24 +32,28 @@ def summary_record(**changes) -> dict:
         "status": "ok", "epochs_completed": 2, "best_val_acc_pct": 71.5,
         "final_val_acc_pct": 70.25, "final_train_loss": 0.91, "final_val_loss": 0.83,
         "train_s_total": 30.0, "eval_s_total": 10.0, "total_s": 40.0, "s_per_epoch": 20.0,
-        "energy_j_total": 2800.0, "energy_kwh_total": 2800.0 / 3.6e6, "acc_pct_per_wh": 92.0,
         "compute_dtype": "float32", "device_name": "cpu", "parameters": 27938,
-        "assumed_power_w": 70.0, "energy_method": "constant-power", "energy_kind": "modelled",
-        "pipeline": "tensor", "idle_s": 0.6,
-        "components": {"cpu": "tdp-model (modelled)", "ram": "ram-model (modelled)"},
-        "idle_power_w": {"cpu/tdp-model": 2.0, "ram/ram-model": 9.0},
-        "cpu_energy_j": 1800.0, "cpu_above_idle_j": 1720.0,
-        "ram_energy_j": 360.0, "ram_above_idle_j": 0.0,
-        "component_energy_j_total": 2160.0, "component_energy_kwh_total": 2160.0 / 3.6e6,
-        "component_energy_kind": "modelled", "component_mean_power_w": 54.0,
-        "carbon_intensity_g_per_kwh": 56.039,
-        "carbon_intensity_source": "country table (Our World in Data via CodeCarbon, 2023)",
-        "country_iso_code": "FRA", "country_name": "France", "pue": 1.2,
-        "emissions_kg": 2160.0 / 3.6e6 * 56.039 * 1.2 / 1000,
-        "emissions_kg_constant_power": 2800.0 / 3.6e6 * 56.039 * 1.2 / 1000,
+        "assumed_power_w": 70.0, "pipeline": "tensor", "idle_s": 0.6,
     }
     summary.update(changes)
     return summary
+
+
+def energy_record(cpu_j=1800.0, ram_j=360.0, constant_j=2800.0, gpu_j=None) -> list[dict]:
+    """One train (30 s) and one eval (10 s) window; each total split 3:1 between them."""
+    parts = [("cpu", "tdp-model", "modelled", cpu_j), ("ram", "ram-model", "modelled", ram_j),
+             ("assumed-board", "constant-power", "modelled", constant_j)]
+    if gpu_j is not None:
+        parts.append(("gpu", "zeus-nvml", "measured", gpu_j))
+    return [{"epoch": 1, "phase": phase, "component": c, "method": m, "kind": k,
+             "energy_j": j * share, "duration_s": seconds, "flag": "", "above_idle_j": None}
+            for phase, seconds, share in (("train", 30.0, 0.75), ("eval", 10.0, 0.25))
+            for c, m, k, j in parts]
+
+
+CARBON = {"intensity_g_per_kwh": 56.039, "pue": 1.2, "country_iso_code": "FRA",
+          "country_name": "France",
+          "source": "country table (Our World in Data via CodeCarbon, 2023)"}
 
 
 def provenance_record(**changes) -> dict:
@@ -62,8 +66,10 @@ def provenance_record(**changes) -> dict:
             "data_sources": {"train": "x", "test": "y"}, **changes}
 
 
-def write_cell(folder, cell, *, summary=None, provenance=None, config=None, **kwargs):
+def write_cell(folder, cell, *, summary=None, provenance=None, config=None, energy=None,
+               **kwargs):
     records = {"config": config or config_record(cell),
+               "energy": energy or energy_record(), "carbon": CARBON,
                "timeline": {"samples": [{"t_s": 0.5, "component": "cpu", "power_w": 12.0,
                                          "method": "tdp-model (modelled)"}],
                             "marks": [{"t_s": 0.0, "label": "epoch 1"}]},
@@ -82,11 +88,8 @@ def study_runs(tmp_path):
                                       final_val_loss=None, epochs_completed=1))
     write_cell(folder, "precision-bf16", exception=True, error=("RuntimeError", "boom"))
     write_cell(folder, "precision-gpu", summary=False, finished=False)  # incomplete
-    gpu_summary = summary_record(
-        gpu_energy_j=7200.0, gpu_above_idle_j=6000.0, device_name="Tesla T4",
-        components={"gpu": "nvml-counter (measured)", "cpu": "tdp-model (modelled)",
-                    "ram": "ram-model (modelled)"}, component_energy_kind="mixed")
-    write_cell(folder, "precision-cuda", summary=gpu_summary,
+    write_cell(folder, "precision-cuda", summary=summary_record(device_name="Tesla T4"),
+               energy=energy_record(gpu_j=7200.0),
                provenance=provenance_record(device="cuda:0", device_name="Tesla T4"))
     return folder
 

@@ -43,13 +43,20 @@ def test_paper_comparison_puts_the_t4_table_beside_ours():
     ours = pd.DataFrame({
         "cell": ["width-1_precision-fp32", "width-3_precision-amp"], "status": ["ok", "failed"],
         "width": [1, 3], "precision": ["fp32", "amp"], "best_val_acc_pct": [71.0, None],
-        "s_per_epoch": [2.0, None], "energy_kwh_total": [0.001, None],
-        "acc_pct_per_wh": [71.0, None]})
+        "s_per_epoch": [2.0, None], "energy_kwh": [0.0013, None], "energy_kind": ["measured", None],
+        "constant_power_energy_kwh": [0.001, None], "acc_pct_per_wh": [54.6, None],
+        "constant_power_acc_pct_per_wh": [71.0, None]})
     table = compare_with_reference(ours)
     assert len(table) == 6  # every row of the original, ours or not
     row = table[(table["width"] == 1) & (table["precision"] == "fp32")].iloc[0]
     assert row["best_val_acc_pct (T4)"] == 69.96 and row["best_val_acc_pct (ours)"] == 71.0
     assert row["s_per_epoch (T4)"] == 20.60 and row["status (ours)"] == "ok"
+    # like beside like: their assumed-70 W energy beside our constant-power figure ...
+    assert row["constant_power_energy_kwh (T4)"] == 0.01202
+    assert row["constant_power_energy_kwh (ours)"] == 0.001
+    assert row["constant_power_acc_pct_per_wh (ours)"] == 71.0
+    # ... and our headline figure as a further column, with its kind
+    assert row["energy_kwh (ours)"] == 0.0013 and row["energy_kind (ours)"] == "measured"
     failed = table[(table["width"] == 3) & (table["precision"] == "amp")].iloc[0]
     assert failed["status (ours)"] == "failed"
     missing = table[(table["width"] == 2) & (table["precision"] == "fp32")].iloc[0]

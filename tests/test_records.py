@@ -16,17 +16,19 @@ import torch
 
 from conftest import fake_executed_notebook
 from energy_lib import RunConfig
+from energy_lib.energy.table import COLUMNS
 from energy_lib.records import MIME_TYPE, read_notebook, read_runs, record, to_json
 
 RECORDING_CODE = """\
 import numpy as np
 import pandas as pd
-from energy_lib.records import record
+from energy_lib.records import RECORD_FORMAT, record
 
+record('format', RECORD_FORMAT)
 record('config', {'width': width, 'precision': precision})
 record('epochs', pd.DataFrame({'epoch': [1, 2], 'train_loss': [0.5, float('nan')]}))
 record('summary', {'status': 'ok', 'best_val_acc_pct': 91.5,
-                   'energy_j_total': np.float32(12.5), 'nan_value': float('nan')})
+                   'total_s': np.float32(12.5), 'nan_value': float('nan')})
 record('x', float('nan'))
 record('count', np.int64(7))
 """
@@ -74,7 +76,7 @@ def test_record_round_trip_through_papermill(tmp_path):
     assert rec.records["epochs"] == [{"epoch": 1, "train_loss": 0.5},
                                      {"epoch": 2, "train_loss": None}]
     assert rec.records["summary"] == {"status": "ok", "best_val_acc_pct": 91.5,
-                                      "energy_j_total": 12.5, "nan_value": None}
+                                      "total_s": 12.5, "nan_value": None}
     # a short human-readable line beside the JSON
     texts = [o["data"]["text/plain"] for c in nbformat.read(path, as_version=4).cells
              for o in c.get("outputs", []) if MIME_TYPE in o.get("data", {})]
@@ -189,7 +191,12 @@ def test_read_runs_tables(tmp_path):
         tmp_path / "b.ipynb",
         {"config": {"width": 1.0, "precision": "fp32", "cell": "ignored"},
          "epochs": [{"epoch": 1, "train_loss": 2.0}, {"epoch": 2, "train_loss": 1.5}],
-         "energy": [{"epoch": 1, "phase": "train", "energy_j": 3.0}],
+         "energy": [{"epoch": 1, "phase": "train", "component": "cpu", "method": "tdp-model",
+                     "kind": "modelled", "energy_j": 3.0, "duration_s": 1.0, "flag": "",
+                     "above_idle_j": None},
+                    {"epoch": 1, "phase": "train", "component": "assumed-board",
+                     "method": "constant-power", "kind": "modelled", "energy_j": 70.0,
+                     "duration_s": 1.0, "flag": "", "above_idle_j": None}],
          "provenance": {"torch_version": "9.9", "data_sources": {"train": "x"}},
          "summary": {"status": "ok", "best_val_acc_pct": 80.0}},
         parameters={"width": 5.0})
@@ -211,9 +218,27 @@ def test_read_runs_tables(tmp_path):
     assert b["provenance_torch_version"] == "9.9"
     assert "provenance_data_sources" not in runs.runs.columns
     assert list(runs.epochs["cell"]) == ["b", "b"] and list(runs.epochs["train_loss"]) == [2.0, 1.5]
-    assert set(runs.energy.columns) == {"cell", "epoch", "phase", "energy_j"}
-    assert runs.energy.iloc[0].to_dict() == {"cell": "b", "epoch": 1, "phase": "train",
-                                             "energy_j": 3.0}
+    assert set(runs.energy.columns) == {"cell", *COLUMNS}  # the energy table, as recorded
+    assert runs.energy.iloc[0][["cell", "epoch", "phase", "energy_j"]].to_dict() == {
+        "cell": "b", "epoch": 1, "phase": "train", "energy_j": 3.0}
+    # derived from it, never stored: the run's headline and the epoch's energy
+    assert b["energy_j"] == 3.0 and b["energy_kind"] == "modelled"
+    assert b["constant_power_energy_j"] == 70.0
+    assert b["acc_pct_per_wh"] == pytest.approx(80.0 / (3.0 / 3600))
+    assert list(runs.epochs["energy_j"].fillna(-1)) == [3.0, -1]  # epoch 2 has no rows
+    assert pd.isna(a["energy_j"])  # an incomplete run without energy rows
+
+
+def test_record_of_an_older_format_is_outdated_not_a_crash(tmp_path):
+    path = fake_executed_notebook(
+        tmp_path / "old.ipynb",
+        {"format": None, "epochs": [{"epoch": 1, "energy_j": 5.0, "energy_kwh": 1e-6}],
+         "summary": {"status": "ok", "energy_kwh_total": 1e-6}})
+    assert read_notebook(path).status == "outdated"
+    runs = read_runs(tmp_path)
+    row = runs.runs.iloc[0]
+    assert row["status"] == "outdated" and pd.isna(row.get("energy_j"))
+    assert runs.epochs.empty and runs.energy.empty
 
 
 def test_read_runs_uses_parameters_without_config_record(tmp_path):

@@ -1,5 +1,6 @@
-"""`energy-study selfcheck` on a machine without RAPL, NVML or a GPU: it says what is modelled and
-why, and shows the modelled figures of an idle and a busy window."""
+"""`energy-study selfcheck` on a machine without RAPL, NVML or a GPU: it says what Zeus cannot
+measure and why, and shows the modelled figures of an idle and a busy window; with Zeus's CPU
+devices faked, the measured path."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ import torch
 from energy_lib import selfcheck
 from energy_lib.cli import main
 from energy_lib.energy.models import lookup_cpu_tdp, total_ram_gb
-from energy_lib.energy.rapl import RaplMeter
+from energy_lib.energy.zeus_meter import ZeusMeter
 from energy_lib.provenance import cpu_model
 
 LINE = re.compile(r"^\s+(idle|busy)\s+(cpu|ram):\s+(-?[\d.]+) J over\s+([\d.]+) s =\s+(-?[\d.]+) W"
                   r"\s+\[([\w-]+), (measured|modelled)\]")
 
-no_rapl_here = pytest.mark.skipif(RaplMeter.probe()[0] is not None,
+no_rapl_here = pytest.mark.skipif(ZeusMeter.probe([], measure_cpu=True)[0] is not None,
                                   reason="RAPL is readable on this machine")
 no_gpu_here = pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible")
 
@@ -32,14 +33,13 @@ def window_lines(text: str) -> list[tuple]:
 def test_check_cpu_says_what_is_modelled_and_why(capsys):
     assert selfcheck.check_cpu(idle_s=0.2, busy_s=0.3) == 0
     out = capsys.readouterr().out
-    _, why = RaplMeter.probe()
-    assert f"CPU: not measured -- {why}" in out
+    _, notes = ZeusMeter.probe([], measure_cpu=True)
+    assert f"CPU: not measured -- {'; '.join(notes)}" in out
     tdp_w, source = lookup_cpu_tdp(cpu_model())
     assert f"modelled instead: {tdp_w:g} W TDP ({source}) x utilisation" in out
     assert "RAM: not measured (no RAPL DRAM domain)" in out
     assert f"x {total_ram_gb():.1f} GB installed" in out
-    assert "GPU: none visible to torch (NVML unavailable" in out or \
-        "GPU: none visible to torch (nvidia-ml-py is not installed" in out
+    assert "GPU: none visible to torch (GPU energy not measured: Zeus sees no GPU" in out
     lines = window_lines(out)
     assert [(w, c) for w, c, *_ in lines] == [("idle", "cpu"), ("idle", "ram"),
                                               ("busy", "cpu"), ("busy", "ram")]
@@ -53,22 +53,19 @@ def test_check_cpu_says_what_is_modelled_and_why(capsys):
 
 
 @no_gpu_here
-def test_check_cpu_with_readable_rapl(tmp_path, monkeypatch, capsys):
-    root = tmp_path / "powercap"
-    for path, name in ((root / "intel-rapl:0", "package-0"),
-                       (root / "intel-rapl:0" / "intel-rapl:0:0", "dram")):
-        path.mkdir(parents=True)
-        (path / "name").write_text(f"{name}\n")
-        (path / "energy_uj").write_text("1000\n")
-        (path / "max_energy_range_uj").write_text("262143328850\n")
-    monkeypatch.setattr(selfcheck, "RaplMeter", SimpleNamespace(probe=lambda: RaplMeter.probe(root)))
+def test_check_cpu_with_readable_rapl(monkeypatch, capsys):
+    import zeus.device.cpu as zeus_cpu
+
+    from test_zeus_meter import FakeCPUs
+
+    monkeypatch.setattr(zeus_cpu, "_cpus", FakeCPUs(packages=1, dram=True))
     assert selfcheck.check_cpu(idle_s=0.05, busy_s=0.05) == 0
     out = capsys.readouterr().out
-    assert "CPU: RAPL readable (package-0, dram): measured" in out
+    assert "CPU: measured -- CPU and DRAM: Zeus, RAPL counters of 1 package(s)" in out
     assert "RAM: not measured" not in out and "TDP" not in out
     lines = window_lines(out)
-    assert {(c, m, k) for _, c, _, _, _, m, k in lines} == {("cpu", "rapl", "measured"),
-                                                           ("ram", "rapl", "measured")}
+    assert {(c, m, k) for _, c, _, _, _, m, k in lines} == {("cpu", "zeus-rapl", "measured"),
+                                                           ("ram", "zeus-rapl", "measured")}
     assert all(float(j) == 0.0 for _, _, j, *_ in lines)  # the fake counters never moved
 
 

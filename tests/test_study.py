@@ -19,7 +19,7 @@ from conftest import fake_executed_notebook, has_fashion_mnist, needs_fashion_mn
 from energy_lib import ConfigError, DatasetNotFound, RunConfig, StudyError
 from energy_lib import study as study_module
 from energy_lib.cli import main
-from energy_lib.records import read_notebook, to_json
+from energy_lib.records import RECORD_FORMAT, read_notebook, to_json
 from energy_lib.study import (build_report, cell_name, cell_status, execute_notebook,
                               load_study, run_study)
 
@@ -379,6 +379,7 @@ def stand_in_run_notebook(path: Path) -> Path:
             "    raise RuntimeError(f'fake failure in {config.cell}')\n"
             "if config.precision in os.environ.get('FAKE_RUN_CRASH', '').split(','):\n"
             "    os._exit(1)  # the kernel dies, as under the OOM killer or a driver crash\n"
+            "lab.record('format', lab.RECORD_FORMAT)\n"
             "lab.record('summary', {'status': 'ok', 'best_val_acc_pct': 50.0})"),
     ]
     nbformat.write(nb, path)
@@ -602,15 +603,15 @@ def test_real_study_runs_every_cell(tiny_study):
         assert record.records["config"]["cell"] == name
         assert record.records["config"]["width"] == 0.25
         assert record.records["summary"]["compute_dtype"] == dtypes[name]
-        assert record.records["summary"]["energy_method"] == "constant-power"
+        assert record.records["format"] == RECORD_FORMAT
         assert len(record.records["epochs"]) == 1
         assert [r["phase"] for r in record.records["energy"]
                 if r["method"] == "constant-power"] == ["train", "eval", "run"]
         labels = {r["component"]: (r["method"], r["kind"]) for r in record.records["energy"]
                   if r["phase"] == "train"}
         assert labels["assumed-board"] == ("constant-power", "modelled")
-        assert labels["cpu"] in {("tdp-model", "modelled"), ("rapl", "measured")}
-        assert labels["ram"] in {("ram-model", "modelled"), ("rapl", "measured")}
+        assert labels["cpu"] in {("tdp-model", "modelled"), ("zeus-rapl", "measured")}
+        assert labels["ram"] in {("ram-model", "modelled"), ("zeus-rapl", "measured")}
         assert record.records["timeline"]["marks"][0]["label"] == "epoch 1"  # idle_s=0 here
         assert "git_commit" in record.records["provenance"]
         assert record.parameters["data_dir"] == str((base / "data").resolve())
@@ -667,8 +668,9 @@ def test_real_study_report(tiny_study, tmp_path, monkeypatch):
     assert dict(zip(table["cell"], table["status"])) == {
         "precision-amp": "missing", "precision-bf16": "ok", "precision-fp32": "ok"}
     done = table[table["status"] == "ok"]
-    assert (done["energy_method"] == "constant-power").all()
-    assert (done["energy_kind"] == "modelled").all()
+    assert set(done["energy_kind"]) <= {"modelled", "measured", "mixed"}
+    assert (done["constant_power_energy_kwh"] > 0).all() and (done["energy_kwh"] > 0).all()
+    assert (done["acc_pct_per_wh"] > 0).all() and (done["constant_power_acc_pct_per_wh"] > 0).all()
     assert set(done["compute_dtype"]) == {"float32", "bfloat16"}
     assert table.loc[table["status"] == "missing", "best_val_acc_pct"].isna().all()
 

@@ -11,14 +11,13 @@ import torch
 
 from conftest import needs_fashion_mnist
 from energy_lib import ConfigError, RunConfig
-from energy_lib.energy import JOULES_PER_KWH
+from energy_lib.energy import JOULES_PER_KWH, derive
 from energy_lib.train import STATUS_DIVERGED, STATUS_OK, summarise, train
 
 pytestmark = [needs_fashion_mnist]
 
 EPOCH_COLUMNS = ["epoch", "train_loss", "train_acc_pct", "val_loss", "val_acc_pct", "train_s",
-                 "eval_s", "energy_j", "energy_kwh", "energy_method", "energy_kind",
-                 "cpu_energy_j", "ram_energy_j"]  # the meters' components on a CPU-only machine
+                 "eval_s"]  # no energy: it is derived from the energy table
 
 BASE = dict(dataset="fashion_mnist", train_subset=512, test_subset=256, epochs=3, width=0.5,
             lr=0.05, batch_size=64, device="cpu", download=False, data_dir="unused",
@@ -66,20 +65,22 @@ def test_epoch_table_columns_and_values(result):
 
 
 @pytest.mark.slow
-def test_energy_is_assumed_power_times_time(result):
+def test_constant_power_energy_is_assumed_power_times_time(result):
     power = result.config.assumed_power_w
     assert power == 100.0
+    epochs = derive.per_epoch(result.energy).set_index("epoch")
     for row in result.epochs:
-        assert row["energy_j"] == pytest.approx(power * (row["train_s"] + row["eval_s"]), rel=1e-9)
-        assert row["energy_kwh"] == pytest.approx(row["energy_j"] / JOULES_PER_KWH, rel=1e-12)
-        assert row["energy_method"] == "constant-power" and row["energy_kind"] == "modelled"
+        figure = epochs.loc[row["epoch"], "constant_power_energy_j"]
+        assert figure == pytest.approx(power * (row["train_s"] + row["eval_s"]), rel=1e-9)
+        assert epochs.loc[row["epoch"], "constant_power_energy_kwh"] == pytest.approx(
+            figure / JOULES_PER_KWH, rel=1e-12)
 
 
 @pytest.mark.slow
 def test_energy_rows_are_long_form_per_phase(result):
     rows = result.energy
     assert all(r["kind"] in ("measured", "modelled") for r in rows)
-    constant = [r for r in rows if r["method"] == "constant-power" and r["phase"] != "run"]
+    constant = [r for r in rows if r["method"] == "constant-power" and r["phase"] in ("train", "eval")]
     assert [(r["epoch"], r["phase"]) for r in constant] == [
         (e, p) for e in (1, 2, 3) for p in ("train", "eval")]
     whole_run = [r for r in rows if r["method"] == "constant-power" and r["phase"] == "run"]
@@ -90,7 +91,6 @@ def test_energy_rows_are_long_form_per_phase(result):
         assert r["energy_j"] == pytest.approx(100.0 * r["duration_s"], rel=1e-9)
     for row in result.epochs:
         of_epoch = [r for r in constant if r["epoch"] == row["epoch"]]
-        assert sum(r["energy_j"] for r in of_epoch) == pytest.approx(row["energy_j"], rel=1e-9)
         train_row = next(r for r in of_epoch if r["phase"] == "train")
         assert train_row["duration_s"] == pytest.approx(row["train_s"])
         eval_row = next(r for r in of_epoch if r["phase"] == "eval")
@@ -105,16 +105,14 @@ def test_summary(result):
     assert s["final_val_acc_pct"] == epochs[-1]["val_acc_pct"]
     assert s["final_train_loss"] == epochs[-1]["train_loss"]
     assert s["final_val_loss"] == epochs[-1]["val_loss"]
-    energy_j = sum(r["energy_j"] for r in epochs)
-    assert s["energy_j_total"] == pytest.approx(energy_j)
-    assert s["energy_kwh_total"] == pytest.approx(energy_j / 3.6e6)
-    assert s["acc_pct_per_wh"] == pytest.approx(s["best_val_acc_pct"] / (energy_j / 3600))
     assert s["train_s_total"] == pytest.approx(sum(r["train_s"] for r in epochs))
     assert s["total_s"] == pytest.approx(s["train_s_total"] + s["eval_s_total"])
     assert s["s_per_epoch"] == pytest.approx(s["total_s"] / 3)
-    assert s["energy_j_total"] == pytest.approx(100.0 * s["total_s"], rel=1e-9)
+    figures = derive.run_figures(result.energy, s["best_val_acc_pct"])
+    assert figures["constant_power_energy_j"] == pytest.approx(100.0 * s["total_s"], rel=1e-9)
+    assert figures["constant_power_acc_pct_per_wh"] == pytest.approx(
+        s["best_val_acc_pct"] / (100.0 * s["total_s"] / 3600))
     assert s["compute_dtype"] == "float32" and s["device_name"] == "cpu"
-    assert s["energy_method"] == "constant-power" and s["energy_kind"] == "modelled"
     assert s["assumed_power_w"] == 100.0 and s["pipeline"] == "tensor"
     # width 0.5 on 1x28x28: 16,16 | 32,32 | 64 channels, 64*3*3 -> 128 -> 10
     expected = (1 * 16 * 9 + 16) + (16 * 16 * 9 + 16) + (16 * 32 * 9 + 32) + (32 * 32 * 9 + 32) \
@@ -185,13 +183,15 @@ def test_divergence_is_a_status_not_an_exception():
     assert len(run.epochs) == 1 and not math.isfinite(run.epochs[0]["train_loss"])
     assert math.isnan(run.epochs[0]["val_loss"]) and math.isnan(run.epochs[0]["val_acc_pct"])
     assert run.epochs[0]["eval_s"] == 0.0
-    assert run.epochs[0]["energy_j"] == pytest.approx(100.0 * run.epochs[0]["train_s"], rel=1e-9)
+    epoch = derive.per_epoch(run.energy).iloc[0]
+    assert epoch["constant_power_energy_j"] == pytest.approx(100.0 * run.epochs[0]["train_s"], rel=1e-9)
     assert {r["phase"] for r in run.energy} == {"train", "run"}  # no eval after divergence
     assert seen == []  # no finished epoch to report
     s = run.summary
     assert s["status"] == "diverged" and s["epochs_completed"] == 1
-    assert math.isnan(s["best_val_acc_pct"]) and math.isnan(s["acc_pct_per_wh"])
-    assert s["energy_j_total"] > 0
+    figures = derive.run_figures(run.energy, s["best_val_acc_pct"])
+    assert math.isnan(s["best_val_acc_pct"]) and math.isnan(figures["acc_pct_per_wh"])
+    assert figures["energy_j"] > 0
 
 
 def test_cuda_on_a_cpu_machine_fails_before_loading_data(tmp_path):
@@ -207,5 +207,5 @@ def test_cuda_on_a_cpu_machine_fails_before_loading_data(tmp_path):
 def test_summarise_of_no_epochs():
     s = summarise([], STATUS_OK)
     assert s["epochs_completed"] == 0 and math.isnan(s["best_val_acc_pct"])
-    assert math.isnan(s["s_per_epoch"]) and math.isnan(s["acc_pct_per_wh"])
-    assert s["energy_j_total"] == 0
+    assert math.isnan(s["s_per_epoch"]) and not any("energy" in key for key in s)
+    assert s["total_s"] == 0

@@ -1,19 +1,12 @@
-"""Energy meters (measured) and estimators (modelled) behind one interface: named windows.
-
-The training loop opens a window after synchronising the device and closes it after
-synchronising again (see EnergyMonitor); every meter reports joules for that window, labelled
-with its `method` and `kind` (measured | modelled). Nothing runs inside the training step.
+"""Energy: the one long-form table (`table`), what derives from it (`derive`), and the meters
+behind a metering context (`metering`): measured by Zeus where the hardware allows, modelled
+where not, and the original study's constant-power estimate beside them. Every row says its
+`method` and `kind` (measured | modelled | estimated). Nothing runs inside the training step.
 """
 
-from .monitor import EnergyMonitor, Reading, Window
 from .constant_power import ConstantPowerEstimator
+from .monitor import EnergyMonitor, Reading, Window
+from .table import JOULES_PER_KWH, EnergyRow, Kind, Method, Phase, joules_to_kwh
 
-JOULES_PER_KWH = 3.6e6
-
-
-def joules_to_kwh(energy_j: float) -> float:
-    return energy_j / JOULES_PER_KWH
-
-
-__all__ = ["ConstantPowerEstimator", "EnergyMonitor", "JOULES_PER_KWH", "Reading", "Window",
-           "joules_to_kwh"]
+__all__ = ["ConstantPowerEstimator", "EnergyMonitor", "EnergyRow", "JOULES_PER_KWH", "Kind",
+           "Method", "Phase", "Reading", "Window", "joules_to_kwh"]

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from .monitor import Reading
+from .table import ASSUMED_BOARD, Kind, Method
 
 
 class ConstantPowerEstimator:
     """E = P_assumed x t. Modelled, not measured: it cannot see how hard the device worked.
     The original study used 70 W (the T4's board power limit) for train + eval time."""
 
-    method = "constant-power"
-    kind = "modelled"
-    component = "assumed-board"
+    method = Method.CONSTANT_POWER
+    kind = Kind.MODELLED
+    component = ASSUMED_BOARD
+    components = [ASSUMED_BOARD]
 
     def __init__(self, power_w: float) -> None:
         if not power_w > 0:

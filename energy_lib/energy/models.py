@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..bundled import read_csv
 from .monitor import Reading
+from .table import Kind, Method
 
 DEFAULT_CPU_TDP_W = 85.0  # CodeCarbon's fallback for a CPU missing from its table
 RAM_W_PER_GB = 3.0 / 8.0
@@ -79,8 +80,8 @@ def total_ram_gb() -> float:
 class CpuTdpModel:
     """Modelled CPU energy: TDP x utilisation x window time."""
 
-    method = "tdp-model"
-    kind = "modelled"
+    method = Method.TDP_MODEL
+    kind = Kind.MODELLED
     components = ["cpu"]
 
     def __init__(self, tdp_w: float, tdp_source: str, stat_path: Path = Path("/proc/stat")) -> None:
@@ -110,8 +111,8 @@ class CpuTdpModel:
 class RamPowerModel:
     """Modelled RAM energy: a constant power x window time."""
 
-    method = "ram-model"
-    kind = "modelled"
+    method = Method.RAM_MODEL
+    kind = Kind.MODELLED
     components = ["ram"]
 
     def __init__(self, power_w: float, source: str) -> None:

@@ -1,14 +1,20 @@
-"""Named measurement windows shared by every meter, timed on one synchronised clock."""
+"""Named measurement windows shared by every meter, timed on one synchronised clock.
+
+A meter that raises mid-run never stops training: from that moment its components are covered
+by a stand-in (the meter's own mean power so far x time, or, before it read anything, the model
+for that component), every such reading is flagged, and `failures` says when and why.
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
 
 import torch
 
 from ..device import synchronize
+from .table import Kind, Method
 
 
 @dataclass(frozen=True)
@@ -17,12 +23,9 @@ class Reading:
 
     component: str  # e.g. "assumed-board", "gpu", "cpu", "ram"
     energy_j: float
-    method: str  # e.g. "constant-power", "nvml-counter", "rapl", "tdp-model"
-    kind: str  # "measured" | "modelled"
+    method: str
+    kind: str
     flag: str = ""  # e.g. why this reading should not be trusted as it stands
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -33,12 +36,56 @@ class Window:
 
 
 class Meter(Protocol):
-    """What a meter provides. `end` gets the window's synchronised duration for estimators
-    that model energy from time."""
+    """What a meter provides. `end` gets the window's synchronised duration for models that
+    compute energy from time."""
+
+    components: list[str]
 
     def begin(self, name: str) -> None: ...
 
     def end(self, name: str, duration_s: float) -> list[Reading]: ...
+
+
+@dataclass
+class MeterFailure:
+    meter: str  # the meter's description
+    at_s: float  # seconds since the monitor started
+    window: str
+    error: str
+
+
+class StandIn:
+    """Covers a failed meter's components: its mean power per component until it failed x the
+    window's time (modelled), else the fallback model's reading; always flagged."""
+
+    def __init__(self, failed: "Meter", mean_power_w: dict[str, float],
+                 fallback: Callable[[str], "Meter | None"], reason: str) -> None:
+        self.components = list(failed.components)
+        self.mean_power_w = mean_power_w
+        self.fallbacks = {c: fallback(c) for c in self.components if c not in mean_power_w}
+        self.reason = reason
+        self.method = Method.STAND_IN
+        self.kind = Kind.MODELLED
+
+    def begin(self, name: str) -> None:
+        for meter in self.fallbacks.values():
+            if meter is not None:
+                meter.begin(name)
+
+    def end(self, name: str, duration_s: float) -> list[Reading]:
+        readings = []
+        for component in self.components:
+            if component in self.mean_power_w:
+                readings.append(Reading(component, self.mean_power_w[component] * duration_s,
+                                        Method.STAND_IN, Kind.MODELLED, self.reason))
+                continue
+            model = self.fallbacks.get(component)
+            if model is None:
+                continue
+            for r in model.end(name, duration_s):
+                if r.component == component:
+                    readings.append(Reading(r.component, r.energy_j, r.method, r.kind, self.reason))
+        return readings
 
 
 class EnergyMonitor:
@@ -46,21 +93,74 @@ class EnergyMonitor:
     begin_window/end_window). Each edge synchronises the device before reading any clock or
     counter, so the window holds exactly the work queued inside it."""
 
-    def __init__(self, meters: list[Meter], device: torch.device) -> None:
+    def __init__(self, meters: list[Meter], device: torch.device,
+                 fallback: Callable[[str], Meter | None] = lambda component: None) -> None:
         self.meters = list(meters)
         self.device = device
+        self.fallback = fallback
+        self.failures: list[MeterFailure] = []
         self._starts: dict[str, float] = {}
+        self._t0 = time.perf_counter()
+        self._seen: dict[int, dict[str, list[float]]] = {}  # meter id -> component -> [J, s]
 
     def begin_window(self, name: str) -> None:
         if name in self._starts:
             raise RuntimeError(f"window {name!r} is already open")
         synchronize(self.device)
-        for meter in self.meters:
-            meter.begin(name)
+        for index, meter in enumerate(self.meters):
+            try:
+                meter.begin(name)
+            except Exception as error:  # noqa: BLE001 - a meter must never stop training
+                self._replace(index, name, error, begin_windows=[*self._starts, name])
         self._starts[name] = time.perf_counter()
 
     def end_window(self, name: str) -> Window:
         synchronize(self.device)
         duration_s = time.perf_counter() - self._starts.pop(name)
-        readings = [r for meter in self.meters for r in meter.end(name, duration_s)]
+        readings = []
+        for index, meter in enumerate(self.meters):
+            try:
+                got = meter.end(name, duration_s)
+            except Exception as error:  # noqa: BLE001
+                stand_in = self._replace(index, name, error, begin_windows=[*self._starts, name])
+                got = stand_in.end(name, duration_s)
+            else:
+                seen = self._seen.setdefault(id(meter), {})
+                for r in got:
+                    total = seen.setdefault(r.component, [0.0, 0.0])
+                    total[0] += r.energy_j
+                    total[1] += duration_s
+            readings += got
         return Window(name, duration_s, readings)
+
+    def cancel_window(self, name: str) -> None:
+        """Close a window without a reading (the block inside it raised)."""
+        if self._starts.pop(name, None) is None:
+            return
+        for meter in self.meters:
+            try:
+                meter.end(name, 0.0)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _replace(self, index: int, window: str, error: Exception, begin_windows: list[str]) -> StandIn:
+        """Swap meter `index` for a stand-in whose windows `begin_windows` are already open."""
+        failed = self.meters[index]
+        at_s = time.perf_counter() - self._t0
+        text = f"{type(error).__name__}: {error}".strip().splitlines()[0]
+        label = failed.describe() if hasattr(failed, "describe") else type(failed).__name__
+        self.failures.append(MeterFailure(label, at_s, window, text))
+        seen = self._seen.get(id(failed), {})
+        mean_w = {c: j / s for c, (j, s) in seen.items() if s > 0}
+        reason = (f"meter failed at {at_s:.1f} s ({text}); stand-in from here: "
+                  + ("mean power until then x time" if mean_w else "the component's model"))
+        stand_in = StandIn(failed, mean_w, self.fallback, reason)
+        for open_window in begin_windows:
+            stand_in.begin(open_window)
+        self.meters[index] = stand_in
+        if hasattr(failed, "close"):
+            try:
+                failed.close()
+            except Exception:  # noqa: BLE001
+                pass
+        return stand_in

@@ -13,12 +13,13 @@ import time
 
 
 class PowerTimeline(threading.Thread):
-    def __init__(self, meters: list, period_s: float = 0.5, max_samples: int = 4000) -> None:
+    def __init__(self, meters: list, methods: dict[str, dict[str, str]], period_s: float = 0.5,
+                 max_samples: int = 4000) -> None:
         super().__init__(daemon=True, name="power-timeline")
         if not 0 < period_s <= 1:
             raise ValueError(f"period_s={period_s!r} must be in (0, 1]")
         self.sources = [m for m in meters if hasattr(m, "power_w")]
-        self.methods = {c: f"{m.method} ({m.kind})" for m in self.sources for c in m.components}
+        self.methods = {c: f"{m['method']} ({m['kind']})" for c, m in methods.items()}
         self.period_s = period_s
         self.max_samples = max_samples
         self.samples: list[tuple[float, dict[str, float]]] = []

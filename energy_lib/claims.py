@@ -1,0 +1,259 @@
+"""The original study's conclusions as data, and our verdict on each from repeated runs.
+
+The original study drew its conclusions from one run per cell, with energy assumed as
+70 W x time. Here every claim is tested with intervals over repeats; a claim that the data at
+hand cannot test says so instead of borrowing a verdict.
+
+Verdicts: 'supported', 'contradicted', 'inconclusive' (testable here, but the intervals do not
+decide it at this N), 'not testable here' (the data lacks what the claim needs: a second width,
+repeats, measured energy).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from . import stats
+from .errors import ConfigError
+
+ORIGINAL_SOURCE = "original T4 study (seed 000)"
+SUPPORTED, CONTRADICTED = "supported", "contradicted"
+INCONCLUSIVE, NOT_TESTABLE = "inconclusive", "not testable here"
+POWER_SPREAD_THRESHOLD_PCT = 10.0  # cells' mean power within this spread = proportional
+RESULT_COLUMNS = ("width", "precision", "seed", "best_val_acc_pct", "energy_j", "energy_kind",
+                  "total_s", "status")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One conclusion of the original study, with the numbers it rested on."""
+
+    id: str
+    text: str
+    source: str = ORIGINAL_SOURCE
+    original_evidence: str = ""
+
+
+_AMP_T4 = ("amp/fp32 energy 0.968 at width 3, 1.002 at width 2, 1.022 at width 1 "
+           "(one run per cell, energy = 70 W x time)")
+CLAIMS: tuple[Claim, ...] = (
+    Claim("wider-is-more-accurate", "Wider networks reach a higher validation accuracy.",
+          original_evidence="best val acc 69.96 / 77.59 / 81.87 % at widths 1 / 2 / 3 (fp32, "
+                            "one run each)"),
+    Claim("energy-proportional-to-time", "Energy is proportional to training time.",
+          original_evidence="energy was assumed as 70 W x time, so energy / time = 70 W in "
+                            "every cell by construction"),
+    Claim("amp-saves-only-at-largest-width",
+          "Mixed precision reduces energy only at the largest width (3).",
+          original_evidence=_AMP_T4),
+    Claim("amp-can-cost-at-small-widths",
+          "For small widths, mixed precision can slightly increase energy.",
+          original_evidence=_AMP_T4),
+)
+
+
+def _w(width) -> str:
+    return f"{width:g}" if isinstance(width, (int, float, np.number)) else str(width)
+
+
+def _signed(x: float, digits: int = 1) -> str:
+    return ("+" if x >= 0 else "−") + f"{abs(x):.{digits}f}"
+
+
+def _energy_note(data: pd.DataFrame) -> str:
+    """'' for measured energy; otherwise a sentence saying what the energy figures are."""
+    kinds = sorted(map(str, data["energy_kind"].dropna().unique()))
+    methods = (sorted(map(str, data["energy_method"].dropna().unique()))
+               if "energy_method" in data else [])
+    how = f" ({', '.join(methods)})" if methods else ""
+    if kinds == ["measured"]:
+        return ""
+    if len(kinds) > 1:
+        return f" Energy kinds are mixed: {', '.join(kinds)}{how}."
+    return (f" Energy is {kinds[0] if kinds else 'of unknown kind'}{how}: these ratios follow "
+            f"time x modelled power, not a measurement.")
+
+
+# -------------------------------------------------------------------------------- the claims
+
+
+def _wider_is_more_accurate(data: pd.DataFrame, confidence: float):
+    widths = sorted(data["width"].dropna().unique())
+    if len(widths) < 2:
+        return NOT_TESTABLE, f"needs at least two widths; found {[_w(w) for w in widths]}", 0
+    parts, ns, states = [], [], []
+    for precision, rows in data.groupby("precision", sort=True):
+        for low_w, high_w in zip(widths, widths[1:]):
+            pair = rows[rows["width"].isin([low_w, high_w])]
+            try:
+                d = stats.paired_difference(pair, "width", low_w, high_w, "best_val_acc_pct",
+                                            confidence=confidence).iloc[0]
+            except ConfigError:
+                continue
+            ns.append(int(d["n"]))
+            if d["n"] < 2:
+                states.append("untested")
+                value = "—" if d["n"] == 0 else f"{_signed(d['difference'])} pp, no interval"
+                parts.append(f"{precision}: width {_w(low_w)}→{_w(high_w)} {value} (N={d['n']})")
+                continue
+            states.append("up" if d["diff_ci_low"] > 0 else
+                          "down" if d["diff_ci_high"] < 0 else "unclear")
+            parts.append(f"{precision}: width {_w(low_w)}→{_w(high_w)} {_signed(d['difference'])} pp "
+                         f"({_level(confidence)} {_signed(d['diff_ci_low'])} to "
+                         f"{_signed(d['diff_ci_high'])}, N={d['n']})")
+    evidence = "best val accuracy, paired by seed: " + "; ".join(parts)
+    if not states or all(s == "untested" for s in states):
+        return NOT_TESTABLE, evidence + ". One run per cell: no interval.", min(ns, default=0)
+    if "down" in states:
+        verdict = CONTRADICTED
+    elif all(s == "up" for s in states):
+        verdict = SUPPORTED
+    else:
+        verdict = INCONCLUSIVE
+    return verdict, evidence, min(ns)
+
+
+def _level(confidence: float) -> str:
+    return f"{round(confidence * 100):g} % CI"
+
+
+def _energy_proportional_to_time(data: pd.DataFrame, confidence: float, threshold_pct: float):
+    rows = data[(data["energy_j"] > 0) & (data["total_s"] > 0)].copy()
+    if rows.empty:
+        return NOT_TESTABLE, "no finished run has both energy and time", 0
+    rows["power_w"] = rows["energy_j"] / rows["total_s"]
+    measured = rows[rows["energy_kind"] == "measured"]
+    if measured.empty:
+        kinds = ", ".join(sorted(map(str, rows["energy_kind"].dropna().unique()))) or "unknown"
+        iv = stats.interval(rows["power_w"], confidence)
+        return (NOT_TESTABLE,
+                f"energy here is {kinds}, not measured: under a constant-power model energy = "
+                f"power x time, so it is proportional to time by construction (energy / time = "
+                f"{stats.format_interval(iv, 1, 'W')} over runs)", iv.n)
+    dropped = len(rows) - len(measured)
+    cells = stats.summarise_groups(measured, ["width", "precision"], ["power_w"])
+    cells = cells[cells["power_w_n"] > 0]
+    n = len(measured)
+    if len(cells) < 2 or n < 3:
+        return NOT_TESTABLE, f"needs measured energy from at least two cells ({len(cells)}) " \
+                             f"and three runs ({n})", n
+    low, high = cells.loc[cells["power_w_mean"].idxmin()], cells.loc[cells["power_w_mean"].idxmax()]
+    spread_pct = (high["power_w_mean"] / low["power_w_mean"] - 1) * 100
+    r = float(np.corrcoef(measured["total_s"], measured["energy_j"])[0, 1]) if n > 2 else math.nan
+
+    def cell(c):
+        iv = stats.Interval(c["power_w_mean"], c["power_w_ci_low"], c["power_w_ci_high"],
+                            None if pd.isna(c["power_w_half_width"]) else c["power_w_half_width"],
+                            int(c["power_w_n"]), "")
+        return f"width {_w(c['width'])} {c['precision']}: {stats.format_interval(iv, 1, 'W')}"
+
+    evidence = (f"measured mean power (energy / time) per cell ranges from {cell(low)} to "
+                f"{cell(high)}, a spread of {spread_pct:.1f} % (proportional if within "
+                f"{threshold_pct:g} %); Pearson r(energy, time) = {r:.3f} over {n} runs")
+    if dropped:
+        evidence += f"; {dropped} runs with non-measured energy left out"
+    return (SUPPORTED if spread_pct <= threshold_pct else CONTRADICTED), evidence, n
+
+
+def _amp_ratios(data: pd.DataFrame, confidence: float):
+    """Per width: (width, row of paired_ratio, state) with state saves/costs/unclear/untested."""
+    ratios = stats.paired_ratio(data, "precision", "fp32", "amp", "energy_j", by="width",
+                                confidence=confidence, quantity="energy")
+    out = []
+    for _, r in ratios.sort_values("width").iterrows():
+        if r["n"] < 2:
+            state = "untested"
+        elif r["ratio_ci_high"] < 1:
+            state = "saves"
+        elif r["ratio_ci_low"] > 1:
+            state = "costs"
+        else:
+            state = "unclear"
+        out.append((r["width"], r, state))
+    return out
+
+
+def _describe(ratios) -> str:
+    return "amp/fp32 energy paired by seed: " + "; ".join(
+        f"width {_w(w)}: {r['verdict']}" for w, r, _ in ratios)
+
+
+def _amp_saves_only_at_largest(data: pd.DataFrame, confidence: float):
+    ratios = _amp_ratios(data, confidence)
+    if len(ratios) < 2:
+        return NOT_TESTABLE, "needs amp and fp32 runs at two widths or more", 0
+    evidence = _describe(ratios) + "." + _energy_note(data)
+    n = min(int(r["n"]) for _, r, _ in ratios)
+    top, smaller = ratios[-1][2], [s for _, _, s in ratios[:-1]]
+    if all(s == "untested" for _, _, s in ratios):
+        return NOT_TESTABLE, evidence + " One pair per width: no interval.", n
+    if top == "costs" or "saves" in smaller:
+        return CONTRADICTED, evidence, n
+    if top == "saves" and "untested" not in smaller:
+        # the 'only' part: no saving is detectable at any smaller width
+        return SUPPORTED, evidence, n
+    return INCONCLUSIVE, evidence, n
+
+
+def _amp_can_cost_at_small_widths(data: pd.DataFrame, confidence: float):
+    ratios = _amp_ratios(data, confidence)
+    if len(ratios) < 2:
+        return NOT_TESTABLE, "needs amp and fp32 runs at two widths or more", 0
+    small = ratios[:-1]
+    evidence = _describe(small) + "." + _energy_note(data)
+    n = min(int(r["n"]) for _, r, _ in small)
+    states = [s for _, _, s in small]
+    if all(s == "untested" for s in states):
+        return NOT_TESTABLE, evidence + " One pair per width: no interval.", n
+    if "costs" in states:
+        return SUPPORTED, evidence, n
+    if all(s == "saves" for s in states):
+        return CONTRADICTED, evidence, n
+    return INCONCLUSIVE, evidence, n
+
+
+def evaluate_claims(results: pd.DataFrame, confidence: float = 0.95,
+                    power_spread_threshold_pct: float = POWER_SPREAD_THRESHOLD_PCT,
+                    claims: tuple[Claim, ...] = CLAIMS) -> pd.DataFrame:
+    """Our verdict on each claim from a results table (one row per run: width, precision
+    ('fp32'/'amp'), seed, best_val_acc_pct, energy_j, energy_kind, total_s, status).
+
+    Only finished runs (ok/diverged) count. Positive parts of a claim ('saves', 'is more
+    accurate') need an interval that excludes no effect; negative parts ('only at width 3')
+    need that no contrary effect is detectable. N is the smallest number of runs or seed pairs
+    behind any one comparison of the claim.
+
+    Columns: id, claim, verdict, evidence, N, original_evidence, source.
+    """
+    missing = [c for c in RESULT_COLUMNS if c not in results]
+    if missing:
+        raise ConfigError(f"evaluate_claims: results lack column(s) {missing}; "
+                          f"needs {list(RESULT_COLUMNS)}")
+    data = results[results["status"].isin(stats.FINISHED_STATUSES)].copy()
+    for column in ("best_val_acc_pct", "energy_j", "total_s"):
+        data[column] = pd.to_numeric(data[column], errors="coerce")
+    tests = {
+        "wider-is-more-accurate": lambda: _wider_is_more_accurate(data, confidence),
+        "energy-proportional-to-time": lambda: _energy_proportional_to_time(
+            data, confidence, power_spread_threshold_pct),
+        "amp-saves-only-at-largest-width": lambda: _amp_saves_only_at_largest(data, confidence),
+        "amp-can-cost-at-small-widths": lambda: _amp_can_cost_at_small_widths(data, confidence),
+    }
+    rows = []
+    for claim in claims:
+        test = tests.get(claim.id)
+        if test is None:
+            verdict, evidence, n = NOT_TESTABLE, "no test is defined for this claim", 0
+        else:
+            try:
+                verdict, evidence, n = test()
+            except ConfigError as error:  # e.g. no amp runs in this study
+                verdict, evidence, n = NOT_TESTABLE, str(error), 0
+        rows.append({"id": claim.id, "claim": claim.text, "verdict": verdict,
+                     "evidence": evidence, "N": n, "original_evidence": claim.original_evidence,
+                     "source": claim.source})
+    return pd.DataFrame(rows)

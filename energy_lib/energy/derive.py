@@ -1,0 +1,166 @@
+"""Everything derived from the energy table, in one place: per-epoch and per-run totals, the
+headline figure and its kind, kWh, mean power, above-idle energy, efficiency and carbon.
+
+The headline of a window is, per component, its best available figure: measured where a meter
+read the hardware, else modelled. The constant-power estimate (an assumed whole-board power) is
+never part of the headline; it is reported beside it as `constant_power_*`. Whole-run rows
+(`run`, and CodeCarbon's) are not summed with the per-epoch windows: the headline covers the
+train and eval windows, as the original study's Table 1 did.
+
+Functions take a DataFrame of energy rows (`records.read_runs(...).energy`, or one run's
+`result.energy`); a `cell` column, when present, keeps runs apart. They are pure.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import pandas as pd
+
+from .carbon import emissions_kg
+from .table import ASSUMED_BOARD, COLUMNS, JOULES_PER_KWH, JOULES_PER_WH, Kind, Method, Phase
+
+_KIND_RANK = {Kind.MEASURED.value: 0, Kind.MODELLED.value: 1, Kind.ESTIMATED.value: 2}
+_WORK_PHASES = (Phase.TRAIN.value, Phase.EVAL.value)
+COMPONENTS = ("gpu", "cpu", "ram")
+
+
+def as_frame(energy) -> pd.DataFrame:
+    """A DataFrame of energy rows with a `cell` column ("" for a single run)."""
+    frame = pd.DataFrame(energy) if not isinstance(energy, pd.DataFrame) else energy.copy()
+    for column in COLUMNS:
+        if column not in frame:
+            frame[column] = pd.Series(dtype=object)
+    if "cell" not in frame:
+        frame["cell"] = ""
+    frame["epoch"] = pd.to_numeric(frame["epoch"], errors="coerce").astype("Int64")
+    return frame
+
+
+def combined_kind(kinds: Iterable[str]) -> str:
+    """The kind of a sum: `measured` or `modelled` when all parts are; `mixed` otherwise; `none`
+    when nothing was summed."""
+    found = {k for k in kinds if isinstance(k, str) and k}
+    if not found:
+        return "none"
+    return found.pop() if len(found) == 1 else "mixed"
+
+
+def headline_rows(energy) -> pd.DataFrame:
+    """Per train/eval window and component, the best available row (measured over modelled).
+    A window where a meter failed has only its stand-in row, so the choice is per window."""
+    frame = as_frame(energy)
+    work = frame[frame["phase"].isin(_WORK_PHASES) & (frame["component"] != ASSUMED_BOARD)
+                 & (frame["method"] != Method.CODECARBON.value)].copy()
+    if work.empty:
+        return work
+    work["_rank"] = work["kind"].map(_KIND_RANK).fillna(9)
+    work["_epoch"] = work["epoch"].fillna(-1)
+    work = work.sort_values(["cell", "_epoch", "phase", "component", "_rank"], kind="stable")
+    best = work.drop_duplicates(["cell", "_epoch", "phase", "component"], keep="first")
+    return best.drop(columns=["_rank", "_epoch"])
+
+
+def _constant_power_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["phase"].isin(_WORK_PHASES) & (frame["component"] == ASSUMED_BOARD)]
+
+
+def _sum_or_nan(values: pd.Series) -> float:
+    """A sum that is NaN when any part is unknown (never a partial figure posing as whole)."""
+    values = pd.to_numeric(values, errors="coerce")
+    return float(values.sum()) if len(values) and values.notna().all() else float("nan")
+
+
+def _totals(head: pd.DataFrame, constant: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Sums of the headline rows and the constant-power rows, grouped by `keys`."""
+    rows = {}
+    for key, group in head.groupby(keys, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        seconds = group.drop_duplicates(["epoch", "phase"])["duration_s"].sum()
+        row = {
+            "energy_j": float(group["energy_j"].sum()),
+            "energy_kind": combined_kind(group["kind"]),
+            "energy_methods": "; ".join(
+                f"{component}: {method} ({kind})" for (component, method, kind), _ in
+                group.groupby(["component", "method", "kind"], sort=True)),
+            "above_idle_j": _sum_or_nan(group["above_idle_j"]),
+            "mean_power_w": float(group["energy_j"].sum() / seconds) if seconds else float("nan"),
+            "flags": "; ".join(sorted({f for f in group["flag"].dropna() if f})),
+        }
+        for component in COMPONENTS:
+            part = group[group["component"] == component]
+            if not part.empty:
+                row[f"{component}_energy_j"] = float(part["energy_j"].sum())
+                row[f"{component}_kind"] = combined_kind(part["kind"])
+        rows[key] = row
+    for key, group in constant.groupby(keys, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        rows.setdefault(key, {"energy_kind": "none"})
+        rows[key]["constant_power_energy_j"] = float(group["energy_j"].sum())
+    if not rows:
+        return pd.DataFrame(columns=[*keys, "energy_j", "energy_kind", "constant_power_energy_j"])
+    table = pd.DataFrame([{**dict(zip(keys, key)), **row} for key, row in rows.items()])
+    for column in ("energy_j", "constant_power_energy_j"):
+        if column not in table:
+            table[column] = float("nan")
+        table[column.replace("_j", "_kwh")] = table[column] / JOULES_PER_KWH
+    table["energy_kind"] = table["energy_kind"].fillna("none")
+    return table
+
+
+def per_epoch(energy) -> pd.DataFrame:
+    """One row per (cell, epoch): headline energy of train + eval, its kind, the components'
+    parts, and the constant-power estimate of the same windows."""
+    frame = as_frame(energy)
+    return _totals(headline_rows(frame), _constant_power_rows(frame), ["cell", "epoch"])
+
+
+def per_run(energy) -> pd.DataFrame:
+    """One row per cell: the headline energy over every train and eval window (`energy_j`,
+    `energy_kwh`, `energy_kind`, `energy_methods`, `mean_power_w`, `above_idle_j`, per
+    component `<c>_energy_j`) and the constant-power estimate (`constant_power_energy_*`)."""
+    frame = as_frame(energy)
+    return _totals(headline_rows(frame), _constant_power_rows(frame), ["cell"])
+
+
+def idle_power_w(energy) -> dict[str, dict[str, float]]:
+    """cell -> {"component/method": W} over the idle window (constant power has no idle)."""
+    frame = as_frame(energy)
+    idle = frame[(frame["phase"] == Phase.IDLE.value) & (frame["component"] != ASSUMED_BOARD)]
+    out: dict[str, dict[str, float]] = {}
+    for _, row in idle.iterrows():
+        if row["duration_s"]:
+            out.setdefault(row["cell"], {})[f"{row['component']}/{row['method']}"] = (
+                row["energy_j"] / row["duration_s"])
+    return out
+
+
+def per_wh(accuracy_pct: float, energy_j: float) -> float:
+    """The original study's efficiency figure: accuracy (%) per Wh."""
+    if energy_j is None or not energy_j > 0 or accuracy_pct is None:
+        return float("nan")
+    return accuracy_pct / (energy_j / JOULES_PER_WH)
+
+
+def emissions_from_j(energy_j: float, intensity_g_per_kwh: float, pue: float = 1.0) -> float:
+    """kgCO2eq of `energy_j` drawn by the IT equipment in a facility of `pue` (NaN stays NaN)."""
+    if energy_j is None or pd.isna(energy_j):
+        return float("nan")
+    return emissions_kg(energy_j / JOULES_PER_KWH, intensity_g_per_kwh, pue)
+
+
+def run_figures(energy, best_val_acc_pct: float, carbon: dict | None = None) -> dict:
+    """The derived figures of one run, as one flat dict (the lab record's summary view and
+    each row of results.csv): per_run's columns, efficiency, and emissions."""
+    totals = per_run(energy)
+    row = totals.iloc[0].to_dict() if len(totals) else {"energy_kind": "none"}
+    row.pop("cell", None)
+    energy_j = row.get("energy_j", float("nan"))
+    constant_j = row.get("constant_power_energy_j", float("nan"))
+    row["acc_pct_per_wh"] = per_wh(best_val_acc_pct, energy_j)
+    row["constant_power_acc_pct_per_wh"] = per_wh(best_val_acc_pct, constant_j)
+    if carbon:
+        intensity, pue = carbon["intensity_g_per_kwh"], carbon.get("pue", 1.0)
+        row["emissions_kg"] = emissions_from_j(energy_j, intensity, pue)
+        row["constant_power_emissions_kg"] = emissions_from_j(constant_j, intensity, pue)
+    return row

@@ -1,0 +1,137 @@
+"""One run's metering: meter selection, the idle baseline, named windows, the power timeline,
+CodeCarbon alongside, and cleanup -- all in one context manager, so the training loop only
+opens and closes windows:
+
+    with Metering.for_config(config, device) as metering:
+        metering.measure_idle(config.idle_s)
+        with metering.window(Phase.RUN):
+            with metering.window(Phase.TRAIN, epoch=1):
+                ...
+    metering.rows  # the energy table (list of EnergyRow dicts)
+
+Nothing here runs inside the training step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Iterator
+
+import torch
+
+from .carbon import resolve_intensity
+from .monitor import EnergyMonitor, Window
+from .setup import MeterSet, build_meters
+from .table import ASSUMED_BOARD, EnergyRow, Kind, Method, Phase, JOULES_PER_KWH
+from .timeline import PowerTimeline
+
+
+class Metering:
+    def __init__(self, meter_set: MeterSet, device: torch.device, *, sample_period_s: float = 0.5,
+                 codecarbon=None) -> None:
+        self.meter_set = meter_set
+        self.device = device
+        self.monitor = EnergyMonitor(meter_set.meters, device, fallback=meter_set.model_for)
+        self.timeline = PowerTimeline(meter_set.meters, meter_set.methods(), period_s=sample_period_s)
+        self.codecarbon = codecarbon
+        self.rows: list[dict] = []
+        self.idle_power_w: dict[str, float] = {}  # "component/method" -> W
+        self.last_duration_s = 0.0  # of the window that ended last
+
+    @classmethod
+    def for_config(cls, config, device: torch.device) -> "Metering":
+        from .. import provenance
+
+        meter_set = build_meters(config.meter_names, device, assumed_power_w=config.assumed_power_w,
+                                 cpu_tdp_w=config.cpu_tdp_w, ram_power_w=config.ram_power_w,
+                                 cpu_model=provenance.cpu_model())
+        codecarbon = None
+        if "codecarbon" in config.meter_names:
+            from .codecarbon_backend import CodeCarbonRun
+
+            codecarbon = CodeCarbonRun(config.country, config.study)
+        return cls(meter_set, device, sample_period_s=config.sample_period_s, codecarbon=codecarbon)
+
+    def __enter__(self) -> "Metering":
+        self.timeline.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.timeline.stop()
+        if self.codecarbon is not None and self.codecarbon.running:
+            self._codecarbon_rows(self.codecarbon.stop())
+        self.meter_set.close()
+
+    # -- windows -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def window(self, phase: Phase, epoch: int | None = None) -> Iterator[None]:
+        """Measure the block as one window; its rows are appended to `rows` when it ends. A
+        block that raises leaves no rows (its figures would cover unfinished work)."""
+        name = f"{phase}" if epoch is None else f"{phase}-{epoch}"
+        if phase == Phase.TRAIN:
+            self.timeline.mark(f"epoch {epoch}")
+        if phase == Phase.RUN and self.codecarbon is not None:
+            self.codecarbon.start()
+        self.monitor.begin_window(name)
+        try:
+            yield
+        except BaseException:
+            self.monitor.cancel_window(name)
+            raise
+        finished = self.monitor.end_window(name)
+        self.last_duration_s = finished.duration_s
+        self.rows += self._rows(phase, epoch, finished)
+        if phase == Phase.RUN and self.codecarbon is not None:
+            self._codecarbon_rows(self.codecarbon.stop())
+
+    def measure_idle(self, seconds: float) -> None:
+        """The idle baseline: `seconds` of doing nothing before training, per component/method."""
+        if seconds <= 0:
+            return
+        self.timeline.mark("idle")
+        with self.window(Phase.IDLE):
+            time.sleep(seconds)
+        self.timeline.mark("idle end")
+        self.idle_power_w = {f"{r['component']}/{r['method']}": r["energy_j"] / r["duration_s"]
+                             for r in self.rows if r["phase"] == Phase.IDLE
+                             and r["component"] != ASSUMED_BOARD and r["duration_s"] > 0}
+
+    def _rows(self, phase: Phase, epoch: int | None, window: Window) -> list[dict]:
+        rows = []
+        for r in window.readings:
+            idle_w = self.idle_power_w.get(f"{r.component}/{r.method}")
+            above = r.energy_j - idle_w * window.duration_s if idle_w is not None else None
+            rows.append(EnergyRow(epoch, phase, r.component, Method(r.method), Kind(r.kind),
+                                  r.energy_j, window.duration_s, r.flag, above).to_dict())
+        return rows
+
+    def _codecarbon_rows(self, figures: dict) -> None:
+        for component, kwh in figures.get("energy_kwh", {}).items():
+            if kwh is None:
+                continue
+            self.rows.append(EnergyRow(None, Phase.RUN, component, Method.CODECARBON,
+                                       Kind(figures["kinds"].get(component, Kind.MODELLED)),
+                                       kwh * JOULES_PER_KWH, figures["duration_s"],
+                                       "CodeCarbon's own figure for the whole run").to_dict())
+
+    # -- what the record says about the meters -------------------------------------------------
+
+    def info(self) -> dict:
+        """What each component's figure is, the notes on what could not be measured, and any
+        meter that failed mid-run."""
+        return {
+            "methods": self.meter_set.methods(),
+            "descriptions": self.meter_set.describe(),
+            "failures": [vars(f) for f in self.monitor.failures],
+            "codecarbon": self.codecarbon.describe() if self.codecarbon is not None else None,
+        }
+
+
+def carbon_facts(config) -> dict:
+    """The carbon intensity a run's emissions are computed with (resolved once, recorded)."""
+    intensity = resolve_intensity(config.country, config.carbon_intensity_g_per_kwh)
+    return {"intensity_g_per_kwh": intensity.g_per_kwh, "source": intensity.source,
+            "country_iso_code": intensity.country_iso_code,
+            "country_name": intensity.country_name, "pue": config.pue}

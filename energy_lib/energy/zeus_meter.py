@@ -1,0 +1,178 @@
+"""Measured energy through Zeus (ml-energy/zeus): GPU by NVML (or amdsmi), CPU and DRAM by RAPL.
+
+Zeus's `ZeusMonitor` reads the GPU's total-energy counter at window edges (polling power in a
+helper process on GPUs without one) and RAPL's package and DRAM counters with wrap-around
+tracking. We add what a lab record needs around it: a reason in words for every component it
+cannot measure (so the model that stands in is explained), a flag on windows shorter than the
+counter's update period, and instantaneous power for the timeline.
+
+Zeus is imported only when a meter is built: `probe` says in one line why it cannot measure.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from typing import Any
+
+from .monitor import Reading
+from .table import Kind, Method
+
+#: NVML's energy counter updates about every 20-100 ms; a shorter window reads noise.
+MIN_RELIABLE_WINDOW_S = 0.1
+RAPL_DIR = "/sys/class/powercap/intel-rapl"
+RAPL_GRANT = ("sudo chmod a+r /sys/class/powercap/intel-rapl:*/energy_uj "
+              "/sys/class/powercap/intel-rapl:*/intel-rapl:*/energy_uj")
+
+
+def rapl_unreadable_reason() -> str:
+    """Why RAPL cannot be read here, naming the file and the command that grants access."""
+    if not os.path.isdir(RAPL_DIR) and not os.path.isdir("/sys/class/powercap"):
+        return ("/sys/class/powercap does not exist (no RAPL driver: a VM, a container, or a "
+                "CPU without RAPL)")
+    if not os.path.exists(f"{RAPL_DIR}:0"):
+        return f"{RAPL_DIR}:0 does not exist (no RAPL package domain exposed on this machine)"
+    path = f"{RAPL_DIR}:0/energy_uj"
+    if not os.access(path, os.R_OK):
+        return f"{path} is not readable by this user (root-only on recent kernels); grant it: {RAPL_GRANT}"
+    return ""
+
+
+def _gpu_method(gpus: Any, index: int) -> Method:
+    vendor = type(gpus).__name__.lower()
+    if "amd" in vendor:
+        return Method.ZEUS_AMDSMI
+    if gpus.supports_get_total_energy_consumption(index):
+        return Method.ZEUS_NVML
+    return Method.ZEUS_NVML_POLLED
+
+
+class ZeusMeter:
+    """GPU and/or CPU+DRAM energy per window, read through one ZeusMonitor."""
+
+    kind = Kind.MEASURED
+
+    def __init__(self, monitor: Any, gpu_indices: list[int], measure_cpu: bool) -> None:
+        self.monitor = monitor
+        self.gpu_indices = list(gpu_indices)
+        self.measure_cpu = measure_cpu and len(monitor.cpu_indices) > 0
+        self.has_dram = self.measure_cpu and any(
+            monitor.cpus.supports_get_dram_energy_consumption(i) for i in monitor.cpu_indices)
+        self.gpu_method = _gpu_method(monitor.gpus, self.gpu_indices[0]) if self.gpu_indices else None
+        self._last_cpu: tuple[float, dict[str, float]] | None = None
+
+    @classmethod
+    def probe(cls, gpu_indices: list[int], measure_cpu: bool) -> tuple["ZeusMeter | None", list[str]]:
+        """A meter for these CUDA devices (framework indices) and/or the CPU packages, or None;
+        and one note per component it cannot measure, saying why."""
+        notes: list[str] = []
+        try:
+            from zeus.device import get_gpus
+            from zeus.device.gpu.common import ZeusGPUInitError
+            from zeus.monitor import ZeusMonitor
+        except ImportError as error:
+            return None, [f"Zeus is not importable ({error}); pip install zeus"]
+        usable: list[int] = []
+        if gpu_indices:
+            try:
+                gpus_seen = len(get_gpus())
+            except ZeusGPUInitError:
+                gpus_seen = 0
+            usable = [i for i in gpu_indices if i < gpus_seen]
+            if not usable:
+                notes.append("GPU energy not measured: Zeus sees no GPU through NVML or amdsmi "
+                             "(no driver loaded, or not an NVIDIA/AMD GPU)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                monitor = ZeusMonitor(gpu_indices=usable, cpu_indices=None if measure_cpu else [],
+                                      sync_execution_with="torch")
+            except Exception as error:  # e.g. a GPU lost between the probe and here
+                return None, notes + [f"Zeus could not start: {type(error).__name__}: {error}"]
+        if measure_cpu and not monitor.cpu_indices:
+            notes.append(f"CPU energy not measured: {rapl_unreadable_reason() or 'Zeus found no RAPL package'}")
+        if not usable and not monitor.cpu_indices:
+            return None, notes
+        meter = cls(monitor, usable, measure_cpu)
+        if measure_cpu and meter.measure_cpu and not meter.has_dram:
+            notes.append("RAM energy not measured: RAPL exposes no DRAM domain on this CPU")
+        return meter, notes
+
+    @property
+    def components(self) -> list[str]:
+        parts = ["gpu"] if self.gpu_indices else []
+        if self.measure_cpu:
+            parts += ["cpu", "ram"] if self.has_dram else ["cpu"]
+        return parts
+
+    def methods(self) -> dict[str, tuple[str, str]]:
+        out = {}
+        if self.gpu_indices:
+            out["gpu"] = (str(self.gpu_method), str(self.kind))
+        for component in ("cpu", "ram"):
+            if component in self.components:
+                out[component] = (str(Method.ZEUS_RAPL), str(self.kind))
+        return out
+
+    def describe(self) -> str:
+        parts = []
+        if self.gpu_indices:
+            names = ", ".join(str(self.monitor.gpus.get_name(i)) if hasattr(self.monitor.gpus, "get_name")
+                              else f"GPU {i}" for i in self.gpu_indices)
+            how = {Method.ZEUS_NVML: "NVML total-energy counter",
+                   Method.ZEUS_NVML_POLLED: "NVML power polled and integrated (no energy counter)",
+                   Method.ZEUS_AMDSMI: "amdsmi energy counter"}[self.gpu_method]
+            parts.append(f"GPU: Zeus, {how} on {names}")
+        if self.measure_cpu:
+            parts.append(f"CPU{' and DRAM' if self.has_dram else ''}: Zeus, RAPL counters of "
+                         f"{len(self.monitor.cpu_indices)} package(s)")
+        return "; ".join(parts)
+
+    def begin(self, name: str) -> None:
+        # the metering context has synchronised the device already
+        self.monitor.begin_window(name, sync_execution=False)
+
+    def end(self, name: str, duration_s: float) -> list[Reading]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Zeus warns on zero-energy windows; we flag them
+            measurement = self.monitor.end_window(name, sync_execution=False)
+        readings = []
+        if self.gpu_indices:
+            flag = ""
+            if duration_s < MIN_RELIABLE_WINDOW_S:
+                flag = (f"window of {duration_s * 1000:.0f} ms is shorter than the GPU energy "
+                        f"counter's update period (~{MIN_RELIABLE_WINDOW_S * 1000:.0f} ms): noise, "
+                        "not a measurement")
+            readings.append(Reading("gpu", sum(measurement.gpu_energy.values()),
+                                    self.gpu_method, self.kind, flag))
+        if self.measure_cpu:
+            readings.append(Reading("cpu", sum((measurement.cpu_energy or {}).values()),
+                                    Method.ZEUS_RAPL, self.kind))
+            if self.has_dram:
+                readings.append(Reading("ram", sum((measurement.dram_energy or {}).values()),
+                                        Method.ZEUS_RAPL, self.kind))
+        return readings
+
+    def power_w(self) -> dict[str, float]:
+        """Instantaneous GPU power; CPU/DRAM power as the counters' rate since the last call."""
+        watts: dict[str, float] = {}
+        gpus, cpus = self.monitor.gpus, self.monitor.cpus
+        if self.gpu_indices:
+            watts["gpu"] = sum(gpus.get_instant_power_usage(i) for i in self.gpu_indices) / 1000.0
+        if self.measure_cpu:
+            now = time.perf_counter()
+            readings = [cpus.get_total_energy_consumption(i) for i in self.monitor.cpu_indices]
+            joules = {"cpu": sum(r.cpu_mj for r in readings) / 1000.0}
+            if self.has_dram:
+                joules["ram"] = sum(r.dram_mj or 0.0 for r in readings) / 1000.0
+            previous, self._last_cpu = self._last_cpu, (now, joules)
+            if previous is not None and now > previous[0]:
+                for component, value in joules.items():
+                    watts[component] = (value - previous[1][component]) / (now - previous[0])
+        return watts
+
+    def close(self) -> None:
+        power_monitor = getattr(self.monitor, "power_monitor", None)
+        if power_monitor is not None and hasattr(power_monitor, "stop"):
+            power_monitor.stop()

@@ -1,0 +1,364 @@
+"""Calibration: measure this machine's own per-layer energy, for the layer-regression fit.
+
+Randomly sampled single-layer configurations (seeded; ranges configurable) of the fitted layer
+types, each run as a forward pass and as a training step (forward, backward, SGD update), each
+timed and metered over enough repeats to fill a short window, and appended row by row to
+`calibration/<machine>.csv` in the long format of `layer_data.COLUMNS`. A killed calibration
+keeps every finished row (each is flushed and fsynced; a half-written last line is cut on the
+next start), and a rerun with the same seed and ranges skips what is already there.
+
+Metering goes through `_metered` alone, so pointing calibration at another metering API is a
+change of one function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import math
+import os
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ConfigError, EnergyStudyError
+from .layer_data import COLUMNS, LAYER_TYPES, count_macs
+
+DEFAULT_DIR = Path("calibration")
+
+
+@dataclass(frozen=True)
+class Ranges:
+    """Inclusive (low, high) ranges the configurations are drawn from. Sizes are drawn
+    log-uniformly (as many small layers as large ones), kernel/stride/padding uniformly."""
+
+    batch_size: tuple[int, int] = (1, 128)
+    image_size: tuple[int, int] = (8, 96)
+    channels: tuple[int, int] = (1, 256)
+    kernel_size: tuple[int, int] = (1, 7)
+    stride: tuple[int, int] = (1, 3)
+    padding: tuple[int, int] = (0, 3)
+    features: tuple[int, int] = (16, 4096)  # Linear in/out features
+    elements: tuple[int, int] = (1024, 1_000_000)  # activations: elements per sample
+
+    def check(self) -> None:
+        """Empty or inverted ranges -> ConfigError (one line), before anything is measured."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            lowest = 0 if f.name == "padding" else 1
+            if not isinstance(value, (tuple, list)) or len(value) != 2:
+                raise ConfigError(f"calibration range {f.name}={value!r} is not allowed; give "
+                                  f"(low, high) integers, e.g. {getattr(Ranges(), f.name)}")
+            low, high = value
+            if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+                raise ConfigError(f"calibration range {f.name}={tuple(value)!r} must hold integers")
+            if low > high:
+                raise ConfigError(f"calibration range {f.name}={tuple(value)!r} is inverted "
+                                  f"(low > high); give (low, high) with low <= high")
+            if low < lowest:
+                raise ConfigError(f"calibration range {f.name}={tuple(value)!r} is empty: values "
+                                  f"must be >= {lowest}")
+        if self.kernel_size[0] > self.image_size[1] + 2 * self.padding[1]:
+            raise ConfigError(f"calibration ranges admit no layer: kernel_size >= "
+                              f"{self.kernel_size[0]} never fits image_size <= {self.image_size[1]} "
+                              f"with padding <= {self.padding[1]}")
+
+    def key(self) -> str:
+        """Short fingerprint: rows measured under other ranges are never mistaken for these."""
+        return hashlib.sha1(repr(sorted(asdict(self).items())).encode()).hexdigest()[:8]
+
+
+QUICK = Ranges(batch_size=(1, 32), image_size=(8, 32), channels=(1, 64), kernel_size=(1, 5),
+               stride=(1, 2), padding=(0, 2), features=(16, 1024), elements=(1024, 65536))
+
+
+@dataclass(frozen=True)
+class Plan:
+    ranges: Ranges = Ranges()
+    per_type: int = 40
+    seed: int = 0
+    layer_types: tuple[str, ...] = tuple(LAYER_TYPES)
+    min_window_s: float = 0.5  # each metered window lasts at least this long
+    max_repeats: int = 1000
+
+
+QUICK_PLAN = Plan(ranges=QUICK, per_type=6, min_window_s=0.15, max_repeats=200)
+
+
+def sample_configs(plan: Plan) -> list[dict]:
+    """The plan's configurations in a fixed order (interleaved by type, so a partial run
+    covers every type), each with a config_id stable across reruns of the same plan."""
+    plan.ranges.check()
+    unknown = [t for t in plan.layer_types if t not in LAYER_TYPES]
+    if unknown or not plan.layer_types:
+        raise ConfigError(f"layer_types={list(plan.layer_types)!r} is not allowed; choose from {LAYER_TYPES}")
+    if plan.per_type < 1:
+        raise ConfigError(f"per_type={plan.per_type!r} is not allowed; must be >= 1")
+    rng = np.random.default_rng(plan.seed)
+    r = plan.ranges
+    configs = []
+    for index in range(plan.per_type):
+        for layer_type in plan.layer_types:
+            config = {"layer_type": layer_type, "batch_size": _log_uniform(rng, r.batch_size)}
+            if layer_type in ("Conv2d", "MaxPool2d"):
+                config.update(_spatial(rng, r, layer_type))
+            elif layer_type == "Linear":
+                config.update(in_features=_log_uniform(rng, r.features),
+                              out_features=_log_uniform(rng, r.features))
+            else:
+                config["elements"] = _log_uniform(rng, r.elements)
+            config["config_id"] = f"{plan.seed}-{r.key()}-{index}-{layer_type}"
+            configs.append(config)
+    return configs
+
+
+def _log_uniform(rng, bounds) -> int:
+    low, high = bounds
+    return int(min(high, max(low, round(math.exp(rng.uniform(math.log(low), math.log(high + 1)) - 1e-9)))))
+
+
+def _spatial(rng, r: Ranges, layer_type: str) -> dict:
+    for _ in range(1000):
+        image = _log_uniform(rng, r.image_size)
+        kernel = int(rng.integers(r.kernel_size[0], r.kernel_size[1] + 1))
+        stride = int(rng.integers(r.stride[0], r.stride[1] + 1))
+        padding = int(rng.integers(r.padding[0], r.padding[1] + 1))
+        if padding <= kernel // 2 and kernel <= image + 2 * padding:  # what torch accepts
+            channels = _log_uniform(rng, r.channels)
+            out = _log_uniform(rng, r.channels) if layer_type == "Conv2d" else channels
+            return {"in_channels": channels, "out_channels": out, "image_size": image,
+                    "kernel_size": kernel, "stride": stride, "padding": padding}
+    raise ConfigError(f"calibration ranges admit no valid {layer_type}: padding must be <= "
+                      f"kernel_size // 2 and kernel_size <= image_size + 2 x padding")
+
+
+def build_layer(config: dict, device: torch.device) -> tuple[nn.Module, torch.Tensor]:
+    """The layer and one random input batch for a configuration."""
+    kind, batch = config["layer_type"], config["batch_size"]
+    if kind == "Conv2d":
+        layer = nn.Conv2d(config["in_channels"], config["out_channels"], config["kernel_size"],
+                          config["stride"], config["padding"])
+        shape = (batch, config["in_channels"], config["image_size"], config["image_size"])
+    elif kind == "MaxPool2d":
+        layer = nn.MaxPool2d(config["kernel_size"], config["stride"], config["padding"])
+        shape = (batch, config["in_channels"], config["image_size"], config["image_size"])
+    elif kind == "Linear":
+        layer = nn.Linear(config["in_features"], config["out_features"])
+        shape = (batch, config["in_features"])
+    else:
+        layer = {"ReLU": nn.ReLU, "Sigmoid": nn.Sigmoid, "Tanh": nn.Tanh}.get(kind, lambda: nn.Softmax(dim=-1))()
+        shape = (batch, config["elements"])
+    return layer.to(device), torch.randn(shape, device=device)
+
+
+def _forward_fn(layer, x):
+    def run():
+        with torch.no_grad():
+            layer(x)
+    return run
+
+
+def _train_step_fn(layer, x):
+    """One training step as the project's loop does it: forward, backward (also w.r.t. the
+    input, as for any layer but the first), SGD with momentum and weight decay."""
+    x = x.detach().requires_grad_(True)
+    params = [p for p in layer.parameters()]
+    optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=5e-4) if params else None
+
+    def run():
+        out = layer(x)
+        out.sum().backward()
+        if optimizer:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        x.grad = None
+    return run
+
+
+_METERS: dict[str, object] = {}
+
+
+def _metered(fn, repeats: int, device: torch.device = torch.device("cpu")) -> tuple[float, float, str, str]:
+    """(energy_j, seconds, method, kind) of `repeats` calls of fn, in one window of the project's
+    meters (energy.setup.build_meters + EnergyMonitor): measured where the hardware allows,
+    modelled where not. The energy is the sum of the component readings (cpu, gpu, ram); the
+    assumed constant-power figure is used only when no component meter exists."""
+    from ..energy import EnergyMonitor
+    from ..energy.setup import build_meters
+    from ..provenance import cpu_model
+
+    key = str(device)
+    if key not in _METERS:
+        _METERS[key] = build_meters(["auto"], device, assumed_power_w=70.0, cpu_model=cpu_model())
+    monitor = EnergyMonitor(_METERS[key].meters, device)
+    monitor.begin_window("calibration")
+    for _ in range(repeats):
+        fn()
+    window = monitor.end_window("calibration")
+    readings = [r for r in window.readings if r.component != "assumed-board"] or window.readings
+    kind = "measured" if all(r.kind == "measured" for r in readings) else "modelled"
+    method = "+".join(dict.fromkeys(r.method for r in readings))
+    return sum(r.energy_j for r in readings), window.duration_s, method, kind
+
+
+def measure(config: dict, phase: str, plan: Plan, device: torch.device) -> dict:
+    """One row: the energy and time of one pass (or step), averaged over a metered window."""
+    layer, x = build_layer(config, device)
+    fn = _forward_fn(layer, x) if phase == "forward" else _train_step_fn(layer, x)
+    fn()  # warm-up: first-call allocation and kernel selection stay out of the window
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    once_s = max(time.perf_counter() - start, 1e-6)
+    repeats = int(min(plan.max_repeats, max(1, math.ceil(plan.min_window_s / once_s))))
+    energy_j, seconds, method, kind = _metered(fn, repeats, device)
+    row = {c: "" for c in COLUMNS}
+    row.update({k: v for k, v in config.items() if k in row})
+    if config["layer_type"] == "MaxPool2d":
+        row["out_channels"] = config["in_channels"]
+    row.update(phase=phase, repeats=repeats, energy_j=energy_j / repeats, seconds=seconds / repeats,
+               method=method, kind=kind, seed=plan.seed)
+    return row
+
+
+def machine_name(device: torch.device) -> str:
+    """A file-name-safe name for the hardware a calibration stands for."""
+    from ..provenance import cpu_model
+
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"{cpu_model()}-{os.cpu_count()}cpu"
+    return re.sub(r"[^a-z0-9]+", "-", re.sub(r"\((r|tm)\)", "", name.lower())).strip("-") or "machine"
+
+
+def _repair(path: Path) -> None:
+    """Cut a half-written last line left by a killed calibration."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def _done(path: Path) -> set[tuple[str, str]]:
+    if not path.is_file() or path.stat().st_size == 0:
+        return set()
+    with path.open(newline="") as handle:
+        return {(row.get("config_id", ""), row.get("phase", "")) for row in csv.DictReader(handle)
+                if row.get("energy_j")}
+
+
+def _append(path: Path, row: dict) -> None:
+    buffer = io.StringIO()
+    csv.DictWriter(buffer, COLUMNS, lineterminator="\n").writerow(row)
+    with path.open("a", newline="") as handle:
+        handle.write(buffer.getvalue())
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def calibrate(plan: Plan = QUICK_PLAN, *, out_dir: str | Path = DEFAULT_DIR, machine: str | None = None,
+              device: str | torch.device = "cpu", progress: bool = True) -> tuple[Path, int, int]:
+    """Measure every (configuration, phase) of the plan not yet in the file. Returns (file, rows
+    written now, rows already there)."""
+    configs = sample_configs(plan)  # validates everything before any measurement
+    device = torch.device(device)
+    machine = machine or machine_name(device)
+    path = Path(out_dir) / f"{machine}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file():
+        _repair(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        with path.open("w", newline="") as handle:
+            csv.DictWriter(handle, COLUMNS, lineterminator="\n").writeheader()
+    done = _done(path)
+    todo = [(c, phase) for c in configs for phase in ("forward", "train_step")
+            if (c["config_id"], phase) not in done]
+    already = 2 * len(configs) - len(todo)
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(plan.seed)
+    bar = tqdm(total=2 * len(configs), initial=already, desc=f"calibrating {machine}",
+               unit="meas", disable=not progress)
+    try:
+        for config, phase in todo:
+            row = measure(config, phase, plan, device)
+            row["machine"] = machine
+            row["macs"] = _macs(config)
+            _append(path, row)
+            bar.update(1)
+    finally:
+        bar.close()
+    return path, len(todo), already
+
+
+def _macs(config: dict) -> int:
+    import pandas as pd
+
+    table = pd.DataFrame([config]).reindex(columns=["layer_type", "batch_size", "in_channels",
+                                                     "out_channels", "image_size", "kernel_size",
+                                                     "stride", "padding", "in_features",
+                                                     "out_features"])
+    return int(count_macs(table.astype({c: float for c in table.columns if c != "layer_type"})).iloc[0])
+
+
+def _range(text: str) -> tuple[int, int]:
+    parts = text.replace(":", ",").split(",")
+    try:
+        low, high = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LOW,HIGH integers") from None
+    return low, high
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`energy-study calibrate`: measure this machine's per-layer energy. A user mistake prints
+    one line and returns 2."""
+    parser = argparse.ArgumentParser(prog="energy-study calibrate", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small layers, 6 per type: a few minutes on a 2-core CPU")
+    parser.add_argument("--per-type", type=int, help="configurations per layer type")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--types", help=f"comma-separated subset of {','.join(LAYER_TYPES)}")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--machine", help="file name stem (default: derived from the CPU/GPU name)")
+    parser.add_argument("--out-dir", default=str(DEFAULT_DIR))
+    parser.add_argument("--min-window-s", type=float)
+    for f in fields(Ranges):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=_range, metavar="LOW,HIGH",
+                            help=f"range (default {getattr(Ranges(), f.name)}; --quick {getattr(QUICK, f.name)})")
+    args = parser.parse_args(argv)
+    plan = QUICK_PLAN if args.quick else Plan()
+    overrides = {f.name: getattr(args, f.name) for f in fields(Ranges) if getattr(args, f.name) is not None}
+    plan = replace(plan, ranges=replace(plan.ranges, **overrides), seed=args.seed)
+    if args.per_type is not None:
+        plan = replace(plan, per_type=args.per_type)
+    if args.min_window_s is not None:
+        plan = replace(plan, min_window_s=args.min_window_s)
+    if args.types:
+        plan = replace(plan, layer_types=tuple(t.strip() for t in args.types.split(",")))
+    start = time.perf_counter()
+    try:
+        path, written, already = calibrate(plan, out_dir=args.out_dir, machine=args.machine,
+                                           device=args.device)
+    except EnergyStudyError as error:
+        print(f"energy-study calibrate: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("energy-study calibrate: interrupted; finished rows are kept, rerun to continue",
+              file=sys.stderr)
+        return 130
+    print(f"calibration: {written} new rows ({already} already there) in {path} "
+          f"in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""energy.derive on hand-made energy tables: the headline picks measured over modelled per
+window and component, its kind is said outright, constant power stays apart, and every total is
+a plain sum of rows."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from energy_lib.energy import derive
+from energy_lib.energy.table import JOULES_PER_KWH, EnergyRow, Kind, Method, Phase
+
+
+def row(epoch, phase, component, method, kind, energy_j, duration_s=10.0, above=None, flag=""):
+    return EnergyRow(epoch, Phase(phase), component, Method(method), Kind(kind), energy_j,
+                     duration_s, flag, above).to_dict()
+
+
+def gpu_machine_table() -> list[dict]:
+    """Two epochs on a GPU box: GPU measured, CPU measured by RAPL *and* modelled (TDP),
+    RAM modelled; the constant-power estimate; whole-run and idle rows that must not be summed."""
+    rows = [row(None, "idle", "gpu", "zeus-nvml", "measured", 300.0, 10.0),
+            row(None, "idle", "assumed-board", "constant-power", "modelled", 700.0, 10.0)]
+    for epoch in (1, 2):
+        for phase, seconds in (("train", 10.0), ("eval", 2.0)):
+            rows += [
+                row(epoch, phase, "gpu", "zeus-nvml", "measured", 200.0 * seconds, seconds,
+                    above=170.0 * seconds),
+                row(epoch, phase, "cpu", "tdp-model", "modelled", 85.0 * seconds, seconds),
+                row(epoch, phase, "cpu", "zeus-rapl", "measured", 40.0 * seconds, seconds),
+                row(epoch, phase, "ram", "ram-model", "modelled", 10.0 * seconds, seconds),
+                row(epoch, phase, "assumed-board", "constant-power", "modelled", 70.0 * seconds, seconds),
+            ]
+    rows.append(row(None, "run", "gpu", "zeus-nvml", "measured", 5000.0, 25.0))
+    rows.append(row(None, "run", "cpu", "codecarbon", "modelled", 999.0, 25.0))
+    return rows
+
+
+def test_headline_prefers_measured_per_component_and_says_mixed():
+    totals = derive.per_run(gpu_machine_table()).iloc[0]
+    seconds = 2 * (10.0 + 2.0)
+    assert totals["gpu_energy_j"] == pytest.approx(200.0 * seconds)
+    assert totals["cpu_energy_j"] == pytest.approx(40.0 * seconds)  # RAPL, not the TDP model
+    assert totals["ram_energy_j"] == pytest.approx(10.0 * seconds)
+    assert totals["energy_j"] == pytest.approx(250.0 * seconds)
+    assert totals["energy_kwh"] == pytest.approx(250.0 * seconds / JOULES_PER_KWH)
+    assert totals["energy_kind"] == "mixed"  # gpu and cpu measured, ram modelled
+    assert (totals["gpu_kind"], totals["cpu_kind"], totals["ram_kind"]) == (
+        "measured", "measured", "modelled")
+    assert totals["energy_methods"] == ("cpu: zeus-rapl (measured); gpu: zeus-nvml (measured); "
+                                        "ram: ram-model (modelled)")
+    assert totals["mean_power_w"] == pytest.approx(250.0)
+    assert totals["constant_power_energy_j"] == pytest.approx(70.0 * seconds)
+    # only the GPU rows carry an above-idle figure: a sum with unknown parts is unknown
+    assert math.isnan(totals["above_idle_j"])
+
+
+def test_per_epoch_sums_train_and_eval_of_each_epoch():
+    epochs = derive.per_epoch(gpu_machine_table())
+    assert list(epochs["epoch"]) == [1, 2]
+    assert list(epochs["energy_j"]) == pytest.approx([250.0 * 12.0] * 2)
+    assert list(epochs["constant_power_energy_j"]) == pytest.approx([70.0 * 12.0] * 2)
+    assert set(epochs["energy_kind"]) == {"mixed"}
+
+
+def test_all_modelled_run_and_cells_kept_apart():
+    rows = [dict(r, cell=cell) for cell, factor in (("a", 1.0), ("b", 2.0)) for r in [
+        row(1, "train", "cpu", "tdp-model", "modelled", 85.0 * factor, 1.0, above=5.0),
+        row(1, "train", "ram", "ram-model", "modelled", 9.0 * factor, 1.0, above=0.0),
+        row(1, "train", "assumed-board", "constant-power", "modelled", 70.0, 1.0)]]
+    totals = derive.per_run(rows).set_index("cell")
+    assert totals.loc["a", "energy_j"] == pytest.approx(94.0)
+    assert totals.loc["b", "energy_j"] == pytest.approx(188.0)
+    assert set(totals["energy_kind"]) == {"modelled"}
+    assert totals.loc["a", "above_idle_j"] == pytest.approx(5.0)
+
+
+def test_stand_in_rows_cover_the_windows_after_a_failure():
+    flag = "meter failed at 12.0 s (OSError: GPU lost); stand-in from here: mean power"
+    rows = [row(1, "train", "gpu", "zeus-nvml", "measured", 100.0, 1.0),
+            row(2, "train", "gpu", "stand-in", "modelled", 90.0, 1.0, flag=flag)]
+    totals = derive.per_run(rows).iloc[0]
+    assert totals["energy_j"] == pytest.approx(190.0)
+    assert totals["energy_kind"] == "mixed" and flag in totals["flags"]
+
+
+def test_constant_power_only_run_has_no_headline():
+    rows = [row(1, "train", "assumed-board", "constant-power", "modelled", 70.0, 1.0)]
+    figures = derive.run_figures(rows, best_val_acc_pct=50.0)
+    assert figures["energy_kind"] == "none" and math.isnan(figures["energy_j"])
+    assert math.isnan(figures["acc_pct_per_wh"])
+    assert figures["constant_power_acc_pct_per_wh"] == pytest.approx(50.0 / (70.0 / 3600.0))
+
+
+def test_run_figures_efficiency_and_carbon():
+    rows = [row(1, "train", "cpu", "tdp-model", "modelled", 3600.0, 10.0),
+            row(1, "train", "assumed-board", "constant-power", "modelled", 7200.0, 10.0)]
+    figures = derive.run_figures(rows, 80.0, {"intensity_g_per_kwh": 500.0, "pue": 1.5})
+    assert figures["acc_pct_per_wh"] == pytest.approx(80.0)  # 3600 J = 1 Wh
+    assert figures["constant_power_acc_pct_per_wh"] == pytest.approx(40.0)
+    assert figures["emissions_kg"] == pytest.approx(0.001 * 1.5 * 500.0 / 1000.0)
+    assert figures["constant_power_emissions_kg"] == pytest.approx(2 * figures["emissions_kg"])
+
+
+def test_idle_power_per_reading():
+    idle = derive.idle_power_w(gpu_machine_table())
+    assert idle == {"": {"gpu/zeus-nvml": pytest.approx(30.0)}}  # constant power has no idle
+
+
+def test_combined_kind():
+    assert derive.combined_kind([]) == "none"
+    assert derive.combined_kind(["measured", "measured"]) == "measured"
+    assert derive.combined_kind(["measured", "modelled"]) == "mixed"

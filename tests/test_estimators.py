@@ -1,0 +1,312 @@
+"""Estimators: operation counts against hand-computed numbers, the per-layer regression's
+held-out bars, the public API on torchvision and our models, bad inputs, calibration resume,
+early-epoch extrapolation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from energy_lib.errors import ConfigError
+from energy_lib.estimators import extrapolate_epochs, layerwise_estimate, load_fit, ops_estimate
+from energy_lib.estimators import calibrate as cal
+from energy_lib.estimators.layer_data import COLUMNS, count_macs, getzner2023
+from energy_lib.estimators.regression import TRAINING_STEP_FACTOR
+from energy_lib.models import create_model
+
+PJ = 1e-12
+MUL32, ADD32, SRAM8K_32 = 3.7, 0.9, 5.0  # Horowitz table: pJ at 32 bits, tensors < 8 KB
+
+
+def only_row(estimate):
+    assert len(estimate.per_layer) == 1
+    return estimate.per_layer.iloc[0]
+
+
+# --- operation counts, by hand ------------------------------------------------------------
+
+def test_conv2d_forward_counts_and_energy():
+    # Conv2d(2 -> 3, 3x3, bias) on a 1x2x5x5 input: 3x3 outputs per channel, 27 outputs,
+    # fan-in 2*9 = 18: 486 MACs; adds 27*(18-1) + 27 bias = 486.
+    model = nn.Sequential(nn.Conv2d(2, 3, kernel_size=3))
+    row = only_row(ops_estimate(model, (2, 5, 5), 1, training=False))
+    assert (row.macs, row.mults, row.adds) == (486, 486, 486)
+    assert (row.reads, row.writes) == (50 + 54 + 3, 27)  # input, weight, bias | output
+    expected_pj = 486 * MUL32 + 486 * ADD32 + (107 + 27) * SRAM8K_32
+    assert row.energy_j == pytest.approx(expected_pj * PJ)
+
+
+def test_conv2d_training_step_counts():
+    # First layer: no gradient w.r.t. the model's input. Gradient w.r.t. weights: 486 mul,
+    # 486 - 54 + 27 (bias) adds, reads input and output grad, writes weight and bias grads.
+    # SGD momentum + weight decay on 57 parameters: 3 mul, 3 add, 3 reads, 2 writes each.
+    model = nn.Sequential(nn.Conv2d(2, 3, kernel_size=3))
+    row = only_row(ops_estimate(model, (2, 5, 5), 1, training=True))
+    assert row.mults == 486 + 486 + 3 * 57
+    assert row.adds == 486 + (486 - 54 + 27) + 3 * 57
+    assert row.reads == 107 + (50 + 27) + 3 * 57
+    assert row.writes == 27 + 57 + 2 * 57
+    assert row.grad_input_energy_j == 0
+
+
+def test_linear_counts_at_32_and_16_bits():
+    # Linear(4 -> 3), batch 2: 24 MACs; adds 6*(4-1) + 6 = 24; reads 8 + 12 + 3; writes 6.
+    model = nn.Sequential(nn.Linear(4, 3))
+    row32 = only_row(ops_estimate(model, (1, 1, 4), 2, training=False))
+    assert (row32.macs, row32.mults, row32.adds, row32.reads, row32.writes) == (24, 24, 24, 23, 6)
+    assert row32.energy_j == pytest.approx((24 * 3.7 + 24 * 0.9 + 29 * 5.0) * PJ)
+    row16 = only_row(ops_estimate(model, (1, 1, 4), 2, bits=16, training=False))
+    assert row16.energy_j == pytest.approx((24 * 1.1 + 24 * 0.4 + 29 * 2.5) * PJ)
+
+
+def test_memory_level_follows_tensor_size():
+    # The 1024x1024 fp32 weight (4 MiB) is read from DRAM (1000 pJ); the 4 KiB input, bias and
+    # output stay in the < 8 KB level (5 pJ).
+    model = nn.Sequential(nn.Linear(1024, 1024))
+    row = only_row(ops_estimate(model, (1, 1, 1024), 1, training=False))
+    n = 1024 * 1024
+    expected_pj = n * MUL32 + n * ADD32 + n * 1000 + 3 * 1024 * SRAM8K_32
+    assert row.energy_j == pytest.approx(expected_pj * PJ)
+
+
+def test_own_mac_count_matches_getzner_up_to_their_bias_adds():
+    # The authors counted with ptflops, which adds one operation per output for the bias.
+    raw = pd.read_csv(__import__("importlib.resources").resources.files("energy_lib")
+                      .joinpath("data/getzner2023/conv2d.csv"))
+    raw = raw[raw.cpu_energy > 0]
+    table = getzner2023()
+    ours = table[table.layer_type == "Conv2d"]["macs"].to_numpy()
+    side = np.floor((raw.image_size + 2 * raw.padding - raw.kernel_size) / raw.stride) + 1
+    bias_adds = (raw.batch_size * raw.out_channels * side ** 2).to_numpy()
+    np.testing.assert_allclose(ours + bias_adds, raw["macs"].to_numpy(), rtol=1e-6)
+
+
+# --- the per-layer regression -------------------------------------------------------------
+
+def test_getzner_energy_is_per_pass_already():
+    # cpu_energy (kWh) x 3.6e6 is the energy of one pass: ~75 W x the time of one pass. Dividing
+    # by forward_passes again would give ~75 W / forward_passes.
+    table = getzner2023()
+    power_w = table["energy_j"] / table["seconds"]
+    for layer_type in ("Conv2d", "Linear", "MaxPool2d"):
+        assert 60 < power_w[table.layer_type == layer_type].median() < 90
+
+
+def test_conv2d_and_linear_held_out_r2_at_least_099():
+    report = load_fit("getzner2023").report().set_index("layer_type")
+    for layer_type in ("Conv2d", "Linear"):
+        assert report.loc[layer_type, "n_test"] >= 150
+        assert report.loc[layer_type, "r2"] >= 0.99, report.loc[layer_type].to_dict()
+    assert set(report.index) == {"Conv2d", "Linear", "MaxPool2d", "ReLU", "Sigmoid", "Tanh", "Softmax"}
+    assert report["mape_pct"].notna().all()
+
+
+def test_sum_over_layers_scales_with_the_batch():
+    # No per-layer constant to pile up: per image, a batch-1 and a batch-256 AlexNet pass cost
+    # the same within a factor of 2 (an OLS intercept of ~200 J per conv layer makes it ~1000x).
+    model = torchvision.models.alexnet(weights=None)
+    one = layerwise_estimate(model, (3, 224, 224), 1).energy_j
+    many = layerwise_estimate(model, (3, 224, 224), 256).energy_j / 256
+    assert 0.5 < many / one < 2
+
+
+def test_training_with_forward_only_fit_applies_the_documented_factor():
+    model = create_model("paper_cnn")
+    forward = layerwise_estimate(model, (3, 32, 32), 8)
+    step = layerwise_estimate(model, (3, 32, 32), 8, training=True)
+    assert step.energy_j == pytest.approx(TRAINING_STEP_FACTOR * forward.energy_j)
+    assert "not measured" in step.source and step.training
+
+
+# --- the public API on the required models ------------------------------------------------
+
+MODELS = {
+    "alexnet": (lambda: torchvision.models.alexnet(weights=None), (3, 224, 224)),
+    "vgg11": (lambda: torchvision.models.vgg11(weights=None), (3, 224, 224)),
+    "resnet18": (lambda: torchvision.models.resnet18(weights=None), (3, 224, 224)),
+    "paper_cnn_32": (lambda: create_model("paper_cnn"), (3, 32, 32)),
+    "paper_cnn_28": (lambda: create_model("paper_cnn", image_size=28, in_channels=1), (1, 28, 28)),
+}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_both_estimators_on_required_models(name):
+    build, size = MODELS[name]
+    model = build()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for estimate in (layerwise_estimate(model, size, 4), ops_estimate(model, size, 4)):
+        assert estimate.kind == "estimated" and estimate.source
+        assert math.isfinite(estimate.energy_j) and estimate.energy_j > 0
+        assert {"name", "type", "macs", "energy_j", "covered"} <= set(estimate.per_layer.columns)
+        assert estimate.energy_j == pytest.approx(estimate.per_layer["energy_j"].sum())
+        assert 0 <= estimate.uncovered_macs_fraction < 0.01
+        assert set(estimate.uncovered_layers) == set(
+            estimate.per_layer.loc[~estimate.per_layer.covered, "name"])
+        assert estimate.per_layer.macs.sum() > 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # untouched
+
+
+def test_method_labels_and_leftovers_on_resnet18():
+    model = torchvision.models.resnet18(weights=None)
+    learned = layerwise_estimate(model, (3, 224, 224), 1)
+    counted = ops_estimate(model, (3, 224, 224), 1)
+    assert (learned.method, counted.method) == ("layer-regression", "ops-model")
+    # BatchNorm is no layer type of the Getzner data: left out, named, its MACs counted.
+    assert "bn1" in learned.uncovered_layers and learned.uncovered_macs_fraction > 0
+    assert counted.uncovered_layers == [] and counted.uncovered_macs_fraction == 0
+    # A shared module called twice per block gives two rows.
+    assert "layer1.0.relu#2" in set(learned.per_layer.name)
+
+
+class MatMul(nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n, n))
+
+    def forward(self, x):
+        return x @ self.weight
+
+
+class FunctionalMatMul(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(8, 8))
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(x.flatten(1) @ self.weight)
+
+
+def test_unknown_layers_are_left_out_and_said():
+    model = nn.Sequential(nn.Flatten(), MatMul(8), nn.Linear(8, 2))
+    for estimate in (ops_estimate(model, (1, 1, 8), 3), layerwise_estimate(model, (1, 1, 8), 3)):
+        assert estimate.uncovered_layers == ["1"]
+        assert estimate.uncovered_macs_fraction == pytest.approx(64 / (64 + 16))
+    functional = ops_estimate(FunctionalMatMul(), (1, 1, 8), 3)
+    assert functional.uncovered_macs_fraction == pytest.approx(64 / (64 + 16))
+    assert any("outside any leaf module" in note for note in functional.notes)
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+def test_bad_inputs_are_one_line_config_errors(tmp_path):
+    model = create_model("paper_cnn")
+    cases = [
+        (lambda: layerwise_estimate(model, (3, 32, 32), 1, fit="getzner2024"), "getzner2023"),
+        (lambda: layerwise_estimate(model, (3, 32, 32), 1, fit=tmp_path / "none.csv"), "does not exist"),
+        (lambda: layerwise_estimate(model, (3, 28, 28), 1), "does not fit PaperCNN"),
+        (lambda: ops_estimate(model, (3, 28, 28), 1), "does not fit PaperCNN"),
+        (lambda: ops_estimate(model, (32, 32), 1), "(channels, height, width)"),
+        (lambda: ops_estimate(model, (3, 32, 32), 0), "batch_size=0"),
+        (lambda: ops_estimate(model, (3, 32, 32), 1, bits=12), "bits=12"),
+        (lambda: ops_estimate(model, (3, 32, 32), 1, bits=8), "inference"),
+        (lambda: ops_estimate(model, (3, 32, 32), 1, table=tmp_path / "t.csv"), "does not exist"),
+    ]
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    malformed = tmp_path / "malformed.csv"
+    malformed.write_text("layer,energy\nConv2d,1\n")
+    cases += [(lambda: layerwise_estimate(model, (3, 32, 32), 1, fit=empty), "is empty"),
+              (lambda: layerwise_estimate(model, (3, 32, 32), 1, fit=malformed), "lacks columns")]
+    for call, words in cases:
+        with pytest.raises(ConfigError) as error:
+            call()
+        message = str(error.value)
+        assert words in message and "\n" not in message, message
+
+
+# --- calibration --------------------------------------------------------------------------
+
+TINY = cal.Plan(ranges=cal.Ranges(batch_size=(1, 2), image_size=(4, 6), channels=(1, 3),
+                                  kernel_size=(1, 2), stride=(1, 1), padding=(0, 0),
+                                  features=(2, 8), elements=(4, 16)),
+                per_type=1, layer_types=("Conv2d", "Linear", "ReLU"), min_window_s=0.001,
+                max_repeats=3)
+
+
+def read_rows(path):
+    table = pd.read_csv(path)
+    assert list(table.columns) == COLUMNS
+    return table
+
+
+def test_calibration_appends_and_resumes_without_duplicates(tmp_path):
+    path, written, already = cal.calibrate(TINY, out_dir=tmp_path, machine="m", progress=False)
+    assert (written, already) == (6, 0)  # 3 configurations x (forward, train_step)
+    first = read_rows(path)
+    assert set(first.phase) == {"forward", "train_step"} and (first.energy_j > 0).all()
+    assert set(first.kind) <= {"measured", "modelled"} and first.method.str.len().min() > 0
+
+    _, written, already = cal.calibrate(TINY, out_dir=tmp_path, machine="m", progress=False)
+    assert (written, already) == (0, 6)
+    with path.open("a") as handle:  # a calibration killed in the middle of a line
+        handle.write("m,Conv2d,forw")
+    _, written, already = cal.calibrate(replace(TINY, per_type=2), out_dir=tmp_path,
+                                        machine="m", progress=False)
+    assert (written, already) == (6, 6)
+    table = read_rows(path)
+    assert len(table) == 12 and not table.duplicated(["config_id", "phase"]).any()
+    assert table.iloc[:6].equals(first)  # what was measured is kept as it was
+
+
+def test_calibration_fit_predicts_with_measured_training_steps(tmp_path):
+    path, _, _ = cal.calibrate(replace(TINY, per_type=2), out_dir=tmp_path, machine="m",
+                               progress=False)
+    model = nn.Sequential(nn.Conv2d(2, 3, 2), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 4))
+    forward = layerwise_estimate(model, (2, 5, 5), 2, fit=path)
+    step = layerwise_estimate(model, (2, 5, 5), 2, fit=path, training=True)
+    assert forward.energy_j > 0 and step.energy_j > 0
+    assert (step.per_layer["factor"] == 1).all()  # measured train steps, no rule of thumb
+    assert "calibration" in step.source and step.uncovered_layers == []
+
+
+@pytest.mark.parametrize("bad", [{"batch_size": (4, 2)}, {"channels": (0, 3)}, {"stride": ()}])
+def test_empty_or_inverted_ranges_measure_nothing(tmp_path, bad):
+    plan = replace(TINY, ranges=replace(TINY.ranges, **bad))
+    with pytest.raises(ConfigError) as error:
+        cal.calibrate(plan, out_dir=tmp_path / "c", machine="m", progress=False)
+    assert "\n" not in str(error.value) and next(iter(bad)) in str(error.value)
+    assert not (tmp_path / "c").exists()
+
+
+def test_calibrate_main_returns_2_on_a_bad_range(tmp_path, capsys):
+    code = cal.main(["--quick", "--batch-size", "5,2", "--out-dir", str(tmp_path / "c")])
+    assert code == 2 and "inverted" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_sampling_is_seeded():
+    assert cal.sample_configs(TINY) == cal.sample_configs(TINY)
+    assert cal.sample_configs(TINY) != cal.sample_configs(replace(TINY, seed=1))
+
+
+# --- early-epoch extrapolation ------------------------------------------------------------
+
+def test_extrapolation_takes_the_first_epoch_as_measured():
+    # epoch 1 carries 2 J and 1 s of warm-up; epochs 2..3 average 10 J and 5 s.
+    prediction = extrapolate_epochs([12.0, 9.0, 11.0], [6.0, 4.5, 5.5], total_epochs=10)
+    assert prediction.energy_j == pytest.approx(12 + 10 * 9)
+    assert prediction.seconds == pytest.approx(6 + 5 * 9)
+    assert (prediction.method, prediction.kind, prediction.measured_epochs) == ("early-epochs", "estimated", 3)
+
+
+def test_extrapolation_from_one_epoch_is_a_plain_multiple():
+    prediction = extrapolate_epochs([12.0], [6.0], total_epochs=5)
+    assert (prediction.energy_j, prediction.seconds) == (60.0, 30.0)
+    assert "overestimate" in prediction.basis
+    assert extrapolate_epochs([3.0, 2.0], [1.0, 1.0], 2).energy_j == 5.0  # all epochs measured
+
+
+@pytest.mark.parametrize("energy, seconds, total", [([], [], 3), ([1.0], [1.0, 2.0], 3),
+                                                    ([1.0, 2.0], [1.0, 1.0], 1), ([-1.0], [1.0], 2),
+                                                    ([1.0], [float("nan")], 2)])
+def test_extrapolation_rejects_bad_tables(energy, seconds, total):
+    with pytest.raises(ConfigError):
+        extrapolate_epochs(energy, seconds, total)

@@ -1,0 +1,218 @@
+"""The measured path through Zeus, with Zeus's own device abstraction replaced at its boundary:
+fake GPUs (an NVML-like energy counter in mJ, power in mW) and fake RAPL CPUs (package and DRAM
+counters in mJ) installed as Zeus's device singletons. Everything above them -- ZeusMonitor's
+windows, our meter, meter selection, the metering context and the energy table -- is real."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import zeus.device.cpu as zeus_cpu
+import zeus.device.gpu as zeus_gpu
+from zeus.device.cpu.common import CpuDramMeasurement
+
+from conftest import needs_fashion_mnist
+from energy_lib import ConfigError, RunConfig
+from energy_lib.energy import zeus_meter
+from energy_lib.energy.derive import per_run
+from energy_lib.energy.setup import build_meters, check_available
+from energy_lib.energy.zeus_meter import ZeusMeter
+
+CPU = torch.device("cpu")
+
+
+class FakeGPUs:
+    """Zeus's GPUs interface: counters the test advances by hand."""
+
+    def __init__(self, count=1, counter=True):
+        self.energy_mj = [1_000_000.0] * count
+        self.power_mw = [50_000.0] * count
+        self.counter = counter
+
+    def __len__(self):
+        return len(self.energy_mj)
+
+    def supports_get_total_energy_consumption(self, index):
+        return self.counter
+
+    def get_total_energy_consumption(self, index):
+        return self.energy_mj[index]
+
+    def get_instant_power_usage(self, index):
+        return self.power_mw[index]
+
+    def get_name(self, index):
+        return "Fake H100"
+
+
+class FakeCPUs:
+    """Zeus's CPUs interface: RAPL package (and DRAM) counters in mJ."""
+
+    def __init__(self, packages=1, dram=True):
+        self.cpu_mj = [500.0] * packages
+        self.dram_mj = [100.0] * packages
+        self.dram = dram
+
+    def __len__(self):
+        return len(self.cpu_mj)
+
+    def get_total_energy_consumption(self, index):
+        return CpuDramMeasurement(cpu_mj=self.cpu_mj[index],
+                                  dram_mj=self.dram_mj[index] if self.dram else None)
+
+    def supports_get_dram_energy_consumption(self, index):
+        return self.dram
+
+
+@pytest.fixture
+def gpus(monkeypatch):
+    fake = FakeGPUs()
+    monkeypatch.setattr(zeus_gpu, "_gpus", fake)
+    return fake
+
+
+@pytest.fixture
+def cpus(monkeypatch):
+    fake = FakeCPUs(packages=2)
+    monkeypatch.setattr(zeus_cpu, "_cpus", fake)
+    return fake
+
+
+@pytest.fixture
+def no_rapl(monkeypatch):
+    """A machine where Zeus finds no RAPL (this VM, and CI's)."""
+    monkeypatch.setattr(zeus_cpu, "_cpus", None)
+    monkeypatch.setattr(zeus_cpu, "rapl_is_available", lambda: False)
+
+
+def test_gpu_window_is_the_counter_difference(gpus, no_rapl):
+    meter, notes = ZeusMeter.probe([0], measure_cpu=False)
+    assert notes == [] and meter.components == ["gpu"]
+    assert meter.methods() == {"gpu": ("zeus-nvml", "measured")}
+    meter.begin("train-1")
+    gpus.energy_mj[0] += 123_456.0  # 123.456 J
+    (reading,) = meter.end("train-1", duration_s=2.0)
+    assert (reading.component, reading.method, reading.kind) == ("gpu", "zeus-nvml", "measured")
+    assert reading.energy_j == pytest.approx(123.456)
+    assert reading.flag == ""
+    assert "NVML total-energy counter on Fake H100" in meter.describe()
+
+
+def test_short_gpu_window_is_flagged(gpus, no_rapl):
+    meter, _ = ZeusMeter.probe([0], measure_cpu=False)
+    meter.begin("eval-1")
+    (reading,) = meter.end("eval-1", duration_s=0.03)
+    assert reading.energy_j == 0.0 and "shorter than the GPU energy counter's update period" in reading.flag
+
+
+def test_cpu_and_dram_from_rapl_summed_over_packages(cpus):
+    meter, notes = ZeusMeter.probe([], measure_cpu=True)
+    assert notes == [] and meter.components == ["cpu", "ram"]
+    meter.begin("w")
+    cpus.cpu_mj = [v + 10_000 for v in cpus.cpu_mj]  # 10 J per package
+    cpus.dram_mj = [v + 2_000 for v in cpus.dram_mj]
+    readings = {r.component: r for r in meter.end("w", 1.0)}
+    assert readings["cpu"].energy_j == pytest.approx(20.0)
+    assert readings["ram"].energy_j == pytest.approx(4.0)
+    assert {(r.method, r.kind) for r in readings.values()} == {("zeus-rapl", "measured")}
+
+
+def test_power_for_the_timeline(gpus, cpus):
+    meter, _ = ZeusMeter.probe([0], measure_cpu=True)
+    first = meter.power_w()
+    assert first == {"gpu": pytest.approx(50.0)}  # CPU power needs two counter reads
+    cpus.cpu_mj = [v + 1_000 for v in cpus.cpu_mj]
+    second = meter.power_w()
+    assert second["gpu"] == pytest.approx(50.0) and second["cpu"] > 0 and second["ram"] == 0
+
+
+def test_auto_on_cpu_with_rapl_needs_no_model(cpus):
+    chosen = build_meters(["auto"], CPU, assumed_power_w=70)
+    assert chosen.methods() == {"cpu": {"method": "zeus-rapl", "kind": "measured"},
+                                "ram": {"method": "zeus-rapl", "kind": "measured"},
+                                "assumed-board": {"method": "constant-power", "kind": "modelled"}}
+    assert chosen.notes == ["GPU energy not measured: this run uses the CPU"]
+
+
+def test_rapl_without_dram_adds_the_ram_model(monkeypatch):
+    monkeypatch.setattr(zeus_cpu, "_cpus", FakeCPUs(dram=False))
+    chosen = build_meters(["auto"], CPU, assumed_power_w=70)
+    methods = chosen.methods()
+    assert methods["cpu"]["method"] == "zeus-rapl" and methods["ram"]["method"] == "ram-model"
+    assert "RAM energy not measured: RAPL exposes no DRAM domain on this CPU" in chosen.notes
+
+
+def test_without_rapl_the_models_stand_in_and_the_note_names_the_path(no_rapl, monkeypatch):
+    monkeypatch.setattr(zeus_meter.os.path, "isdir", lambda path: False)
+    chosen = build_meters(["auto"], CPU, assumed_power_w=70, cpu_tdp_w=100)
+    assert {c: m["method"] for c, m in chosen.methods().items()} == {
+        "cpu": "tdp-model", "ram": "ram-model", "assumed-board": "constant-power"}
+    assert any(n.startswith("CPU energy not measured: /sys/class/powercap does not exist")
+               for n in chosen.notes)
+
+
+def test_unreadable_rapl_names_the_file_and_the_grant(monkeypatch):
+    monkeypatch.setattr(zeus_meter.os.path, "isdir", lambda path: True)
+    monkeypatch.setattr(zeus_meter.os.path, "exists", lambda path: True)
+    monkeypatch.setattr(zeus_meter.os, "access", lambda path, mode: False)
+    reason = zeus_meter.rapl_unreadable_reason()
+    assert "/sys/class/powercap/intel-rapl:0/energy_uj is not readable" in reason
+    assert "sudo chmod a+r /sys/class/powercap/intel-rapl:*/energy_uj" in reason
+
+
+def test_gpu_run_without_nvml_says_why(no_rapl, monkeypatch):
+    monkeypatch.setattr(zeus_gpu, "_gpus", FakeGPUs(count=0))
+    meter, notes = ZeusMeter.probe([0], measure_cpu=False)
+    assert meter is None and notes[0].startswith("GPU energy not measured: Zeus sees no GPU")
+
+
+def test_explicit_meters_that_cannot_work_are_refused(no_rapl):
+    with pytest.raises(ConfigError, match="'nvml' but this run uses the CPU"):
+        check_available(["nvml"], CPU)
+    with pytest.raises(ConfigError, match="'rapl' but CPU energy not measured"):
+        check_available(["rapl"], CPU)
+    check_available(["auto"], CPU)  # auto falls back, never refuses
+    config = RunConfig(meters="rapl", device="cpu")  # a valid config ...
+    from energy_lib.device import resolve_runtime
+
+    with pytest.raises(ConfigError, match="meters includes 'rapl'"):
+        resolve_runtime(config)  # ... refused where it must run (before any cell starts)
+
+
+def test_explicit_rapl_accepted_where_it_works(cpus):
+    check_available(["rapl"], CPU)
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_training_run_measured_through_zeus(cpus, monkeypatch):
+    """A real tiny training run on the CPU whose CPU/DRAM counters are the fake ones: every
+    train/eval row is a Zeus RAPL reading and the headline says measured."""
+    from energy_lib.train import train
+
+    def tick(*_):
+        cpus.cpu_mj = [v + 5_000 for v in cpus.cpu_mj]  # 10 J per counter read over 2 packages
+        cpus.dram_mj = [v + 500 for v in cpus.dram_mj]
+
+    real_read = FakeCPUs.get_total_energy_consumption
+
+    def advancing(self, index):
+        if index == 0:
+            tick()
+        return real_read(self, index)
+
+    monkeypatch.setattr(FakeCPUs, "get_total_energy_consumption", advancing)
+    config = RunConfig(dataset="fashion_mnist", train_subset=256, test_subset=128, epochs=2,
+                       width=0.25, batch_size=64, idle_s=0.2, download=False, device="cpu")
+    result = train(config, progress=False)
+    work = [r for r in result.energy if r["phase"] in ("train", "eval") and r["component"] != "assumed-board"]
+    assert {(r["component"], r["method"], r["kind"]) for r in work} == {
+        ("cpu", "zeus-rapl", "measured"), ("ram", "zeus-rapl", "measured")}
+    # each counter read adds 10 J (cpu) and 1 J (dram); the timeline's reads land inside windows
+    cpu = [r["energy_j"] for r in work if r["component"] == "cpu"]
+    ram = [r["energy_j"] for r in work if r["component"] == "ram"]
+    assert len(cpu) == 4 and all(j >= 10.0 and j % 10.0 == pytest.approx(0.0, abs=1e-6) for j in cpu)
+    assert ram == pytest.approx([j / 10 for j in cpu])
+    totals = per_run(result.energy).iloc[0]
+    assert totals["energy_kind"] == "measured"
+    assert totals["energy_j"] == pytest.approx(sum(cpu) + sum(ram))
