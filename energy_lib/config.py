@@ -71,6 +71,7 @@ class RunConfig:
     cpu_tdp_w: float | None = None  # None: CodeCarbon's CPU table, else 85 W
     ram_power_w: float | None = None  # None: 3 W per 8 GB installed
     idle_s: float = 3.0  # idle baseline measured before the first epoch; 0 disables
+    idle_after_s: float = 1.0  # idle measured again after training (drift check); 0 disables
     sample_period_s: float = 0.5  # power timeline period (<= 1 s)
     country: str = ""  # ISO 3166-1 alpha-3 for carbon intensity; "" = world average
     pue: float = 1.0  # data-centre power usage effectiveness
@@ -312,6 +313,7 @@ _RULES = (
     _at_least("cpu_tdp_w", 0, strict=True),
     _at_least("ram_power_w", 0, strict=True),
     _at_least("idle_s", 0),
+    _at_least("idle_after_s", 0),
     _sample_period,
     _known_country,
     _codecarbon_ready,

@@ -238,6 +238,7 @@ def train(config: RunConfig, *, progress: bool = True,
                         bar.update()
                     if on_epoch is not None:
                         on_epoch(row)
+            metering.measure_idle(config.idle_after_s, after=True)
     finally:
         if bar is not None:
             bar.close()

@@ -112,3 +112,20 @@ def test_combined_kind():
     assert derive.combined_kind([]) == "none"
     assert derive.combined_kind(["measured", "measured"]) == "measured"
     assert derive.combined_kind(["measured", "modelled"]) == "mixed"
+
+
+def test_idle_drift_before_and_after_training():
+    rows = [row(None, "idle", "cpu", "tdp-model", "modelled", 100.0, 10.0),  # 10 W
+            row(None, "idle", "cpu", "zeus-rapl", "measured", 50.0, 10.0),  # 5 W: preferred
+            row(None, "idle", "ram", "ram-model", "modelled", 30.0, 10.0),  # 3 W
+            row(None, "idle-after", "cpu", "zeus-rapl", "measured", 60.0, 5.0),  # 12 W
+            row(None, "idle-after", "ram", "ram-model", "modelled", 15.0, 5.0)]  # 3 W
+    drift = derive.idle_drift(rows)[""]
+    assert drift["idle_before_w"] == pytest.approx(8.0) and drift["idle_after_w"] == pytest.approx(15.0)
+    assert drift["idle_drift_pct"] == pytest.approx(87.5) and drift["idle_drift_flagged"]
+    steady = derive.idle_drift(rows[:3] + [row(None, "idle-after", "cpu", "zeus-rapl", "measured",
+                                                25.0, 5.0),
+                                            row(None, "idle-after", "ram", "ram-model", "modelled",
+                                                15.0, 5.0)])[""]
+    assert steady["idle_drift_pct"] == pytest.approx(0.0) and not steady["idle_drift_flagged"]
+    assert derive.idle_drift(rows[:3])[""]["idle_drift_pct"] is None  # no after-baseline

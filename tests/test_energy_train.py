@@ -19,7 +19,7 @@ from energy_lib.train import train  # noqa: E402
 
 TINY = dict(dataset="fashion_mnist", train_subset=512, test_subset=256, epochs=2, width=0.25,
             batch_size=64, idle_s=0.6, sample_period_s=0.1, device="cpu", download=False,
-            data_dir="unused", study="tests", cell="energy", lr=0.05)
+            data_dir="unused", study="tests", cell="energy", lr=0.05, idle_after_s=0)
 METHODS = {"cpu": ("tdp-model", "modelled"), "ram": ("ram-model", "modelled"),
            "assumed-board": ("constant-power", "modelled")}
 
@@ -60,6 +60,10 @@ def test_energy_rows_per_window_and_component(run):
     assert phased == [(e, p, c) for e in (1, 2) for p in ("train", "eval")
                       for c in ("cpu", "ram", "assumed-board")]
     for r in rows:
+        if r["phase"] == "predicted":
+            assert r["kind"] == "estimated" and r["method"] in (
+                "ops-model", "layer-regression", "early-epochs")
+            continue
         assert (r["method"], r["kind"]) == METHODS[r["component"]]
         assert r["energy_j"] >= 0 and r["duration_s"] > 0
     whole = [r for r in rows if r["phase"] == "run"]
@@ -78,7 +82,7 @@ def test_above_idle_is_energy_minus_idle_power_times_time(run):
     idle = derive.idle_power_w(run.energy)[""]
     assert set(idle) == {"cpu/tdp-model", "ram/ram-model"}
     for r in run.energy:
-        if r["component"] == "assumed-board" or r["phase"] == "idle":
+        if r["component"] == "assumed-board" or r["phase"] in ("idle", "predicted"):
             assert r["above_idle_j"] is None  # no idle notion for an assumed power, nor for idle
             continue
         expected = r["energy_j"] - idle[f"{r['component']}/{r['method']}"] * r["duration_s"]
@@ -90,8 +94,7 @@ def test_above_idle_is_energy_minus_idle_power_times_time(run):
 @real_run
 def test_summary_holds_no_energy_and_the_derived_figures_add_up(run):
     assert not any("energy" in key or "emissions" in key for key in run.summary)
-    assert all(set(row) == {"epoch", "train_loss", "train_acc_pct", "val_loss", "val_acc_pct",
-                            "train_s", "eval_s"} for row in run.epochs)
+    assert not any("energy" in key for row in run.epochs for key in row)
     figures = derive.run_figures(run.energy, run.summary["best_val_acc_pct"], run.carbon)
     work = [r for r in run.energy if r["phase"] in ("train", "eval")]
     component_j = sum(r["energy_j"] for r in work if r["component"] in ("cpu", "ram"))

@@ -606,7 +606,7 @@ def test_real_study_runs_every_cell(tiny_study):
         assert record.records["format"] == RECORD_FORMAT
         assert len(record.records["epochs"]) == 1
         assert [r["phase"] for r in record.records["energy"]
-                if r["method"] == "constant-power"] == ["train", "eval", "run"]
+                if r["method"] == "constant-power"] == ["train", "eval", "run", "idle-after"]
         labels = {r["component"]: (r["method"], r["kind"]) for r in record.records["energy"]
                   if r["phase"] == "train"}
         assert labels["assumed-board"] == ("constant-power", "modelled")

@@ -135,6 +135,29 @@ def idle_power_w(energy) -> dict[str, dict[str, float]]:
     return out
 
 
+def idle_drift(energy, threshold_pct: float = 10.0) -> dict[str, dict]:
+    """cell -> idle power before and after training (sum over components, the headline's
+    methods) and its drift, flagged beyond `threshold_pct` %."""
+    from ..stats import idle_drift as drift_of
+
+    frame = as_frame(energy)
+    out = {}
+    for cell, rows in frame.groupby("cell", sort=True):
+        watts = {}
+        for phase in (Phase.IDLE.value, Phase.IDLE_AFTER.value):
+            idle = rows[(rows["phase"] == phase) & (rows["component"] != ASSUMED_BOARD)].copy()
+            if idle.empty:
+                continue
+            idle["_rank"] = idle["kind"].map(_KIND_RANK).fillna(9)
+            best = idle.sort_values("_rank", kind="stable").drop_duplicates("component")
+            watts[phase] = float((best["energy_j"] / best["duration_s"]).sum())
+        drift = drift_of(watts.get(Phase.IDLE.value), watts.get(Phase.IDLE_AFTER.value), threshold_pct)
+        out[cell] = {"idle_before_w": drift.before_w, "idle_after_w": drift.after_w,
+                     "idle_drift_pct": drift.drift_pct, "idle_drift_flagged": drift.flagged,
+                     "idle_drift_note": drift.note}
+    return out
+
+
 def per_wh(accuracy_pct: float, energy_j: float) -> float:
     """The original study's efficiency figure: accuracy (%) per Wh."""
     if energy_j is None or not energy_j > 0 or accuracy_pct is None:
@@ -159,6 +182,7 @@ def run_figures(energy, best_val_acc_pct: float, carbon: dict | None = None) -> 
     constant_j = row.get("constant_power_energy_j", float("nan"))
     row["acc_pct_per_wh"] = per_wh(best_val_acc_pct, energy_j)
     row["constant_power_acc_pct_per_wh"] = per_wh(best_val_acc_pct, constant_j)
+    row |= next(iter(idle_drift(energy).values()), {})
     if carbon:
         intensity, pue = carbon["intensity_g_per_kwh"], carbon.get("pue", 1.0)
         row["emissions_kg"] = emissions_from_j(energy_j, intensity, pue)

@@ -86,17 +86,21 @@ class Metering:
         if phase == Phase.RUN and self.codecarbon is not None:
             self._codecarbon_rows(self.codecarbon.stop())
 
-    def measure_idle(self, seconds: float) -> None:
-        """The idle baseline: `seconds` of doing nothing before training, per component/method."""
+    def measure_idle(self, seconds: float, after: bool = False) -> None:
+        """`seconds` of doing nothing: before training, the baseline every later window's
+        `above_idle_j` subtracts; after training (`after`), a check that it did not drift (a
+        warm device idles higher)."""
         if seconds <= 0:
             return
-        self.timeline.mark("idle")
-        with self.window(Phase.IDLE):
+        phase = Phase.IDLE_AFTER if after else Phase.IDLE
+        self.timeline.mark("idle after" if after else "idle")
+        with self.window(phase):
             time.sleep(seconds)
         self.timeline.mark("idle end")
-        self.idle_power_w = {f"{r['component']}/{r['method']}": r["energy_j"] / r["duration_s"]
-                             for r in self.rows if r["phase"] == Phase.IDLE
-                             and r["component"] != ASSUMED_BOARD and r["duration_s"] > 0}
+        if not after:
+            self.idle_power_w = {f"{r['component']}/{r['method']}": r["energy_j"] / r["duration_s"]
+                                 for r in self.rows if r["phase"] == Phase.IDLE
+                                 and r["component"] != ASSUMED_BOARD and r["duration_s"] > 0}
 
     def _rows(self, phase: Phase, epoch: int | None, window: Window) -> list[dict]:
         rows = []

@@ -30,7 +30,8 @@ class Kind(StrEnum):
 
 
 class Phase(StrEnum):
-    IDLE = "idle"  # nothing running: the baseline
+    IDLE = "idle"  # nothing running, before training: the baseline
+    IDLE_AFTER = "idle-after"  # nothing running, after training: did the baseline drift?
     TRAIN = "train"  # one epoch's training steps
     EVAL = "eval"  # one epoch's evaluation
     RUN = "run"  # all epochs, edge to edge (includes the gaps between phases)
