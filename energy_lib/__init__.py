@@ -6,7 +6,8 @@ Notebooks and the CLI only call into this package; nothing here imports a notebo
 __version__ = "0.1.0"
 
 from .config import RunConfig  # noqa: E402
-from .errors import ConfigError, DatasetNotFound, EnergyStudyError, StudyError  # noqa: E402
+from .errors import (ConfigError, DatasetNotFound, EnergyStudyError, StudyError,  # noqa: E402
+                     WriteError)
 
-__all__ = ["ConfigError", "DatasetNotFound", "EnergyStudyError", "RunConfig", "StudyError",
+__all__ = ["ConfigError", "DatasetNotFound", "EnergyStudyError", "RunConfig", "StudyError", "WriteError",
            "__version__"]

@@ -1,7 +1,12 @@
-"""`energy-study` console script: argument parsing and messages only; the work is in study.py.
+"""`energy-study`: run a study of the energy it takes to train neural networks, as lab records.
 
-A user mistake (bad study file, bad value, missing dataset) prints one line and exits 2; failed
-cells exit 1 after every other cell ran; an interrupt exits 130 and the next run resumes.
+A study file (studies/*.toml) names a grid of training runs. `energy-study run STUDY` executes
+one notebook per grid cell into runs/<study>/ (a lab record you can read later) and then the
+analysis into report/<study>/ (figures, results.csv, analysis.html).
+
+(For developers: argument parsing and messages only; the work is in study.py. A user mistake
+prints one line and exits 2; failed cells exit 1 after every other cell ran; an interrupt
+exits 130 and the next run resumes.)
 """
 
 from __future__ import annotations
@@ -11,7 +16,19 @@ import sys
 import time
 import tomllib
 
+from . import __version__
 from .errors import EnergyStudyError, StudyError
+
+DESCRIPTION = """\
+Measure the energy it takes to train neural networks, one lab record per run.
+A study file (studies/*.toml) names a grid of runs; `run` executes one notebook per cell into
+runs/<study>/ and the analysis into report/<study>/ (figures, results.csv, analysis.html)."""
+EPILOG = """\
+examples:
+  energy-study run studies/quick.toml           run unfinished cells, then the analysis
+  energy-study run studies/quick.toml --force   rerun finished cells too (old records kept)
+  energy-study list studies/quick.toml          each cell's status
+A mistake prints one line and exits 2; failed cells exit 1 after the others ran."""
 
 
 def _override(text: str) -> tuple[str, object]:
@@ -27,14 +44,18 @@ def _override(text: str) -> tuple[str, object]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="energy-study", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="energy-study", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("study", help="study file, e.g. studies/quick.toml")
     common.add_argument("--set", dest="overrides", metavar="KEY=VALUE", type=_override,
                         action="append", default=[], help="replace a [fixed] setting (repeatable)")
     common.add_argument("--runs-dir", default="runs", help="root of the lab records (default: runs)")
     common.add_argument("--report-dir", default="report", help="root of the reports (default: report)")
+    common.add_argument("--max-cells", type=int, default=None, metavar="N",
+                        help="largest grid accepted (default: 10000); checked before any cell is built")
     run = commands.add_parser("run", parents=[common], help="execute every unfinished cell, then the analysis")
     run.add_argument("--force", action="store_true", help="rerun finished cells too (old records are kept in superseded/)")
     run.add_argument("--cell", dest="cells", action="append", help="run only this cell (repeatable)")
@@ -49,27 +70,33 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_list(study, args) -> int:
-    from .study import cell_status
+    from .study import study_state
 
-    statuses = cell_status(study, args.runs_dir)
-    width = max(len(name) for name in statuses)
-    print(f"study {study.name}: {len(statuses)} cells in {study.runs_dir(args.runs_dir)}")
-    for name, status in statuses.items():
+    state = study_state(study, study.runs_dir(args.runs_dir))
+    width = max(len(name) for name in state.cells)
+    print(f"study {study.name}: {len(state.cells)} cells in {study.runs_dir(args.runs_dir)}")
+    for name, status in state.cells.items():
         print(f"  {name:<{width}}  {status}")
+    for path in state.foreign:
+        print(f"not part of this study: {path}")
     return 0
 
 
 def _cmd_run(study, args) -> int:
+    from .files import check_writable
     from .study import run_study
 
     unknown = sorted(set(args.cells or []) - {c.name for c in study.cells})
     if unknown:
         raise StudyError(f"unknown cell(s) {', '.join(unknown)}; cells: "
                          f"{', '.join(c.name for c in study.cells)}")
+    if not args.no_report:  # before the first cell, not after an hour of training
+        check_writable(study.report_dir(args.report_dir), "report")
     started = time.perf_counter()
     outcome = run_study(study, force=args.force, runs_root=args.runs_dir, only=args.cells)
     cells_s = time.perf_counter() - started
-    print(f"cells: {len(outcome.ran)} ran, {len(outcome.skipped)} skipped (finished), "
+    busy = f"{len(outcome.busy)} running elsewhere, " if outcome.busy else ""
+    print(f"cells: {len(outcome.ran)} ran, {len(outcome.skipped)} skipped (finished), {busy}"
           f"{len(outcome.failed)} failed, in {cells_s:.1f} s")
     for name, seconds in outcome.seconds.items():
         print(f"  {name}: {seconds:.1f} s")
@@ -90,8 +117,11 @@ def _report(study, args) -> int:
 
     from .study import build_report
 
+    def waiting(owner: str) -> None:
+        print(f"report: waiting for the analysis of another runner ({owner})", flush=True)
+
     try:
-        print(f"report: {build_report(study, runs_root=args.runs_dir, report_root=args.report_dir)}")
+        print(f"report: {build_report(study, runs_root=args.runs_dir, report_root=args.report_dir, on_wait=waiting)}")
     except pm.PapermillExecutionError as error:
         print(f"energy-study: analysis failed: {error.ename}: {error.evalue} (executed notebook "
               f"kept: {study.report_dir(args.report_dir) / 'analysis.ipynb'})", file=sys.stderr)
@@ -102,14 +132,17 @@ def _report(study, args) -> int:
 
 def _cmd_export(study, args) -> int:
     from .export import write_export
-    from .records import read_runs
+    from .files import check_output_file
+    from .study import read_study
 
-    runs = read_runs(study.runs_dir(args.runs_dir))
+    path = args.output or study.report_dir(args.report_dir) / "emissions_log.csv"
+    check_output_file(path, "export file")
+    runs, state = read_study(study, study.runs_dir(args.runs_dir))
     for problem in runs.problems:
         print(f"skipped: {problem}", file=sys.stderr)
-    path = write_export(runs, study.name,
-                        args.output or study.report_dir(args.report_dir) / "emissions_log.csv")
-    print(f"export: {path}")
+    for foreign in state.foreign:
+        print(f"skipped, not part of this study: {foreign}", file=sys.stderr)
+    print(f"export: {write_export(runs, study.name, path)}")
     return 0
 
 
@@ -122,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from .study import load_study
 
-        study = load_study(args.study, **dict(args.overrides))
+        limit = {} if args.max_cells is None else {"max_cells": args.max_cells}
+        study = load_study(args.study, **limit, **dict(args.overrides))
         command = {"run": _cmd_run, "report": _report, "list": _cmd_list,
                    "export": _cmd_export}[args.command]
         return command(study, args)

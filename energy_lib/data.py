@@ -16,7 +16,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
-import tempfile
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -67,31 +67,48 @@ def load_split(config: RunConfig, train: bool) -> Split:
 
 
 def _not_found(spec: DatasetSpec, looked: list[Path | str], reason: str = "") -> DatasetNotFound:
-    places = ", ".join(str(p) for p in looked)
-    extra = f" ({reason})" if reason else ""
+    """One line: what is missing, why, every place looked, how to get it (reasons from other
+    libraries often span lines; they are joined)."""
+    places = ", ".join(dict.fromkeys(str(p) for p in looked))
+    extra = f" ({' '.join(reason.split())})" if reason else ""
     return DatasetNotFound(f"dataset={spec.name!r} not found{extra}; looked in: {places}; "
                            f"to get it: {spec.how_to_get}")
 
 
 def _check_writable(spec: DatasetSpec, root: Path) -> None:
-    """Fail before a download if the data directory cannot take the files."""
+    """Fail before a download if the data directory cannot take the files (checked without
+    creating it: a failed look-up leaves nothing behind)."""
+    from .errors import WriteError
+    from .files import check_writable
+
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=root):
-            pass
-    except OSError as error:
-        raise ConfigError(f"data_dir={str(root)!r} is not writable ({error.strerror}); "
-                          f"{spec.name} must be downloaded there: choose a writable data_dir") from None
+        check_writable(root, "data_dir")
+    except WriteError as error:
+        raise ConfigError(f"data_dir={str(root)!r} is not writable ({error}); {spec.name} must "
+                          "be downloaded there: choose a writable data_dir") from None
 
 
-def _download(spec: DatasetSpec, root: Path, train: bool):
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of `path` that does not exist yet (None if `path` exists)."""
+    missing = None
+    while not path.exists() and path != path.parent:
+        missing, path = path, path.parent
+    return missing
+
+
+def _download(spec: DatasetSpec, root: Path, train: bool, looked: list[Path | str] | None = None):
+    """Download with torchvision; on failure remove the folders this attempt created and
+    raise DatasetNotFound naming every place looked."""
     import torchvision.datasets as tvd
 
     _check_writable(spec, root)
+    created = _first_missing(root)
     try:  # torchvision verifies the archive's MD5 before extracting it
         return getattr(tvd, spec.torchvision_class)(root=str(root), train=train, download=True)
     except Exception as error:  # URLError, timeouts, integrity failures
-        raise _not_found(spec, [root], f"download failed: {error}") from None
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise _not_found(spec, looked or [root], f"download failed: {error}") from None
 
 
 def _read_cifar(spec: DatasetSpec, root: Path, train: bool, download: bool) -> Split:
@@ -130,7 +147,10 @@ def _read_fashion_mnist(spec: DatasetSpec, root: Path, train: bool, download: bo
     prefix = "train" if train else "t10k"
     names = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
     torchvision_raw = root / "FashionMNIST" / "raw"  # where torchvision's download puts them
-    places = [torchvision_raw, Path(os.environ.get("FASHION_MNIST_DIR", DEBIAN_FASHION_MNIST_DIR))]
+    places = [torchvision_raw]
+    if os.environ.get("FASHION_MNIST_DIR"):
+        places.append(Path(os.environ["FASHION_MNIST_DIR"]))
+    places.append(Path(DEBIAN_FASHION_MNIST_DIR))
     for place in places:
         for suffix in ("", ".gz"):
             paths = [place / (n + suffix) for n in names]
@@ -140,7 +160,7 @@ def _read_fashion_mnist(spec: DatasetSpec, root: Path, train: bool, download: bo
                              torch.from_numpy(labels.astype(np.int64)), str(place))
     if not download:
         raise _not_found(spec, places, "download=false")
-    dataset = _download(spec, root, train)
+    dataset = _download(spec, root, train, places)
     return Split(dataset.data.unsqueeze(1).contiguous(), dataset.targets.long(), str(torchvision_raw))
 
 

@@ -16,3 +16,7 @@ class DatasetNotFound(EnergyStudyError, FileNotFoundError):
 
 class StudyError(EnergyStudyError):
     """A study file is missing, malformed, or describes an impossible grid."""
+
+
+class WriteError(EnergyStudyError):
+    """A folder or file the study must write cannot be written (read-only, not a folder, ...)."""

@@ -6,13 +6,13 @@ energy kWh, RAM GB. A field this study cannot know stays empty; nothing is inven
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 
 from .energy import joules_to_kwh
 from .energy.derive import COMPONENTS
+from .files import atomic_write
 from .records import Runs
 
 EXPORT_COLUMNS = [
@@ -90,7 +90,5 @@ def export_runs(runs: Runs, study_name: str) -> pd.DataFrame:
 def write_export(runs: Runs, study_name: str, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    export_runs(runs, study_name).to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    table = export_runs(runs, study_name)
+    return atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))

@@ -1,19 +1,27 @@
 """The few calls the run notebook makes, kept here so the notebook stays thin and tested.
 
-Papermill injects parameters as plain assignments and only *warns* about names the notebook does
-not declare. `parameters_from(namespace, before)` takes every new public name defined since a
-snapshot of the notebook's globals, so a misspelt `-p widht 2` reaches RunConfig.from_dict and
-fails with a clear error instead of being silently ignored.
+Papermill injects parameters as plain assignments (`width = 2`) in a cell after the
+parameters cell, and only *warns* about names the notebook does not declare. So the notebook
+marks the point before its parameters (`mark_parameters(globals())`), and `config_from` reads
+the assignments of the cells run since then -- the parameters cell and papermill's injected
+one -- from IPython's input history. Every name assigned there must be a RunConfig field: a
+misspelt `-p widht 2` or a private-looking `-p _width 3` fails with a clear error instead of
+being silently ignored, and `-p lab 1` (which would replace a name the notebook itself uses)
+is refused by name instead of breaking a later cell. Reading the sources rather than the
+namespace is what makes the last case detectable: the config cell imports `lab` again, so the
+injected value is gone from the namespace by the time it could be checked there.
 """
 
 from __future__ import annotations
 
+import ast
 from typing import Any, Iterable
 
 import pandas as pd
 
-from .config import RunConfig
+from .config import FIELD_NAMES, RunConfig
 from .energy import derive
+from .errors import ConfigError
 from .records import RECORD_FORMAT, record
 from .train import RunResult
 
@@ -30,9 +38,72 @@ def parameters_from(namespace: dict[str, Any], before: Iterable[str]) -> dict[st
             if k not in before and not k.startswith("_") and isinstance(v, _LITERALS)}
 
 
-def config_from(namespace: dict[str, Any], before: Iterable[str]) -> RunConfig:
-    """Validate the notebook's parameters and store the resolved config in the record."""
-    config = RunConfig.from_dict(parameters_from(namespace, before))
+_MARK: dict[str, Any] = {}  # set by mark_parameters: names defined before, execution count
+
+
+def _ipython():
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
+
+
+def mark_parameters(namespace: dict[str, Any]) -> None:
+    """Call in the cell just before the parameters cell: remembers the names the notebook
+    defined so far (which no parameter may replace) and where the parameter cells start."""
+    shell = _ipython()
+    _MARK.clear()
+    _MARK.update(names=set(namespace), count=getattr(shell, "execution_count", None))
+
+
+def assigned_parameters() -> dict[str, Any] | None:
+    """name -> literal value of every top-level `name = literal` in the cells run since
+    `mark_parameters` and before the current one, later assignments winning; None when there
+    is no IPython history to read (then the namespace is used)."""
+    shell = _ipython()
+    start = _MARK.get("count")
+    if shell is None or start is None:
+        return None
+    history = shell.history_manager.input_hist_parsed
+    found: dict[str, Any] = {}
+    for source in history[start + 1: shell.execution_count]:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if not isinstance(node, ast.Assign):
+                continue
+            try:
+                value = ast.literal_eval(node.value)
+            except (ValueError, SyntaxError, TypeError):
+                continue
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    found.pop(target.id, None)
+                    found[target.id] = value
+    return found
+
+
+def config_from(namespace: dict[str, Any], before: Iterable[str] | None = None) -> RunConfig:
+    """Validate the notebook's parameters and store the resolved config in the record.
+    After `mark_parameters`, the parameters are the assignments since the mark (see the module
+    docstring); otherwise the literal values bound since the snapshot `before`."""
+    assigned = assigned_parameters()
+    if assigned is None:
+        values = parameters_from(namespace, before or ())
+    else:
+        allowed = f"allowed: {', '.join(FIELD_NAMES)}"
+        for name in assigned:
+            if name.startswith("_"):
+                raise ConfigError(f"parameter {name!r} is not a RunConfig field (no field name "
+                                  f"starts with '_'); {allowed}")
+            if name in _MARK["names"]:
+                raise ConfigError(f"parameter {name!r} is not a RunConfig field: it would "
+                                  f"replace the notebook's own {name!r}; {allowed}")
+        values = assigned
+    config = RunConfig.from_dict(values)
     record("config", config)
     return config
 

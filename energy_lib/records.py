@@ -12,13 +12,14 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 MIME_TYPE = "application/vnd.energy-study.record+json"
 #: The lab record's format: 2 = one long-form energy table, figures derived on reading. A
 #: finished record of another format reads as `outdated` (rerun it), never as a crash.
 RECORD_FORMAT = 2
-STATUSES = ("ok", "diverged", "failed", "incomplete", "outdated", "missing", "unreadable")
+STATUSES = ("ok", "diverged", "failed", "incomplete", "outdated", "missing", "unreadable", "stale",
+            "running")
 
 
 def to_json(value: Any) -> Any:
@@ -136,15 +137,25 @@ class Runs:
     problems: list[str]
 
 
-def read_runs(folder: str | Path) -> Runs:
+def read_runs(folder: str | Path, cells: Mapping[str, str] | None = None) -> Runs:
     """Read every executed notebook directly in `folder` (not sub-folders: superseded attempts
-    and in-progress copies live there)."""
+    and in-progress copies live there). With `cells` (cell name -> status, e.g. from
+    `study.study_state`), read only those cells' notebooks and report the status given: a
+    study's report holds exactly its cells, as `list` sees them; a cell without a notebook is a
+    row with its status and no values."""
     import pandas as pd
 
     from .energy import derive
 
     rows, epochs, energy, timeline, problems = [], [], [], [], []
-    for path in sorted(Path(folder).glob("*.ipynb")):
+    if cells is None:
+        selected = [(path, None) for path in sorted(Path(folder).glob("*.ipynb"))]
+    else:
+        selected = [(Path(folder) / f"{cell}.ipynb", status) for cell, status in cells.items()]
+    for path, status in selected:
+        if status is not None and not path.is_file():
+            rows.append({"cell": path.stem, "status": status, "error": "", "path": ""})
+            continue
         nb = read_notebook(path)
         if nb.status == "unreadable":
             problems.append(f"{path}: {nb.error}")
@@ -165,8 +176,8 @@ def read_runs(folder: str | Path) -> Runs:
                         "country_name": carbon.get("country_name")}
             codecarbon = (nb.records.get("meters") or {}).get("codecarbon") or {}
             derived |= {f"codecarbon_{k}": v for k, v in codecarbon.items()}
-        rows.append({"cell": nb.cell, "status": nb.status, "error": nb.error, "path": str(path),
-                     "papermill_s": nb.duration_s, **facts, **derived})
+        rows.append({"cell": nb.cell, "status": status or nb.status, "error": nb.error,
+                     "path": str(path), "papermill_s": nb.duration_s, **facts, **derived})
         for row in nb.records.get("epochs") or [] if usable else []:
             epochs.append({"cell": nb.cell, **row})
         energy += cell_energy

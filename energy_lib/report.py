@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from .energy.table import JOULES_PER_KWH
+from .files import atomic_write
 from .records import Runs
 
 FIGURES = {
@@ -314,16 +315,26 @@ def plot_timeline(samples: list[dict], marks: list[dict], idle_power_w: dict[str
     return fig
 
 
+#: nbconvert's lab template without its scripts from a CDN (require.js, MathJax, Mermaid,
+#: widgets): a lab record must read offline, and the report has no math or widgets to render.
+OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
+
 def export_html(executed_notebook: str | Path, html_path: str | Path) -> Path:
-    """HTML of an executed notebook without its code cells (nbconvert), written atomically."""
+    """Self-contained HTML of an executed notebook without its code cells (nbconvert): no
+    script loaded from the network. Written atomically."""
+    import jinja2
     import nbformat
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
-                            exclude_output_prompt=True)
+                            exclude_output_prompt=True, template_file="energy_study_offline.html.j2",
+                            extra_loaders=[jinja2.DictLoader(
+                                {"energy_study_offline.html.j2": OFFLINE_TEMPLATE})])
     body, _ = exporter.from_notebook_node(nbformat.read(str(executed_notebook), as_version=4))
-    html_path = Path(html_path)
-    tmp = html_path.with_name(f".{html_path.name}.tmp")
-    tmp.write_text(body, encoding="utf-8")
-    os.replace(tmp, html_path)
-    return html_path
+    return atomic_write(html_path, lambda tmp: tmp.write_text(body, encoding="utf-8"))

@@ -1,26 +1,30 @@
 # %% [markdown]
 # # Study analysis
 #
-# Reads the executed run notebooks of one study (never re-executing them) and writes the figures, the results table and this notebook's HTML to the report folder. Failed, diverged and missing cells are listed with their status.
+# Reads the executed run notebooks of one study (never re-executing them) and writes the figures, the results table and this notebook's HTML to the report folder. Exactly the study's cells are reported, each with the status `energy-study list` gives (failed, diverged, stale, missing and running cells are listed, never dropped); other notebooks in the folder are named as not part of this study and never enter a figure, a table or the export.
 
 # %% tags=["parameters"]
 study_file = 'studies/quick.toml'
 runs_dir = 'runs/quick'
 report_dir = 'report/quick'
+overrides = {}
 
 # %%
 from IPython.display import display
 
 from energy_lib import report
 from energy_lib.export import write_export
-from energy_lib.records import read_runs
-from energy_lib.study import load_study
+from energy_lib.plaintext import plain_text_figures
+from energy_lib.study import load_study, read_study
 
-study = load_study(study_file)
-runs = read_runs(runs_dir)
+study = load_study(study_file, **overrides)
+runs, state = read_study(study, runs_dir)
 for problem in runs.problems:
     print('skipped:', problem)
-written = report.write_report(runs, report_dir, [c.name for c in study.cells])
+for path in state.foreign:
+    print('not part of this study:', path)
+with plain_text_figures():  # names from the study file are text, never math
+    written = report.write_report(runs, report_dir, [c.name for c in study.cells])
 write_export(runs, study.name, f'{report_dir}/emissions_log.csv')
 print(f'study {study.name!r}: {len(study.cells)} cells; {study.description}')
 

@@ -10,7 +10,7 @@
 # %%
 import energy_lib.notebook as lab
 
-_names_before_parameters = set(globals())
+lab.mark_parameters(globals())  # every name assigned from here to the config cell must be a RunConfig field
 
 # %% tags=["parameters"]
 # Parameters: papermill replaces these. Every name is a RunConfig field; the built notebook
@@ -22,7 +22,9 @@ _names_before_parameters = set(globals())
 # Validated before any data is loaded; an unknown parameter name or a bad value stops here with a one-line error.
 
 # %%
-config = lab.config_from(globals(), _names_before_parameters)
+import energy_lib.notebook as lab  # again: a parameter named `lab` is refused, not obeyed
+
+config = lab.config_from(globals())
 lab.config_table(config)
 
 # %% [markdown]

@@ -142,15 +142,37 @@ def test_unwritable_data_dir_with_download_is_a_config_error(tmp_path):
     assert (tmp_path / "afile").read_text() == "not a folder"
 
 
-def test_missing_fashion_mnist_says_where_it_looked(tmp_path, monkeypatch):
+@pytest.mark.parametrize("download", [False, True])
+def test_missing_fashion_mnist_one_line_every_place_nothing_created(tmp_path, monkeypatch,
+                                                                      download):
+    """Offline: one line naming data_dir's folder, FASHION_MNIST_DIR and the Debian folder; the
+    missing data_dir is not left behind (torchvision's download, faked here, creates folders
+    and fails with a message over several lines, as it does offline)."""
+    import torchvision.datasets as tvd
+
+    from energy_lib import data as data_module
+
+    class OfflineFashionMNIST:
+        def __init__(self, root, train, download):
+            (Path(root) / "FashionMNIST" / "raw").mkdir(parents=True)
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\n"
+                               "Tried https://example.invalid/, got:\n<urlopen error offline>\n")
+
+    monkeypatch.setattr(tvd, "FashionMNIST", OfflineFashionMNIST)
     monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path / "nowhere"))
-    config = RunConfig(dataset="fashion_mnist", data_dir=str(tmp_path / "d"), download=False)
+    monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST_DIR", str(tmp_path / "debian"))
+    config = RunConfig(dataset="fashion_mnist", data_dir=str(tmp_path / "d" / "e"),
+                       download=download)
     with pytest.raises(DatasetNotFound) as info:
         load_split(config, train=True)
     message = str(info.value)
-    assert str(tmp_path / "d" / "FashionMNIST" / "raw") in message
-    assert str(tmp_path / "nowhere") in message
+    assert len(message.splitlines()) == 1, message
+    looked = message.split("looked in: ")[1].split("; ")[0]
+    assert looked == ", ".join([str(tmp_path / "d" / "e" / "FashionMNIST" / "raw"),
+                                str(tmp_path / "nowhere"), str(tmp_path / "debian")])
     assert "apt-get install dataset-fashion-mnist" in message
+    assert ("download failed: Error downloading" in message) == download
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no data_dir created
 
 
 # ------------------------------------------------------------------------------------------

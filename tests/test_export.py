@@ -212,11 +212,16 @@ def test_cli_export(study_runs, tmp_path, capsys):
     assert code == 0
     path = tmp_path / "report" / STUDY / "emissions_log.csv"
     assert path.is_file()
-    assert str(path) in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert str(path) in out
     frame = pd.read_csv(path)
     assert list(frame.columns) == EXPORT_COLUMNS
-    assert set(frame["experiment_id"]) == {"precision-fp32", "precision-amp", "precision-cuda"}
+    # precision-gpu and precision-cuda are not cells of this study: named, never exported
+    assert set(frame["experiment_id"]) == {"precision-fp32", "precision-amp"}
     assert (frame["project_name"] == STUDY).all()
+    folder = tmp_path / "runs" / STUDY
+    assert err.splitlines() == [f"skipped, not part of this study: {folder / n}.ipynb"
+                                for n in ("precision-cuda", "precision-gpu")]
 
 
 def test_cli_export_output_option(study_runs, tmp_path):

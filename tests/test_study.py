@@ -412,7 +412,7 @@ def test_failing_cell_does_not_stop_the_others(stand_in, monkeypatch, capsys):
     assert failed.status == "failed" and "fake failure in precision-bf16" in failed.error
     assert failed.parameters["precision"] == "bf16"
     assert Path(failed.parameters["data_dir"]).is_absolute()
-    assert not (folder / ".running").exists()
+    assert in_progress(folder) == []
     assert cell_status(study, runs_root) == {"precision-fp32": "ok", "precision-bf16": "failed",
                                              "precision-amp": "ok"}
     assert "cell precision-bf16 failed: RuntimeError" in capsys.readouterr().out
@@ -457,8 +457,8 @@ def test_interrupted_and_unreadable_cells_rerun_finished_cells_skipped(stand_in)
     # a summary at the target
     fake_executed_notebook(folder / f"{bf16.name}.ipynb", {"config": to_json(bf16.config)},
                            finished=False)
-    (folder / ".running").mkdir()
-    (folder / ".running" / f"{bf16.name}.ipynb").write_text('{"half": ')
+    (folder / ".running" / "deadhost-1").mkdir(parents=True)  # a killed runner's copy
+    (folder / ".running" / "deadhost-1" / f"{bf16.name}.ipynb").write_text('{"half": ')
     (folder / f"{amp.name}.ipynb").write_text("garbage, not a notebook")
     before = snapshot(folder)
     assert cell_status(study, runs_root) == {fp32.name: "ok", bf16.name: "incomplete",
@@ -469,11 +469,17 @@ def test_interrupted_and_unreadable_cells_rerun_finished_cells_skipped(stand_in)
     assert outcome.ran == [bf16.name, amp.name] and outcome.failed == []
     assert snapshot(folder)[f"{fp32.name}.ipynb"] == before[f"{fp32.name}.ipynb"]
     assert cell_status(study, runs_root) == {c.name: "ok" for c in study.cells}
-    assert not (folder / ".running").exists()
-    # the replaced records were moved aside, byte for byte, not deleted
-    kept = {p.name.split(".")[0]: p.read_bytes() for p in (folder / "superseded").iterdir()}
-    assert kept == {bf16.name: before[f"{bf16.name}.ipynb"][0],
-                    amp.name: before[f"{amp.name}.ipynb"][0]}
+    assert in_progress(folder) == []
+    # the replaced records and the killed runner's copy were moved aside, byte for byte
+    kept = sorted((p.name.split(".")[0], p.read_bytes()) for p in (folder / "superseded").iterdir())
+    assert kept == sorted([(bf16.name, before[f"{bf16.name}.ipynb"][0]),
+                           (bf16.name, before[f".running/deadhost-1/{bf16.name}.ipynb"][0]),
+                           (amp.name, before[f"{amp.name}.ipynb"][0])])
+
+
+def in_progress(folder: Path) -> list[Path]:
+    """Notebooks left in a study folder's .running/ (lock files live there too)."""
+    return sorted((folder / ".running").rglob("*.ipynb"))
 
 
 @pytest.mark.slow
@@ -493,15 +499,15 @@ def test_execute_notebook_keeps_a_failed_record(tmp_path, monkeypatch):
     nbformat.write(nb, source)
     monkeypatch.setenv("EXPECTED_CWD", str(tmp_path))
     target = tmp_path / "runs" / "s" / "c.ipynb"
-    other = tmp_path / "runs" / "s" / ".running" / "other.ipynb"  # another run in progress
+    other = tmp_path / "runs" / "s" / ".running" / "otherhost-7" / "c.ipynb"  # another runner's
     other.parent.mkdir(parents=True)
     other.write_text("in progress")
     with pytest.raises(pm.PapermillExecutionError):
         execute_notebook(source, target, {"x": 41}, kernel_name="python3")
     record = read_notebook(target)
     assert record.status == "failed" and record.error == "ValueError: x was 41"
-    assert not (target.parent / ".running" / "c.ipynb").exists()
-    assert other.read_text() == "in progress"  # the other run's copy is left alone
+    assert in_progress(target.parent) == [other]  # the other runner's copy is left alone
+    assert other.read_text() == "in progress"
     assert "ENERGY_STUDY_TEXT_PROGRESS" not in os.environ
 
 
@@ -588,7 +594,8 @@ def test_real_study_runs_every_cell(tiny_study):
     study, base, outcome = tiny_study
     assert outcome.ran == RAN and outcome.failed == [] and outcome.skipped == []
     folder = base / "runs" / "tiny"
-    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{n}.ipynb" for n in RAN)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([".running", *(f"{n}.ipynb" for n in RAN)])
+    assert in_progress(folder) == []  # .running/ keeps only the cells' (empty) lock files
     dtypes = {"precision-fp32": "float32", "precision-bf16": "bfloat16"}
     for name in RAN:
         record = read_notebook(folder / f"{name}.ipynb")

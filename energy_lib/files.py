@@ -1,0 +1,111 @@
+"""Writing files so that no reader ever sees half of one and no record is ever overwritten.
+
+- `check_writable(folder)`: before any work, prove the folder can take files by creating (and
+  removing) one in it, or in its nearest existing parent when it does not exist yet (nothing is
+  created for a check that fails). A real write is the only honest test: permission bits say
+  nothing to root, and read-only mounts or immutable folders stop root too.
+- `atomic_write(path, write)`: write under a name unique to this process, rename into place;
+  the temporary file is removed when anything fails.
+- `move_no_replace(src, dst)`: rename that never replaces an existing file (a hard link that
+  fails if `dst` exists, then the old name is removed).
+- `check_file_name(name, what)`: user text that becomes a file name must be one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+import unicodedata
+from pathlib import Path
+from typing import Callable
+
+from .errors import StudyError, WriteError
+from .locks import runner_id
+
+#: Longest file name (bytes) accepted for a study or cell: room for `.ipynb` and a superseded
+#: time stamp within the usual 255-byte limit.
+MAX_NAME_BYTES = 200
+
+
+def check_writable(folder: str | Path, what: str) -> None:
+    """Raise WriteError (naming `folder`) unless files can be created in `folder`."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and not probe.is_symlink() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        kind = "is not a folder" if probe == folder else f"cannot be created: {probe} is not a folder"
+        raise WriteError(f"{what} folder {folder} {kind}")
+    try:
+        handle, name = tempfile.mkstemp(dir=probe, prefix=".energy-study-write-check-")
+        os.close(handle)
+        os.unlink(name)
+    except OSError as error:
+        where = "" if probe == folder else f" (its parent {probe} cannot take new files)"
+        raise WriteError(f"{what} folder {folder} is not writable{where}: "
+                         f"{error.strerror or error}") from None
+
+
+def check_output_file(path: str | Path, what: str) -> None:
+    """A file we are about to write: not a folder, and its folder can take files."""
+    path = Path(path)
+    if path.is_dir():
+        raise WriteError(f"{what} {path} is a folder; give a file name, e.g. {path / 'out.csv'}")
+    check_writable(path.parent, f"{what}'s")
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call `write(tmp)` for a temporary name beside `path`, then rename it to `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{runner_id()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def move_no_replace(src: str | Path, dst: str | Path) -> None:
+    """Rename `src` to `dst`; FileExistsError if `dst` exists (never replaced). Where hard
+    links are not supported, falls back to a checked rename."""
+    src, dst = Path(src), Path(dst)
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        if dst.exists():
+            raise FileExistsError(errno.EEXIST, "exists", str(dst)) from None
+        os.rename(src, dst)
+        return
+    os.unlink(src)
+
+
+def check_file_name(name: str, what: str) -> str:
+    """`name` unchanged if it can be a file name on its own; StudyError otherwise."""
+    problem = ""
+    if not name:
+        problem = "it is empty"
+    elif name in (".", ".."):
+        problem = "it names a folder"
+    elif name.startswith("."):
+        problem = "it starts with '.' (a hidden file)"
+    elif "/" in name or "\\" in name:
+        problem = "it contains a path separator"
+    elif any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+        problem = "it contains a control character"
+    elif name != name.strip():
+        problem = "it starts or ends with white space"
+    elif len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        problem = f"it is longer than {MAX_NAME_BYTES} bytes"
+    if problem:
+        raise StudyError(f"{what} {name!r} cannot be a file name: {problem}")
+    return name

@@ -1,0 +1,615 @@
+"""Issue 8: concurrent runners, the study's own cells only, unwritable folders, user text as
+plain text, refused parameters, and the CLI's edges (help, version, SIGINT, offline HTML).
+
+The two-runner and kill tests start real `energy-study run` processes with real papermill
+kernels on a tiny Fashion-MNIST study (slow); the rest is fast."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from conftest import fake_executed_notebook, has_fashion_mnist, needs_fashion_mnist
+from energy_lib import ConfigError, RunConfig, StudyError, __version__
+from energy_lib import study as study_module
+from energy_lib.cli import main
+from energy_lib.files import atomic_write, check_writable, move_no_replace
+from energy_lib.locks import CellBusy, cell_lock, is_running, runner_id
+from energy_lib.records import read_notebook, read_runs, to_json
+from energy_lib.study import NOTEBOOKS_DIR, load_study, read_study, study_state
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(folder: Path, text: str, name: str = "s.toml") -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("energy-study: error: "), err
+    return lines[0]
+
+
+TWO_CELLS = """\
+    [study]
+    name = "two"
+    [fixed]
+    dataset = "fashion_mnist"
+    epochs = 1
+    train_subset = 256
+    test_subset = 128
+    device = "cpu"
+    download = false
+    idle_s = 0
+    [axes]
+    precision = ["fp32", "bf16"]
+"""
+
+
+# ------------------------------------------------------------------------------------------
+# 1. locks
+# ------------------------------------------------------------------------------------------
+
+def test_cell_lock_is_exclusive_and_says_who_holds_it(tmp_path):
+    with cell_lock(tmp_path, "c"):
+        assert is_running(tmp_path, "c") == runner_id()
+        with pytest.raises(CellBusy) as info:  # a second lock object, as a worker thread would
+            with cell_lock(tmp_path, "c"):
+                pass
+        assert info.value.owner == runner_id() and "running elsewhere" in str(info.value)
+        with cell_lock(tmp_path, "other"):  # other cells are free
+            pass
+    assert is_running(tmp_path, "c") is None
+    with cell_lock(tmp_path, "c"):  # released: free again
+        pass
+
+
+HOLDER = """\
+import sys, time
+from energy_lib.locks import cell_lock
+with cell_lock(sys.argv[1], "c"):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_lock_of_a_killed_process_is_free_at_once(tmp_path):
+    """kill -9 of the holder: the OS drops its lock, nothing stale blocks the cell."""
+    child = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE,
+                             text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert child.stdout.readline().strip() == "held"
+        with pytest.raises(CellBusy) as info:
+            with cell_lock(tmp_path, "c"):
+                pass
+        assert info.value.owner.endswith(f"-{child.pid}")
+    finally:
+        child.kill()
+        child.wait()
+    assert is_running(tmp_path, "c") is None
+    with cell_lock(tmp_path, "c"):
+        pass
+
+
+def test_is_running_writes_nothing(tmp_path):
+    assert is_running(tmp_path / "nope", "c") is None
+    assert not (tmp_path / "nope").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_move_no_replace_never_overwrites(tmp_path):
+    (tmp_path / "a").write_text("new")
+    (tmp_path / "b").write_text("kept")
+    with pytest.raises(FileExistsError):
+        move_no_replace(tmp_path / "a", tmp_path / "b")
+    assert (tmp_path / "b").read_text() == "kept" and (tmp_path / "a").read_text() == "new"
+    move_no_replace(tmp_path / "a", tmp_path / "c")
+    assert not (tmp_path / "a").exists() and (tmp_path / "c").read_text() == "new"
+
+
+def test_atomic_write_leaves_no_temporary_file_on_failure(tmp_path):
+    def fails(tmp: Path):
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(tmp_path / "out.csv", fails)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_runner_skips_a_cell_locked_elsewhere(tmp_path, monkeypatch, capsys):
+    """The runner never starts a cell whose lock is held; it says so in one line and runs the
+    rest."""
+    if not has_fashion_mnist():
+        pytest.skip(needs_fashion_mnist.kwargs["reason"])
+    monkeypatch.chdir(tmp_path)
+    ran = []
+
+    def fake_execute(source, target, parameters, **kwargs):
+        ran.append(target.stem)
+        fake_executed_notebook(target, {"config": parameters, "summary": {"status": "ok"}})
+
+    monkeypatch.setattr(study_module, "execute_notebook", fake_execute)
+    study = load_study(write(tmp_path, TWO_CELLS))
+    folder = study.runs_dir("runs")
+    with cell_lock(folder, "precision-fp32"):
+        assert study_state(study, folder).cells["precision-fp32"] == "running"
+        code = main(["run", str(study.path), "--no-report"])
+    out, err = capsys.readouterr()
+    assert code == 0 and ran == ["precision-bf16"]
+    assert f"cell precision-fp32: running elsewhere ({runner_id()}); skipped here" in out
+    assert "cells: 1 ran, 0 skipped (finished), 1 running elsewhere, 0 failed" in out
+
+
+def test_runner_does_not_rerun_a_cell_finished_elsewhere_meanwhile(tmp_path, monkeypatch):
+    """Decided again under the lock: a cell another runner finished after this one started
+    is skipped, also with --force (which reruns only what was there before)."""
+    if not has_fashion_mnist():
+        pytest.skip(needs_fashion_mnist.kwargs["reason"])
+    monkeypatch.chdir(tmp_path)
+    study = load_study(write(tmp_path, TWO_CELLS))
+    folder = study.runs_dir("runs")
+    ran = []
+    real_lock = study_module.cell_lock
+
+    def lock_after_another_runner_finished(runs_dir, cell):
+        if cell == "precision-bf16":  # the other runner finishes it while we run fp32
+            fake_executed_notebook(folder / f"{cell}.ipynb", {
+                "config": to_json(study.cells[1].config), "summary": {"status": "ok"}})
+        return real_lock(runs_dir, cell)
+
+    def fake_execute(source, target, parameters, **kwargs):
+        ran.append(target.stem)
+        fake_executed_notebook(target, {"config": parameters, "summary": {"status": "ok"}})
+
+    monkeypatch.setattr(study_module, "cell_lock", lock_after_another_runner_finished)
+    monkeypatch.setattr(study_module, "execute_notebook", fake_execute)
+    outcome = study_module.run_study(study, force=True, runs_root="runs", progress=False)
+    assert ran == ["precision-fp32"] and outcome.skipped == ["precision-bf16"]
+    assert not (folder / "superseded").exists()
+
+
+# ------------------------------------------------------------------------------------------
+# 2. the report and the export hold exactly the study's cells
+# ------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def mixed_folder(tmp_path):
+    """A study folder with an ok cell, a stale one, a missing one, a killed one, and two
+    notebooks that are not cells of this study."""
+    study = load_study(write(tmp_path, """\
+        [study]
+        name = "mix"
+        [fixed]
+        dataset = "fashion_mnist"
+        [axes]
+        width = [0.5, 1, 2, 3]
+    """))
+    folder = tmp_path / "runs" / "mix"
+    a, b, c, d = study.cells
+    epochs = [{"epoch": 1, "train_loss": 1.0, "train_acc_pct": 40.0, "val_loss": 1.1,
+               "val_acc_pct": 50.0, "energy_j": 70.0, "energy_kwh": 70.0 / 3.6e6,
+               "energy_method": "constant-power", "energy_kind": "modelled"}]
+    summary = {"status": "ok", "energy_kwh_total": 70.0 / 3.6e6, "final_val_acc_pct": 50.0,
+               "best_val_acc_pct": 50.0, "assumed_power_w": 70.0, "component_mean_power_w": 20.0}
+    fake_executed_notebook(folder / f"{a.name}.ipynb", {
+        "config": to_json(a.config), "epochs": epochs, "summary": summary})
+    fake_executed_notebook(folder / f"{b.name}.ipynb", {  # made with other settings
+        "config": to_json(b.config.replace(epochs=7)), "epochs": epochs,
+        "summary": {"status": "ok"}})
+    (folder / ".running" / "deadhost-9").mkdir(parents=True)
+    (folder / ".running" / "deadhost-9" / f"{d.name}.ipynb").write_text("{")
+    fake_executed_notebook(folder / "width-9.ipynb", {  # a cell of an older grid
+        "config": to_json(a.config.replace(width=9.0, cell="width-9")), "epochs": epochs,
+        "summary": {"status": "ok"}})
+    fake_executed_notebook(folder / "other-study-cell.ipynb", {"summary": {"status": "ok"}})
+    return study, folder
+
+
+def test_study_state_classifies_the_folder(mixed_folder):
+    study, folder = mixed_folder
+    state = study_state(study, folder)
+    assert state.cells == {"width-0.5": "ok", "width-1": "stale", "width-2": "missing",
+                           "width-3": "incomplete"}
+    assert state.foreign == [folder / "other-study-cell.ipynb", folder / "width-9.ipynb"]
+
+
+def test_read_runs_with_a_selection_reads_only_those_cells(mixed_folder):
+    _, folder = mixed_folder
+    runs = read_runs(folder, cells={"width-0.5": "ok", "width-1": "stale", "width-2": "missing"})
+    assert dict(zip(runs.runs["cell"], runs.runs["status"])) == {
+        "width-0.5": "ok", "width-1": "stale", "width-2": "missing"}
+    assert set(runs.epochs["cell"]) == {"width-0.5", "width-1"}
+    assert len(read_runs(folder).runs) == 4  # without a selection: every notebook, as before
+
+
+def test_report_and_export_hold_only_the_study_cells(mixed_folder, tmp_path):
+    from energy_lib import report
+    from energy_lib.export import export_runs
+
+    study, folder = mixed_folder
+    runs, state = read_study(study, folder)
+    assert set(runs.epochs["cell"]) == {"width-0.5"}  # stale epochs never reach a figure
+    written = report.write_report(runs, tmp_path / "rep", [c.name for c in study.cells])
+    table = pd.read_csv(written["paths"]["results"])
+    assert dict(zip(table["cell"], table["status"])) == {
+        "width-0.5": "ok", "width-1": "stale", "width-2": "missing", "width-3": "incomplete"}
+    exported = export_runs(runs, study.name)
+    assert list(exported["experiment_id"]) == ["width-0.5"]
+
+
+def test_cli_list_names_notebooks_that_are_not_part_of_the_study(mixed_folder, capsys):
+    study, folder = mixed_folder
+    assert main(["list", str(study.path), "--runs-dir", str(folder.parent)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2:] == [f"not part of this study: {folder / 'other-study-cell.ipynb'}",
+                        f"not part of this study: {folder / 'width-9.ipynb'}"]
+    assert "  width-1    stale" in out
+
+
+def test_analysis_notebook_reads_the_study_with_its_overrides():
+    source = (REPO / "notebooks" / "analysis.py").read_text()
+    assert "read_study(study, runs_dir)" in source and "read_runs(" not in source
+    assert "load_study(study_file, **overrides)" in source
+    assert "plain_text_figures()" in source
+
+
+# ------------------------------------------------------------------------------------------
+# 4. unwritable runs/, report/ and export targets: one line, exit 2, nothing written
+# ------------------------------------------------------------------------------------------
+
+def read_only_folder(tmp_path: Path) -> Path:
+    """A folder where creating a file really fails, for root too (root ignores permission
+    bits: sysfs refuses new files to everyone)."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o555)
+    else:
+        folder = Path("/sys")
+    try:
+        handle, name = tempfile.mkstemp(dir=folder)
+    except OSError:
+        return folder
+    os.close(handle)
+    os.unlink(name)
+    pytest.skip(f"no folder here refuses new files ({folder} accepted one)")
+
+
+@pytest.fixture
+def small(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    executed = []
+    monkeypatch.setattr(study_module, "execute_notebook", lambda *a, **k: executed.append(a))
+    write(tmp_path, TWO_CELLS, "two.toml")
+    (tmp_path / "afile").write_text("a regular file")
+    return tmp_path, executed
+
+
+def assert_nothing_written(base: Path, before: dict) -> None:
+    assert snapshot(base) == before
+    assert not list(base.rglob("*.tmp")) and not list(base.rglob(".energy-study-write-check-*"))
+
+
+@pytest.mark.parametrize("flag", ["--runs-dir", "--report-dir"])
+def test_run_into_a_path_under_a_file(small, capsys, flag):
+    base, executed = small
+    before = snapshot(base)
+    assert main(["run", "two.toml", flag, "afile/sub"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "afile/sub/two" in line and "is not a folder" in line
+    assert executed == [] and sorted(p.name for p in base.iterdir()) == ["afile", "two.toml"]
+    assert_nothing_written(base, before)
+
+
+@pytest.mark.parametrize("flag", ["--runs-dir", "--report-dir"])
+def test_run_into_a_read_only_folder(small, capsys, flag):
+    base, executed = small
+    folder = read_only_folder(base)
+    before = snapshot(base)
+    assert main(["run", "two.toml", flag, str(folder / "deeper")]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert str(folder / "deeper" / "two") in line and "not writable" in line
+    assert executed == [] and not (folder / "deeper").exists()
+    assert_nothing_written(base, before)
+
+
+def test_report_into_a_read_only_folder(small, capsys):
+    base, executed = small
+    folder = read_only_folder(base)
+    assert main(["report", "two.toml", "--report-dir", str(folder)]) == 2
+    assert "not writable" in one_error_line(capsys.readouterr().err) and executed == []
+
+
+@pytest.mark.parametrize("where", ["folder", "read-only", "under a file"])
+def test_export_output_that_cannot_be_written(small, capsys, where):
+    base, _ = small
+    (base / "adir").mkdir()
+    output = {"folder": base / "adir", "read-only": read_only_folder(base) / "log.csv",
+              "under a file": base / "afile" / "log.csv"}[where]
+    before = snapshot(base)
+    assert main(["export", "two.toml", "--output", str(output)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert str(output if where == "folder" else output.parent) in line
+    assert_nothing_written(base, before)
+    assert list((base / "adir").iterdir()) == []
+
+
+def test_check_writable_creates_nothing(tmp_path):
+    check_writable(tmp_path / "a" / "b", "runs")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------
+# 6. grid size and user text
+# ------------------------------------------------------------------------------------------
+
+def test_grid_size_is_checked_before_any_cell_is_built(tmp_path, monkeypatch, capsys):
+    built = []
+    monkeypatch.setattr(RunConfig, "from_dict", classmethod(lambda cls, v: built.append(v)))
+    axes = "\n".join(f"{name} = {list(range(1, 11))}" for name in
+                     ("epochs", "batch_size", "seed", "crop_padding", "num_workers"))
+    path = write(tmp_path, f"[axes]\n{axes}\n")
+    assert main(["list", str(path)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "the grid has 100,000 cells" in line and "limit of 10,000" in line
+    assert "--max-cells" in line and built == []
+
+
+def test_max_cells_option(tmp_path, capsys):
+    path = write(tmp_path, "[axes]\nseed = [1, 2, 3]\n")
+    assert main(["list", str(path), "--max-cells", "2"]) == 2
+    assert "the grid has 3 cells (3 seed), more than the limit of 2" in capsys.readouterr().err
+    assert main(["list", str(path), "--max-cells", "3", "--runs-dir", str(tmp_path)]) == 0
+    assert len(load_study(path, max_cells=3).cells) == 3
+
+
+@pytest.mark.parametrize("toml, message", [
+    ('[study]\nname = "tab\\there"\n', "study name 'tab\\there' cannot be a file name: it "
+     "contains a control character"),
+    ('[fixed]\ndataset = "fashion_mnist"\n[axes]\ndata_dir = ["a\\nb"]\n',
+     "cell name 'data_dir-a\\nb' cannot be a file name: it contains a control character"),
+    ('[axes]\ndata_dir = ["' + "x" * 250 + '"]\n', "is longer than 200 bytes"),
+])
+def test_names_that_cannot_be_file_names(tmp_path, capsys, toml, message):
+    path = write(tmp_path, toml)
+    assert main(["list", str(path), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert message in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_dollar_signs_in_figure_labels_are_plain_text():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from energy_lib.plaintext import mpl_plain, plain_text_figures
+
+    label = r"data_dir-$\undefinedcommand{x}$"
+
+    def figure(text):
+        fig, ax = plt.subplots()
+        ax.plot([1, 2], [1, 2], label=text)
+        ax.legend()
+        ax.set_xticks([1, 2], [text, text])
+        ax.annotate(text, (1, 1))
+        return fig
+
+    with pytest.raises(ValueError):  # what a label does to matplotlib unprotected
+        figure(label).savefig(io.BytesIO())
+    with plain_text_figures():
+        protected = figure(label)
+    protected.savefig(io.BytesIO())  # drawn later, outside the block: still plain
+    figure(mpl_plain(label)).savefig(io.BytesIO())
+    assert mpl_plain("_x") != "_x" and mpl_plain("a$b") == r"a\$b"
+    plt.close("all")
+
+
+def test_html_report_is_self_contained_and_escapes_text(tmp_path):
+    from energy_lib.report import export_html
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("print(study.description)")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout",
+                                           text="<script>alert('x')</script> $x$\n")]
+    nb.cells = [nbformat.v4.new_markdown_cell("# Study analysis"), cell]
+    nbformat.write(nb, tmp_path / "a.ipynb")
+    html = export_html(tmp_path / "a.ipynb", tmp_path / "a.html").read_text()
+    assert "&lt;script&gt;alert" in html and "<script>alert" not in html
+    assert "<script" not in html  # no require.js, MathJax, Mermaid: nothing from a CDN
+    assert "cdnjs" not in html and "unpkg" not in html
+    assert [p.name for p in tmp_path.iterdir()] == ["a.ipynb", "a.html"] or \
+        sorted(p.name for p in tmp_path.iterdir()) == ["a.html", "a.ipynb"]
+
+
+# ------------------------------------------------------------------------------------------
+# 7. parameters that would be ignored or break the notebook are refused
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["[axes]\n{name} = ['a', 'b']", "[fixed]\n{name} = 'a'",
+                                   "--set"])
+@pytest.mark.parametrize("name", ["cell", "study"])
+def test_cell_and_study_cannot_be_set(tmp_path, capsys, where, name):
+    if where == "--set":
+        path = write(tmp_path, "[axes]\nseed = [1]\n")
+        argv = ["list", str(path), "--set", f"{name}=x"]
+    else:
+        path = write(tmp_path, where.format(name=name).replace("'", '"') + "\n")
+        argv = ["list", str(path)]
+    assert main(argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"{name!r} cannot be set in" in line and "the runner sets" in line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, value, message", [
+    ("_width", 3, "parameter '_width' is not a RunConfig field (no field name starts with '_')"),
+    ("lab", 1, "parameter 'lab' is not a RunConfig field: it would replace the notebook's own 'lab'"),
+    ("widht", 2, "unknown parameter 'widht'"),
+])
+def test_papermill_parameters_that_are_not_fields_are_refused(tmp_path, name, value, message):
+    import papermill as pm
+
+    out = tmp_path / "out.ipynb"
+    with pytest.raises(pm.PapermillExecutionError) as info:
+        pm.execute_notebook(str(NOTEBOOKS_DIR / "run.ipynb"), str(out), progress_bar=False,
+                            parameters={name: value, "dataset": "fashion_mnist"}, cwd=str(tmp_path))
+    assert info.value.ename == "ConfigError"
+    assert info.value.evalue.startswith(message) and "\n" not in info.value.evalue
+    record = read_notebook(out)
+    assert record.status == "failed" and "config" not in record.records
+
+
+# ------------------------------------------------------------------------------------------
+# 9. the CLI's edges
+# ------------------------------------------------------------------------------------------
+
+def test_help_is_for_users_and_version_is_printed(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0
+    assert "Measure the energy it takes to train neural networks" in out
+    assert "argument parsing" not in out and "study.py" not in out
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"energy-study {__version__}"
+
+
+def test_pyproject_license_is_an_spdx_string():
+    import tomllib
+
+    document = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert document["project"]["license"] == "MIT"
+    assert "setuptools>=77" in document["build-system"]["requires"][0]
+    assert any(d.startswith("filelock") for d in document["project"]["dependencies"])
+
+
+# ------------------------------------------------------------------------------------------
+# real runners (slow): two at once, one killed, one interrupted
+# ------------------------------------------------------------------------------------------
+
+FOUR_CELLS = """\
+    [study]
+    name = "race"
+    [fixed]
+    dataset = "fashion_mnist"
+    epochs = {epochs}
+    width = 0.25
+    train_subset = 256
+    test_subset = 128
+    batch_size = 64
+    device = "cpu"
+    download = false
+    idle_s = 0
+    [axes]
+    precision = ["fp32", "bf16"]
+    seed = [0, 1]
+"""
+
+
+def runner(base: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "energy_lib", "run", "race.toml", *args],
+                            cwd=base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def ran_count(out: str) -> int:
+    line = next(l for l in out.splitlines() if l.startswith("cells: "))
+    return int(line.split()[1])
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_two_runners_at_once_run_every_cell_exactly_once(tmp_path):
+    write(tmp_path, FOUR_CELLS.format(epochs=2), "race.toml")
+    first, second = runner(tmp_path), runner(tmp_path)
+    (out1, err1), (out2, err2) = first.communicate(timeout=600), second.communicate(timeout=600)
+    assert (first.returncode, second.returncode) == (0, 0), err1 + err2
+    for err in (err1, err2):
+        assert "Traceback" not in err and "Error" not in err, err
+    folder = tmp_path / "runs" / "race"
+    cells = ["precision-fp32_seed-0", "precision-fp32_seed-1", "precision-bf16_seed-0",
+             "precision-bf16_seed-1"]
+    assert ran_count(out1) + ran_count(out2) == 4  # every cell ran exactly once
+    assert "running elsewhere" in out1 + out2  # they did run at the same time
+    for cell in cells:  # every finished record intact
+        record = read_notebook(folder / f"{cell}.ipynb")
+        assert record.status == "ok" and record.records["config"]["cell"] == cell
+    assert not (folder / "superseded").exists()  # nothing replaced
+    assert sorted((folder / ".running").rglob("*.ipynb")) == []
+    table = pd.read_csv(tmp_path / "report" / "race" / "results.csv")
+    assert set(table["cell"]) == set(cells) and set(table["status"]) <= {"ok", "running"}
+    assert (tmp_path / "report" / "race" / "analysis.html").is_file()
+
+
+def wait_for(condition, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_a_killed_runner_leaves_no_lock_behind(tmp_path):
+    write(tmp_path, FOUR_CELLS.format(epochs=30), "race.toml")
+    folder = tmp_path / "runs" / "race"
+    killed = runner(tmp_path, "--no-report", "--cell", "precision-fp32_seed-0")
+    wait_for(lambda: list((folder / ".running").glob("*/precision-fp32_seed-0.ipynb")))
+    assert is_running(folder, "precision-fp32_seed-0") is not None
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate()
+    assert is_running(folder, "precision-fp32_seed-0") is None
+
+    write(tmp_path, FOUR_CELLS.format(epochs=1), "race.toml")
+    again = runner(tmp_path, "--no-report", "--cell", "precision-fp32_seed-0")
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert ran_count(out) == 1 and "Traceback" not in err
+    assert read_notebook(folder / "precision-fp32_seed-0.ipynb").status == "ok"
+    kept = list((folder / "superseded").iterdir())  # the killed runner's copy, kept
+    assert len(kept) == 1 and kept[0].name.startswith("precision-fp32_seed-0.")
+    assert [p for p in (folder / ".running").iterdir() if p.is_dir()] == []  # its folder gone
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_sigint_during_a_cell_prints_one_line(tmp_path):
+    write(tmp_path, FOUR_CELLS.format(epochs=30), "race.toml")
+    folder = tmp_path / "runs" / "race"
+    run = subprocess.Popen([sys.executable, "-m", "energy_lib", "run", "race.toml", "--no-report"],
+                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                           start_new_session=True)
+    wait_for(lambda: list((folder / ".running").glob("*/*.ipynb")))
+    time.sleep(2)  # inside the cell's training
+    os.killpg(run.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the runner's whole group
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 130
+    assert "Traceback" not in err and "Error" not in err and "Kernel died" not in err, err
+    lines = [l for l in err.splitlines() if l.strip() and "%|" not in l]
+    assert lines == ["energy-study: interrupted; run the same command again to resume "
+                     "(finished cells are kept)"]
+    statuses = study_state(load_study(tmp_path / "race.toml"), folder).cells
+    assert statuses["precision-fp32_seed-0"] == "incomplete"  # no record that reads finished
+    assert not list(folder.glob("*.ipynb"))
