@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -157,8 +156,8 @@ def plot_estimates(table: pd.DataFrame):
 
 def _write_csv(table: pd.DataFrame, path: Path) -> Path:
     """Temporary name + rename: a killed analysis never leaves a half CSV."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w", newline="") as out:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # open(): the umask's mode
+    with open(temporary, "w", newline="") as out:
         table.to_csv(out, index=False)
     os.replace(temporary, path)
     return path

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
@@ -127,8 +126,8 @@ def save(path: Path, layer_fit) -> bool:
     arrays["meta"] = np.array(json.dumps(meta))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(handle, "wb") as out:
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process
+        with open(temporary, "wb") as out:
             np.savez(out, **arrays)
         os.replace(temporary, path)
         return True
