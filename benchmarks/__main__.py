@@ -46,6 +46,8 @@ def run(parts: list[str], smoke: bool, device: torch.device) -> dict:
         results["P4"] = suite.p4_orchestration(1 if smoke else 3)
     if "P5" in parts:
         results["P5"] = suite.p5_quick_study()
+    if "P6" in parts:
+        results["P6"] = suite.p6_predictions(1 if smoke else 5)
     return results
 
 
@@ -80,19 +82,31 @@ def table(results: dict) -> str:
     if "P5" in results:
         r = results["P5"]
         add("P5", "quick study end to end", f"{r['wall_s']:.0f} s", "<= 300 s", r["met"])
+    if "P6" in results:
+        r = results["P6"]
+        for label, run in (("new process, no fit cache", r["cold_no_cache"]),
+                           ("new process, fit cached", r["cold_cached"])):
+            add("P6", f"predictions, {label}: ops {run['ops_model_cold_s']:.2f} + "
+                f"regr {run['layer_regression_cold_s']:.2f} s",
+                f"{run['ops_model_cold_s'] + run['layer_regression_cold_s']:.2f} s/cell",
+                "<= 0.5 s" if run is r["cold_cached"] else "-",
+                r["met"] if run is r["cold_cached"] else True)
+        add("P6", f"predictions, warm: ops {1000 * r['cold_cached']['ops_model_warm_s']:.0f} + regr "
+            f"{1000 * r['cold_cached']['layer_regression_warm_s']:.0f} ms",
+            f"{r['warm_cell_s']:.3f} s/cell", "-", True)
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="P1,P2,P3,P4,P5", help="comma-separated parts")
+    parser.add_argument("--only", default="P1,P2,P3,P4,P5,P6", help="comma-separated parts")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that it runs, not the targets")
     parser.add_argument("--out", help="JSON path (default: benchmarks/results/<machine-tag>.json)")
     args = parser.parse_args(argv)
     parts = [p.strip().upper() for p in args.only.split(",") if p.strip()]
-    unknown = sorted(set(parts) - {"P1", "P2", "P3", "P4", "P5"})
+    unknown = sorted(set(parts) - {"P1", "P2", "P3", "P4", "P5", "P6"})
     if unknown:
-        print(f"benchmarks: error: unknown part(s) {', '.join(unknown)}; use P1..P5", file=sys.stderr)
+        print(f"benchmarks: error: unknown part(s) {', '.join(unknown)}; use P1..P6", file=sys.stderr)
         return 2
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     started = time.perf_counter()

@@ -21,6 +21,7 @@ import pandas as pd
 
 from .config import FIELD_NAMES, RunConfig
 from .energy import derive
+from .energy.table import Phase
 from .errors import ConfigError
 from .records import RECORD_FORMAT, record
 from .train import RunResult
@@ -163,3 +164,49 @@ def record_result(result: RunResult) -> pd.DataFrame:
     record("provenance", result.provenance)
     record("summary", result.summary)  # last: its presence marks a finished run
     return epochs_view(result)
+
+
+def predictions_before(result: RunResult) -> pd.DataFrame:
+    """The whole-run predictions made before the first epoch (energy rows with phase
+    "predicted", component "model"): what each estimator expects, what hardware and data it
+    stands for, and the layers it left out -- so a reader sees the estimate was not this
+    machine's measurement."""
+    rows = []
+    energy = pd.DataFrame(result.energy)
+    made = energy[(energy["phase"] == Phase.PREDICTED.value) & (energy["component"] == "model")] \
+        if len(energy) else energy
+    for _, row in made.iterrows():
+        facts = result.predictions.get(row["method"], {})
+        left_out = facts.get("uncovered_layers") or []
+        rows.append({"estimator": row["method"], "predicted_j": row["energy_j"],
+                     "train_step_j": facts.get("train_step_j"),
+                     "eval_forward_j": facts.get("eval_forward_j"),
+                     "stands_for": facts.get("source", row["flag"]),
+                     "layers_left_out": (f"{', '.join(left_out)} "
+                                         f"({facts.get('uncovered_macs_fraction', 0):.1%} of MACs)"
+                                         if left_out else "none")})
+    for method, facts in result.predictions.items():
+        if isinstance(facts, dict) and "error" in facts:
+            rows.append({"estimator": method, "predicted_j": float("nan"),
+                         "stands_for": f"failed: {facts['error']}", "layers_left_out": ""})
+    return pd.DataFrame(rows, columns=["estimator", "predicted_j", "train_step_j", "eval_forward_j",
+                                       "stands_for", "layers_left_out"])
+
+
+def predictions_text(result: RunResult) -> str:
+    """How long the predictions took, and which fit the regression used."""
+    seconds = result.predictions.get("seconds")
+    return (f"predictions made in {seconds:.2f} s before the first epoch" if seconds is not None
+            else "no predictions were made")
+
+
+def predictions_beside(result: RunResult) -> pd.DataFrame:
+    """Each prediction (the structural estimators' and the early-epoch extrapolation) beside the
+    run's headline energy, its kind (measured or modelled), and predicted / headline."""
+    from .report_estimates import estimates_table
+
+    table = estimates_table(pd.DataFrame(result.energy))
+    if result.status != "ok":  # a diverged run stopped early: its headline covers fewer epochs
+        table["ratio"] = float("nan")
+    return table.drop(columns=["cell", "status"]).rename(
+        columns={"energy_j": "headline_energy_j", "energy_kind": "headline_kind"})

@@ -79,6 +79,14 @@ class Study:
     fixed: dict[str, Any]
     cells: tuple[Cell, ...]
     overrides: dict[str, Any] = field(default_factory=dict)  # --set values, for the analysis
+    repeats: int = 1  # runs per setting, with seeds seed, seed+1, ... (a `seed` axis)
+    compare: str | None = None  # a two-valued axis compared pairwise by seed (e.g. precision)
+    target_acc_pct: float | None = None  # None: the lowest best accuracy across cells
+
+    @property
+    def setting_axes(self) -> list[str]:
+        """The axes that define a setting; repeats of one setting differ only in `seed`."""
+        return [a for a in self.axes if not (a == "seed" and self.repeats > 1)]
 
     def runs_dir(self, runs_root: str | Path = "runs") -> Path:
         return Path(runs_root) / self.name
@@ -115,9 +123,21 @@ def load_study(path: str | Path, *, max_cells: int = MAX_CELLS, **overrides: Any
         raise StudyError(f"{path}: unknown table(s) {', '.join(map(repr, unknown))}; "
                          "allowed: [study], [fixed], [axes]")
     meta, fixed, axes = (document.get(k, {}) for k in ("study", "fixed", "axes"))
-    extra = sorted(set(meta) - {"name", "description"})
+    extra = sorted(set(meta) - set(STUDY_KEYS))
     if extra:
-        raise StudyError(f"{path}: unknown key(s) in [study]: {', '.join(extra)}; allowed: name, description")
+        raise StudyError(f"{path}: unknown key(s) in [study]: {', '.join(extra)}; allowed: "
+                         f"{', '.join(STUDY_KEYS)}")
+    repeats, compare, target = _analysis_settings(path, meta, axes)
+    if repeats > 1:
+        if "seed" in axes:
+            raise StudyError(f"{path}: 'seed' is an axis and repeats = {repeats}; use one of "
+                             "them (repeats adds the seeds seed, seed+1, ... itself)")
+        first = overrides.get("seed", fixed.get("seed", RunConfig().seed))
+        if not isinstance(first, int) or isinstance(first, bool):
+            raise ConfigError(f"{path}: seed={first!r} is not allowed; expected a whole number")
+        fixed = {k: v for k, v in fixed.items() if k != "seed"}
+        overrides = {k: v for k, v in overrides.items() if k != "seed"}
+        axes = {**axes, "seed": [first + k for k in range(repeats)]}
     name = str(meta.get("name", path.stem))
     if not name or any(c in name for c in "/\\ ") or name.startswith("."):
         raise StudyError(f"{path}: study name {name!r} must be a plain folder name")
@@ -162,7 +182,30 @@ def load_study(path: str | Path, *, max_cells: int = MAX_CELLS, **overrides: Any
     if len(set(names)) != len(names):
         raise StudyError(f"{path}: two cells share a name; make the axis values distinct")
     return Study(name, path, str(meta.get("description", "")), axes, all_fixed, tuple(cells),
-                 dict(overrides))
+                 dict(overrides), repeats, compare, target)
+
+
+STUDY_KEYS = ("name", "description", "repeats", "compare", "target_acc_pct")
+
+
+def _analysis_settings(path: Path, meta: dict, axes: dict) -> tuple[int, str | None, float | None]:
+    """`repeats`, `compare` and `target_acc_pct` of [study], each checked in one line."""
+    repeats = meta.get("repeats", 1)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise StudyError(f"{path}: repeats={repeats!r} is not allowed; use a whole number >= 1")
+    compare = meta.get("compare")
+    if compare is not None:
+        two_valued = [a for a, v in axes.items() if isinstance(v, list) and len(v) == 2]
+        if compare not in axes or len(axes[compare]) != 2:
+            raise StudyError(f"{path}: compare={compare!r} is not allowed; it must name an axis "
+                             f"with exactly two values (here: {', '.join(two_valued) or 'none'})")
+    target = meta.get("target_acc_pct")
+    if target is not None:
+        if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 100:
+            raise StudyError(f"{path}: target_acc_pct={target!r} is not allowed; use a "
+                             "percentage in (0, 100]")
+        target = float(target)
+    return repeats, compare, target
 
 
 def check_cells_can_run(study: Study) -> None:

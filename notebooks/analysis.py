@@ -64,6 +64,21 @@ if study.name.startswith('paper'):
 else:
     print('not the paper study: no reference comparison')
 
+# %% [markdown]
+# ## Estimates vs measurement
+#
+# Every record holds the predictions made before training (`ops-model`: operation counts priced on an idealised 45 nm chip; `layer-regression`: per-layer regressions fitted on this machine's calibration or on Getzner et al. 2023's Xeon) and after the first epoch(s) (`early-epochs`). Per cell: each prediction beside the headline energy (its kind said), and predicted / headline. Across the finished cells, per estimator: Spearman's rank correlation (does it order the cells right?) and the mean absolute percentage error (is its scale right?). Written to `estimates.csv` and `estimates_vs_measurement.png`.
+
+# %%
+from energy_lib.report_estimates import write_estimates
+
+estimates = write_estimates(runs, report_dir)
+written['paths'].update(estimates['paths'])
+print(estimates['sentence'])
+display(estimates['summary'])
+display(estimates['table'])
+display(estimates['figure'])
+
 # %%
 import matplotlib.pyplot as plt
 

@@ -36,6 +36,15 @@ from energy_lib.train import train
 result = train(config)
 
 # %% [markdown]
+# ## Predicted before training
+#
+# Before the first epoch (and before any meter started), `train` priced the whole run -- every training step of every epoch plus every evaluation forward pass -- with two structural estimators, each a row of the energy table with phase `predicted` and kind `estimated`. **ops-model**: operation counts priced with Horowitz's 45 nm energies (ISSCC 2014) -- an idealised chip, not this machine. **layer-regression**: per-layer regressions summed over the model, fitted on this machine's calibration (`calibration/<machine>.csv`, from `energy-study calibrate`) when one exists, else on Getzner et al. (2023)'s measurements of an Intel Xeon Gold 5120. `stands_for` names the data and hardware; `layers_left_out` the layers an estimator does not know.
+
+# %%
+print(lab.predictions_text(result))
+lab.predictions_before(result)
+
+# %% [markdown]
 # ## What was measured, what was modelled
 
 # %%
@@ -74,3 +83,11 @@ plot_timeline(result.timeline, result.timeline_marks, lab.idle_power_w(result));
 
 # %%
 lab.summary_view(result)
+
+# %% [markdown]
+# ## Predictions beside the measurement
+#
+# Each prediction beside the run's headline energy (train + eval windows; `headline_kind` says whether it was measured or modelled), with `ratio` = predicted / headline. The structural estimators stand for other hardware, so their ratio says how far that hardware's joules are from this run's; `early-epochs` extrapolates this run's own headline from its first epoch(s) (`after_epoch`).
+
+# %%
+lab.predictions_beside(result)

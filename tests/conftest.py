@@ -129,3 +129,16 @@ def fake_executed_notebook(path: Path, records: dict | None = None, *, finished:
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fit_cache_in_a_temporary_folder(tmp_path_factory):
+    """The estimators cache fitted models under XDG_CACHE_HOME; tests (and the notebook kernels
+    they start, which inherit the environment) use a folder of their own, never the user's."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous

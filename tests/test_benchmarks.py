@@ -41,7 +41,7 @@ def test_unknown_part_is_one_line_error():
     done = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "P9"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == ["benchmarks: error: unknown part(s) P9; use P1..P5"]
+    assert done.stderr.strip().splitlines() == ["benchmarks: error: unknown part(s) P9; use P1..P6"]
 
 
 @needs_fashion_mnist
@@ -74,3 +74,20 @@ def test_benchmarks_and_train_call_the_same_epoch_function(monkeypatch):
                                               device=device, train=True, seed=0))
     assert epoch(batches, 2) > 0
     assert len(calls) == 3  # the benchmark's epoch went through the shipped function
+
+
+@pytest.mark.slow
+def test_p6_prediction_timings_smoke(tmp_path):
+    """P6 runs two fresh processes over one empty fit cache: the first fits, the second reads."""
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--only", "P6",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    p6 = json.loads(out.read_text())["results"]["P6"]
+    for run in (p6["cold_no_cache"], p6["cold_cached"]):
+        assert run["ops_model_cold_s"] > 0 and run["layer_regression_cold_s"] > 0
+        assert run["ops_model_warm_s"] > 0 and run["layer_regression_warm_s"] > 0
+    # the second process read the fit instead of refitting it
+    assert p6["cold_cached"]["layer_regression_cold_s"] < p6["cold_no_cache"]["layer_regression_cold_s"]
+    assert isinstance(p6["met"], bool) and p6["fit"] == "getzner2023"
+    assert sum(row.startswith("P6") for row in done.stdout.splitlines()) == 3

@@ -310,3 +310,65 @@ def test_extrapolation_from_one_epoch_is_a_plain_multiple():
 def test_extrapolation_rejects_bad_tables(energy, seconds, total):
     with pytest.raises(ConfigError):
         extrapolate_epochs(energy, seconds, total)
+
+
+def test_whole_model_check_sums_layers_to_the_metered_whole(tmp_path, monkeypatch):
+    """With per-layer data where energy = 1 nJ per MAC (and next to nothing for pools and
+    activations), and a stand-in meter charging the whole model 1 nJ per MAC, the sum over
+    layers must come out within 2 % of the metered figure: no layer double-counted or missed."""
+    import csv
+
+    from energy_lib.estimators import calibrate as calibrate_module
+    from energy_lib.estimators import whole_model
+    from energy_lib.estimators.layer_data import COLUMNS, count_macs
+    from energy_lib.models import create_model
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(12):
+        conv = {"layer_type": "Conv2d", "batch_size": int(rng.integers(1, 64)),
+                "in_channels": int(rng.integers(1, 128)), "out_channels": int(rng.integers(8, 128)),
+                "image_size": int(rng.integers(4, 28)), "kernel_size": 3, "stride": 1, "padding": 1}
+        linear = {"layer_type": "Linear", "batch_size": int(rng.integers(1, 64)),
+                  "in_features": int(rng.integers(8, 2048)), "out_features": int(rng.integers(8, 512))}
+        pool = {"layer_type": "MaxPool2d", "batch_size": int(rng.integers(1, 64)),
+                "in_channels": int(rng.integers(8, 128)), "image_size": int(rng.integers(4, 28)),
+                "kernel_size": 2, "stride": 2, "padding": 0}
+        pool["out_channels"] = pool["in_channels"]
+        relu = {"layer_type": "ReLU", "batch_size": int(rng.integers(1, 64)),
+                "elements": int(rng.integers(100, 100_000))}
+        for row in (conv, linear, pool, relu):
+            table = pd.DataFrame([row]).reindex(columns=["layer_type", "batch_size", "in_channels",
+                                                         "out_channels", "image_size", "kernel_size",
+                                                         "stride", "padding", "in_features",
+                                                         "out_features"])
+            macs = float(count_macs(table.astype({c: float for c in table.columns[1:]})).iloc[0])
+            size = row["batch_size"] * row.get("elements", row.get("in_channels", 1) * row.get("image_size", 1) ** 2)
+            rows.append({**row, "phase": "forward", "macs": macs, "machine": "test",
+                         "energy_j": 1e-9 * macs if macs else 1e-15 * size, "config_id": f"{i}"})
+    path = tmp_path / "cal.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+    expected = []
+    for cell in whole_model.QUICK_CELLS:
+        model = create_model("paper_cnn", in_channels=1, image_size=28, num_classes=10, **cell)
+        for batch in (4, 32):
+            per_layer = layerwise_estimate(model, (1, 28, 28), batch, fit=path).per_layer
+            expected.append(1e-9 * per_layer.loc[per_layer["type"].isin(["Conv2d", "Linear"]), "macs"].sum())
+    charges = iter(expected)
+
+    def stand_in(fn, repeats, device):
+        fn()  # the whole model's forward pass runs
+        return next(charges) * repeats, 0.01 * repeats, "stand-in", "modelled"
+
+    monkeypatch.setattr(calibrate_module, "_metered", stand_in)
+    table = whole_model.whole_model_check(path, batch_sizes=(4, 32), min_window_s=0.001)
+    assert len(table) == 4 and list(table["batch_size"]) == [4, 32, 4, 32]
+    assert table["cell_width"].tolist() == [0.5, 0.5, 1.0, 1.0]
+    assert table["metered_j"].tolist() == pytest.approx(expected)
+    assert table["error_pct"].abs().max() < 2.0
+    assert set(table["metered_kind"]) == {"modelled"} and (table["uncovered_layers"] == "").all()
+    assert table["getzner_error_pct"].notna().all()

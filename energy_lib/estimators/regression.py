@@ -29,6 +29,9 @@ Why this shape (the sum over dozens of layers must hold up, from batch 1 to 256)
   slope fitted on six small layers, exponentiated); there the model is E = a x work +
   b x bytes + c with non-negative a, b, c fitted on relative error: linear in the work, and c
   is the per-call cost the smallest layers show, not a noise term.
+- Fitted models are exported to numpy arrays (fit_cache) and cached on disk, keyed by the data,
+  this code and the scikit-learn version: a new process (every papermill kernel) reads the fit
+  in milliseconds and predicts without importing scikit-learn, instead of refitting for ~2-3 s.
 - Each type is evaluated on a held-out 20 % split (R² on energy, MAPE); the model used for
   predictions is the one fitted on the other 80 %, so the reported metrics describe it.
 
@@ -48,15 +51,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import HistGradientBoostingRegressor
-from sklearn.linear_model import LinearRegression
-from sklearn.metrics import r2_score
-from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 from torch import nn
 
 from ..errors import ConfigError
-from .layer_data import LAYER_TYPES, available_fits_text, describe_call, features, getzner2023, read_calibration
+from . import fit_cache
+from .fit_cache import ScaledLinear, TreeEnsemble
+from .layer_data import (GETZNER_FILES, LAYER_TYPES, available_fits_text, describe_call, features,
+                         getzner2023, read_calibration)
 from .result import Estimate
 from .trace import trace_model
 
@@ -117,17 +119,22 @@ class _ScaledNonNegative:
     few rows cannot support a flexible surface, but this form extrapolates linearly in the work,
     never explodes, and its constant c is the per-call cost seen on the smallest layers."""
 
-    def fit(self, terms: np.ndarray, energy: np.ndarray) -> "_ScaledNonNegative":
-        self.scale = terms.max(axis=0)
-        self.model = LinearRegression(positive=True, fit_intercept=False)
-        self.model.fit(terms / self.scale, energy, sample_weight=1 / energy ** 2)
-        return self
+    def fit(self, terms: np.ndarray, energy: np.ndarray) -> ScaledLinear:
+        from sklearn.linear_model import LinearRegression
 
-    def predict(self, terms: np.ndarray) -> np.ndarray:
-        return self.model.predict(terms / self.scale)
+        scale = terms.max(axis=0)
+        model = LinearRegression(positive=True, fit_intercept=False)
+        model.fit(terms / scale, energy, sample_weight=1 / energy ** 2)
+        return ScaledLinear(scale, model.coef_)
 
 
 def fit_type(table: pd.DataFrame, layer_type: str, phase: str) -> TypeModel:
+    """Fit one type's model with scikit-learn (imported here only: a prediction from a cached
+    fit never needs it), then keep it as numpy arrays (fit_cache) for prediction."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.metrics import r2_score
+    from sklearn.model_selection import train_test_split
+
     named, work = features(table, layer_type)
     columns = list(named.columns)
     energy = table["energy_j"].to_numpy(float)
@@ -144,6 +151,7 @@ def fit_type(table: pd.DataFrame, layer_type: str, phase: str) -> TypeModel:
         regressor = HistGradientBoostingRegressor(max_iter=300, learning_rate=0.05,
                                                   random_state=SPLIT_SEED)
         regressor.fit(named.to_numpy()[train], target[train])
+        regressor = TreeEnsemble.from_sklearn(regressor)
         smear = float(np.mean(np.exp(target[train] - regressor.predict(named.to_numpy()[train]))))
     else:
         family, kind, smear = "nnls", "non-negative work + bytes + per-call, relative error", 1.0
@@ -192,18 +200,30 @@ def load_fit(fit: str | os.PathLike = "getzner2023") -> LayerFit:
 
 @lru_cache(maxsize=1)
 def _fit_getzner() -> LayerFit:
+    """Fitted once per process; across processes the fit comes from the disk cache
+    (fit_cache), keyed by the bundled files' bytes."""
+    from importlib import resources
+
     from .layer_data import GETZNER_MACHINE
-    return fit_table(getzner2023(), "fit on Getzner et al. 2023 per-layer data", GETZNER_MACHINE)
+
+    folder = resources.files("energy_lib").joinpath("data/getzner2023")
+    data = [folder.joinpath(name).read_bytes() for name in GETZNER_FILES.values()]
+    return fit_cache.cached("getzner2023", data, lambda: fit_table(
+        getzner2023(), "fit on Getzner et al. 2023 per-layer data", GETZNER_MACHINE))[0]
 
 
 @lru_cache(maxsize=8)
 def _fit_calibration(path: str, mtime_ns: int, size: int) -> LayerFit:
-    table = read_calibration(path)
-    machines = sorted(table["machine"].dropna().astype(str).unique()) if "machine" in table else []
-    methods = sorted(table["method"].dropna().astype(str).unique()) if "method" in table else []
-    machine = ", ".join(machines) or Path(path).stem
-    return fit_table(table, f"fit on calibration {path} (meters: {', '.join(methods) or 'unknown'})",
-                     machine)
+    def fit() -> LayerFit:
+        table = read_calibration(path)
+        machines = sorted(table["machine"].dropna().astype(str).unique()) if "machine" in table else []
+        methods = sorted(table["method"].dropna().astype(str).unique()) if "method" in table else []
+        machine = ", ".join(machines) or Path(path).stem
+        return fit_table(table, f"fit on calibration {path} (meters: {', '.join(methods) or 'unknown'})",
+                         machine)
+
+    label = "calibration-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in Path(path).stem)
+    return fit_cache.cached(label, [path.encode(), Path(path).read_bytes()], fit)[0]
 
 
 def layerwise_estimate(model: nn.Module, input_size, batch_size: int, *, fit="getzner2023",

@@ -1,0 +1,177 @@
+"""Estimates vs measurement across a study's cells: each estimator's prediction (energy rows with
+phase "predicted") beside the run's headline energy (measured or modelled, and said which).
+
+Why rank correlation as well as error: the structural estimators stand for other hardware (the
+ops model an idealised 45 nm chip, the Getzner fit a Xeon Gold 5120), so their joules are not
+expected to match this machine's. What a researcher choosing a model before training needs is
+the *order* of the candidates; Spearman's rho says whether an estimator gets that right even when
+its scale is off, and MAPE says how far off the scale is.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .energy import derive
+from .energy.table import Phase
+from .report import _empty, _save, kinds_text
+
+COLUMNS = ["cell", "estimator", "after_epoch", "predicted_j", "energy_j", "energy_kind", "ratio",
+           "status", "source"]
+SUMMARY_COLUMNS = ["estimator", "cells", "spearman_rho", "mape_pct", "median_ratio", "in_words"]
+GOOD_RANK_RHO = 0.8  # rho at or above this: "ranks the cells right"
+GOOD_SCALE_MAPE_PCT = 25.0  # MAPE at or below this: "the scale is right"
+_TOLERANCE = 1e-9  # rho = 0.8 computed as 0.7999999999 is still 0.8
+
+
+def _energy_and_status(runs) -> tuple[pd.DataFrame, dict[str, str]]:
+    """(energy table, cell -> status) from a records.Runs, or from an energy DataFrame alone
+    (every cell taken as finished)."""
+    if isinstance(runs, pd.DataFrame):
+        energy = derive.as_frame(runs)
+        return energy, {cell: "ok" for cell in energy["cell"].unique()}
+    energy = derive.as_frame(runs.energy)
+    status = {}
+    if runs.runs is not None and len(runs.runs) and "status" in runs.runs:
+        status = dict(zip(runs.runs["cell"], runs.runs["status"]))
+    return energy, status
+
+
+def estimates_table(runs) -> pd.DataFrame:
+    """One row per cell and estimator: predicted_j, the headline energy_j and its kind, and
+    ratio = predicted / headline. `runs` is a records.Runs (or its energy table). The ratio is
+    NaN for a cell that did not finish (its headline covers fewer epochs than predicted)."""
+    energy, status = _energy_and_status(runs)
+    predicted = energy[energy["phase"] == Phase.PREDICTED.value]
+    if predicted.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    headline = derive.per_run(energy).set_index("cell")
+    rows = []
+    for _, row in predicted.iterrows():
+        cell = row["cell"]
+        head_j = float(headline["energy_j"].get(cell, math.nan)) if "energy_j" in headline else math.nan
+        kind = headline["energy_kind"].get(cell, "none") if "energy_kind" in headline else "none"
+        cell_status = status.get(cell, "missing")
+        comparable = cell_status == "ok" and head_j > 0 and math.isfinite(head_j)
+        predicted_j = float(row["energy_j"])
+        rows.append({"cell": cell, "estimator": row["method"],
+                     "after_epoch": row["epoch"] if pd.notna(row["epoch"]) else pd.NA,
+                     "predicted_j": predicted_j, "energy_j": head_j, "energy_kind": kind,
+                     "ratio": predicted_j / head_j if comparable else math.nan,
+                     "status": cell_status, "source": row["flag"] or ""})
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    table["after_epoch"] = table["after_epoch"].astype("Int64")
+    return table.sort_values(["estimator", "cell"], kind="stable").reset_index(drop=True)
+
+
+def _rank_words(rho: float, cells: int) -> str:
+    if cells < 3 or not math.isfinite(rho):
+        return f"cannot be ranked on {cells} cell(s)" if cells < 3 else "cannot be ranked (ties)"
+    if rho >= GOOD_RANK_RHO - _TOLERANCE:
+        return f"ranks the {cells} cells right (Spearman {rho:.2f})"
+    if rho >= 0.4:
+        return f"ranks the {cells} cells roughly (Spearman {rho:.2f})"
+    return f"does not rank the {cells} cells (Spearman {rho:.2f})"
+
+
+def _scale_words(mape_pct: float, median_ratio: float) -> str:
+    if mape_pct <= GOOD_SCALE_MAPE_PCT:
+        return f"and its scale is right to {mape_pct:.0f} % (MAPE)"
+    return (f"but its scale is off: predicted/headline {median_ratio:.3g} at the median, "
+            f"MAPE {mape_pct:.0f} %")
+
+
+def estimates_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Across the comparable cells, per estimator: Spearman's rho (predicted vs headline), the
+    mean absolute percentage error, the median ratio, and a sentence saying both in words."""
+    from scipy.stats import spearmanr
+
+    rows = []
+    usable = table[np.isfinite(pd.to_numeric(table["ratio"], errors="coerce"))] if len(table) else table
+    for estimator, group in usable.groupby("estimator", sort=True):
+        predicted, actual = group["predicted_j"].to_numpy(float), group["energy_j"].to_numpy(float)
+        cells = len(group)
+        rho = math.nan
+        if cells >= 3 and np.ptp(predicted) > 0 and np.ptp(actual) > 0:  # 2 points: always +-1
+            rho = float(spearmanr(predicted, actual).statistic)
+        mape = float(np.mean(np.abs(predicted - actual) / actual) * 100)
+        median_ratio = float(np.median(predicted / actual))
+        rows.append({"estimator": estimator, "cells": cells, "spearman_rho": rho, "mape_pct": mape,
+                     "median_ratio": median_ratio,
+                     "in_words": f"{estimator} {_rank_words(rho, cells)} "
+                                 f"{_scale_words(mape, median_ratio)}."})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def estimates_sentence(summary: pd.DataFrame) -> str:
+    """Which estimators rank the cells right even when their absolute scale is off."""
+    if summary.empty:
+        return "No estimator could be compared: no finished cell has both a prediction and a headline energy."
+    ranked = summary["spearman_rho"] >= GOOD_RANK_RHO - _TOLERANCE
+    scaled = summary["mape_pct"] <= GOOD_SCALE_MAPE_PCT
+    parts = []
+    groups = [(ranked & ~scaled, "Ranks the cells right although its absolute scale is off"),
+              (ranked & scaled, "Right in both order and scale"),
+              (~ranked & scaled, "Close in scale but not in order (or too few cells to rank)"),
+              (~ranked & ~scaled, "Neither ranks the cells right nor gets the scale")]
+    for mask, words in groups:
+        names = summary.loc[mask, "estimator"].tolist()
+        if names:
+            parts.append(f"{words}: {', '.join(names)}.")
+    return " ".join(parts)
+
+
+def plot_estimates(table: pd.DataFrame):
+    """Predicted vs headline energy, log-log, one marker per estimator, with the y = x line.
+    Plain-text labels (no mathtext); an empty table gives a figure that says why."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    usable = table[np.isfinite(pd.to_numeric(table["ratio"], errors="coerce"))] if len(table) else table
+    kind = kinds_text(usable["energy_kind"]) if len(usable) else "no metered figure"
+    ax.set_xlabel(f"headline energy of the run (J) -- {kind}")
+    ax.set_ylabel("predicted energy (J) -- estimated")
+    ax.set_title("Estimates vs measurement")
+    if usable.empty:
+        _empty(ax, "no finished cell with both a prediction and a headline energy\n"
+                   "(records made before predictions were recorded, or no cell finished)")
+        return fig
+    markers = iter("osD^vP*X")
+    for estimator, group in usable.groupby("estimator", sort=True):
+        ax.scatter(group["energy_j"], group["predicted_j"], marker=next(markers, "o"), s=40,
+                   label=estimator)
+    values = np.concatenate([usable["energy_j"].to_numpy(float), usable["predicted_j"].to_numpy(float)])
+    low, high = values.min() / 2, values.max() * 2
+    ax.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1, label="y = x")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _write_csv(table: pd.DataFrame, path: Path) -> Path:
+    """Temporary name + rename: a killed analysis never leaves a half CSV."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # open(): the umask's mode
+    with open(temporary, "w", newline="") as out:
+        table.to_csv(out, index=False)
+    os.replace(temporary, path)
+    return path
+
+
+def write_estimates(runs, report_dir: str | Path) -> dict:
+    """The table, summary, sentence and figure; estimates.csv and estimates_vs_measurement.png
+    written into `report_dir`."""
+    folder = Path(report_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    table = estimates_table(runs)
+    summary = estimates_summary(table)
+    figure = plot_estimates(table)
+    paths = {"estimates": _write_csv(table, folder / "estimates.csv"),
+             "estimates_vs_measurement": _save(figure, folder / "estimates_vs_measurement.png")}
+    return {"table": table, "summary": summary, "sentence": estimates_sentence(summary),
+            "figure": figure, "paths": paths}
