@@ -397,3 +397,46 @@ def p6_predictions(repeats: int, fit: str = "getzner2023") -> dict:
             "warm_cell_s": cached["ops_model_warm_s"] + cached["layer_regression_warm_s"],
             "no_cache_cell_s": no_cache["ops_model_cold_s"] + no_cache["layer_regression_cold_s"],
             "target_s": 0.5, "met": per_cell <= 0.5}
+
+
+# ---------------------------------------------------------------------------------------------
+# P8 scale-out: serial vs Dask, and the runner's own overhead per cell
+# ---------------------------------------------------------------------------------------------
+
+FAIL_SEED = 666  # a stand-in cell with this seed raises, for failure-isolation tests
+
+STAND_IN_SOURCE = f"""\
+import os, time
+from energy_lib.config import FIELD_NAMES, RunConfig
+from energy_lib.records import RECORD_FORMAT, record
+
+config = RunConfig.from_dict({{k: v for k, v in dict(globals()).items() if k in FIELD_NAMES}})
+record("config", config)
+started = time.time()
+time.sleep(config.idle_s)  # the stand-in's only work: idle_s seconds of nothing
+if config.seed == {FAIL_SEED}:
+    raise RuntimeError("stand-in cell told to fail (seed {FAIL_SEED})")
+record("stand_in", {{"pid": os.getpid(), "parent_pid": os.getppid(), "started": started,
+                    "ended": time.time()}})
+record("format", RECORD_FORMAT)
+record("summary", {{"status": "ok"}})
+"""
+
+
+def stand_in_notebook(folder: str | Path) -> Path:
+    """A run notebook that trains nothing: it validates its parameters like run.ipynb, records
+    its config, sleeps `idle_s`, fails for seed 666, and records a finished `ok` summary and
+    its own start/end times. For tests and the scale benchmark (kernel + runner costs only)."""
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata.kernelspec = {"name": "python3", "display_name": "Python 3",
+                                    "language": "python"}
+    defaults = RunConfig().to_dict()  # every field declared, as in run.ipynb: no warnings
+    parameters = nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in defaults.items()))
+    parameters.metadata["tags"] = ["parameters"]
+    notebook.cells = [parameters, nbformat.v4.new_code_cell(STAND_IN_SOURCE)]
+    path = Path(folder) / "stand_in.ipynb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, str(path))
+    return path
