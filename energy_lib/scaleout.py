@@ -236,8 +236,9 @@ def run_cells(client, cells, folder: Path, outcome, *, force: bool, seen: dict,
     try:
         for future in as_completed([f for f, _ in futures.values()]):
             done = _outcome_of(future, futures[future.key][1])
+            bar.set_postfix_str(f"{done.cell} on {done.worker}" if done.worker else done.cell,
+                                refresh=False)
             bar.update(1)
-            bar.set_postfix_str(f"{done.cell} on {done.worker}" if done.worker else done.cell)
             tally(outcome, done, bar.write)
     except KeyboardInterrupt:
         client.cancel([f for f, _ in futures.values() if not f.done()])

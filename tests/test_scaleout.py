@@ -145,6 +145,7 @@ def test_a_worker_killed_mid_cell_leaves_it_incomplete_and_a_rerun_completes_it(
     assert again.ran == [victim] and again.skipped == ["idle_s-0"] and not again.failed
     assert cell_status(study, "runs") == {"idle_s-0": "ok", victim: "ok"}
     assert [p.name.split(".")[0] for p in (folder / "superseded").glob("*.ipynb")] == [victim]
+    assert not _kernels_for(stand_in)  # the dead worker's kernel went with it
 
 
 @pytest.mark.slow
@@ -376,3 +377,68 @@ def test_readme_slurm_cluster_builds_its_job_script():
         cluster.close()
     assert "#SBATCH --gres=gpu:1" in script
     assert "--resources device=1" in script and "--nthreads 1" in script
+
+
+# ------------------------------------------------------------------------------------------
+# Ctrl-C
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_ctrl_c_cancels_pending_cells_and_exits_130(tmp_path):
+    """SIGINT to the runner's whole process group (as Ctrl-C in a terminal, which reaches the
+    local workers too): one line, exit 130, no record that reads finished for the cells that
+    were running, pending cells never started, and no process of the run left behind."""
+    import subprocess
+
+    write(tmp_path, """\
+        [study]
+        name = "ctrlc"
+        [fixed]
+        dataset = "fashion_mnist"
+        download = false
+        train_subset = 2048
+        epochs = 20
+        width = 0.25
+        idle_s = 0
+        idle_after_s = 0
+        [axes]
+        seed = [0, 1, 2, 3]
+        """, "ctrlc.toml")
+    folder = tmp_path / "runs" / "ctrlc"
+    run = subprocess.Popen([sys.executable, "-m", "energy_lib", "run", "ctrlc.toml", "--no-report",
+                            "--executor", "dask", "--workers", "2"],
+                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                           start_new_session=True)
+    deadline = time.time() + 120
+    while len(list(folder.glob(".running/*/*.ipynb"))) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(3)  # inside both cells' training
+    assert len(_kernels_for(tmp_path)) == 2  # (the check below can see them)
+    os.killpg(run.pid, signal.SIGINT)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 130, err[-3000:]
+    lines = [l for l in err.splitlines() if l.strip() and "%|" not in l]
+    assert lines == ["energy-study: interrupted; run the same command again to resume "
+                     "(finished cells are kept)"], err[-3000:]
+    statuses = cell_status(load_study(tmp_path / "ctrlc.toml"), tmp_path / "runs")
+    assert sorted(statuses.values()) == ["incomplete", "incomplete", "missing", "missing"]
+    time.sleep(2)
+    left = subprocess.run(["pgrep", "-g", str(run.pid)], capture_output=True, text=True).stdout
+    assert not left.strip(), f"processes of the interrupted run still alive: {left}"
+    assert not _kernels_for(tmp_path), "kernels of the interrupted run still alive"
+
+
+def _kernels_for(folder: Path) -> list[int]:
+    """Processes (the cells' kernels: their own sessions) whose environment names `folder`:
+    the runner passes each kernel where its record goes."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            try:
+                if str(folder).encode() in (proc / "environ").read_bytes():
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
