@@ -412,6 +412,7 @@ def execute_notebook(source: Path, target: Path, parameters: dict, *, kernel_nam
             own.rmdir()
         raise
     finally:
+        _stop_kernel(watch.km)
         for name, value in before.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -423,6 +424,17 @@ def execute_notebook(source: Path, target: Path, parameters: dict, *, kernel_nam
     _put_in_place(running, target)
     with contextlib.suppress(OSError):
         own.rmdir()  # this runner's own folder: no other runner writes there
+
+
+def _stop_kernel(km) -> None:
+    """Shut the cell's kernel down. papermill leaves a kernel whose manager it was given (`km=`)
+    running; without this every cell's kernel (torch loaded: ~1 GB) lived until the runner
+    exited -- for a long-lived Dask worker, never."""
+    from jupyter_core.utils import run_sync
+
+    with contextlib.suppress(Exception):  # already dead (interrupted, crashed): nothing to stop
+        if km.has_kernel:
+            run_sync(km.shutdown_kernel)(now=True)
 
 
 def _note_runner(running: Path, runner_record: dict | None) -> None:
