@@ -379,7 +379,7 @@ def test_readme_slurm_cluster_builds_its_job_script():
     finally:
         cluster.close()
     assert "#SBATCH --gres=gpu:1" in script
-    assert "--resources device=1" in script and "--nthreads 1" in script
+    assert "--resources device=1" in script and "#SBATCH --cpus-per-task=8" in script
 
 
 # ------------------------------------------------------------------------------------------
