@@ -54,6 +54,43 @@ for name in ['cumulative_energy', 'energy_per_epoch', 'accuracy_vs_energy',
     display(written['figures'][name])
 
 # %% [markdown]
+# ## Repeats, intervals and comparisons
+#
+# Runs of one setting that differ only in their seed (`repeats` in the study file) are grouped: each headline figure is the mean with a 95 % Student-t interval and N (a setting with one run has no interval, and says so). The paired comparison divides, seed by seed, the runs of the two values of the compared axis (`compare`, by default `precision`), with the interval of the geometric-mean ratio and a verdict in words. Energy to target: the energy and time until validation accuracy first reaches the target (`target_acc_pct`, by default the lowest best accuracy of any cell), interpolated inside the epoch. The Pareto figure marks the settings no other setting beats on both accuracy and energy. Failed runs are left out of every interval and counted.
+
+# %%
+from energy_lib import report_repeats
+
+with plain_text_figures():
+    statistics = report_repeats.write_study_statistics(runs.runs, runs.epochs, study, report_dir)
+print(f"repeats per setting: {study.repeats}; target accuracy: {statistics['target_acc_pct']}")
+display(report_repeats.readable_summary(statistics['summary'], study))
+
+# %%
+if not statistics['paired'].empty:
+    display(statistics['paired'][[c for c in statistics['paired'] if c not in ('method', 'confidence')]])
+else:
+    print('no paired comparison: the study has no two-valued compare axis')
+display(statistics['paired_accuracy'])
+display(statistics['figures']['paired'])
+
+# %%
+display(statistics['targets'])
+display(statistics['figures']['energy_to_target'])
+display(statistics['figures']['pareto'])
+
+# %% [markdown]
+# ## The original study's claims, tested
+#
+# Each conclusion of the original width x precision study, with our verdict and the numbers and intervals behind it (width x precision studies only). A verdict needs an interval that excludes "no effect"; with modelled energy, claims about energy are not testable.
+
+# %%
+if not statistics['claims'].empty:
+    display(statistics['claims'][['claim', 'verdict', 'evidence', 'N']])
+else:
+    print('not a width x precision study: no claims to test')
+
+# %% [markdown]
 # ## Beside the original study (paper preset only)
 #
 # The original Table 1 (CIFAR-10, Colab T4, energy = 70 W × time) next to ours, matched on width and precision: their assumed-power energy beside our constant-power figure (the same method), then our headline energy and its kind.
