@@ -106,7 +106,8 @@ def cell_name(point: dict[str, Any]) -> str:
     return "_".join(f"{axis}-{_format_value(value)}" for axis, value in point.items()) or "single"
 
 
-def load_study(path: str | Path, *, max_cells: int = MAX_CELLS, **overrides: Any) -> Study:
+def load_study(path: str | Path, *, max_cells: int = MAX_CELLS, repeats: int | None = None,
+               **overrides: Any) -> Study:
     """Parse and validate a study file; `overrides` replace [fixed] values (e.g. epochs=1).
     A grid of more than `max_cells` cells is refused before any cell is built."""
     path = Path(path)
@@ -127,6 +128,8 @@ def load_study(path: str | Path, *, max_cells: int = MAX_CELLS, **overrides: Any
     if extra:
         raise StudyError(f"{path}: unknown key(s) in [study]: {', '.join(extra)}; allowed: "
                          f"{', '.join(STUDY_KEYS)}")
+    if repeats is not None:
+        meta = {**meta, "repeats": repeats}
     repeats, compare, target = _analysis_settings(path, meta, axes)
     if repeats > 1:
         if "seed" in axes:
@@ -510,7 +513,7 @@ def build_report(study: Study, *, runs_root: str | Path = "runs",
     parameters = {"study_file": str(Path(study.path).resolve()),
                   "runs_dir": str(study.runs_dir(runs_root).resolve()),
                   "report_dir": str(report_dir.resolve()),
-                  "overrides": dict(study.overrides)}
+                  "overrides": dict(study.overrides), "repeats": study.repeats}
     with report_lock(report_dir, on_wait=on_wait):
         if executed.exists():  # the previous analysis: a report, not a lab record
             executed.unlink()

@@ -8,6 +8,7 @@ study_file = 'studies/quick.toml'
 runs_dir = 'runs/quick'
 report_dir = 'report/quick'
 overrides = {}
+repeats = None  # None: the study file's
 
 # %%
 from IPython.display import display
@@ -17,7 +18,7 @@ from energy_lib.export import write_export
 from energy_lib.plaintext import plain_text_figures
 from energy_lib.study import load_study, read_study
 
-study = load_study(study_file, **overrides)
+study = load_study(study_file, repeats=repeats, **overrides)
 runs, state = read_study(study, runs_dir)
 for problem in runs.problems:
     print('skipped:', problem)
