@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
                                  help="write one row per run in the CodeCarbon experiment-log schema")
     export.add_argument("--output", help="CSV path (default: report/<study>/emissions_log.csv)")
     commands.add_parser("selfcheck", help="measure a known workload; say what can be measured here")
+    commands.add_parser("calibrate", add_help=False,
+                        help="measure this machine's per-layer energy for the layer-regression "
+                             "estimator (energy-study calibrate --help)")
     return parser
 
 
@@ -149,6 +152,11 @@ def _cmd_export(study, args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["calibrate"]:  # its own options: passed through whole
+        from .estimators.calibrate import main as calibrate
+
+        return calibrate(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "selfcheck":
         from .selfcheck import main as selfcheck
