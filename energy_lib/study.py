@@ -85,8 +85,9 @@ class Study:
 
     @property
     def setting_axes(self) -> list[str]:
-        """The axes that define a setting; repeats of one setting differ only in `seed`."""
-        return [a for a in self.axes if not (a == "seed" and self.repeats > 1)]
+        """The axes that define a setting: all but `seed` -- runs that differ only in their seed
+        (from `repeats`, or a `seed` axis written out) are repeats of one setting."""
+        return [a for a in self.axes if a != "seed"]
 
     def runs_dir(self, runs_root: str | Path = "runs") -> Path:
         return Path(runs_root) / self.name

@@ -120,3 +120,14 @@ def test_study_statistics_on_known_runs(tmp_path):
     claims = result["claims"].set_index("id")
     assert len(claims) == 4 and set(claims["verdict"]) <= {
         "supported", "contradicted", "not testable here", "inconclusive"}
+
+
+def test_a_written_out_seed_axis_counts_as_repeats(tmp_path):
+    path = study_file(tmp_path, "", **{'width = [0.5, 1]': "seed = [0, 1, 2]"})
+    study = load_study(path)
+    assert study.repeats == 1 and study.setting_axes == ["precision"]
+    table = runs_table()
+    table = table[table["width"] == 1.0]
+    result = study_statistics(table, pd.DataFrame(), study)
+    energy = result["paired"][result["paired"]["value"] == "energy_j"].iloc[0]
+    assert energy["ratio"] == pytest.approx(0.8) and energy["n"] == 3
