@@ -92,6 +92,21 @@ else:
     print('not a width x precision study: no claims to test')
 
 # %% [markdown]
+# ## Model experiments: confusion matrices and pruning
+#
+# The final confusion matrix of each finished cell, as shares of each true class's test images (the rule that picks the cells, when there are more than fit, is in the title). For pruned cells, each epoch's energy against the dense MACs per image the hardware executes (left) and the sparse MACs a zero-skipping engine would need (right): masking weights (unstructured) moves a run left only on the right, with its energy unchanged; removing channels (structured) lowers both compute figures, and the energy follows. The table gives the changes from before the first pruning step to the final state (`pruning.csv`).
+
+# %%
+from energy_lib import report_models
+
+with plain_text_figures():
+    models = report_models.write_model_report(runs, report_dir)
+print('confusion matrices:', models['confusion_rule'])
+display(models['figures']['confusion_matrices'])
+display(models['figures']['pruning_energy_vs_macs'])
+models['pruning_table']
+
+# %% [markdown]
 # ## Beside the original study (paper preset only)
 #
 # The original Table 1 (CIFAR-10, Colab T4, energy = 70 W × time) next to ours, matched on width and precision: their assumed-power energy beside our constant-power figure (the same method), then our headline energy and its kind.

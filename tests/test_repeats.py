@@ -123,7 +123,7 @@ def test_study_statistics_on_known_runs(tmp_path):
 
 
 def test_a_written_out_seed_axis_counts_as_repeats(tmp_path):
-    path = study_file(tmp_path, "", **{'width = [0.5, 1]': "seed = [0, 1, 2]"})
+    path = study_file(tmp_path, "", **{'width = [0.5, 1]': "seed = [0, 1, 2]", "seed = 5\n": ""})
     study = load_study(path)
     assert study.repeats == 1 and study.setting_axes == ["precision"]
     table = runs_table()
