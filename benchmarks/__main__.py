@@ -48,6 +48,8 @@ def run(parts: list[str], smoke: bool, device: torch.device) -> dict:
         results["P5"] = suite.p5_quick_study()
     if "P6" in parts:
         results["P6"] = suite.p6_predictions(1 if smoke else 5)
+    if "P8" in parts:
+        results["P8"] = suite.p8_scaleout(smoke)
     return results
 
 
@@ -94,19 +96,29 @@ def table(results: dict) -> str:
         add("P6", f"predictions, warm: ops {1000 * r['cold_cached']['ops_model_warm_s']:.0f} + regr "
             f"{1000 * r['cold_cached']['layer_regression_warm_s']:.0f} ms",
             f"{r['warm_cell_s']:.3f} s/cell", "-", True)
+    if "P8" in results:
+        r = results["P8"]["study"]
+        add("P8", f"{r['cells']} cells: serial {r['serial_s']:.0f} s vs dask x{r['workers']} "
+            f"{r['dask_s']:.0f} s", f"{r['ratio']:.2f}x", ">= 1.6x", r["met"])
+        s = results["P8"]["scale"]
+        first, last = s["sizes"]
+        add("P8", f"  runner per cell, {s['workers']} workers: {first['cells']} vs "
+            f"{last['cells']} cells", f"{first['overhead_per_cell_s']:.2f} vs "
+            f"{last['overhead_per_cell_s']:.2f} s", "flat", s["overhead_growth"] <= 1.5)
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="P1,P2,P3,P4,P5,P6", help="comma-separated parts")
+    parser.add_argument("--only", default="P1,P2,P3,P4,P5,P6,P8", help="comma-separated parts")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that it runs, not the targets")
     parser.add_argument("--out", help="JSON path (default: benchmarks/results/<machine-tag>.json)")
     args = parser.parse_args(argv)
     parts = [p.strip().upper() for p in args.only.split(",") if p.strip()]
-    unknown = sorted(set(parts) - {"P1", "P2", "P3", "P4", "P5", "P6"})
+    unknown = sorted(set(parts) - {"P1", "P2", "P3", "P4", "P5", "P6", "P8"})
     if unknown:
-        print(f"benchmarks: error: unknown part(s) {', '.join(unknown)}; use P1..P6", file=sys.stderr)
+        print(f"benchmarks: error: unknown part(s) {', '.join(unknown)}; use P1..P6, P8",
+              file=sys.stderr)
         return 2
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     started = time.perf_counter()

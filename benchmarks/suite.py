@@ -9,6 +9,8 @@ P3 meter overhead     training epochs with every meter and the timeline on vs co
                       interleaved.                                                  target <= 1 %
 P4 orchestration      one tiny cell through papermill vs the same config in-process. target <= 3 s
 P5 quick study        `energy-study run studies/quick.toml` end to end.             target <= 5 min
+P8 scale-out          the quick study's cells serial vs `--executor dask --workers 2`; and the
+                      runner's own cost per cell at 10 vs 100 stand-in cells.      target >= 1.6x
 """
 
 from __future__ import annotations
@@ -397,3 +399,119 @@ def p6_predictions(repeats: int, fit: str = "getzner2023") -> dict:
             "warm_cell_s": cached["ops_model_warm_s"] + cached["layer_regression_warm_s"],
             "no_cache_cell_s": no_cache["ops_model_cold_s"] + no_cache["layer_regression_cold_s"],
             "target_s": 0.5, "met": per_cell <= 0.5}
+
+
+# ---------------------------------------------------------------------------------------------
+# P8 scale-out: serial vs Dask, and the runner's own overhead per cell
+# ---------------------------------------------------------------------------------------------
+
+FAIL_SEED = 666  # a stand-in cell with this seed raises, for failure-isolation tests
+
+STAND_IN_SOURCE = f"""\
+import os, time
+from energy_lib.config import FIELD_NAMES, RunConfig
+from energy_lib.records import RECORD_FORMAT, record
+
+config = RunConfig.from_dict({{k: v for k, v in dict(globals()).items() if k in FIELD_NAMES}})
+record("config", config)
+started = time.time()
+time.sleep(config.idle_s)  # the stand-in's only work: idle_s seconds of nothing
+if config.seed == {FAIL_SEED}:
+    raise RuntimeError("stand-in cell told to fail (seed {FAIL_SEED})")
+record("stand_in", {{"pid": os.getpid(), "parent_pid": os.getppid(), "started": started,
+                    "ended": time.time()}})
+record("format", RECORD_FORMAT)
+record("summary", {{"status": "ok"}})
+"""
+
+
+def stand_in_notebook(folder: str | Path) -> Path:
+    """A run notebook that trains nothing: it validates its parameters like run.ipynb, records
+    its config, sleeps `idle_s`, fails for seed 666, and records a finished `ok` summary and
+    its own start/end times. For tests and the scale benchmark (kernel + runner costs only)."""
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata.kernelspec = {"name": "python3", "display_name": "Python 3",
+                                    "language": "python"}
+    defaults = RunConfig().to_dict()  # every field declared, as in run.ipynb: no warnings
+    parameters = nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in defaults.items()))
+    parameters.metadata["tags"] = ["parameters"]
+    notebook.cells = [parameters, nbformat.v4.new_code_cell(STAND_IN_SOURCE)]
+    path = Path(folder) / "stand_in.ipynb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, str(path))
+    return path
+
+
+def _run_cli(args: list[str], cwd: Path) -> tuple[float, subprocess.CompletedProcess]:
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "energy_lib", "run", *args], capture_output=True,
+                          text=True, cwd=cwd)
+    return time.perf_counter() - start, done
+
+
+def p8_scaleout(smoke: bool, workers: int = 2, scale_workers: int = 5,
+                scale_cells: tuple[int, int] = (10, 100)) -> dict:
+    """(a) The quick study's 4 cells, `energy-study run --no-report` serial vs `--executor dask
+    --workers 2`, each a fresh process from scratch (the cluster's start-up counts); smoke: two
+    tiny cells. (b) The runner's own cost per cell: stand-in cells (a notebook that trains
+    nothing) through one LocalCluster of `scale_workers` workers, at two study sizes; per cell,
+    the worker-seconds not spent executing a notebook: (wall x workers - sum of the cells'
+    execution seconds) / cells. Flat from 10 to 100 cells means scheduling does not grow with
+    the study."""
+    from unittest import mock
+
+    import distributed
+
+    import energy_lib.study as study_module
+    from energy_lib.scaleout import local_cluster
+    from energy_lib.study import load_study, run_study
+
+    study = ROOT / "studies" / "quick.toml"
+    tiny = ["--set", "train_subset=256", "--set", "test_subset=128", "--set", "epochs=1",
+            "--cell", "width-0.5_precision-fp32"] if smoke else []
+    result: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        serial_s, serial = _run_cli([str(study), "--runs-dir", f"{tmp}/serial", "--no-report", *tiny], ROOT)
+        dask_s, dask = _run_cli([str(study), "--runs-dir", f"{tmp}/dask", "--no-report", *tiny,
+                                 "--executor", "dask", "--workers", str(workers)], ROOT)
+        for name, done in (("serial", serial), ("dask", dask)):
+            if done.returncode != 0:
+                raise RuntimeError(f"P8 {name} run failed: {done.stderr.strip().splitlines()[-1:]}")
+        ratio = serial_s / dask_s
+        result["study"] = {"cells": 1 if smoke else 4, "workers": workers, "serial_s": serial_s,
+                           "dask_s": dask_s, "ratio": ratio, "target": 1.6, "met": ratio >= 1.6}
+        if smoke:
+            scale_workers, scale_cells = 2, (2, 4)
+        notebook = stand_in_notebook(Path(tmp) / "nb")
+        started = time.perf_counter()
+        cluster = local_cluster(scale_workers, gpus=0, say=lambda line: None)
+        scale = {"workers": scale_workers, "cluster_start_s": time.perf_counter() - started,
+                 "sizes": []}
+        with cluster, distributed.Client(cluster) as client, \
+                mock.patch.object(study_module, "RUN_NOTEBOOK", notebook):
+            warm_up = () if smoke else (("warm-up", scale_workers),)
+            for name, n in (*warm_up, *((f"scale{n}", n) for n in scale_cells)):
+                path = Path(tmp) / f"{name}.toml"
+                path.write_text(f'[study]\nname = "{name}"\n[fixed]\ndataset = "fashion_mnist"\n'
+                                f'download = false\nidle_s = 0.0\n[axes]\nseed = {list(range(n))}\n')
+                cells = load_study(path)
+                start = time.perf_counter()
+                outcome = run_study(cells, runs_root=f"{tmp}/runs", progress=False, client=client)
+                wall = time.perf_counter() - start
+                if len(outcome.ran) != n:
+                    raise RuntimeError(f"P8 scale: {len(outcome.ran)} of {n} cells ran "
+                                       f"({len(outcome.failed)} failed)")
+                if name == "warm-up":  # first use of the workers: imports, first kernel
+                    scale["warm_up_s"] = wall
+                    continue
+                busy = sum(outcome.seconds.values())
+                scale["sizes"].append({
+                    "cells": n, "wall_s": wall, "cell_execution_s": busy,
+                    "s_per_cell": wall / n,
+                    "overhead_per_cell_s": (wall * scale_workers - busy) / n})
+        first, last = scale["sizes"]
+        scale["overhead_growth"] = last["overhead_per_cell_s"] / first["overhead_per_cell_s"]
+        result["scale"] = scale
+    return result

@@ -62,6 +62,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="rerun finished cells too (old records are kept in superseded/)")
     run.add_argument("--cell", dest="cells", action="append", help="run only this cell (repeatable)")
     run.add_argument("--no-report", action="store_true", help="skip the analysis notebook")
+    run.add_argument("--executor", default="serial", metavar="{serial,dask}",
+                     help="serial (default): one cell at a time here; dask: one cell per Dask "
+                     "worker at a time (README: Scale-out)")
+    run.add_argument("--workers", type=int, metavar="N",
+                     help="with --executor dask: start N workers on this machine (one per CUDA "
+                     "GPU where there are GPUs)")
+    run.add_argument("--scheduler", metavar="ADDRESS",
+                     help="with --executor dask: use the running Dask cluster at ADDRESS "
+                     "(e.g. tcp://node:8786)")
     commands.add_parser("report", parents=[common], help="rerun only the analysis")
     commands.add_parser("list", parents=[common], help="show the cells and their status")
     export = commands.add_parser("export", parents=[common],
@@ -87,10 +96,24 @@ def _cmd_list(study, args) -> int:
     return 0
 
 
+def _check_executor(args) -> None:
+    """`--executor` and its options, before anything is checked or run."""
+    from .scaleout import EXECUTORS
+
+    if args.executor not in EXECUTORS:
+        raise StudyError(f"--executor {args.executor!r}: unknown; choose one of "
+                         f"{', '.join(EXECUTORS)}")
+    if args.executor != "dask" and (args.workers is not None or args.scheduler is not None):
+        raise StudyError("--workers and --scheduler need --executor dask")
+    if args.workers is not None and args.workers < 1:
+        raise StudyError(f"--workers {args.workers}: must be at least 1")
+
+
 def _cmd_run(study, args) -> int:
     from .files import check_writable
     from .study import run_study
 
+    _check_executor(args)
     unknown = sorted(set(args.cells or []) - {c.name for c in study.cells})
     if unknown:
         raise StudyError(f"unknown cell(s) {', '.join(unknown)}; cells: "
@@ -98,7 +121,14 @@ def _cmd_run(study, args) -> int:
     if not args.no_report:  # before the first cell, not after an hour of training
         check_writable(study.report_dir(args.report_dir), "report")
     started = time.perf_counter()
-    outcome = run_study(study, force=args.force, runs_root=args.runs_dir, only=args.cells)
+    if args.executor == "dask":
+        from .scaleout import open_client
+
+        with open_client(workers=args.workers, scheduler=args.scheduler) as client:
+            outcome = run_study(study, force=args.force, runs_root=args.runs_dir,
+                                only=args.cells, client=client)
+    else:
+        outcome = run_study(study, force=args.force, runs_root=args.runs_dir, only=args.cells)
     cells_s = time.perf_counter() - started
     busy = f"{len(outcome.busy)} running elsewhere, " if outcome.busy else ""
     print(f"cells: {len(outcome.ran)} ran, {len(outcome.skipped)} skipped (finished), {busy}"

@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -376,9 +377,10 @@ class _KernelWatch:
 
 
 def execute_notebook(source: Path, target: Path, parameters: dict, *, kernel_name: str | None,
-                     log_stream=None) -> None:
+                     log_stream=None, runner_record: dict | None = None) -> None:
     """Execute with papermill into an in-progress copy unique to this runner
-    (`.running/<host>-<pid>/`), then rename into place. Raises papermill's
+    (`.running/<host>-<pid>/`), add `runner_record` (where it ran: `scaleout.note_runner`), then
+    rename into place. Raises papermill's
     PapermillExecutionError after the (failed) record is in place; KeyboardInterrupt (SIGINT)
     leaves the in-progress copy where it is, to be superseded by the next run."""
     import nbformat
@@ -408,11 +410,13 @@ def execute_notebook(source: Path, target: Path, parameters: dict, *, kernel_nam
         if watch.interrupted:
             raise KeyboardInterrupt from None
         if running.exists():
+            _note_runner(running, runner_record)
             _put_in_place(running, target)
         with contextlib.suppress(OSError):
             own.rmdir()
         raise
     finally:
+        _stop_kernel(watch.km)
         for name, value in before.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -420,9 +424,28 @@ def execute_notebook(source: Path, target: Path, parameters: dict, *, kernel_nam
                 os.environ[name] = value
     if watch.interrupted:
         raise KeyboardInterrupt
+    _note_runner(running, runner_record)
     _put_in_place(running, target)
     with contextlib.suppress(OSError):
         own.rmdir()  # this runner's own folder: no other runner writes there
+
+
+def _stop_kernel(km) -> None:
+    """Shut the cell's kernel down. papermill leaves a kernel whose manager it was given (`km=`)
+    running; without this every cell's kernel (torch loaded: ~1 GB) lived until the runner
+    exited -- for a long-lived Dask worker, never."""
+    from jupyter_core.utils import run_sync
+
+    with contextlib.suppress(Exception):  # already dead (interrupted, crashed): nothing to stop
+        if km.has_kernel:
+            run_sync(km.shutdown_kernel)(now=True)
+
+
+def _note_runner(running: Path, runner_record: dict | None) -> None:
+    if runner_record is not None:
+        from .scaleout import note_runner
+
+        note_runner(running, runner_record)
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -435,12 +458,12 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 def run_study(study: Study, *, force: bool = False, runs_root: str | Path = "runs",
               kernel_name: str | None = None, progress: bool = True,
-              only: list[str] | None = None) -> StudyOutcome:
+              only: list[str] | None = None, client=None) -> StudyOutcome:
     """Run every cell that has no finished record (or all with `force`), one at a time --
-    energy must not share a device. One failing cell never stops the others. A cell whose
-    lock another runner holds is skipped (`outcome.busy`); one finished by another runner
-    while this one worked (also under --force) is not run again."""
-    import papermill as pm
+    energy must not share a device -- or, given a Dask `client`, one cell per worker at a time
+    on its cluster (`energy_lib.scaleout`). One failing cell never stops the others. A cell
+    whose lock another runner holds is skipped (`outcome.busy`); one finished by another
+    runner while this one worked (also under --force) is not run again."""
     from tqdm.auto import tqdm
 
     folder = study.runs_dir(runs_root)
@@ -451,53 +474,105 @@ def run_study(study: Study, *, force: bool = False, runs_root: str | Path = "run
     outcome = StudyOutcome()
     cells = [c for c in study.cells if only is None or c.name in only]
     seen = {c.name: _identity(folder / f"{c.name}.ipynb") for c in cells}
-    bar = tqdm(cells, desc=f"study {study.name}", unit="cell", disable=not progress, file=sys.stderr)
-    for cell in bar:
-        target = folder / f"{cell.name}.ipynb"
+    todo = []
+    for cell in cells:
         if statuses[cell.name] in FINISHED and not force:
             outcome.skipped.append(cell.name)
-            continue
-        try:
-            with cell_lock(folder, cell.name):
-                # decided again under the lock: another runner may have finished it meanwhile
-                now = _status_of(cell, folder, locked=True)
-                finished_elsewhere = now in FINISHED and _identity(target) != seen[cell.name]
-                if now in FINISHED and (not force or finished_elsewhere):
-                    outcome.skipped.append(cell.name)
-                    continue
-                for leftover in _leftovers(folder, cell.name):  # killed runners' copies
-                    _supersede(leftover, cell.name, folder / "superseded")
-                    if leftover.parent.name != RUNNING and is_dead_runner(leftover.parent.name):
-                        with contextlib.suppress(OSError):
-                            leftover.parent.rmdir()  # only if empty
-                if target.exists():
-                    _supersede(target)
-                _run_cell(cell, target, kernel_name, progress, bar, outcome, pm)
-        except CellBusy as busy:
-            outcome.busy[cell.name] = busy.owner
-            bar.write(f"cell {cell.name}: running elsewhere ({busy.owner}); skipped here")
+        else:
+            todo.append(cell)
+    if client is not None:
+        from .scaleout import run_cells
+
+        return run_cells(client, todo, folder, outcome, force=force, seen=seen,
+                         kernel_name=kernel_name, progress=progress, study_name=study.name,
+                         notebook=RUN_NOTEBOOK)
+    bar = tqdm(todo, desc=f"study {study.name}", unit="cell", disable=not progress, file=sys.stderr)
+    runner = {"executor": "serial", "worker": runner_id(), "host": socket.gethostname(),
+              "pinned_device": os.environ.get("CUDA_VISIBLE_DEVICES"), "cells_at_once_on_host": 1,
+              "shared_cpu": False}
+    for cell in bar:
+        bar.set_postfix_str(cell.name)
+        done = run_cell(cell, folder, force=force, seen=seen[cell.name], kernel_name=kernel_name,
+                        log_stream=sys.stderr if progress else None, runner=runner)
+        if done.result == "error":  # no file locks here: a user-facing error, as before
+            raise StudyError(done.message)
+        tally(outcome, done, bar.write)
     return outcome
 
 
-def _run_cell(cell: Cell, target: Path, kernel_name, progress, bar, outcome, pm) -> None:
-    bar.set_postfix_str(cell.name)
-    parameters = cell.config.to_dict()
-    parameters["data_dir"] = str(Path(cell.config.data_dir).expanduser().resolve())
-    started = time.perf_counter()
-    try:
-        execute_notebook(RUN_NOTEBOOK, target, parameters, kernel_name=kernel_name,
-                         log_stream=sys.stderr if progress else None)
-    except pm.PapermillExecutionError as error:
-        outcome.failed.append(cell.name)
-        bar.write(f"cell {cell.name} failed: {error.ename}: {error.evalue} "
-                  f"(record kept: {target})")
-    except Exception as error:  # the kernel died (out of memory, segfault): go on
-        outcome.failed.append(cell.name)
-        bar.write(f"cell {cell.name} failed: {type(error).__name__}: {error} "
-                  f"(partial record: {target})")
+@dataclass
+class CellRun:
+    """What happened to one cell, returned by `run_cell` (picklable: Dask workers return it)."""
+
+    cell: str
+    result: str  # ran | failed | skipped | busy | error (could not even try: e.g. no locks)
+    seconds: float = 0.0
+    message: str = ""  # one line for the user, when there is something to say
+    owner: str = ""  # the runner holding the lock, when busy
+    worker: str = ""  # where it ran (Dask worker address), for the progress line
+
+
+def tally(outcome: StudyOutcome, done: CellRun, say) -> None:
+    """Add one cell's result to the outcome and say its line, if any."""
+    where = f" [on {done.worker}]" if done.worker else ""
+    if done.result == "busy":
+        outcome.busy[done.cell] = done.owner
+    elif done.result == "skipped":
+        outcome.skipped.append(done.cell)
+    elif done.result == "ran":
+        outcome.ran.append(done.cell)
     else:
-        outcome.ran.append(cell.name)
-    outcome.seconds[cell.name] = time.perf_counter() - started
+        outcome.failed.append(done.cell)
+    if done.result in ("ran", "failed", "error"):
+        outcome.seconds[done.cell] = done.seconds
+    if done.message:
+        say(done.message + where)
+
+
+def run_cell(cell: Cell, folder: Path, *, force: bool, seen, kernel_name: str | None = None,
+             log_stream=None, runner: dict | None = None, notebook: Path | None = None) -> CellRun:
+    """One cell, the same way for every executor (serial, a Dask worker): take the cell's lock,
+    decide again under it (another runner may have finished it meanwhile; `seen` is the record's
+    identity when this run started), move killed runners' copies and the old record to
+    superseded/, execute into this runner's in-progress copy and rename it into place, with
+    `runner` (where it ran) as a record. KeyboardInterrupt passes through."""
+    import papermill as pm
+
+    target = folder / f"{cell.name}.ipynb"
+    try:
+        with cell_lock(folder, cell.name):
+            now = _status_of(cell, folder, locked=True)
+            finished_elsewhere = now in FINISHED and _identity(target) != seen
+            if now in FINISHED and (not force or finished_elsewhere):
+                return CellRun(cell.name, "skipped")
+            for leftover in _leftovers(folder, cell.name):  # killed runners' copies
+                _supersede(leftover, cell.name, folder / "superseded")
+                if leftover.parent.name != RUNNING and is_dead_runner(leftover.parent.name):
+                    with contextlib.suppress(OSError):
+                        leftover.parent.rmdir()  # only if empty
+            if target.exists():
+                _supersede(target)
+            parameters = cell.config.to_dict()
+            parameters["data_dir"] = str(Path(cell.config.data_dir).expanduser().resolve())
+            started = time.perf_counter()
+            try:
+                execute_notebook(notebook or RUN_NOTEBOOK, target, parameters,
+                                 kernel_name=kernel_name, log_stream=log_stream,
+                                 runner_record=runner)
+            except pm.PapermillExecutionError as error:
+                return CellRun(cell.name, "failed", time.perf_counter() - started,
+                               f"cell {cell.name} failed: {error.ename}: {error.evalue} "
+                               f"(record kept: {target})")
+            except Exception as error:  # the kernel died (out of memory, segfault): go on
+                return CellRun(cell.name, "failed", time.perf_counter() - started,
+                               f"cell {cell.name} failed: {type(error).__name__}: {error} "
+                               f"(partial record: {target})")
+            return CellRun(cell.name, "ran", time.perf_counter() - started)
+    except CellBusy as busy:
+        return CellRun(cell.name, "busy", owner=busy.owner,
+                       message=f"cell {cell.name}: running elsewhere ({busy.owner}); skipped here")
+    except StudyError as error:  # e.g. a filesystem without file locks
+        return CellRun(cell.name, "error", message=str(error))
 
 
 def build_report(study: Study, *, runs_root: str | Path = "runs",

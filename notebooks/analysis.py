@@ -16,6 +16,7 @@ from IPython.display import display
 from energy_lib import report
 from energy_lib.export import write_export
 from energy_lib.plaintext import plain_text_figures
+from energy_lib.scaleout import flag_shared_cpu
 from energy_lib.study import load_study, read_study
 
 study = load_study(study_file, repeats=repeats, **overrides)
@@ -24,6 +25,7 @@ for problem in runs.problems:
     print('skipped:', problem)
 for path in state.foreign:
     print('not part of this study:', path)
+shared_cpu_note = flag_shared_cpu(runs)  # cells whose host ran other cells at once: flagged
 with plain_text_figures():  # names from the study file are text, never math
     written = report.write_report(runs, report_dir, [c.name for c in study.cells])
 write_export(runs, study.name, f'{report_dir}/emissions_log.csv')
@@ -36,6 +38,14 @@ print(f'study {study.name!r}: {len(study.cells)} cells; {study.description}')
 
 # %%
 written['table']
+
+# %% [markdown]
+# ## Where the cells ran
+#
+# Each record notes where it ran (the runner's `executor` record: serial or a Dask worker, the host, the GPU it was pinned to). Cells that ran while other cells ran on the same host (`--executor dask` with several workers on one machine) carry the flag `shared_cpu`, also in `results.csv`'s `flags`: their CPU and RAM figures are not theirs alone.
+
+# %%
+print(shared_cpu_note)
 
 # %% [markdown]
 # ## Training curves

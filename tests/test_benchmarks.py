@@ -41,7 +41,7 @@ def test_unknown_part_is_one_line_error():
     done = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "P9"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == ["benchmarks: error: unknown part(s) P9; use P1..P6"]
+    assert done.stderr.strip().splitlines() == ["benchmarks: error: unknown part(s) P9; use P1..P6, P8"]
 
 
 @needs_fashion_mnist
@@ -91,3 +91,22 @@ def test_p6_prediction_timings_smoke(tmp_path):
     assert p6["cold_cached"]["layer_regression_cold_s"] < p6["cold_no_cache"]["layer_regression_cold_s"]
     assert isinstance(p6["met"], bool) and p6["fit"] == "getzner2023"
     assert sum(row.startswith("P6") for row in done.stdout.splitlines()) == 3
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_p8_scaleout_smoke(tmp_path):
+    """P8 end to end at smoke size (one tiny cell serial vs Dask; 2 and 4 stand-in cells on two
+    workers), within about a minute."""
+    pytest.importorskip("distributed")
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--only", "P8",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())["results"]["P8"]
+    study = result["study"]
+    assert study["cells"] == 1 and study["ratio"] == study["serial_s"] / study["dask_s"] > 0
+    sizes = result["scale"]["sizes"]
+    assert [s["cells"] for s in sizes] == [2, 4]
+    assert all(0 < s["cell_execution_s"] < s["wall_s"] * result["scale"]["workers"] for s in sizes)
+    assert sum(line.startswith("P8") for line in done.stdout.splitlines()) == 2

@@ -1,0 +1,317 @@
+"""Scale-out: a study's cells on a Dask cluster, with the same lab records as a serial run.
+
+Why Dask: `distributed` already has the scheduler, the workers and their failure handling,
+`dask-cuda`'s LocalCUDACluster pins one worker per GPU (CUDA_VISIBLE_DEVICES), and
+`dask-jobqueue` submits workers to SLURM/PBS/LSF. This module only maps cells onto tasks:
+
+- Each cell is one task that calls `study.run_cell` on a worker -- the function the serial
+  runner calls -- so the lock, the in-progress copy, the rename and superseded/ are the same.
+- Every task asks for the worker resource `device=1` and every worker we start offers exactly
+  one, so a worker runs one cell at a time however many threads it has (energy figures must
+  not share a device). Workers of an existing cluster must be started with
+  `--resources device=1`; a cluster whose workers offer none is refused before anything runs.
+- The runner and every worker see `runs/<study>/` at the same absolute path (a shared
+  filesystem with file locks); a worker that cannot write there fails its cell with one line.
+- A worker that dies mid-cell (killed, out of memory) fails that cell only: on the clusters we
+  start the scheduler gives up on a task after one dead worker (`allowed-failures` 0) instead
+  of killing up to three more workers with it; the dead runner's copy stays in `.running/`,
+  so the cell reads `incomplete` and the next run reruns it. On an existing cluster its own
+  `distributed.scheduler.allowed-failures` applies (default 3 retries on other workers).
+- Where each cell ran is a record written by the runner (`executor`: worker, host, the device
+  it was pinned to, how many cells could run at once on that host, `shared_cpu`), not a
+  hidden environment variable: the analysis reads it and flags cells whose host CPU and RAM
+  were shared.
+
+Dask is optional (`pip install "energy-lib[dask]"`): nothing here imports it until used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlparse
+
+from .errors import EnergyStudyError, StudyError
+
+INSTALL = 'pip install "energy-lib[dask]"'
+RESOURCE = {"device": 1}
+RUNNER_RECORD = "executor"
+CONNECT_TIMEOUT_S = 10.0
+EXECUTORS = ("serial", "dask")
+
+
+def _distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise StudyError(f"--executor dask needs Dask's distributed, which is not installed "
+                         f"here: {INSTALL}") from None
+    return distributed
+
+
+def cuda_gpus() -> int:
+    """CUDA GPUs visible to this process (0 without torch or CUDA)."""
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # a broken driver is "no GPU" here; the cells' own check says more
+        return 0
+
+
+def local_cluster(workers: int, *, say=print, gpus: int | None = None):
+    """A cluster on this machine: LocalCUDACluster, one worker per CUDA GPU (at most
+    `workers`), where there are GPUs; else `workers` single-threaded process workers."""
+    if workers < 1:
+        raise StudyError(f"--workers {workers}: must be at least 1")
+    distributed = _distributed()
+    import dask
+
+    gpus = cuda_gpus() if gpus is None else gpus
+    options = dict(threads_per_worker=1, resources=RESOURCE, dashboard_address=None,
+                   silence_logs=logging.ERROR)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        if gpus:
+            try:
+                from dask_cuda import LocalCUDACluster
+            except ImportError:
+                raise StudyError(f"{gpus} CUDA GPU(s) here, but dask-cuda (which pins one worker "
+                                 "per GPU) is not installed: pip install dask-cuda; or use "
+                                 "--executor serial") from None
+            if workers > gpus:
+                say(f"--workers {workers}: capped at {gpus}, one worker per CUDA GPU")
+            return LocalCUDACluster(n_workers=min(workers, gpus), **options)
+        return distributed.LocalCluster(n_workers=workers, processes=True, **options)
+
+
+def connect(address: str, timeout: float | None = None):
+    """A client of the scheduler at `address`, or one line saying why not within `timeout` s
+    (default CONNECT_TIMEOUT_S)."""
+    distributed = _distributed()
+    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
+    try:
+        return distributed.Client(address, timeout=timeout)
+    except (OSError, TimeoutError, ValueError, TypeError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise StudyError(f"--scheduler {address}: no Dask scheduler reachable there within "
+                         f"{timeout:g} s ({reason})") from None
+
+
+@contextlib.contextmanager
+def open_client(*, workers: int | None = None, scheduler: str | None = None,
+                say=print) -> Iterator:
+    """The client `run_study(client=...)` needs: on a local cluster we start (and close after,
+    which also stops cells still running there), or on the scheduler at `scheduler`."""
+    if (workers is None) == (scheduler is None):
+        raise StudyError("--executor dask needs either --workers N (a cluster on this machine) "
+                         "or --scheduler ADDRESS (an existing cluster)")
+    if scheduler is not None:
+        client = connect(scheduler)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    cluster = local_cluster(workers, say=say)
+    try:
+        client = _distributed().Client(cluster)
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        cluster.close()
+
+
+def _host_of(address: str) -> str:
+    return urlparse(address).hostname or address
+
+
+def device_slots(client) -> dict[str, int]:
+    """host -> how many cells can run at once there (the `device` resources of its workers)."""
+    slots: dict[str, int] = {}
+    for address, worker in client.scheduler_info(n_workers=-1).get("workers", {}).items():
+        host = worker.get("host") or _host_of(address)
+        slots[host] = slots.get(host, 0) + int((worker.get("resources") or {}).get("device", 0))
+    return slots
+
+
+def _cell_task(cell, folder: Path, force: bool, seen, kernel_name, notebook, slots: dict,
+               scheduler: str):
+    """One cell on a worker (runs there): `study.run_cell` with a record of where it ran."""
+    from distributed import get_worker
+
+    from .files import check_writable
+    from .study import CellRun, run_cell
+
+    worker = get_worker()
+    host = _host_of(worker.address)
+    at_once = slots.get(host)
+    if at_once is None:  # a worker that joined after submission (an adaptive cluster)
+        from distributed import get_client
+
+        at_once = device_slots(get_client()).get(host, 1)
+    runner = {"executor": "dask", "scheduler": scheduler, "worker": worker.address,
+              "worker_name": str(worker.name), "host": socket.gethostname(),
+              "pinned_device": os.environ.get("CUDA_VISIBLE_DEVICES"),
+              "cells_at_once_on_host": at_once, "shared_cpu": at_once > 1}
+    try:
+        check_writable(folder, "runs")
+        done = run_cell(cell, folder, force=force, seen=seen, kernel_name=kernel_name,
+                        runner=runner, notebook=notebook)
+    except EnergyStudyError as error:  # e.g. the runs folder is not writable from this worker
+        done = CellRun(cell.name, "failed", message=f"cell {cell.name} failed: {error}")
+    if done.result == "error":
+        done.result = "failed"
+    done.worker = f"worker {worker.name}@{socket.gethostname()}"
+    return done
+
+
+def _outcome_of(future, cell: str):
+    """The CellRun of a finished task; a dead worker or a task error becomes a failed cell."""
+    from distributed import KilledWorker
+
+    from .study import CellRun
+
+    try:
+        return future.result()
+    except KilledWorker as error:
+        last = getattr(getattr(error, "last_worker", None), "address", "")
+        return CellRun(cell, "failed", worker=str(last), message=(
+            f"cell {cell} failed: its worker died while running it (killed, or out of memory); "
+            "it reads incomplete and the next run reruns it"))
+    except Exception as error:
+        return CellRun(cell, "failed", message=f"cell {cell} failed on its worker: "
+                                               f"{type(error).__name__}: {error}")
+
+
+def _with_absolute_data_dir(cell):
+    """The cell with `data_dir` resolved here, on the runner: a worker's working folder is not
+    the runner's, and a relative path would name another folder there."""
+    from dataclasses import replace
+
+    data_dir = str(Path(cell.config.data_dir).expanduser().resolve())
+    return replace(cell, config=replace(cell.config, data_dir=data_dir))
+
+
+def run_cells(client, cells, folder: Path, outcome, *, force: bool, seen: dict,
+              kernel_name: str | None = None, progress: bool = True, study_name: str = "",
+              notebook: Path | None = None):
+    """Submit one task per cell, collect them as they complete (one progress bar, with the
+    worker each ran on), and add each to `outcome`. Ctrl-C cancels the cells not yet started."""
+    import sys
+    import uuid
+
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    from .study import tally
+
+    folder = Path(folder).resolve()  # the same path on every worker: a shared filesystem
+    slots = device_slots(client)
+    if slots and not any(slots.values()):
+        raise StudyError(f"the workers of the Dask cluster at {client.scheduler.address} offer "
+                         f"no 'device' resource, so no cell could start; start them with "
+                         "--resources device=1 (dask-jobqueue: worker_extra_args=['--resources', "
+                         "'device=1'])")
+    if not cells:
+        return outcome
+    cells = [_with_absolute_data_dir(cell) for cell in cells]  # workers start elsewhere
+    run_id = uuid.uuid4().hex[:8]
+    notebook = Path(notebook).resolve() if notebook else None
+    futures = {}
+    for cell in cells:
+        future = client.submit(_cell_task, cell, folder, force, seen[cell.name], kernel_name,
+                               notebook, slots, client.scheduler.address,
+                               key=f"cell-{study_name}-{cell.name}-{run_id}",
+                               resources=RESOURCE, pure=False, retries=0)
+        futures[future.key] = (future, cell.name)
+    bar = tqdm(total=len(cells), desc=f"study {study_name}", unit="cell",
+               disable=not progress, file=sys.stderr)
+    try:
+        for future in as_completed([f for f, _ in futures.values()]):
+            done = _outcome_of(future, futures[future.key][1])
+            bar.set_postfix_str(f"{done.cell} on {done.worker}" if done.worker else done.cell,
+                                refresh=False)
+            bar.update(1)
+            tally(outcome, done, bar.write)
+    except KeyboardInterrupt:
+        client.cancel([f for f, _ in futures.values() if not f.done()])
+        raise
+    finally:
+        bar.close()
+    return outcome
+
+
+# ---------------------------------------------------------------------------------------------
+# the runner's record in the notebook, and what the analysis makes of it
+# ---------------------------------------------------------------------------------------------
+
+def note_runner(path: str | Path, value: dict) -> None:
+    """Append the `executor` record (where the cell ran) to an executed notebook before it is
+    renamed into place. Written by the runner, not executed by the kernel, and labelled so."""
+    import json
+
+    import nbformat
+
+    from .files import atomic_write
+    from .records import MIME_TYPE, to_json
+
+    path = Path(path)
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells.append(nbformat.v4.new_markdown_cell(
+        "## Where this ran\n\nNoted by the runner after the kernel finished (this cell was not "
+        "executed): the executor, the worker and host, the device it was pinned to, and whether "
+        "other cells could run on the same host at the same time (`shared_cpu`: then this "
+        "record's CPU and RAM energy figures are shares of one machine, not this cell's own)."))
+    cell = nbformat.v4.new_code_cell("# noted by the runner (energy_lib.scaleout.note_runner)")
+    value = to_json(value)
+    cell.outputs = [nbformat.v4.new_output("display_data", data={
+        MIME_TYPE: {"name": RUNNER_RECORD, "value": value},
+        "text/plain": f"[record] {RUNNER_RECORD} = {json.dumps(value)}"})]
+    notebook.cells.append(cell)
+    atomic_write(path, lambda tmp: nbformat.write(notebook, str(tmp)))
+
+
+SHARED_CPU_FLAG = "shared_cpu"
+
+
+def flag_shared_cpu(runs) -> str:
+    """Read each cell's `executor` record into `runs.runs` (columns `executor`, `worker`,
+    `pinned_device`, `shared_cpu`), add the flag `shared_cpu` to the `flags` of cells whose host
+    ran other cells at the same time, and return the sentence the analysis prints."""
+    from .records import read_notebook
+
+    table = runs.runs
+    if table.empty or "path" not in table:
+        return "no records"
+    facts = []
+    for path in table["path"]:
+        record = read_notebook(path).records.get(RUNNER_RECORD) if path else None
+        facts.append(record or {})
+    table["executor"] = [f.get("executor") for f in facts]
+    table["worker"] = [f.get("worker_name") or f.get("worker") for f in facts]
+    table["pinned_device"] = [f.get("pinned_device") for f in facts]
+    table["shared_cpu"] = [f.get("shared_cpu") for f in facts]
+    shared = [bool(f.get("shared_cpu")) for f in facts]
+    if "flags" not in table:
+        table["flags"] = ""
+    table["flags"] = [
+        "; ".join(x for x in (str(flags) if isinstance(flags, str) else "", SHARED_CPU_FLAG) if x)
+        if is_shared else flags for flags, is_shared in zip(table["flags"], shared)]
+    if not any(shared):
+        return ("Each cell ran alone on its host (serial, or one cell per host): its energy "
+                "figures are its own.")
+    cells = ", ".join(str(c) for c, s in zip(table["cell"], shared) if s)
+    most = max(int(f.get("cells_at_once_on_host") or 1) for f in facts)
+    return (f"shared_cpu: {sum(shared)} cell(s) ran on a host where up to {most} cells ran at "
+            f"once ({cells}). Their host CPU and RAM figures are not attributable to one cell: "
+            "a model or counter of the whole machine (TDP x utilisation, RAPL) counts the other "
+            "cells' work too, so summing those cells counts shared time more than once. GPU "
+            "figures of cells pinned one per GPU (pinned_device) remain their own. For per-cell "
+            "CPU energy, run the study serially.")
