@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
                         action="append", default=[], help="replace a [fixed] setting (repeatable)")
     common.add_argument("--runs-dir", default="runs", help="root of the lab records (default: runs)")
     common.add_argument("--report-dir", default="report", help="root of the reports (default: report)")
+    common.add_argument("--repeats", type=int, default=None, metavar="N",
+                        help="runs per setting (replaces the study file's repeats; seeds seed, seed+1, ...)")
     common.add_argument("--max-cells", type=int, default=None, metavar="N",
                         help="largest grid accepted (default: 10000); checked before any cell is built")
     run = commands.add_parser("run", parents=[common], help="execute every unfinished cell, then the analysis")
@@ -75,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
                                  help="write one row per run in the CodeCarbon experiment-log schema")
     export.add_argument("--output", help="CSV path (default: report/<study>/emissions_log.csv)")
     commands.add_parser("selfcheck", help="measure a known workload; say what can be measured here")
+    commands.add_parser("calibrate", add_help=False,
+                        help="measure this machine's per-layer energy for the layer-regression "
+                             "estimator (energy-study calibrate --help)")
     return parser
 
 
@@ -177,6 +182,11 @@ def _cmd_export(study, args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["calibrate"]:  # its own options: passed through whole
+        from .estimators.calibrate import main as calibrate
+
+        return calibrate(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "selfcheck":
         from .selfcheck import main as selfcheck
@@ -186,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         from .study import load_study
 
         limit = {} if args.max_cells is None else {"max_cells": args.max_cells}
+        if args.repeats is not None:
+            limit["repeats"] = args.repeats
         study = load_study(args.study, **limit, **dict(args.overrides))
         command = {"run": _cmd_run, "report": _report, "list": _cmd_list,
                    "export": _cmd_export}[args.command]

@@ -18,6 +18,8 @@ class DatasetSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     how_to_get: str
+    #: label names in class-index order, for confusion matrices; empty: show the indices
+    class_names: tuple[str, ...] = ()
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -26,6 +28,8 @@ DATASETS: dict[str, DatasetSpec] = {
         mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),  # as the original study
         how_to_get="run once with download=true while online, or put cifar-10-python.tar.gz "
         "(or its extracted cifar-10-batches-py/) in the data directory",
+        class_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                     "ship", "truck"),
     ),
     "cifar100": DatasetSpec(
         "cifar100", "CIFAR100", 50_000, 10_000, 3, 32, 100,
@@ -38,6 +42,8 @@ DATASETS: dict[str, DatasetSpec] = {
         mean=(0.2860,), std=(0.3530,),
         how_to_get="`apt-get install dataset-fashion-mnist` (works offline; files land in "
         "/usr/share/datasets/fashion-mnist), or run once with download=true while online",
+        class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                     "Sneaker", "Bag", "Ankle boot"),
     ),
 }
 

@@ -74,6 +74,7 @@ def export_row(row: pd.Series, study_name: str) -> dict:
         train_loss=_get(row, "final_train_loss"),
         eval_loss=_get(row, "final_val_loss"),
         eval_top1=_get(row, "final_val_acc_pct"),
+        eval_top5=_get(row, "final_val_top5_acc_pct"),
         lr=_get(row, "lr"),
     )
     return out

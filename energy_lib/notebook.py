@@ -153,8 +153,8 @@ def summary_view(result: RunResult) -> pd.Series:
 
 
 def record_result(result: RunResult) -> pd.DataFrame:
-    """Store the epoch table, the energy table, meters, timeline, carbon facts, provenance and
-    summary; return the epoch table with its derived energy."""
+    """Store the epoch table, the energy table, meters, timeline, carbon facts, provenance, the
+    final confusion matrix and the summary; return the epoch table with its derived energy."""
     record("format", RECORD_FORMAT)
     record("epochs", result.epochs)
     record("energy", result.energy)
@@ -162,6 +162,7 @@ def record_result(result: RunResult) -> pd.DataFrame:
     record("timeline", {"samples": result.timeline, "marks": result.timeline_marks})
     record("carbon", result.carbon)
     record("provenance", result.provenance)
+    record("confusion", result.confusion)  # rows: true class, columns: predicted
     record("summary", result.summary)  # last: its presence marks a finished run
     return epochs_view(result)
 

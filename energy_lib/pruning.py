@@ -115,6 +115,7 @@ def _unstructured_step(model: nn.Module, amount: float, target: float) -> PruneS
     wanted = math.ceil(target * total) - zeros  # never past the target
     count = min(round(amount * (total - zeros)), wanted)
     if count > 0:
+        _make_weights_contiguous(layers)
         # An integer amount is applied to the weights not yet masked (PruningContainer), so
         # repeated steps compound: each removes `amount` of what is left.
         prune.global_unstructured([(layer, "weight") for _, layer in layers],
@@ -122,6 +123,16 @@ def _unstructured_step(model: nn.Module, amount: float, target: float) -> PruneS
     after = weight_sparsity(model)
     return PruneStep(model, "unstructured", before, after, max(count, 0), False,
                      after >= target - 1.0 / total)
+
+
+def _make_weights_contiguous(layers: list[tuple[str, nn.Module]]) -> None:
+    """global_unstructured flattens weights (and new all-ones masks) with `.view(-1)`, which a
+    channels_last conv weight refuses; the same values in the default layout prune the same."""
+    for _, layer in layers:
+        param = getattr(layer, "weight_orig", None)
+        param = layer.weight if param is None else param
+        if not param.is_contiguous():
+            param.data = param.data.contiguous()
 
 
 def finalise(model: nn.Module) -> nn.Module:

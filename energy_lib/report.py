@@ -25,6 +25,7 @@ FIGURES = {
     "val_accuracy": ("val_acc_pct", "validation accuracy (%)"),
 }
 TABLE_COLUMNS = ["cell", "status", "width", "precision", "compute_dtype", "epochs_completed",
+                 "model", "optimizer", "parameters", "dense_macs_per_image", "best_val_top5_acc_pct",
                  "best_val_acc_pct", "final_val_acc_pct", "s_per_epoch", "total_s",
                  "energy_kwh", "energy_kind", "energy_methods", "acc_pct_per_wh",
                  "constant_power_energy_kwh", "constant_power_acc_pct_per_wh", "assumed_power_w",

@@ -86,8 +86,9 @@ class Study:
 
     @property
     def setting_axes(self) -> list[str]:
-        """The axes that define a setting; repeats of one setting differ only in `seed`."""
-        return [a for a in self.axes if not (a == "seed" and self.repeats > 1)]
+        """The axes that define a setting: all but `seed` -- runs that differ only in their seed
+        (from `repeats`, or a `seed` axis written out) are repeats of one setting."""
+        return [a for a in self.axes if a != "seed"]
 
     def runs_dir(self, runs_root: str | Path = "runs") -> Path:
         return Path(runs_root) / self.name
@@ -107,7 +108,8 @@ def cell_name(point: dict[str, Any]) -> str:
     return "_".join(f"{axis}-{_format_value(value)}" for axis, value in point.items()) or "single"
 
 
-def load_study(path: str | Path, *, max_cells: int = MAX_CELLS, **overrides: Any) -> Study:
+def load_study(path: str | Path, *, max_cells: int = MAX_CELLS, repeats: int | None = None,
+               **overrides: Any) -> Study:
     """Parse and validate a study file; `overrides` replace [fixed] values (e.g. epochs=1).
     A grid of more than `max_cells` cells is refused before any cell is built."""
     path = Path(path)
@@ -128,6 +130,8 @@ def load_study(path: str | Path, *, max_cells: int = MAX_CELLS, **overrides: Any
     if extra:
         raise StudyError(f"{path}: unknown key(s) in [study]: {', '.join(extra)}; allowed: "
                          f"{', '.join(STUDY_KEYS)}")
+    if repeats is not None:
+        meta = {**meta, "repeats": repeats}
     repeats, compare, target = _analysis_settings(path, meta, axes)
     if repeats > 1:
         if "seed" in axes:
@@ -585,7 +589,7 @@ def build_report(study: Study, *, runs_root: str | Path = "runs",
     parameters = {"study_file": str(Path(study.path).resolve()),
                   "runs_dir": str(study.runs_dir(runs_root).resolve()),
                   "report_dir": str(report_dir.resolve()),
-                  "overrides": dict(study.overrides)}
+                  "overrides": dict(study.overrides), "repeats": study.repeats}
     with report_lock(report_dir, on_wait=on_wait):
         if executed.exists():  # the previous analysis: a report, not a lab record
             executed.unlink()

@@ -8,6 +8,7 @@ study_file = 'studies/quick.toml'
 runs_dir = 'runs/quick'
 report_dir = 'report/quick'
 overrides = {}
+repeats = None  # None: the study file's
 
 # %%
 from IPython.display import display
@@ -18,7 +19,7 @@ from energy_lib.plaintext import plain_text_figures
 from energy_lib.scaleout import flag_shared_cpu
 from energy_lib.study import load_study, read_study
 
-study = load_study(study_file, **overrides)
+study = load_study(study_file, repeats=repeats, **overrides)
 runs, state = read_study(study, runs_dir)
 for problem in runs.problems:
     print('skipped:', problem)
@@ -62,6 +63,58 @@ for name in ['train_loss', 'train_accuracy', 'val_loss', 'val_accuracy']:
 for name in ['cumulative_energy', 'energy_per_epoch', 'accuracy_vs_energy',
              'power_assumed_vs_metered']:
     display(written['figures'][name])
+
+# %% [markdown]
+# ## Repeats, intervals and comparisons
+#
+# Runs of one setting that differ only in their seed (`repeats` in the study file) are grouped: each headline figure is the mean with a 95 % Student-t interval and N (a setting with one run has no interval, and says so). The paired comparison divides, seed by seed, the runs of the two values of the compared axis (`compare`, by default `precision`), with the interval of the geometric-mean ratio and a verdict in words. Energy to target: the energy and time until validation accuracy first reaches the target (`target_acc_pct`, by default the lowest best accuracy of any cell), interpolated inside the epoch. The Pareto figure marks the settings no other setting beats on both accuracy and energy. Failed runs are left out of every interval and counted.
+
+# %%
+from energy_lib import report_repeats
+
+with plain_text_figures():
+    statistics = report_repeats.write_study_statistics(runs.runs, runs.epochs, study, report_dir)
+print(f"repeats per setting: {study.repeats}; target accuracy: {statistics['target_acc_pct']}")
+display(report_repeats.readable_summary(statistics['summary'], study))
+
+# %%
+if not statistics['paired'].empty:
+    display(statistics['paired'][[c for c in statistics['paired'] if c not in ('method', 'confidence')]])
+else:
+    print('no paired comparison: the study has no two-valued compare axis')
+display(statistics['paired_accuracy'])
+display(statistics['figures']['paired'])
+
+# %%
+display(statistics['targets'])
+display(statistics['figures']['energy_to_target'])
+display(statistics['figures']['pareto'])
+
+# %% [markdown]
+# ## The original study's claims, tested
+#
+# Each conclusion of the original width x precision study, with our verdict and the numbers and intervals behind it (width x precision studies only). A verdict needs an interval that excludes "no effect"; with modelled energy, claims about energy are not testable.
+
+# %%
+if not statistics['claims'].empty:
+    display(statistics['claims'][['claim', 'verdict', 'evidence', 'N']])
+else:
+    print('not a width x precision study: no claims to test')
+
+# %% [markdown]
+# ## Model experiments: confusion matrices and pruning
+#
+# The final confusion matrix of each finished cell, as shares of each true class's test images (the rule that picks the cells, when there are more than fit, is in the title). For pruned cells, each epoch's energy against the dense MACs per image the hardware executes (left) and the sparse MACs a zero-skipping engine would need (right): masking weights (unstructured) moves a run left only on the right, with its energy unchanged; removing channels (structured) lowers both compute figures, and the energy follows. The table gives the changes from before the first pruning step to the final state (`pruning.csv`).
+
+# %%
+from energy_lib import report_models
+
+with plain_text_figures():
+    models = report_models.write_model_report(runs, report_dir)
+print('confusion matrices:', models['confusion_rule'])
+display(models['figures']['confusion_matrices'])
+display(models['figures']['pruning_energy_vs_macs'])
+models['pruning_table']
 
 # %% [markdown]
 # ## Beside the original study (paper preset only)

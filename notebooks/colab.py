@@ -11,6 +11,7 @@ repo_url = 'https://github.com/OWNER/REPOSITORY.git'  # this project's git URL (
 repo_ref = 'main'
 study = 'auto'  # 'auto': paper on a GPU, quick otherwise; or a study name / .toml path
 overrides = {}  # replace [fixed] settings, e.g. {'epochs': 5}
+repeats = None  # runs per setting; None: the study file's (quick: 3)
 drive_folder = ''  # e.g. '/content/drive/MyDrive/energy-study' to keep records in Drive
 runs_root = 'runs'
 report_root = 'report'
@@ -45,7 +46,7 @@ if drive_folder:
 
     drive.mount('/content/drive')
     runs_root, report_root = Path(drive_folder) / 'runs', Path(drive_folder) / 'report'
-the_study = load_study(study_file, **overrides)
+the_study = load_study(study_file, repeats=repeats, **overrides)
 print(f'study {the_study.name!r}: {len(the_study.cells)} cells -> {the_study.runs_dir(runs_root)}')
 
 # %% [markdown]

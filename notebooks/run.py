@@ -63,6 +63,16 @@ plot_run(epochs);
 epochs
 
 # %% [markdown]
+# ## Confusion matrix
+#
+# The last evaluation's predictions: rows are the true classes, columns the predicted ones, each row as shares of that class's test images (the title gives the total). The counts are stored in the record as `confusion`.
+
+# %%
+from energy_lib.report_models import class_names, plot_confusion
+
+plot_confusion(result.confusion, class_names(config.dataset, len(result.confusion)));
+
+# %% [markdown]
 # ## The energy table
 #
 # One row per window (idle; each epoch's train and eval; the whole run), component and method. `above_idle_j` subtracts the idle baseline's power × the window's time where that reading has one.

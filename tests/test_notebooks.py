@@ -23,7 +23,8 @@ def test_colab_notebook_runs_under_papermill_on_cpu(tmp_path, monkeypatch):
     tiny = {"epochs": 1, "train_subset": 256, "test_subset": 128, "batch_size": 64, "idle_s": 0,
             "eval_batch_size": 128}
     pm.execute_notebook(str(NOTEBOOKS_DIR / "colab.ipynb"), str(executed), progress_bar=False,
-                        parameters={"overrides": tiny, "runs_root": str(tmp_path / "runs"),
+                        parameters={"overrides": tiny, "repeats": 1,
+                                    "runs_root": str(tmp_path / "runs"),
                                     "report_root": str(tmp_path / "report")})
     runs = read_runs(tmp_path / "runs" / "quick")  # no GPU here: the quick study
     assert sorted(runs.runs["status"]) == ["ok"] * 4

@@ -172,7 +172,7 @@ def test_run_notebook_defaults_are_runconfig_defaults():
 
 def test_analysis_notebook_has_its_parameters():
     values = literal_assignments(parameters_cell(REPO / "notebooks" / "analysis.ipynb").source)
-    assert set(values) == {"study_file", "runs_dir", "report_dir", "overrides"}
+    assert set(values) == {"study_file", "runs_dir", "report_dir", "overrides", "repeats"}
 
 
 def test_committed_notebooks_match_their_jupytext_sources():

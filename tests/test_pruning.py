@@ -230,3 +230,21 @@ def test_structured_after_unstructured_is_refused():
     prune_step(model, "unstructured", 0.2, 0.5, torch.zeros(1))
     with pytest.raises(ConfigError, match="finalise"):
         prune_step(model, "structured", 0.2, 0.5, torch.randn(1, 3, 32, 32))
+
+
+def test_unstructured_prunes_a_channels_last_model_like_a_contiguous_one():
+    """The training loop moves models to channels_last by default; torch's global pruning
+    flattens weights with .view(-1), which a channels_last conv weight refuses."""
+    masks = []
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        torch.manual_seed(0)
+        model = create_model("resnet18", width=0.25, in_channels=1, image_size=28)
+        model = model.to(memory_format=memory_format)
+        optimizer = torch.optim.Adam(model.parameters())
+        x = torch.randn(2, 1, 28, 28).to(memory_format=memory_format)
+        for _ in range(2):  # a second step meets the masks of the first
+            step = prune_step(model, "unstructured", 0.3, 0.6, x)
+            train_step(model, optimizer)
+        assert step.sparsity_after == pytest.approx(0.51, abs=1e-4)
+        masks.append([m.weight_mask.clone() for m in model.modules() if hasattr(m, "weight_mask")])
+    assert all(torch.equal(a, b) for a, b in zip(*masks)) and len(masks[0]) > 10

@@ -268,7 +268,7 @@ def test_cli_list_names_notebooks_that_are_not_part_of_the_study(mixed_folder, c
 def test_analysis_notebook_reads_the_study_with_its_overrides():
     source = (REPO / "notebooks" / "analysis.py").read_text()
     assert "read_study(study, runs_dir)" in source and "read_runs(" not in source
-    assert "load_study(study_file, **overrides)" in source
+    assert "load_study(study_file, repeats=repeats, **overrides)" in source
     assert "plain_text_figures()" in source
 
 

@@ -102,6 +102,11 @@ def test_overrides_replace_fixed_settings(tmp_path):
 def test_shipped_studies_load():
     quick = load_study(REPO / "studies" / "quick.toml")
     assert [c.name for c in quick.cells] == [
+        f"width-{w}_precision-{p}_seed-{s}" for w in ("0.5", "1") for p in ("fp32", "amp")
+        for s in (0, 1, 2)]
+    assert quick.repeats == 3 and quick.compare == "precision"
+    once = load_study(REPO / "studies" / "quick.toml", repeats=1)
+    assert [c.name for c in once.cells] == [
         "width-0.5_precision-fp32", "width-0.5_precision-amp",
         "width-1_precision-fp32", "width-1_precision-amp"]
     assert quick.cells[0].config.dataset == "fashion_mnist"

@@ -1,0 +1,145 @@
+"""The study-level conclusions of a report: repeats grouped into settings with 95 % intervals,
+the paired comparison of a two-valued axis (amp vs fp32 by default), energy to a target
+accuracy, the Pareto front, and the original study's claims put to the test.
+
+Everything here reads the records' tables (`read_study`) and the study file; the statistics
+are `energy_lib.stats` and `energy_lib.claims`, the figures `energy_lib.figures_stats`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from . import figures_stats, stats
+from .claims import evaluate_claims
+from .plaintext import plain_text_figures
+
+HEADLINE = ["best_val_acc_pct", "final_val_acc_pct", "energy_j", "constant_power_energy_j",
+            "total_s", "acc_pct_per_wh", "energy_to_target_j", "time_to_target_s"]
+QUANTITIES = {"energy_j": ("energy", True), "total_s": ("time", True)}
+
+
+def compared_axis(study) -> str | None:
+    """The study's `compare` axis, else `precision` when it has exactly two values."""
+    if study.compare:
+        return study.compare
+    values = study.axes.get("precision", [])
+    return "precision" if len(values) == 2 else None
+
+
+def _atomic_csv(frame: pd.DataFrame, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def _atomic_png(fig, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    os.replace(tmp, path)
+    return path
+
+
+def targets(runs_table: pd.DataFrame, epochs: pd.DataFrame, target_acc_pct: float | None):
+    """(energy-to-target table per run, the target used). The default target is the lowest
+    best accuracy across finished runs, so every run has a value."""
+    done = runs_table[runs_table["status"].isin(("ok", "diverged"))]
+    if target_acc_pct is None:
+        best = pd.to_numeric(done.get("best_val_acc_pct", pd.Series(dtype=float)), errors="coerce")
+        if best.notna().sum() == 0:
+            return pd.DataFrame(), None
+        target_acc_pct = stats.default_target(best)
+    if epochs.empty or "energy_j" not in epochs:
+        return pd.DataFrame(), target_acc_pct
+    frame = epochs[epochs["cell"].isin(done["cell"])].copy()
+    frame["seconds"] = frame["train_s"] + frame["eval_s"]
+    frame = frame.dropna(subset=["energy_j"])
+    if frame.empty:
+        return pd.DataFrame(), target_acc_pct
+    return stats.energy_to_target(frame, target_acc_pct), target_acc_pct
+
+
+def study_statistics(runs_table: pd.DataFrame, epochs: pd.DataFrame, study) -> dict:
+    """Every table of the study-level analysis (DataFrames), computed from the records."""
+    axes = [a for a in study.setting_axes if a in runs_table]
+    table = runs_table.copy()
+    reached, target = targets(table, epochs, study.target_acc_pct)
+    if not reached.empty:
+        table = table.merge(reached[["cell", "energy_to_target_j", "time_to_target_s", "reached"]],
+                            on="cell", how="left")
+    for column in HEADLINE:
+        if column not in table:
+            table[column] = float("nan")
+    if "seed" not in table:
+        table["seed"] = 0
+    summary = stats.summarise_groups(table, axes or ["cell"], HEADLINE,
+                                     keep=[c for c in ("energy_kind", "energy_methods") if c in table])
+    out = {"table": table, "summary": summary, "targets": reached, "target_acc_pct": target}
+    axis = compared_axis(study)
+    out["compare_axis"] = axis
+    if axis and axis in table:
+        a, b = study.axes[axis]
+        others = [x for x in axes if x != axis]
+        pieces = [stats.paired_ratio(table, axis, a, b, column, by=others or None,
+                                     quantity=name) for column, (name, _) in QUANTITIES.items()]
+        pieces = [p for p in pieces if not p.empty]
+        out["paired"] = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame()
+        out["paired_accuracy"] = stats.paired_difference(table, axis, a, b, "best_val_acc_pct",
+                                                         by=others or None)
+    else:
+        out["paired"] = out["paired_accuracy"] = pd.DataFrame()
+    if {"width", "precision"} <= set(study.axes):
+        out["claims"] = evaluate_claims(table.assign(width=pd.to_numeric(table["width"])))
+    else:
+        out["claims"] = pd.DataFrame()
+    return out
+
+
+def write_study_statistics(runs_table: pd.DataFrame, epochs: pd.DataFrame, study,
+                           report_dir: str | Path) -> dict:
+    """Compute the study-level tables and figures and write them to `report_dir`:
+    summary.csv (mean and 95 % interval per setting), paired.csv (ratios b/a of energy and
+    time), paired_accuracy.csv (differences b - a in points), energy_to_target.csv, claims.csv,
+    pareto.png, paired.png, energy_to_target.png."""
+    report_dir = Path(report_dir)
+    result = study_statistics(runs_table, epochs, study)
+    paths = {}
+    for name in ("summary", "paired", "paired_accuracy", "targets", "claims"):
+        frame = result[name]
+        file = "energy_to_target.csv" if name == "targets" else f"{name}.csv"
+        paths[name] = _atomic_csv(frame, report_dir / file)
+    with plain_text_figures():
+        figures = {
+            "pareto": figures_stats.figure_pareto(result["summary"], method_col="energy_methods"),
+            "paired": figures_stats.figure_paired(result["paired"]),
+            "energy_to_target": figures_stats.figure_energy_to_target(
+                result["targets"].merge(result["table"][["cell", *[a for a in study.setting_axes
+                                                                   if a in result["table"]]]],
+                                        on="cell", how="left")
+                if not result["targets"].empty else result["targets"],
+                group=[a for a in study.setting_axes if a in result["table"]] or "cell"),
+        }
+        for name, fig in figures.items():
+            paths[f"{name}_png"] = _atomic_png(fig, report_dir / f"{name}.png")
+    result["figures"] = figures
+    result["paths"] = paths
+    return result
+
+
+def readable_summary(summary: pd.DataFrame, study) -> pd.DataFrame:
+    """The summary as `mean ± half-width (N=...)` text per headline column, for the HTML."""
+    axes = [a for a in study.setting_axes if a in summary]
+    columns = ["best_val_acc_pct", "energy_j", "total_s", "acc_pct_per_wh", "energy_to_target_j"]
+    text = stats.format_summary(summary, [c for c in columns if f"{c}_mean" in summary])
+    keep = axes + [c for c in ("energy_kind",) if c in summary]
+    return pd.concat([summary[keep].reset_index(drop=True), text.reset_index(drop=True)], axis=1)
+
+
+def close(result: dict) -> None:
+    for fig in result.get("figures", {}).values():
+        plt.close(fig)
