@@ -13,7 +13,8 @@ before the first cell runs. A cell runs only while its runner holds the cell's l
 the runner) and is renamed to `runs/<study>/<cell>.ipynb` only when papermill is done, so a
 killed run never leaves a notebook that reads as complete. A record that is replaced (a failed
 cell rerun, --force, a copy left by a killed runner) is moved to `runs/<study>/superseded/`,
-never deleted and never overwritten.
+never deleted and never overwritten. `run_cell` is that one path for every executor: the serial
+loop here, and a Dask worker (`run_study(client=...)`, energy_lib/scaleout.py).
 """
 
 from __future__ import annotations
