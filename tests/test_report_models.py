@@ -202,7 +202,7 @@ def test_export_fills_eval_top5_from_the_final_top5():
 # the study files
 # ------------------------------------------------------------------------------------------
 
-STUDY_CELLS = {"efficient_dl": 24, "efficient_dl_quick": 24, "efficient_dl_baselines": 6,
+STUDY_CELLS = {"efficient_dl": 24, "efficient_dl_quick": 12, "efficient_dl_baselines": 6,
                "efficient_dl_baselines_quick": 6, "ee_training": 24, "ee_training_quick": 6}
 
 
@@ -237,6 +237,10 @@ def test_quick_twins_keep_their_studys_axes(gpu, cpu):
     axes = {name: tomllib.loads((REPO / "studies" / f"{name}.toml").read_text())["axes"]
             for name in (gpu, cpu)}
     expected = {k: v for k, v in axes[gpu].items() if k != "dataset"}
+    if gpu == "efficient_dl":  # the twin fixes init to Xavier: 24 cells took over 10 minutes
+        del expected["init"]
+        assert {c.config.init for c in load_study(REPO / "studies" / f"{cpu}.toml").cells} == {
+            "xavier"}
     if gpu == "ee_training":  # the twin keeps the two smallest timm CNNs of seed 001
         expected["model"] = ["timm:resnet18", "timm:mobilenetv3_small_100"]
     assert axes[cpu] == expected
@@ -249,8 +253,8 @@ TINY = {"train_subset": 256, "test_subset": 200, "epochs": 2, "download": False}
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,cells", [
-    ("efficient_dl_quick", ["model-resnet18_shortcut-False_init-xavier_prune-unstructured",
-                            "model-resnet18_shortcut-True_init-default_prune-structured"]),
+    ("efficient_dl_quick", ["model-resnet18_shortcut-False_prune-unstructured",
+                            "model-resnet18_shortcut-True_prune-structured"]),
     ("efficient_dl_baselines_quick", ["model-mlp_lr-0.001"]),
     ("ee_training_quick", ["model-timm:mobilenetv3_small_100_batch_size-128"]),
 ])
@@ -260,7 +264,7 @@ def test_quick_twins_run_and_report(name, cells, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     study = load_study(REPO / "studies" / f"{name}.toml", **TINY)
     outcome = run_study(study, runs_root="runs", progress=False, only=cells)
-    assert outcome.ran == cells and outcome.failed == []
+    assert sorted(outcome.ran) == sorted(cells) and outcome.failed == []
     for cell in cells:
         record = read_notebook(tmp_path / "runs" / name / f"{cell}.ipynb")
         assert record.status == "ok", record.error
