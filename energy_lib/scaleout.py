@@ -73,8 +73,10 @@ def local_cluster(workers: int, *, say=print, gpus: int | None = None):
     import dask
 
     gpus = cuda_gpus() if gpus is None else gpus
+    # distributed's own log lines are silenced: each cell's outcome, a dead worker included, is
+    # said once by the runner, in one line (Ctrl-C also stops the workers: no log storm then)
     options = dict(threads_per_worker=1, resources=RESOURCE, dashboard_address=None,
-                   silence_logs=logging.ERROR)
+                   silence_logs=logging.CRITICAL)
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         if gpus:
             try:
