@@ -235,3 +235,26 @@ def test_cli_export_output_option(study_runs, tmp_path):
 def test_cli_export_bad_study_file(tmp_path, capsys):
     assert main(["export", str(tmp_path / "missing.toml"), "--runs-dir", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_report_when_every_cell_diverged(tmp_path):
+    """Every cell diverged: the report is still written, with the diverged rows and figures
+    that say why they are empty (it used to crash on a None accuracy)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from energy_lib.report import write_report
+
+    folder = tmp_path / "runs" / STUDY
+    diverged = summary_record(status="diverged", best_val_acc_pct=None, final_val_acc_pct=None,
+                              final_val_loss=None, epochs_completed=1)
+    for cell in ("precision-fp32", "precision-amp"):
+        write_cell(folder, cell, summary=diverged,
+                   config=config_record(cell, precision=cell.split("-")[1]))
+    written = write_report(read_runs(folder), tmp_path / "report", ["precision-fp32", "precision-amp"])
+    table = pd.read_csv(tmp_path / "report" / "results.csv")
+    assert sorted(table["status"]) == ["diverged", "diverged"]
+    assert table["energy_kwh"].notna().all()  # the energy spent before diverging is reported
+    texts = [t.get_text() for t in written["figures"]["accuracy_vs_energy"].axes[0].texts]
+    assert any("no cell has both an accuracy and an energy figure" in t for t in texts)
+    assert (tmp_path / "report" / "accuracy_vs_energy.png").is_file()
