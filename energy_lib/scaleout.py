@@ -75,7 +75,9 @@ def local_cluster(workers: int, *, say=print, gpus: int | None = None):
     gpus = cuda_gpus() if gpus is None else gpus
     # distributed's own log lines are silenced: each cell's outcome, a dead worker included, is
     # said once by the runner, in one line (Ctrl-C also stops the workers: no log storm then)
-    options = dict(threads_per_worker=1, resources=RESOURCE, dashboard_address=None,
+    # dashboard on a free port (":0"): distributed starts its HTTP server even without a
+    # dashboard, on 8787 by default, and warns on stderr when another cluster holds that port
+    options = dict(threads_per_worker=1, resources=RESOURCE, dashboard_address=":0",
                    silence_logs=logging.CRITICAL)
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         if gpus:
