@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 
 from . import stats
+from .plaintext import mpl_plain
+from .report import say_empty
 
 ENERGY_SCALE = {"J": 1.0, "Wh": 1 / 3600, "kWh": 1 / 3.6e6}
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
@@ -23,14 +25,9 @@ _PAIRED_COLUMNS = {"axis", "a", "b", "value", "ratio", "ratio_ci_low", "ratio_ci
                    "unpaired", "pair_on", "confidence", "method", "verdict"}
 
 
-def _plain(text) -> str:
-    """Text shown as written: an unescaped '$' pair would switch matplotlib to mathtext."""
-    return str(text).replace("$", r"\$")
-
-
 def _empty(fig, ax, why: str):
     ax.set_axis_off()
-    ax.text(0.5, 0.5, _plain(why), ha="center", va="center", wrap=True, transform=ax.transAxes)
+    say_empty(ax, mpl_plain(why))
     return fig
 
 
@@ -41,7 +38,7 @@ def _unit(energy_unit: str) -> float:
 
 
 def kind_label(frame: pd.DataFrame, kind_col: str = "energy_kind",
-               method_col: str = "energy_method") -> str:
+               method_col: str = "energy_methods") -> str:
     """'measured', 'modelled (constant-power)', or 'mixed: measured, modelled' (values that are
     already joined lists, as summarise_groups' `keep` writes them, are split first)."""
     def distinct(column):
@@ -79,7 +76,7 @@ def _errors(frame: pd.DataFrame, column: str, scale: float = 1.0):
 def figure_pareto(summary: pd.DataFrame, x: str = "energy_j", y: str = "best_val_acc_pct",
                   label: str | None = None, energy_unit: str = "Wh",
                   y_label: str = "best validation accuracy (%)", confidence: float = 0.95,
-                  kind_col: str = "energy_kind", method_col: str = "energy_method"):
+                  kind_col: str = "energy_kind", method_col: str = "energy_methods"):
     """Accuracy vs energy per setting (a `summarise_groups` table): means with CI bars, the
     Pareto-optimal settings (least energy for their accuracy) drawn larger, starred and joined
     by a step line; every setting named in the legend beside the axes."""
@@ -109,15 +106,15 @@ def figure_pareto(summary: pd.DataFrame, x: str = "energy_j", y: str = "best_val
                     markersize=10 if front[i] else 6,
                     markeredgecolor="black" if front[i] else color,
                     markeredgewidth=1.6 if front[i] else 1.0,
-                    markerfacecolor="none" if single else color, label=_plain(text))
+                    markerfacecolor="none" if single else color, label=mpl_plain(text))
     optimal = data[front].sort_values(f"{x}_mean")
     if len(optimal) > 1:
         ax.step(optimal[f"{x}_mean"] * scale, optimal[f"{y}_mean"], where="post", color="0.4",
                 linestyle="--", linewidth=1, zorder=0, label="Pareto front")
-    ax.set_xlabel(_plain(f"energy per run ({energy_unit}) — {kind_label(data, kind_col, method_col)}"))
-    ax.set_ylabel(_plain(y_label))
+    ax.set_xlabel(mpl_plain(f"energy per run ({energy_unit}) — {kind_label(data, kind_col, method_col)}"))
+    ax.set_ylabel(mpl_plain(y_label))
     note = f"; {hidden} setting(s) without finished runs not shown" if hidden else ""
-    ax.set_title(_plain(f"accuracy vs energy: mean and {confidence:.0%} CI over repeats "
+    ax.set_title(mpl_plain(f"accuracy vs energy: mean and {confidence:.0%} CI over repeats "
                         f"(hollow: one run, no interval){note}"), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, borderaxespad=0,
@@ -151,20 +148,20 @@ def figure_paired(ratios: pd.DataFrame, x: str | None = None):
         has = np.isfinite(low) & np.isfinite(high)
         color = f"C{j % 10}"
         ax.errorbar(positions[has], ratio[has], yerr=[ratio[has] - low[has], high[has] - ratio[has]],
-                    fmt="o", color=color, capsize=4, label=_plain(value))
+                    fmt="o", color=color, capsize=4, label=mpl_plain(value))
         lone = ~has & np.isfinite(ratio)
         if lone.any():
             ax.plot(positions[lone], ratio[lone], "o", markerfacecolor="none", color=color,
-                    label=_plain(f"{value}: one pair, no interval"))
+                    label=mpl_plain(f"{value}: one pair, no interval"))
     ax.axhline(1.0, color="black", linewidth=1, linestyle="--", label="no difference")
     first = data.iloc[0]
-    ax.set_xticks(range(len(settings)), [_plain(f"{x}={s}" if x != "_setting" else s)
+    ax.set_xticks(range(len(settings)), [mpl_plain(f"{x}={s}" if x != "_setting" else s)
                                          for s in settings])
-    ax.set_xlabel(_plain(x if x != "_setting" else ""))
-    ax.set_ylabel(_plain(f"{first['b']} / {first['a']} (geometric mean over paired "
+    ax.set_xlabel(mpl_plain(x if x != "_setting" else ""))
+    ax.set_ylabel(mpl_plain(f"{first['b']} / {first['a']} (geometric mean over paired "
                          f"{first.get('pair_on', 'seed')}s)"))
     level = float(first.get("confidence", 0.95))
-    ax.set_title(_plain(f"paired ratio {first['b']}/{first['a']} per {x} with {level:.0%} CI "
+    ax.set_title(mpl_plain(f"paired ratio {first['b']}/{first['a']} per {x} with {level:.0%} CI "
                         f"(below 1: {first['b']} uses less)"), fontsize=9)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
@@ -202,15 +199,15 @@ def figure_energy_to_target(targets: pd.DataFrame, group: str | Sequence[str] = 
             mean_labelled = True
         name = " ".join(str(k) for k in key)
         ticks.append(name + (f"\n{missed} of {len(rows)} not reached" if missed else ""))
-    ax.set_xticks(range(len(ticks)), [_plain(t) for t in ticks], rotation=20, ha="right",
+    ax.set_xticks(range(len(ticks)), [mpl_plain(t) for t in ticks], rotation=20, ha="right",
                   fontsize=7)
     ax.set_xlim(-0.5, len(ticks) - 0.5)
     target = targets["target_acc_pct"].dropna().unique() if "target_acc_pct" in targets else []
     what = (f"{target[0]:g} % validation accuracy" if len(target) == 1
             else "the target accuracy (targets differ between runs)" if len(target) > 1
             else "the target accuracy")
-    ax.set_ylabel(_plain(f"energy to {what} ({energy_unit}) — {kind}"), fontsize=8)
-    ax.set_title(_plain("energy until validation accuracy first reaches the target "
+    ax.set_ylabel(mpl_plain(f"energy to {what} ({energy_unit}) — {kind}"), fontsize=8)
+    ax.set_title(mpl_plain("energy until validation accuracy first reaches the target "
                         "(interpolated inside the epoch)"), fontsize=9)
     ax.grid(alpha=0.3, axis="y")
     handles, labels = ax.get_legend_handles_labels()

@@ -113,6 +113,13 @@ def cell_lock(runs_dir: str | Path, cell: str) -> Iterator[None]:
         _acquire(lock, f"cell {cell}")
     except Timeout:
         raise CellBusy(cell, _owner_text(owner)) from None
+    with _holding(lock, owner):
+        yield
+
+
+@contextlib.contextmanager
+def _holding(lock, owner: Path) -> Iterator[None]:
+    """An acquired lock, held for the block with its owner file beside it; both let go after."""
     try:
         _write_owner(owner)
         yield
@@ -158,10 +165,5 @@ def report_lock(report_dir: str | Path, timeout: float = 900.0, on_wait=None) ->
             raise StudyError(f"the report in {report_dir} is still being written by "
                              f"{_owner_text(owner)} after {timeout:.0f} s; run "
                              "`energy-study report` later") from None
-    try:
-        _write_owner(owner)
+    with _holding(lock, owner):
         yield
-    finally:
-        with contextlib.suppress(OSError):
-            owner.unlink()
-        lock.release()

@@ -7,7 +7,6 @@ silently dropped.
 
 from __future__ import annotations
 
-import os
 from importlib import resources
 from pathlib import Path
 
@@ -48,18 +47,21 @@ def energy_label(table: pd.DataFrame, unit: str) -> str:
     return f"energy ({unit}) -- {kinds_text(kinds)}"
 
 
-def _empty(ax, why: str) -> None:
+def say_empty(ax, why: str) -> None:
     """An empty plot that says why it is empty (never a crash, never a blank)."""
     ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, fontsize=9,
             wrap=True)
 
 
-def _save(fig, path: Path) -> Path:
-    """Write via a temporary name so a killed process never leaves a half-written PNG."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight", format=path.suffix.lstrip("."))
-    os.replace(tmp, path)
-    return path
+def save_figure(fig, path: Path) -> Path:
+    """A PNG written via a temporary name (files.atomic_write): never a half file."""
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight",
+                                                      format="png"))
+
+
+def save_csv(table: pd.DataFrame, path: Path) -> Path:
+    """A CSV written via a temporary name (files.atomic_write): never a half file."""
+    return atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
 
 
 def _per_cell_lines(epochs: pd.DataFrame, column: str, ylabel: str, title: str):
@@ -119,7 +121,7 @@ def _energy_lines(epochs: pd.DataFrame, runs_table: pd.DataFrame, cumulative: bo
     if drawn:
         ax.legend(fontsize=6, ncol=2)
     else:
-        _empty(ax, "no finished epochs with energy figures")
+        say_empty(ax, "no finished epochs with energy figures")
     return fig
 
 
@@ -142,7 +144,7 @@ def figure_power(table: pd.DataFrame, runs_table: pd.DataFrame):
     assumed = pd.to_numeric(done["assumed_power_w"], errors="coerce")
     metered = pd.to_numeric(done["mean_power_w"], errors="coerce")
     if done.empty or (assumed.isna().all() and metered.isna().all()):
-        _empty(ax, "no finished cells with power figures")
+        say_empty(ax, "no finished cells with power figures")
         return fig
     positions = list(range(len(done)))
     ax.bar([p - 0.2 for p in positions], assumed, width=0.4,
@@ -177,7 +179,7 @@ def figure_tradeoff(table: pd.DataFrame):
         why = ("no cell has both an accuracy and an energy figure"
                + (f" ({len(done)} finished: all diverged or without meters)" if len(done) else
                   " (no finished cells)"))
-        _empty(ax, why)
+        say_empty(ax, why)
     else:
         ax.legend(fontsize=7)
     return fig
@@ -246,12 +248,8 @@ def write_report(runs: Runs, report_dir: str | Path, expected_cells: list[str] |
     figures["energy_per_epoch"] = figure_energy_per_epoch(epochs, runs.runs)
     figures["accuracy_vs_energy"] = figure_tradeoff(table)
     figures["power_assumed_vs_metered"] = figure_power(table, runs.runs)
-    paths = {name: _save(fig, report_dir / f"{name}.png") for name, fig in figures.items()}
-    csv = report_dir / "results.csv"
-    tmp = csv.with_name(".results.csv.tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, csv)
-    paths["results"] = csv
+    paths = {name: save_figure(fig, report_dir / f"{name}.png") for name, fig in figures.items()}
+    paths["results"] = save_csv(table, report_dir / "results.csv")
     return {"paths": paths, "figures": figures, "table": table}
 
 

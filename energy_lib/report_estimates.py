@@ -11,7 +11,6 @@ its scale is off, and MAPE says how far off the scale is.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import pandas as pd
 
 from .energy import derive
 from .energy.table import Phase
-from .report import _empty, _save, kinds_text
+from .report import kinds_text, save_csv, save_figure, say_empty
 
 COLUMNS = ["cell", "estimator", "after_epoch", "predicted_j", "energy_j", "energy_kind", "ratio",
            "status", "source"]
@@ -138,7 +137,7 @@ def plot_estimates(table: pd.DataFrame):
     ax.set_ylabel("predicted energy (J) -- estimated")
     ax.set_title("Estimates vs measurement")
     if usable.empty:
-        _empty(ax, "no finished cell with both a prediction and a headline energy\n"
+        say_empty(ax, "no finished cell with both a prediction and a headline energy\n"
                    "(records made before predictions were recorded, or no cell finished)")
         return fig
     markers = iter("osD^vP*X")
@@ -154,15 +153,6 @@ def plot_estimates(table: pd.DataFrame):
     return fig
 
 
-def _write_csv(table: pd.DataFrame, path: Path) -> Path:
-    """Temporary name + rename: a killed analysis never leaves a half CSV."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # open(): the umask's mode
-    with open(temporary, "w", newline="") as out:
-        table.to_csv(out, index=False)
-    os.replace(temporary, path)
-    return path
-
-
 def write_estimates(runs, report_dir: str | Path) -> dict:
     """The table, summary, sentence and figure; estimates.csv and estimates_vs_measurement.png
     written into `report_dir`."""
@@ -171,7 +161,7 @@ def write_estimates(runs, report_dir: str | Path) -> dict:
     table = estimates_table(runs)
     summary = estimates_summary(table)
     figure = plot_estimates(table)
-    paths = {"estimates": _write_csv(table, folder / "estimates.csv"),
-             "estimates_vs_measurement": _save(figure, folder / "estimates_vs_measurement.png")}
+    paths = {"estimates": save_csv(table, folder / "estimates.csv"),
+             "estimates_vs_measurement": save_figure(figure, folder / "estimates_vs_measurement.png")}
     return {"table": table, "summary": summary, "sentence": estimates_sentence(summary),
             "figure": figure, "paths": paths}

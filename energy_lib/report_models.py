@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 
 from .datasets import DATASETS
-from .files import atomic_write
 from .plaintext import mpl_plain
 from .records import Runs, read_notebook
+from .report import save_csv, save_figure
 
 MAX_PANELS = 16  # confusion matrices drawn side by side before the report singles cells out
 FINISHED = ("ok", "diverged")
@@ -254,12 +254,6 @@ def _change(before, after) -> float:
     return 100.0 * (after - before) / before
 
 
-def _save(fig, path: Path) -> Path:
-    """PNG via a temporary name and os.replace (files.atomic_write): never a half file."""
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight",
-                                                      format="png"))
-
-
 def write_model_report(runs: Runs, report_dir: str | Path) -> dict:
     """Write confusion_matrices.png, pruning_energy_vs_macs.png and pruning.csv; return the
     paths, the figures, the pruning table and the rule that picked the confusion panels."""
@@ -268,8 +262,7 @@ def write_model_report(runs: Runs, report_dir: str | Path) -> dict:
     confusion_figure, rule = figure_confusions(runs)
     figures = {"confusion_matrices": confusion_figure,
                "pruning_energy_vs_macs": figure_pruning(runs)}
-    paths = {name: _save(fig, report_dir / f"{name}.png") for name, fig in figures.items()}
+    paths = {name: save_figure(fig, report_dir / f"{name}.png") for name, fig in figures.items()}
     table = pruning_table(runs)
-    paths["pruning"] = atomic_write(report_dir / "pruning.csv",
-                                    lambda tmp: table.to_csv(tmp, index=False))
+    paths["pruning"] = save_csv(table, report_dir / "pruning.csv")
     return {"paths": paths, "figures": figures, "pruning_table": table, "confusion_rule": rule}

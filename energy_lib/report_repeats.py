@@ -8,7 +8,6 @@ are `energy_lib.stats` and `energy_lib.claims`, the figures `energy_lib.figures_
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -17,6 +16,7 @@ import pandas as pd
 from . import figures_stats, stats
 from .claims import evaluate_claims
 from .plaintext import plain_text_figures
+from .report import save_csv, save_figure
 
 HEADLINE = ["best_val_acc_pct", "final_val_acc_pct", "energy_j", "constant_power_energy_j",
             "total_s", "acc_pct_per_wh", "energy_to_target_j", "time_to_target_s"]
@@ -29,20 +29,6 @@ def compared_axis(study) -> str | None:
         return study.compare
     values = study.axes.get("precision", [])
     return "precision" if len(values) == 2 else None
-
-
-def _atomic_csv(frame: pd.DataFrame, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
-
-
-def _atomic_png(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-    os.replace(tmp, path)
-    return path
 
 
 def targets(runs_table: pd.DataFrame, epochs: pd.DataFrame, target_acc_pct: float | None):
@@ -112,10 +98,10 @@ def write_study_statistics(runs_table: pd.DataFrame, epochs: pd.DataFrame, study
     for name in ("summary", "paired", "paired_accuracy", "targets", "claims"):
         frame = result[name]
         file = "energy_to_target.csv" if name == "targets" else f"{name}.csv"
-        paths[name] = _atomic_csv(frame, report_dir / file)
+        paths[name] = save_csv(frame, report_dir / file)
     with plain_text_figures():
         figures = {
-            "pareto": figures_stats.figure_pareto(result["summary"], method_col="energy_methods"),
+            "pareto": figures_stats.figure_pareto(result["summary"]),
             "paired": figures_stats.figure_paired(result["paired"]),
             "energy_to_target": figures_stats.figure_energy_to_target(
                 result["targets"].merge(result["table"][["cell", *[a for a in study.setting_axes
@@ -125,7 +111,7 @@ def write_study_statistics(runs_table: pd.DataFrame, epochs: pd.DataFrame, study
                 group=[a for a in study.setting_axes if a in result["table"]] or "cell"),
         }
         for name, fig in figures.items():
-            paths[f"{name}_png"] = _atomic_png(fig, report_dir / f"{name}.png")
+            paths[f"{name}_png"] = save_figure(fig, report_dir / f"{name}.png")
     result["figures"] = figures
     result["paths"] = paths
     return result

@@ -359,11 +359,11 @@ def _texts(fig) -> list[str]:
 
 
 def _summary(kinds=("measured",)):
-    results = _results({1: 70.0, 2: 77.0}, {1: 1.05, 2: 0.85}).assign(energy_method="zeus-nvml")
+    results = _results({1: 70.0, 2: 77.0}, {1: 1.05, 2: 0.85}).assign(energy_methods="zeus-nvml")
     results["energy_kind"] = [kinds[i % len(kinds)] for i in range(len(results))]
     summary = stats.summarise_groups(results, ["width", "precision"],
                                      ["energy_j", "best_val_acc_pct"],
-                                     keep=["energy_kind", "energy_method"])
+                                     keep=["energy_kind", "energy_methods"])
     summary["cell"] = [f"w{w} {p}" for w, p in zip(summary["width"], summary["precision"])]
     return summary
 
