@@ -24,7 +24,7 @@ from benchmarks.suite import FAIL_SEED, stand_in_notebook
 from conftest import fake_executed_notebook, has_fashion_mnist, needs_fashion_mnist
 from energy_lib.cli import main
 from energy_lib.records import read_notebook, read_runs
-from energy_lib.scaleout import RUNNER_RECORD, flag_shared_cpu, local_cluster, note_runner
+from energy_lib.scaleout import RUNNER_RECORD, local_cluster, note_runner
 from energy_lib.study import cell_status, load_study, run_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -327,7 +327,7 @@ def test_workers_without_the_device_resource_are_refused(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------
-# the runner's record, and the shared-CPU flag the analysis adds
+# the runner's record
 # ------------------------------------------------------------------------------------------
 
 def test_note_runner_adds_a_record_that_reads_back(tmp_path):
@@ -338,28 +338,6 @@ def test_note_runner_adds_a_record_that_reads_back(tmp_path):
     assert record.records[RUNNER_RECORD] == {"executor": "dask", "worker": "tcp://h:1",
                                              "shared_cpu": True}
     assert not list(tmp_path.glob(".*tmp"))
-
-
-def test_shared_cpu_cells_are_flagged_and_said(tmp_path):
-    energy = [{"epoch": 0, "phase": "train", "component": "cpu", "method": "tdp-model",
-               "kind": "modelled", "energy_j": 10.0, "duration_s": 1.0, "flag": "",
-               "above_idle_j": None}]
-    for cell, shared in (("a", True), ("b", False), ("c", None)):
-        path = fake_executed_notebook(tmp_path / f"{cell}.ipynb", {
-            "energy": energy, "summary": {"status": "ok", "best_val_acc_pct": 50.0}})
-        if shared is not None:
-            note_runner(path, {"executor": "dask" if shared else "serial", "shared_cpu": shared,
-                               "cells_at_once_on_host": 2 if shared else 1})
-    runs = read_runs(tmp_path)
-    sentence = flag_shared_cpu(runs)
-    table = runs.runs.set_index("cell")
-    assert "shared_cpu" in table.loc["a", "flags"]
-    assert "shared_cpu" not in str(table.loc["b", "flags"])
-    assert "shared_cpu" not in str(table.loc["c", "flags"])  # an older record: nothing claimed
-    assert list(table["shared_cpu"]) == [True, False, None]
-    assert sentence.startswith("shared_cpu: 1 cell(s) ran on a host where up to 2 cells ran at once (a)")
-    runs = read_runs(tmp_path, cells={"b": "ok"})
-    assert flag_shared_cpu(runs).startswith("Each cell ran alone")
 
 
 # ------------------------------------------------------------------------------------------
