@@ -30,7 +30,7 @@ from torch import nn
 from energy_lib.config import RunConfig
 from energy_lib.data import Split, TensorLoader, torchvision_loader
 from energy_lib.datasets import DATASETS
-from energy_lib.device import synchronize
+from energy_lib.energy.monitor import synchronize
 from energy_lib.models import create_model
 
 CIFAR = DATASETS["cifar10"]

@@ -1,5 +1,6 @@
-"""Which device a config runs on, which autocast dtype its precision means there, and how to wait
-for the device before reading a clock."""
+"""Which device a config runs on, which autocast dtype its precision means there, and whether the
+meters it names can work there. (Waiting for the device before reading a clock is
+`energy.monitor.synchronize`, beside the clock it protects.)"""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import RunConfig
+from .energy.meters import check_available
 from .errors import ConfigError
 
 
@@ -35,8 +37,6 @@ def resolve_device(name: str) -> torch.device:
 
 def resolve_runtime(config: RunConfig) -> Runtime:
     """Check that the device can run the precision, and say what to use instead if not."""
-    from .energy.setup import check_available
-
     device = resolve_device(config.device)
     check_available(config.meter_names, device)  # a meter named explicitly must work here
     on_cuda = device.type == "cuda"
@@ -52,12 +52,6 @@ def resolve_runtime(config: RunConfig) -> Runtime:
     if on_cuda:
         return Runtime(device, torch.float16, True, False)
     return Runtime(device, torch.bfloat16, False, False)
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued kernels so a clock read afterwards measures finished work."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def device_name(device: torch.device) -> str:

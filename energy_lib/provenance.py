@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .energy.models import total_ram_gb
+from .energy.power_models import total_ram_gb
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,9 @@ import time
 import torch
 
 from .energy import EnergyMonitor
-from .energy.models import CpuTdpModel, RamPowerModel, lookup_cpu_tdp
+from .energy.meters import build_meters
+from .energy.monitor import Meter
+from .energy.power_models import CpuTdpModel, RamPowerModel
 from .energy.zeus_meter import ZeusMeter
 from .provenance import cpu_model
 
@@ -68,7 +70,7 @@ def _workload(device: torch.device, seconds: float) -> int:
     return count
 
 
-def _measure(meters: list, device: torch.device, idle_s: float, busy_s: float) -> dict:
+def _measure(meters: list[Meter], device: torch.device, idle_s: float, busy_s: float) -> dict:
     monitor = EnergyMonitor(meters, device)
     monitor.begin_window("idle")
     time.sleep(idle_s)
@@ -90,9 +92,10 @@ def _report(windows: dict) -> None:
 def check_gpu(idle_s: float = 3.0, busy_s: float = 8.0) -> int:
     device = torch.device("cuda:0")
     print(f"GPU: {torch.cuda.get_device_name(device)}")
-    meter, notes = ZeusMeter.probe([0], measure_cpu=False)
+    chosen = build_meters(["nvml"], device, assumed_power_w=None)  # the GPU's counter alone
+    meter = chosen.by_component().get("gpu")
     if meter is None:
-        print(f"  cannot measure GPU energy: {'; '.join(notes)}")
+        print(f"  cannot measure GPU energy: {'; '.join(chosen.notes)}")
         return 1
     print(f"  {meter.describe()}")
     integrator = PowerIntegrator(lambda: meter.power_w()["gpu"])
@@ -118,24 +121,25 @@ def check_gpu(idle_s: float = 3.0, busy_s: float = 8.0) -> int:
 
 def check_cpu(idle_s: float = 2.0, busy_s: float = 3.0) -> int:
     device = torch.device("cpu")
-    meters: list = []
-    zeus, notes = ZeusMeter.probe([], measure_cpu=True)
-    if zeus is not None:
-        print(f"CPU: measured -- {zeus.describe()}")
-        meters.append(zeus)
+    # RAPL for CPU and DRAM where readable; the TDP and RAM models for what it cannot read
+    chosen = build_meters(["rapl", "cpu-model", "ram-model"], device, assumed_power_w=None,
+                          cpu_model=cpu_model())
+    covered = chosen.by_component()
+    cpu = covered["cpu"]
+    if isinstance(cpu, CpuTdpModel):
+        print(f"CPU: not measured -- {'; '.join(chosen.notes)}\n"
+              f"  modelled instead: {cpu.tdp_w:g} W TDP ({cpu.tdp_source}) x utilisation")
     else:
-        tdp_w, source = lookup_cpu_tdp(cpu_model())
-        print(f"CPU: not measured -- {'; '.join(notes)}\n"
-              f"  modelled instead: {tdp_w:g} W TDP ({source}) x utilisation")
-        meters.append(CpuTdpModel(tdp_w, source))
-    if zeus is None or "ram" not in zeus.components:
-        ram = RamPowerModel.default()
-        print(f"RAM: not measured (no RAPL DRAM domain) -- {ram.describe()}")
-        meters.append(ram)
+        print(f"CPU: measured -- {cpu.describe()}")
+    if isinstance(covered["ram"], RamPowerModel):
+        print(f"RAM: not measured (no RAPL DRAM domain) -- {covered['ram'].describe()}")
     if not torch.cuda.is_available():
         _, gpu_notes = ZeusMeter.probe([0], measure_cpu=False)
         print(f"GPU: none visible to torch ({'; '.join(gpu_notes) or 'no CUDA device'})")
-    _report(_measure(meters, device, idle_s, busy_s))
+    try:
+        _report(_measure(chosen.meters, device, idle_s, busy_s))
+    finally:
+        chosen.close()
     return 0
 
 

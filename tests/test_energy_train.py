@@ -204,9 +204,9 @@ def test_metering_idle_windows_and_rows_with_fake_meters():
     import torch
 
     from energy_lib.energy.metering import Metering
-    from energy_lib.energy.setup import MeterSet
+    from energy_lib.energy.meters import MeterSet
     from energy_lib.energy import ConstantPowerEstimator
-    from energy_lib.energy.models import RamPowerModel
+    from energy_lib.energy.power_models import RamPowerModel
     from energy_lib.energy.table import Phase
 
     meters = MeterSet(meters=[RamPowerModel(4.0, "test"), ConstantPowerEstimator(70.0)])

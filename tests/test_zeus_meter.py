@@ -15,7 +15,7 @@ from conftest import needs_fashion_mnist
 from energy_lib import ConfigError, RunConfig
 from energy_lib.energy import zeus_meter
 from energy_lib.energy.derive import per_run
-from energy_lib.energy.setup import build_meters, check_available
+from energy_lib.energy.meters import build_meters, check_available
 from energy_lib.energy.zeus_meter import ZeusMeter
 
 CPU = torch.device("cpu")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .monitor import Reading
+from .monitor import Meter, Reading
 from .table import ASSUMED_BOARD, Kind, Method
 
 
-class ConstantPowerEstimator:
+class ConstantPowerEstimator(Meter):
     """E = P_assumed x t. Modelled, not measured: it cannot see how hard the device worked.
     The original study used 70 W (the T4's board power limit) for train + eval time."""
 
@@ -23,9 +23,6 @@ class ConstantPowerEstimator:
     def describe(self) -> str:
         return (f"constant power: {self.assumed_w:g} W assumed x wall time (the original study's "
                 "estimate; modelled)")
-
-    def begin(self, name: str) -> None:
-        pass  # needs nothing but the window's duration
 
     def end(self, name: str, duration_s: float) -> list[Reading]:
         return [Reading(self.component, self.assumed_w * duration_s, self.method, self.kind)]

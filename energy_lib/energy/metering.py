@@ -22,7 +22,7 @@ import torch
 
 from .carbon import resolve_intensity
 from .monitor import EnergyMonitor, Window
-from .setup import MeterSet, build_meters
+from .meters import MeterSet, build_meters
 from .table import ASSUMED_BOARD, EnergyRow, Kind, Method, Phase, JOULES_PER_KWH
 from .timeline import PowerTimeline
 

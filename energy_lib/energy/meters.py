@@ -2,9 +2,12 @@
 
 `auto` picks, per component: GPU -> Zeus (NVML/amdsmi) for CUDA runs; CPU -> Zeus (RAPL), else
 the TDP model; RAM -> RAPL's DRAM domain, else the RAM model. The original study's
-constant-power estimate is always added, for comparison. Under `auto` every fallback is
-explained once in `notes`, never raised; a meter named explicitly (`nvml`, `rapl`) that cannot
-work here is a ConfigError before anything runs (`check_available`).
+constant-power estimate is added for comparison (a run always has it; the self-check does not).
+Under `auto` every fallback is explained once in `notes`, never raised; a meter named explicitly
+(`nvml`, `rapl`) that cannot work here is a ConfigError before anything runs (`check_available`).
+
+`build_meters` is the one place a set of meters is assembled: runs, the self-check and the
+calibration all call it.
 """
 
 from __future__ import annotations
@@ -15,34 +18,34 @@ import torch
 
 from ..errors import ConfigError
 from .constant_power import ConstantPowerEstimator
-from .models import CpuTdpModel, RamPowerModel, lookup_cpu_tdp
+from .monitor import Meter
+from .power_models import CpuTdpModel, RamPowerModel, lookup_cpu_tdp
 from .zeus_meter import ZeusMeter
 
 
 @dataclass
 class MeterSet:
-    meters: list = field(default_factory=list)
+    meters: list[Meter] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what is measured, what is modelled, and why
     cpu_tdp_w: float | None = None
     ram_power_w: float | None = None
     cpu_model: str = ""
 
     def describe(self) -> list[str]:
-        return [m.describe() for m in self.meters if hasattr(m, "describe")] + self.notes
+        return [line for line in (m.describe() for m in self.meters) if line] + self.notes
 
     def methods(self) -> dict[str, dict[str, str]]:
         """component -> {"method": ..., "kind": ...} for the meters of real components."""
         out = {}
         for meter in self.meters:
-            if hasattr(meter, "methods"):
-                pairs = meter.methods()
-            else:
-                pairs = {c: (str(meter.method), str(meter.kind))
-                         for c in getattr(meter, "components", [])}
-            out.update({c: {"method": m, "kind": k} for c, (m, k) in pairs.items()})
+            out.update({c: {"method": m, "kind": k} for c, (m, k) in meter.methods().items()})
         return out
 
-    def model_for(self, component: str):
+    def by_component(self) -> dict[str, Meter]:
+        """component -> the meter that covers it (a later meter wins, as in `methods`)."""
+        return {c: meter for meter in self.meters for c in meter.components}
+
+    def model_for(self, component: str) -> Meter | None:
         """The model that stands in for `component` when its meter fails mid-run."""
         if component == "cpu":
             tdp_w, source = ((self.cpu_tdp_w, "cpu_tdp_w parameter") if self.cpu_tdp_w
@@ -54,8 +57,7 @@ class MeterSet:
 
     def close(self) -> None:
         for meter in self.meters:
-            if hasattr(meter, "close"):
-                meter.close()
+            meter.close()
 
 
 def _wants(names: list[str], device: torch.device) -> tuple[bool, bool]:
@@ -83,9 +85,12 @@ def check_available(names: list[str], device: torch.device) -> None:
                               "(the TDP and RAM models stand in) or drop 'rapl'")
 
 
-def build_meters(names: list[str], device: torch.device, *, assumed_power_w: float,
+def build_meters(names: list[str], device: torch.device, *, assumed_power_w: float | None,
                  cpu_tdp_w: float | None = None, ram_power_w: float | None = None,
                  cpu_model: str = "") -> MeterSet:
+    """The meters `names` ask for on `device`, each fallback explained in `notes`.
+    `assumed_power_w` None leaves out the constant-power estimate (the self-check compares
+    meters of real components only)."""
     auto = "auto" in names
     chosen = MeterSet(cpu_tdp_w=cpu_tdp_w, ram_power_w=ram_power_w, cpu_model=cpu_model)
     have: set[str] = set()
@@ -105,5 +110,6 @@ def build_meters(names: list[str], device: torch.device, *, assumed_power_w: flo
     if (auto or "ram-model" in names) and "ram" not in have:
         chosen.meters.append(chosen.model_for("ram"))
         have.add("ram")
-    chosen.meters.append(ConstantPowerEstimator(assumed_power_w))  # always, for comparison
+    if assumed_power_w is not None:
+        chosen.meters.append(ConstantPowerEstimator(assumed_power_w))  # for comparison
     return chosen

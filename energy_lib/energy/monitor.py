@@ -1,4 +1,6 @@
-"""Named measurement windows shared by every meter, timed on one synchronised clock.
+"""Named measurement windows shared by every meter, timed on one synchronised clock; and the
+`Meter` base every meter subclasses, so the monitor, the timeline and the meter set call one
+declared protocol instead of probing for methods.
 
 A meter that raises mid-run never stops training: from that moment its components are covered
 by a stand-in (the meter's own mean power so far x time, or, before it read anything, the model
@@ -8,13 +10,19 @@ for that component), every such reading is flagged, and `failures` says when and
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Sequence
 
 import torch
 
-from ..device import synchronize
 from .table import Kind, Method
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued kernels so a clock read afterwards measures finished work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 @dataclass(frozen=True)
@@ -35,15 +43,38 @@ class Window:
     readings: list[Reading] = field(default_factory=list)
 
 
-class Meter(Protocol):
-    """What a meter provides. `end` gets the window's synchronised duration for models that
-    compute energy from time."""
+class Meter(ABC):
+    """What every meter provides. Only `end` must be written; the rest has defaults for a meter
+    of one method and kind that needs no setup, samples no power and holds nothing to release.
 
-    components: list[str]
+    `end` gets the window's synchronised duration, for models that compute energy from time.
+    `power_w` is the timeline's: power per component since the previous call ({} for a meter
+    whose figure exists only per window, such as the assumed constant power)."""
 
-    def begin(self, name: str) -> None: ...
+    components: Sequence[str] = ()  # what it covers: "gpu", "cpu", "ram", "assumed-board"
+    method: str = ""  # Method value of every reading (a meter of several overrides `methods`)
+    kind: str = ""  # Kind value: measured | modelled | estimated
 
-    def end(self, name: str, duration_s: float) -> list[Reading]: ...
+    def describe(self) -> str:
+        """One line for the record: what is read or assumed, and from where ("" says nothing)."""
+        return ""
+
+    def methods(self) -> dict[str, tuple[str, str]]:
+        """component -> (method, kind) of its readings."""
+        return {c: (str(self.method), str(self.kind)) for c in self.components}
+
+    def begin(self, name: str) -> None:
+        """Window `name` opens (the device is synchronised already)."""
+
+    @abstractmethod
+    def end(self, name: str, duration_s: float) -> list[Reading]:
+        """Window `name` closes after `duration_s`: its readings."""
+
+    def power_w(self) -> dict[str, float]:
+        return {}
+
+    def close(self) -> None:
+        """Release what the meter holds (threads, handles)."""
 
 
 @dataclass
@@ -54,18 +85,19 @@ class MeterFailure:
     error: str
 
 
-class StandIn:
+class StandIn(Meter):
     """Covers a failed meter's components: its mean power per component until it failed x the
     window's time (modelled), else the fallback model's reading; always flagged."""
 
-    def __init__(self, failed: "Meter", mean_power_w: dict[str, float],
-                 fallback: Callable[[str], "Meter | None"], reason: str) -> None:
+    method = Method.STAND_IN
+    kind = Kind.MODELLED
+
+    def __init__(self, failed: Meter, mean_power_w: dict[str, float],
+                 fallback: Callable[[str], Meter | None], reason: str) -> None:
         self.components = list(failed.components)
         self.mean_power_w = mean_power_w
         self.fallbacks = {c: fallback(c) for c in self.components if c not in mean_power_w}
         self.reason = reason
-        self.method = Method.STAND_IN
-        self.kind = Kind.MODELLED
 
     def begin(self, name: str) -> None:
         for meter in self.fallbacks.values():
@@ -148,7 +180,7 @@ class EnergyMonitor:
         failed = self.meters[index]
         at_s = time.perf_counter() - self._t0
         text = f"{type(error).__name__}: {error}".strip().splitlines()[0]
-        label = failed.describe() if hasattr(failed, "describe") else type(failed).__name__
+        label = failed.describe() or type(failed).__name__
         self.failures.append(MeterFailure(label, at_s, window, text))
         seen = self._seen.get(id(failed), {})
         mean_w = {c: j / s for c, (j, s) in seen.items() if s > 0}
@@ -158,9 +190,8 @@ class EnergyMonitor:
         for open_window in begin_windows:
             stand_in.begin(open_window)
         self.meters[index] = stand_in
-        if hasattr(failed, "close"):
-            try:
-                failed.close()
-            except Exception:  # noqa: BLE001
-                pass
+        try:
+            failed.close()
+        except Exception:  # noqa: BLE001
+            pass
         return stand_in

@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..bundled import read_csv
-from .monitor import Reading
+from .monitor import Meter, Reading
 from .table import Kind, Method
 
 DEFAULT_CPU_TDP_W = 85.0  # CodeCarbon's fallback for a CPU missing from its table
@@ -77,7 +77,7 @@ def total_ram_gb() -> float:
         return 8.0
 
 
-class CpuTdpModel:
+class CpuTdpModel(Meter):
     """Modelled CPU energy: TDP x utilisation x window time."""
 
     method = Method.TDP_MODEL
@@ -108,7 +108,7 @@ class CpuTdpModel:
         return {"cpu": self.tdp_w * share}
 
 
-class RamPowerModel:
+class RamPowerModel(Meter):
     """Modelled RAM energy: a constant power x window time."""
 
     method = Method.RAM_MODEL
@@ -128,9 +128,6 @@ class RamPowerModel:
 
     def describe(self) -> str:
         return f"RAM: constant {self.power_w_value:.2f} W ({self.source})"
-
-    def begin(self, name: str) -> None:
-        pass
 
     def end(self, name: str, duration_s: float) -> list[Reading]:
         return [Reading("ram", self.power_w_value * duration_s, self.method, self.kind)]

@@ -11,14 +11,16 @@ from __future__ import annotations
 import threading
 import time
 
+from .monitor import Meter
+
 
 class PowerTimeline(threading.Thread):
-    def __init__(self, meters: list, methods: dict[str, dict[str, str]], period_s: float = 0.5,
+    def __init__(self, meters: list[Meter], methods: dict[str, dict[str, str]], period_s: float = 0.5,
                  max_samples: int = 4000) -> None:
         super().__init__(daemon=True, name="power-timeline")
         if not 0 < period_s <= 1:
             raise ValueError(f"period_s={period_s!r} must be in (0, 1]")
-        self.sources = [m for m in meters if hasattr(m, "power_w")]
+        self.sources = list(meters)  # a meter with figures per window only samples {}
         self.methods = {c: f"{m['method']} ({m['kind']})" for c, m in methods.items()}
         self.period_s = period_s
         self.max_samples = max_samples

@@ -16,7 +16,7 @@ import time
 import warnings
 from typing import Any
 
-from .monitor import Reading
+from .monitor import Meter, Reading
 from .table import Kind, Method
 
 #: NVML's energy counter updates about every 20-100 ms; a shorter window reads noise.
@@ -48,7 +48,7 @@ def _gpu_method(gpus: Any, index: int) -> Method:
     return Method.ZEUS_NVML_POLLED
 
 
-class ZeusMeter:
+class ZeusMeter(Meter):
     """GPU and/or CPU+DRAM energy per window, read through one ZeusMonitor."""
 
     kind = Kind.MEASURED

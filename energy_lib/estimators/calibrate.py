@@ -188,11 +188,11 @@ _METERS: dict[str, object] = {}
 
 def _metered(fn, repeats: int, device: torch.device = torch.device("cpu")) -> tuple[float, float, str, str]:
     """(energy_j, seconds, method, kind) of `repeats` calls of fn, in one window of the project's
-    meters (energy.setup.build_meters + EnergyMonitor): measured where the hardware allows,
+    meters (energy.meters.build_meters + EnergyMonitor): measured where the hardware allows,
     modelled where not. The energy is the sum of the component readings (cpu, gpu, ram); the
     assumed constant-power figure is used only when no component meter exists."""
     from ..energy import EnergyMonitor
-    from ..energy.setup import build_meters
+    from ..energy.meters import build_meters
     from ..provenance import cpu_model
 
     key = str(device)

@@ -22,6 +22,9 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+
+from .layer_fit import LayerFit, TypeModel
 
 FORMAT = "energy-lib-fit-v1"
 
@@ -40,7 +43,7 @@ def fit_key(data: list[bytes]) -> str:
     except metadata.PackageNotFoundError:
         digest.update(b"no-sklearn")
     here = Path(__file__).resolve().parent
-    for name in ("regression.py", "layer_data.py", "fit_cache.py"):
+    for name in ("regression.py", "layer_fit.py", "layer_data.py", "fit_cache.py"):
         digest.update((here / name).read_bytes())
     for chunk in data:
         digest.update(hashlib.sha256(chunk).digest())
@@ -112,7 +115,7 @@ class ScaledLinear:
 PREDICTORS = {"trees": TreeEnsemble, "nnls": ScaledLinear}
 
 
-def save(path: Path, layer_fit) -> bool:
+def save(path: Path, layer_fit: LayerFit) -> bool:
     """Write a LayerFit's arrays and facts atomically; False when the folder is not writable."""
     arrays, models = {}, []
     for index, model in enumerate(layer_fit.models.values()):
@@ -135,12 +138,8 @@ def save(path: Path, layer_fit) -> bool:
         return False
 
 
-def load(path: Path):
+def load(path: Path) -> LayerFit | None:
     """The LayerFit stored at `path`, or None when it is missing or unreadable."""
-    import pandas as pd
-
-    from .regression import LayerFit, TypeModel
-
     try:
         with np.load(path, allow_pickle=False) as stored:
             arrays = {name: stored[name] for name in stored.files}

@@ -29,7 +29,8 @@ Why this shape (the sum over dozens of layers must hold up, from batch 1 to 256)
   slope fitted on six small layers, exponentiated); there the model is E = a x work +
   b x bytes + c with non-negative a, b, c fitted on relative error: linear in the work, and c
   is the per-call cost the smallest layers show, not a noise term.
-- Fitted models are exported to numpy arrays (fit_cache) and cached on disk, keyed by the data,
+- Fitted models (`layer_fit.TypeModel` per type, `layer_fit.LayerFit` for all) are exported to
+  numpy arrays (fit_cache) and cached on disk, keyed by the data,
   this code and the scikit-learn version: a new process (every papermill kernel) reads the fit
   in milliseconds and predicts without importing scikit-learn, instead of refitting for ~2-3 s.
 - Each type is evaluated on a held-out 20 % split (R² on energy, MAPE); the model used for
@@ -45,7 +46,6 @@ with measurements.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -59,6 +59,7 @@ from . import fit_cache
 from .fit_cache import ScaledLinear, TreeEnsemble
 from .layer_data import (GETZNER_FILES, LAYER_TYPES, available_fits_text, describe_call, features,
                          getzner2023, read_calibration)
+from .layer_fit import LayerFit, TypeModel, linear_terms
 from .result import Estimate
 from .trace import trace_model
 
@@ -68,50 +69,6 @@ TEST_FRACTION = 0.2
 SPLIT_SEED = 0
 FITS = {"getzner2023": "Getzner et al. 2023 per-layer data"}
 ZERO_COST = (nn.Flatten, nn.Identity)  # views: no arithmetic, no traffic
-
-
-@dataclass
-class TypeModel:
-    """Energy of one pass of one layer type in one phase."""
-
-    layer_type: str
-    phase: str
-    family: str  # "trees" | "nnls"
-    regressor: object
-    columns: list[str]
-    smear: float
-    lows: pd.Series
-    highs: pd.Series
-    report: dict = field(default_factory=dict)
-
-    def predict(self, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """(energy_j, extrapolated) per row."""
-        named, work = features(table, self.layer_type)
-        x = named[self.columns]
-        outside = ((x < self.lows - 1e-9) | (x > self.highs + 1e-9)).any(axis=1).to_numpy()
-        if self.family == "trees":
-            return work * np.exp(self.regressor.predict(x.to_numpy())) * self.smear, outside
-        return self.regressor.predict(_linear_terms(named, work)), outside
-
-
-@dataclass
-class LayerFit:
-    models: dict[tuple[str, str], TypeModel]
-    source: str  # which data and which hardware
-    machine: str
-
-    def report(self) -> pd.DataFrame:
-        """Held-out R² and MAPE per layer type and phase."""
-        return pd.DataFrame([m.report for m in self.models.values()])
-
-
-def _linear_terms(named: pd.DataFrame, work: np.ndarray) -> np.ndarray:
-    """[work, bytes moved, 1] for the small-data model (bytes only where not a multiple of work)."""
-    terms = [work]
-    if "log_bytes_per_work" in named:
-        terms.append(work * np.exp(named["log_bytes_per_work"].to_numpy()))
-    terms.append(np.ones(len(work)))
-    return np.column_stack(terms)
 
 
 class _ScaledNonNegative:
@@ -155,7 +112,7 @@ def fit_type(table: pd.DataFrame, layer_type: str, phase: str) -> TypeModel:
         smear = float(np.mean(np.exp(target[train] - regressor.predict(named.to_numpy()[train]))))
     else:
         family, kind, smear = "nnls", "non-negative work + bytes + per-call, relative error", 1.0
-        regressor = _ScaledNonNegative().fit(_linear_terms(named, work)[train], energy[train])
+        regressor = _ScaledNonNegative().fit(linear_terms(named, work)[train], energy[train])
     report = {"layer_type": layer_type, "phase": phase, "model": kind, "n_train": len(train),
               "n_test": len(test), "r2": np.nan, "mape_pct": np.nan}
     model = TypeModel(layer_type, phase, family, regressor, columns, smear,

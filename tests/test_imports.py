@@ -1,0 +1,140 @@
+"""No import cycles inside energy_lib: a cycle makes what a module can use depend on which module
+happened to be imported first, and a lazy import inside a function only hides it until that
+function runs. The graph is read from the source with `ast` (nothing is imported): every
+`import`/`from ... import` anywhere in a module, at module level or inside a function, relative
+or absolute, that names a module of the package."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import energy_lib
+
+PACKAGE_DIR = Path(energy_lib.__file__).resolve().parent
+PACKAGE = PACKAGE_DIR.name
+
+
+def module_files() -> dict[str, Path]:
+    """Dotted module name -> source file, for every module of the package."""
+    modules = {}
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        parts = [PACKAGE, *path.relative_to(PACKAGE_DIR).with_suffix("").parts]
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules[".".join(parts)] = path
+    return modules
+
+
+def _resolve(module: str, is_package: bool, level: int, name: str | None) -> str:
+    """The absolute name `from <level dots><name>` means inside `module`."""
+    if level == 0:
+        return name or ""
+    base = module.split(".")
+    if not is_package:
+        base = base[:-1]  # a module's relative imports start from its package
+    base = base[: len(base) - (level - 1)]
+    return ".".join(base + ([name] if name else []))
+
+
+def imports_of(module: str, path: Path, known: set[str]) -> set[str]:
+    """The package's modules that `module` imports, anywhere in its source. Importing a.b.c
+    also runs the package inits a.b and a, unless `module` lives inside them already."""
+    is_package = path.name == "__init__.py"
+    targets: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = _resolve(module, is_package, node.level, node.module)
+            targets.add(base)
+            targets.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import mod`
+    own_packages = {".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 1)}
+    edges = set()
+    for target in targets:
+        parts = target.split(".")
+        for i in range(1, len(parts) + 1):
+            name = ".".join(parts[:i])
+            if name in known and name != module and name not in own_packages:
+                edges.add(name)
+    return edges
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = module_files()
+    return {module: imports_of(module, path, set(files)) for module, path in files.items()}
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle per strongly connected component of more than one module (Tarjan), each as a
+    closed path a -> b -> ... -> a through that component."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                components.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return [_closed_path(graph, set(c), c[0]) for c in components]
+
+
+def _closed_path(graph: dict[str, set[str]], members: set[str], start: str) -> list[str]:
+    """A shortest path start -> ... -> start inside one strongly connected component (BFS)."""
+    previous: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        following = []
+        for node in frontier:
+            for nxt in sorted(graph[node] & members):
+                if nxt == start:
+                    path = [node]
+                    while path[-1] != start:
+                        path.append(previous[path[-1]])
+                    return [start, *reversed(path[:-1]), start] if node != start else [start, start]
+                if nxt not in previous:
+                    previous[nxt] = node
+                    following.append(nxt)
+        frontier = following
+    raise AssertionError(f"{start} is in no cycle")
+
+
+def test_the_graph_sees_every_kind_of_import():
+    graph = import_graph()
+    assert "energy_lib.energy.monitor" in graph["energy_lib.energy"]  # relative, in a package init
+    assert "energy_lib.errors" in graph["energy_lib.device"]  # `from .errors import ...`
+    assert "energy_lib.estimators.calibrate" in graph["energy_lib.estimators.predict"]  # lazy
+    assert "energy_lib.energy" in graph["energy_lib.estimators.predict"]  # a package init runs too
+
+
+def test_find_cycles_reports_a_closed_path():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert find_cycles(graph) == [["a", "b", "c", "a"]]
+    assert find_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles():
+    cycles = find_cycles(import_graph())
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
