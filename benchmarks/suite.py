@@ -410,18 +410,18 @@ FAIL_SEED = 666  # a stand-in cell with this seed raises, for failure-isolation 
 STAND_IN_SOURCE = f"""\
 import os, time
 from energy_lib.config import FIELD_NAMES, RunConfig
-from energy_lib.records import RECORD_FORMAT, record
+from energy_lib.records import RECORD_FORMAT, store
 
 config = RunConfig.from_dict({{k: v for k, v in dict(globals()).items() if k in FIELD_NAMES}})
-record("config", config)
+store("config", config)
 started = time.time()
 time.sleep(config.idle_s)  # the stand-in's only work: idle_s seconds of nothing
 if config.seed == {FAIL_SEED}:
     raise RuntimeError("stand-in cell told to fail (seed {FAIL_SEED})")
-record("stand_in", {{"pid": os.getpid(), "parent_pid": os.getppid(), "started": started,
+store("stand_in", {{"pid": os.getpid(), "parent_pid": os.getppid(), "started": started,
                     "ended": time.time()}})
-record("format", RECORD_FORMAT)
-record("summary", {{"status": "ok"}})
+store("format", RECORD_FORMAT)
+store("summary", {{"status": "ok"}})
 """
 
 
@@ -465,9 +465,9 @@ def p8_scaleout(smoke: bool, workers: int = 2, scale_workers: int = 5,
 
     import distributed
 
-    import energy_lib.study as study_module
-    from energy_lib.scaleout import local_cluster
+    import energy_lib.study.execute as execute_module
     from energy_lib.study import load_study, run_study
+    from energy_lib.study.dask_executor import DaskExecutor, local_cluster
 
     study = ROOT / "studies" / "quick.toml"
     options = ["--repeats", "1"]  # the quick study's 4 settings, one seed each
@@ -499,7 +499,7 @@ def p8_scaleout(smoke: bool, workers: int = 2, scale_workers: int = 5,
         scale = {"workers": scale_workers, "cluster_start_s": time.perf_counter() - started,
                  "sizes": []}
         with cluster, distributed.Client(cluster) as client, \
-                mock.patch.object(study_module, "RUN_NOTEBOOK", notebook):
+                mock.patch.object(execute_module, "RUN_NOTEBOOK", notebook):
             warm_up = () if smoke else (("warm-up", scale_workers),)
             for name, n in (*warm_up, *((f"scale{n}", n) for n in scale_cells)):
                 path = Path(tmp) / f"{name}.toml"
@@ -507,7 +507,8 @@ def p8_scaleout(smoke: bool, workers: int = 2, scale_workers: int = 5,
                                 f'download = false\nidle_s = 0.0\n[axes]\nseed = {list(range(n))}\n')
                 cells = load_study(path)
                 start = time.perf_counter()
-                outcome = run_study(cells, runs_root=f"{tmp}/runs", progress=False, client=client)
+                outcome = run_study(cells, runs_root=f"{tmp}/runs", progress=False,
+                                    executor=DaskExecutor(client))
                 wall = time.perf_counter() - start
                 if len(outcome.ran) != n:
                     raise RuntimeError(f"P8 scale: {len(outcome.ran)} of {n} cells ran "

@@ -4,7 +4,7 @@ A study file (studies/*.toml) names a grid of training runs. `energy-study run S
 one notebook per grid cell into runs/<study>/ (a lab record you can read later) and then the
 analysis into report/<study>/ (figures, results.csv, analysis.html).
 
-(For developers: argument parsing and messages only; the work is in study.py. A user mistake
+(For developers: argument parsing and messages only; the work is in the study/ package. A user mistake
 prints one line and exits 2; failed cells exit 1 after every other cell ran; an interrupt
 exits 130 and the next run resumes.)
 """
@@ -96,24 +96,11 @@ def _cmd_list(study, args) -> int:
     return 0
 
 
-def _check_executor(args) -> None:
-    """`--executor` and its options, before anything is checked or run."""
-    from .scaleout import EXECUTORS
-
-    if args.executor not in EXECUTORS:
-        raise StudyError(f"--executor {args.executor!r}: unknown; choose one of "
-                         f"{', '.join(EXECUTORS)}")
-    if args.executor != "dask" and (args.workers is not None or args.scheduler is not None):
-        raise StudyError("--workers and --scheduler need --executor dask")
-    if args.workers is not None and args.workers < 1:
-        raise StudyError(f"--workers {args.workers}: must be at least 1")
-
-
 def _cmd_run(study, args) -> int:
     from .files import check_writable
-    from .study import run_study
+    from .study import check_executor, open_executor, run_study
 
-    _check_executor(args)
+    check_executor(args.executor, workers=args.workers, scheduler=args.scheduler)
     unknown = sorted(set(args.cells or []) - {c.name for c in study.cells})
     if unknown:
         raise StudyError(f"unknown cell(s) {', '.join(unknown)}; cells: "
@@ -121,14 +108,9 @@ def _cmd_run(study, args) -> int:
     if not args.no_report:  # before the first cell, not after an hour of training
         check_writable(study.report_dir(args.report_dir), "report")
     started = time.perf_counter()
-    if args.executor == "dask":
-        from .scaleout import open_client
-
-        with open_client(workers=args.workers, scheduler=args.scheduler) as client:
-            outcome = run_study(study, force=args.force, runs_root=args.runs_dir,
-                                only=args.cells, client=client)
-    else:
-        outcome = run_study(study, force=args.force, runs_root=args.runs_dir, only=args.cells)
+    with open_executor(args.executor, workers=args.workers, scheduler=args.scheduler) as executor:
+        outcome = run_study(study, force=args.force, runs_root=args.runs_dir, only=args.cells,
+                            executor=executor)
     cells_s = time.perf_counter() - started
     busy = f"{len(outcome.busy)} running elsewhere, " if outcome.busy else ""
     print(f"cells: {len(outcome.ran)} ran, {len(outcome.skipped)} skipped (finished), {busy}"
@@ -166,7 +148,7 @@ def _report(study, args) -> int:
 
 
 def _cmd_export(study, args) -> int:
-    from .export import write_export
+    from .report.export import write_export
     from .files import check_output_file
     from .study import read_study
 

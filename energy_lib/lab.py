@@ -1,4 +1,5 @@
-"""The few calls the run notebook makes, kept here so the notebook stays thin and tested.
+"""The few calls the run notebook makes (`import energy_lib.lab as lab`), kept here so the
+notebook stays thin and tested.
 
 Papermill injects parameters as plain assignments (`width = 2`) in a cell after the
 parameters cell, and only *warns* about names the notebook does not declare. So the notebook
@@ -10,11 +11,16 @@ being silently ignored, and `-p lab 1` (which would replace a name the notebook 
 is refused by name instead of breaking a later cell. Reading the sources rather than the
 namespace is what makes the last case detectable: the config cell imports `lab` again, so the
 injected value is gone from the namespace by the time it could be checked there.
+
+Besides the RunConfig fields, the runner passes `RUNNER_PARAMETERS` (how this execution shows
+progress, where its record goes): papermill parameters like the others, never environment
+variables, so an executed notebook shows everything it was given.
 """
 
 from __future__ import annotations
 
 import ast
+from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
@@ -23,11 +29,17 @@ from .config import FIELD_NAMES, RunConfig
 from .energy import derive
 from .energy.table import Phase
 from .errors import ConfigError
-from .records import RECORD_FORMAT, record
-from .train import RunResult
+from .records import Status, store, store_run
+from .train import RunResult, train as train_config
 
 
 _LITERALS = (str, int, float, bool, type(None), list, dict)
+#: Parameters of this execution, not of the run, with their defaults for a notebook opened by
+#: hand: `progress` "auto" (a widget where the front end shows one) or "text" (the runner
+#: streams the kernel's stderr to a terminal); `record_path`, the record being written, so a
+#: CodeCarbon log lands beside it (`<record>.codecarbon/`; "" = ./codecarbon).
+RUNNER_PARAMETERS = {"progress": "auto", "record_path": ""}
+_RUNNER: dict[str, Any] = dict(RUNNER_PARAMETERS)  # this execution's, set by config_from
 
 
 def parameters_from(namespace: dict[str, Any], before: Iterable[str]) -> dict[str, Any]:
@@ -95,7 +107,7 @@ def config_from(namespace: dict[str, Any], before: Iterable[str] | None = None) 
     if assigned is None:
         values = parameters_from(namespace, before or ())
     else:
-        allowed = f"allowed: {', '.join(FIELD_NAMES)}"
+        allowed = f"allowed: {', '.join(FIELD_NAMES)} (and the runner's {', '.join(RUNNER_PARAMETERS)})"
         for name in assigned:
             if name.startswith("_"):
                 raise ConfigError(f"parameter {name!r} is not a RunConfig field (no field name "
@@ -104,9 +116,23 @@ def config_from(namespace: dict[str, Any], before: Iterable[str] | None = None) 
                 raise ConfigError(f"parameter {name!r} is not a RunConfig field: it would "
                                   f"replace the notebook's own {name!r}; {allowed}")
         values = assigned
-    config = RunConfig.from_dict(values)
-    record("config", config)
+    _RUNNER.clear()
+    _RUNNER.update({name: values.get(name, default) for name, default in RUNNER_PARAMETERS.items()})
+    if _RUNNER["progress"] not in ("auto", "text"):
+        raise ConfigError(f"parameter progress={_RUNNER['progress']!r} is not allowed; use 'auto' "
+                          "or 'text'")
+    config = RunConfig.from_dict({k: v for k, v in values.items() if k not in RUNNER_PARAMETERS})
+    store("config", config)
     return config
+
+
+def train(config: RunConfig) -> RunResult:
+    """`train.train` as this execution asks: its progress bar, and the CodeCarbon folder beside
+    the record being written."""
+    record_path = _RUNNER.get("record_path") or ""
+    return train_config(config, progress=_RUNNER.get("progress", "auto"),
+                        codecarbon_dir=Path(record_path).with_suffix(".codecarbon")
+                        if record_path else None)
 
 
 def config_table(config: RunConfig) -> pd.DataFrame:
@@ -155,15 +181,7 @@ def summary_view(result: RunResult) -> pd.Series:
 def record_result(result: RunResult) -> pd.DataFrame:
     """Store the epoch table, the energy table, meters, timeline, carbon facts, provenance, the
     final confusion matrix and the summary; return the epoch table with its derived energy."""
-    record("format", RECORD_FORMAT)
-    record("epochs", result.epochs)
-    record("energy", result.energy)
-    record("meters", result.meters)
-    record("timeline", {"samples": result.timeline, "marks": result.timeline_marks})
-    record("carbon", result.carbon)
-    record("provenance", result.provenance)
-    record("confusion", result.confusion)  # rows: true class, columns: predicted
-    record("summary", result.summary)  # last: its presence marks a finished run
+    store_run(result)
     return epochs_view(result)
 
 
@@ -204,10 +222,10 @@ def predictions_text(result: RunResult) -> str:
 def predictions_beside(result: RunResult) -> pd.DataFrame:
     """Each prediction (the structural estimators' and the early-epoch extrapolation) beside the
     run's headline energy, its kind (measured or modelled), and predicted / headline."""
-    from .report_estimates import estimates_table
+    from .report.estimates import estimates_table
 
     table = estimates_table(pd.DataFrame(result.energy))
-    if result.status != "ok":  # a diverged run stopped early: its headline covers fewer epochs
+    if result.status != Status.OK:  # a diverged run stopped early: its headline covers fewer epochs
         table["ratio"] = float("nan")
     return table.drop(columns=["cell", "status"]).rename(
         columns={"energy_j": "headline_energy_j", "energy_kind": "headline_kind"})

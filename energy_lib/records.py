@@ -1,16 +1,22 @@
-"""Lab records: named JSON values stored in an executed notebook, and read back with nbformat.
+"""The lab record: what one executed run notebook holds, written once and read once.
 
-`record(name, value)` displays the value with this project's own MIME type (plus a short
-text/plain line for human readers), so it is saved in the notebook's outputs like any other
-display. `read_runs(folder)` reads executed notebooks -- never executing them -- into pandas
-tables. This is the maintained pattern of recommenders' notebook_utils, without scrapbook.
+A record is a set of named JSON values stored in the notebook's outputs under this project's
+own MIME type (plus a short text/plain line for human readers), so a record is read back with
+nbformat -- never executed. This is the maintained pattern of recommenders' notebook_utils,
+without scrapbook.
+
+This module owns the record's schema: `Status` (and `FINISHED`), the names a record stores
+(`LabRecord`'s fields), the writes (`store` in the kernel, `store_run` for a whole run,
+`note_runner` by the runner after the kernel finished) and the one read (`read_record`, and
+`read_runs` for a folder). Nothing else in the package opens a record.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,8 +24,63 @@ MIME_TYPE = "application/vnd.energy-study.record+json"
 #: The lab record's format: 2 = one long-form energy table, figures derived on reading. A
 #: finished record of another format reads as `outdated` (rerun it), never as a crash.
 RECORD_FORMAT = 2
-STATUSES = ("ok", "diverged", "failed", "incomplete", "outdated", "missing", "unreadable", "stale",
-            "running")
+
+
+class Status(StrEnum):
+    """A cell's status, as `energy-study list`, the report and the export name it."""
+
+    OK = "ok"
+    DIVERGED = "diverged"  # finished: the loss became NaN/inf; rerunning the same seed repeats it
+    FAILED = "failed"  # a notebook cell raised; the executed notebook is the record
+    INCOMPLETE = "incomplete"  # interrupted, or still being written
+    OUTDATED = "outdated"  # finished, but by an older record format: its figures cannot be derived
+    MISSING = "missing"  # no record yet
+    UNREADABLE = "unreadable"  # not a notebook
+    STALE = "stale"  # finished with other settings than the study file's now
+    RUNNING = "running"  # another runner holds the cell's lock now
+
+
+#: The statuses of a run that finished: its numbers are results (a diverged run's included).
+FINISHED = frozenset({Status.OK, Status.DIVERGED})
+#: Where the runner's note (where the cell ran) is stored.
+RUNNER_RECORD = "executor"
+
+
+@dataclass
+class LabRecord:
+    """One executed run notebook, read. The stored values have the names of the fields from
+    `format` on; `extra` keeps any other value a notebook stored."""
+
+    path: Path
+    status: Status
+    parameters: dict = field(default_factory=dict)  # papermill's, as injected
+    error: str = ""  # the first error output, "ename: evalue"
+    duration_s: float | None = None  # papermill's duration of the whole notebook
+    # -- the stored values (the schema), in the order the run notebook stores them
+    format: int | None = None
+    config: dict = field(default_factory=dict)  # the validated RunConfig
+    epochs: list = field(default_factory=list)  # one row per epoch
+    energy: list = field(default_factory=list)  # the energy table (energy.table.EnergyRow)
+    meters: dict = field(default_factory=dict)  # what each component's figure is, and notes
+    timeline: dict = field(default_factory=dict)  # {"samples": [...], "marks": [...]}
+    carbon: dict = field(default_factory=dict)  # intensity, its source, PUE
+    provenance: dict = field(default_factory=dict)  # commit, versions, machine, device
+    confusion: list = field(default_factory=list)  # final evaluation: rows true, columns predicted
+    summary: dict = field(default_factory=dict)  # last: its presence marks a finished run
+    executor: dict = field(default_factory=dict)  # the runner's note: where the cell ran
+    extra: dict = field(default_factory=dict)  # values stored under other names
+
+    @property
+    def cell(self) -> str:
+        return self.path.stem
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+#: The names a record stores, each a field of LabRecord.
+STORED = tuple(f.name for f in fields(LabRecord))[5:-1]
 
 
 def to_json(value: Any) -> Any:
@@ -42,7 +103,17 @@ def to_json(value: Any) -> Any:
     return str(value)
 
 
-def record(name: str, value: Any) -> Any:
+def _output(name: str, value: Any) -> dict:
+    """The display data of one stored value: ours under MIME_TYPE, and a line for readers."""
+    value = to_json(value)
+    text = json.dumps(value)
+    summary = text if len(text) <= 120 else text[:117] + "..."
+    return {MIME_TYPE: {"name": name, "value": value}, "text/plain": f"[record] {name} = {summary}"}
+
+
+# ------------------------------------------------------------------------------------ writes
+
+def store(name: str, value: Any) -> Any:
     """Store `value` under `name` in the running notebook's outputs (no-op outside IPython)."""
     try:
         from IPython import get_ipython
@@ -51,30 +122,48 @@ def record(name: str, value: Any) -> Any:
         return value
     if get_ipython() is None:
         return value
-    payload = {"name": name, "value": to_json(value)}
-    text = json.dumps(payload["value"])
-    summary = text if len(text) <= 120 else text[:117] + "..."
-    display({MIME_TYPE: payload, "text/plain": f"[record] {name} = {summary}"}, raw=True)
+    display(_output(name, value), raw=True)
     return value
 
 
-@dataclass
-class NotebookRecord:
-    """What one executed notebook says: its parameters, records, status and timing."""
-
-    path: Path
-    status: str
-    parameters: dict = field(default_factory=dict)
-    records: dict = field(default_factory=dict)
-    error: str = ""
-    duration_s: float | None = None
-
-    @property
-    def cell(self) -> str:
-        return self.path.stem
+def store_run(result) -> None:
+    """Store a finished `train.RunResult`: every value of the schema the kernel makes, the
+    summary last (its presence marks a finished run)."""
+    store("format", RECORD_FORMAT)
+    store("epochs", result.epochs)
+    store("energy", result.energy)
+    store("meters", result.meters)
+    store("timeline", {"samples": result.timeline, "marks": result.timeline_marks})
+    store("carbon", result.carbon)
+    store("provenance", result.provenance)
+    store("confusion", result.confusion)  # rows: true class, columns: predicted
+    store("summary", result.summary)
 
 
-def _records_of(notebook) -> dict:
+def note_runner(path: str | Path, value: dict) -> None:
+    """Append the runner's note (`executor`: where the cell ran) to an executed notebook before
+    it is renamed into place. Written by the runner, not executed by the kernel, and labelled
+    so; written via a temporary name, so a failure leaves the notebook as it was."""
+    import nbformat
+
+    from .files import atomic_write
+
+    path = Path(path)
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells.append(nbformat.v4.new_markdown_cell(
+        "## Where this ran\n\nNoted by the runner after the kernel finished (this cell was not "
+        "executed): the executor, the worker and host, the device it was pinned to, and whether "
+        "other cells could run on the same host at the same time (`shared_cpu`: then this "
+        "record's CPU and RAM energy figures are shares of one machine, not this cell's own)."))
+    cell = nbformat.v4.new_code_cell("# noted by the runner (energy_lib.records.note_runner)")
+    cell.outputs = [nbformat.v4.new_output("display_data", data=_output(RUNNER_RECORD, value))]
+    notebook.cells.append(cell)
+    atomic_write(path, lambda tmp: nbformat.write(notebook, str(tmp)))
+
+
+# -------------------------------------------------------------------------------------- read
+
+def _stored_values(notebook) -> dict:
     found = {}
     for cell in notebook.cells:
         for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
@@ -93,9 +182,9 @@ def _first_error(notebook) -> str:
     return ""
 
 
-def read_notebook(path: str | Path) -> NotebookRecord:
-    """Read one executed notebook. A file that is not a notebook is reported as `unreadable`,
-    never raised and never touched."""
+def read_record(path: str | Path) -> LabRecord:
+    """Read one executed notebook. A file that is not a notebook is `unreadable`, never raised
+    and never touched."""
     import nbformat
 
     path = Path(path)
@@ -103,38 +192,51 @@ def read_notebook(path: str | Path) -> NotebookRecord:
         notebook = nbformat.read(path, as_version=4)
     except Exception as error:  # not JSON, not a notebook, unreadable file
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        return NotebookRecord(path, "unreadable", error=f"not a readable notebook: {reason}")
+        return LabRecord(path, Status.UNREADABLE, error=f"not a readable notebook: {reason}")
     papermill = notebook.metadata.get("papermill", {})
-    records = _records_of(notebook)
-    summary = records.get("summary") or {}
-    if papermill.get("exception") or _first_error(notebook):
-        status = "failed"
+    values = _stored_values(notebook)
+    summary = values.get("summary") or {}
+    error = _first_error(notebook)
+    if papermill.get("exception") or error:
+        status = Status.FAILED
     elif not summary or not papermill.get("end_time"):
-        status = "incomplete"  # interrupted, or still being written
-    elif records.get("format") != RECORD_FORMAT:
-        status = "outdated"  # made by an older energy_lib: its figures cannot be derived
+        status = Status.INCOMPLETE  # interrupted, or still being written
+    elif values.get("format") != RECORD_FORMAT:
+        status = Status.OUTDATED  # made by an older energy_lib: its figures cannot be derived
     else:
-        status = summary.get("status", "ok")
-    return NotebookRecord(path, status, parameters=dict(papermill.get("parameters", {})),
-                          records=records, error=_first_error(notebook),
-                          duration_s=papermill.get("duration"))
+        status = Status(summary.get("status", Status.OK))
+    stored = {name: values[name] for name in STORED if values.get(name) is not None}
+    return LabRecord(path, status, parameters=dict(papermill.get("parameters", {})), error=error,
+                     duration_s=papermill.get("duration"), **stored,
+                     extra={k: v for k, v in values.items() if k not in STORED})
 
 
 @dataclass
 class Runs:
     """Tables of one study folder:
     - `energy`: THE energy table, long form (energy.table.EnergyRow + `cell`), as recorded;
-    - `runs`: one row per notebook: config, accuracy/time summary, provenance, and the figures
-      `energy.derive` computes from `energy` (energy_j/kwh + energy_kind, constant_power_*,
-      acc_pct_per_wh, emissions_kg, ...);
+    - `runs`: one row per notebook: config, accuracy/time summary, provenance, where it ran
+      (`executor`, `worker`, `pinned_device`, `cells_at_once_on_host`, `shared_cpu`), and the
+      figures `energy.derive` computes from `energy` (energy_j/kwh + energy_kind,
+      constant_power_*, acc_pct_per_wh, emissions_kg, ...);
     - `epochs`: one row per epoch, with the per-epoch energy derived the same way;
-    - `timeline` (power samples) and `problems` (files that could not be read)."""
+    - `timeline` (power samples), `confusion` (cell -> final confusion matrix of finished runs)
+      and `problems` (files that could not be read)."""
 
     runs: Any
     epochs: Any
     energy: Any
     timeline: Any
     problems: list[str]
+    confusion: dict[str, list] = field(default_factory=dict)
+
+
+def _where_it_ran(note: dict) -> dict:
+    return {"executor": note.get("executor"),
+            "worker": note.get("worker_name") or note.get("worker"),
+            "pinned_device": note.get("pinned_device"),
+            "cells_at_once_on_host": note.get("cells_at_once_on_host"),
+            "shared_cpu": note.get("shared_cpu")}
 
 
 def read_runs(folder: str | Path, cells: Mapping[str, str] | None = None) -> Runs:
@@ -147,46 +249,49 @@ def read_runs(folder: str | Path, cells: Mapping[str, str] | None = None) -> Run
 
     from .energy import derive
 
-    rows, epochs, energy, timeline, problems = [], [], [], [], []
+    rows, epochs, energy, timeline, problems, confusion = [], [], [], [], [], {}
     if cells is None:
         selected = [(path, None) for path in sorted(Path(folder).glob("*.ipynb"))]
     else:
         selected = [(Path(folder) / f"{cell}.ipynb", status) for cell, status in cells.items()]
     for path, status in selected:
         if status is not None and not path.is_file():
-            rows.append({"cell": path.stem, "status": status, "error": "", "path": ""})
+            rows.append({"cell": path.stem, "status": Status(status), "error": "", "path": ""})
             continue
-        nb = read_notebook(path)
-        if nb.status == "unreadable":
-            problems.append(f"{path}: {nb.error}")
-        config = nb.records.get("config") or nb.parameters
-        summary = {k: v for k, v in (nb.records.get("summary") or {}).items() if k != "status"}
-        provenance = {f"provenance_{k}": v for k, v in (nb.records.get("provenance") or {}).items()
+        rec = read_record(path)
+        if rec.status == Status.UNREADABLE:
+            problems.append(f"{path}: {rec.error}")
+        status = Status(status or rec.status)
+        config = rec.config or rec.parameters
+        summary = {k: v for k, v in rec.summary.items() if k != "status"}
+        provenance = {f"provenance_{k}": v for k, v in rec.provenance.items()
                       if not isinstance(v, (dict, list))}
         facts = {k: v for k, v in {**config, **summary, **provenance}.items() if k != "cell"}
-        usable = nb.status not in ("outdated", "unreadable")
-        cell_energy = [{"cell": nb.cell, **row} for row in nb.records.get("energy") or []] if usable else []
+        usable = rec.status not in (Status.OUTDATED, Status.UNREADABLE)
+        cell_energy = [{"cell": rec.cell, **row} for row in rec.energy] if usable else []
         derived = {}
-        if usable and cell_energy:
-            carbon = nb.records.get("carbon") or {}
-            derived = derive.run_figures(cell_energy, summary.get("best_val_acc_pct"), carbon)
-            derived |= {"carbon_intensity_g_per_kwh": carbon.get("intensity_g_per_kwh"),
-                        "carbon_intensity_source": carbon.get("source"),
-                        "country_iso_code": carbon.get("country_iso_code"),
-                        "country_name": carbon.get("country_name")}
-            codecarbon = (nb.records.get("meters") or {}).get("codecarbon") or {}
+        if cell_energy:
+            derived = derive.run_figures(cell_energy, summary.get("best_val_acc_pct"), rec.carbon)
+            derived |= {"carbon_intensity_g_per_kwh": rec.carbon.get("intensity_g_per_kwh"),
+                        "carbon_intensity_source": rec.carbon.get("source"),
+                        "country_iso_code": rec.carbon.get("country_iso_code"),
+                        "country_name": rec.carbon.get("country_name")}
+            codecarbon = rec.meters.get("codecarbon") or {}
             derived |= {f"codecarbon_{k}": v for k, v in codecarbon.items()}
-        rows.append({"cell": nb.cell, "status": status or nb.status, "error": nb.error,
-                     "path": str(path), "papermill_s": nb.duration_s, **facts, **derived})
-        for row in nb.records.get("epochs") or [] if usable else []:
-            epochs.append({"cell": nb.cell, **row})
+        rows.append({"cell": rec.cell, "status": status, "error": rec.error, "path": str(path),
+                     "papermill_s": rec.duration_s, **facts, **_where_it_ran(rec.executor),
+                     **derived})
+        if usable:
+            epochs += [{"cell": rec.cell, **row} for row in rec.epochs]
+            if status in FINISHED and rec.confusion:
+                confusion[rec.cell] = rec.confusion
         energy += cell_energy
-        for row in (nb.records.get("timeline") or {}).get("samples", []):
-            timeline.append({"cell": nb.cell, **row})
+        timeline += [{"cell": rec.cell, **row} for row in rec.timeline.get("samples", [])]
     energy_table = derive.as_frame(energy)
     epochs_table = pd.DataFrame(epochs)
     if not epochs_table.empty:
         per_epoch = derive.per_epoch(energy_table)
         epochs_table["epoch"] = epochs_table["epoch"].astype("Int64")
         epochs_table = epochs_table.merge(per_epoch, on=["cell", "epoch"], how="left")
-    return Runs(pd.DataFrame(rows), epochs_table, energy_table, pd.DataFrame(timeline), problems)
+    return Runs(pd.DataFrame(rows), epochs_table, energy_table, pd.DataFrame(timeline), problems,
+                confusion)

@@ -29,9 +29,9 @@ from .energy import derive
 from .estimators.predict import early_epochs_row, predict_run
 from .model_stats import model_stats
 from .models import create_model
+from .records import Status
 from .pruning import finalise, prune_step, rebuild_optimizer, should_prune
 
-STATUS_OK, STATUS_DIVERGED = "ok", "diverged"
 
 
 @dataclass
@@ -47,7 +47,7 @@ class EpochStats:
 @dataclass
 class RunResult:
     config: RunConfig
-    status: str = STATUS_OK
+    status: Status = Status.OK
     epochs: list[dict] = field(default_factory=list)  # per epoch: losses, accuracies, seconds
     energy: list[dict] = field(default_factory=list)  # the energy table (energy.table.EnergyRow)
     summary: dict = field(default_factory=dict)  # accuracy, time, model and device facts
@@ -156,19 +156,22 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _progress(total: int, description: str):
-    """A bar over epochs: a widget in an interactive notebook, text when the study runner
-    executes the notebook (it streams the kernel's stderr to the terminal)."""
-    if os.environ.get("ENERGY_STUDY_TEXT_PROGRESS"):
+def _progress(total: int, description: str, style: str):
+    """A bar over epochs: `auto` is a widget in an interactive notebook; `text` is plain text,
+    for the study runner, which streams the kernel's stderr to the terminal."""
+    if style == "text":
         from tqdm.std import tqdm
     else:
         from tqdm.auto import tqdm
     return tqdm(total=total, desc=description, unit="epoch")
 
 
-def train(config: RunConfig, *, progress: bool = True,
-          on_epoch: Callable[[dict], None] | None = None) -> RunResult:
-    """Train `config`; return its epoch table, energy table, summary and provenance."""
+def train(config: RunConfig, *, progress: bool | str = True,
+          on_epoch: Callable[[dict], None] | None = None,
+          codecarbon_dir: str | os.PathLike | None = None) -> RunResult:
+    """Train `config`; return its epoch table, energy table, summary and provenance.
+    `progress`: False, True/"auto" (tqdm.auto) or "text"; `codecarbon_dir`: where CodeCarbon,
+    when among the meters, writes its log (default ./codecarbon)."""
     runtime = resolve_runtime(config)  # raises ConfigError before any data is loaded
     device = runtime.device
     started = _now()
@@ -196,10 +199,11 @@ def train(config: RunConfig, *, progress: bool = True,
         bits=16 if runtime.autocast_dtype is not None else 32, device=device)
 
     result = RunResult(config=config)
-    bar = _progress(config.epochs, config.cell or config.study) if progress else None
+    bar = (_progress(config.epochs, config.cell or config.study, "text" if progress == "text"
+                     else "auto") if progress else None)
     compute_dtype = ""
     try:
-        with Metering.for_config(config, device) as metering:
+        with Metering.for_config(config, device, codecarbon_dir=codecarbon_dir) as metering:
             metering.rows += predicted  # before training: what the estimators expected
             metering.measure_idle(config.idle_s)
             with metering.window(Phase.RUN):
@@ -216,7 +220,7 @@ def train(config: RunConfig, *, progress: bool = True,
                            "val_top5_acc_pct": math.nan,
                            "train_s": metering.last_duration_s, "eval_s": 0.0, **stats}
                     if not math.isfinite(fit.loss):
-                        result.status = STATUS_DIVERGED
+                        result.status = Status.DIVERGED
                         result.epochs.append(row)
                         break
                     with metering.window(Phase.EVAL, epoch):

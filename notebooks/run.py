@@ -5,12 +5,12 @@
 #
 # **Energy.** Each epoch's train and evaluation phases are separate windows, opened and closed after synchronising the device; a `run` window spans all epochs and an `idle` window before the first epoch gives the idle baseline. Each component is *measured* through Zeus where the hardware allows (GPU: NVML energy counter; CPU and DRAM: RAPL) and *modelled* where not (CPU: TDP × utilisation; RAM: constant power per GB). The original study's estimate, an *assumed* constant board power (`assumed_power_w`, 70 W for the T4) × wall time, is always computed beside them.
 #
-# Every figure is one row of the run's **energy table** (window, component, `method`, `kind`, joules, seconds, flag, joules above idle). That table is what this record stores; every total below (per epoch, per run, kWh, mean power, efficiency, carbon) is derived from it by `energy_lib.energy.derive`. The values stored with `record(...)` are what `energy_lib.records.read_runs` and the analysis notebook read back.
+# Every figure is one row of the run's **energy table** (window, component, `method`, `kind`, joules, seconds, flag, joules above idle). That table is what this record stores; every total below (per epoch, per run, kWh, mean power, efficiency, carbon) is derived from it by `energy_lib.energy.derive`. The values stored (`energy_lib.records`, which owns the record's schema) are what the analysis reads back.
 
 # %%
-import energy_lib.notebook as lab
+import energy_lib.lab as lab
 
-lab.mark_parameters(globals())  # every name assigned from here to the config cell must be a RunConfig field
+lab.mark_parameters(globals())  # every name assigned from here to the config cell must be a parameter
 
 # %% tags=["parameters"]
 # Parameters: papermill replaces these. Every name is a RunConfig field; the built notebook
@@ -22,7 +22,7 @@ lab.mark_parameters(globals())  # every name assigned from here to the config ce
 # Validated before any data is loaded; an unknown parameter name or a bad value stops here with a one-line error.
 
 # %%
-import energy_lib.notebook as lab  # again: a parameter named `lab` is refused, not obeyed
+import energy_lib.lab as lab  # again: a parameter named `lab` is refused, not obeyed
 
 config = lab.config_from(globals())
 lab.config_table(config)
@@ -31,9 +31,7 @@ lab.config_table(config)
 # ## Training
 
 # %%
-from energy_lib.train import train
-
-result = train(config)
+result = lab.train(config)
 
 # %% [markdown]
 # ## Predicted before training
@@ -68,7 +66,7 @@ epochs
 # The last evaluation's predictions: rows are the true classes, columns the predicted ones, each row as shares of that class's test images (the title gives the total). The counts are stored in the record as `confusion`.
 
 # %%
-from energy_lib.report_models import class_names, plot_confusion
+from energy_lib.report import class_names, plot_confusion
 
 plot_confusion(result.confusion, class_names(config.dataset, len(result.confusion)));
 

@@ -9,7 +9,6 @@ import pytest
 from conftest import needs_fashion_mnist
 from energy_lib import ConfigError, RunConfig
 from energy_lib.energy import derive
-from energy_lib.energy.codecarbon_backend import RECORD_ENV
 
 codecarbon = pytest.importorskip("codecarbon", reason="the codecarbon extra is not installed")
 
@@ -21,16 +20,15 @@ def test_codecarbon_needs_a_country():
 
 @pytest.mark.slow
 @needs_fashion_mnist
-def test_codecarbon_runs_alongside_and_writes_beside_the_record(tmp_path, monkeypatch):
+def test_codecarbon_runs_alongside_and_writes_beside_the_record(tmp_path):
     from energy_lib.train import train
 
     record = tmp_path / "runs" / "s" / "cell-a.ipynb"
     record.parent.mkdir(parents=True)
-    monkeypatch.setenv(RECORD_ENV, str(record))
     config = RunConfig(dataset="fashion_mnist", train_subset=256, test_subset=128, epochs=1,
                        width=0.25, batch_size=64, idle_s=0, download=False, study="s",
                        meters="auto,codecarbon", country="FRA")
-    result = train(config, progress=False)
+    result = train(config, progress=False, codecarbon_dir=record.with_suffix(".codecarbon"))
     facts = result.meters["codecarbon"]
     csv = tmp_path / "runs" / "s" / "cell-a.codecarbon" / "emissions.csv"
     assert facts["csv"] == str(csv) and csv.is_file()

@@ -1,4 +1,4 @@
-"""Lab records: record() in a real papermill-executed notebook, read back with nbformat; the
+"""Lab records: store() in a real papermill-executed notebook, read back with nbformat; the
 status of executed notebooks; read_runs' tables; to_json."""
 
 from __future__ import annotations
@@ -17,20 +17,20 @@ import torch
 from conftest import fake_executed_notebook
 from energy_lib import RunConfig
 from energy_lib.energy.table import COLUMNS
-from energy_lib.records import MIME_TYPE, read_notebook, read_runs, record, to_json
+from energy_lib.records import MIME_TYPE, read_record, read_runs, store, to_json
 
 RECORDING_CODE = """\
 import numpy as np
 import pandas as pd
-from energy_lib.records import RECORD_FORMAT, record
+from energy_lib.records import RECORD_FORMAT, store
 
-record('format', RECORD_FORMAT)
-record('config', {'width': width, 'precision': precision})
-record('epochs', pd.DataFrame({'epoch': [1, 2], 'train_loss': [0.5, float('nan')]}))
-record('summary', {'status': 'ok', 'best_val_acc_pct': 91.5,
+store('format', RECORD_FORMAT)
+store('config', {'width': width, 'precision': precision})
+store('epochs', pd.DataFrame({'epoch': [1, 2], 'train_loss': [0.5, float('nan')]}))
+store('summary', {'status': 'ok', 'best_val_acc_pct': 91.5,
                    'total_s': np.float32(12.5), 'nan_value': float('nan')})
-record('x', float('nan'))
-record('count', np.int64(7))
+store('x', float('nan'))
+store('count', np.int64(7))
 """
 
 
@@ -65,17 +65,17 @@ def test_record_round_trip_through_papermill(tmp_path):
     nb = new_notebook(RECORDING_CODE, parameters="width = 1.0\nprecision = 'fp32'")
     path = execute(nb, tmp_path, "cell-a.ipynb", width=2.0)
 
-    rec = read_notebook(path)
+    rec = read_record(path)
     assert rec.status == "ok" and rec.error == ""
     assert rec.cell == "cell-a"
     assert rec.parameters == {"width": 2.0}
     assert rec.duration_s is not None and rec.duration_s > 0
-    assert rec.records["x"] is None  # NaN -> null
-    assert rec.records["count"] == 7
-    assert rec.records["config"] == {"width": 2.0, "precision": "fp32"}
-    assert rec.records["epochs"] == [{"epoch": 1, "train_loss": 0.5},
+    assert rec.extra["x"] is None  # NaN -> null
+    assert rec.extra["count"] == 7
+    assert rec.config == {"width": 2.0, "precision": "fp32"}
+    assert rec.epochs == [{"epoch": 1, "train_loss": 0.5},
                                      {"epoch": 2, "train_loss": None}]
-    assert rec.records["summary"] == {"status": "ok", "best_val_acc_pct": 91.5,
+    assert rec.summary == {"status": "ok", "best_val_acc_pct": 91.5,
                                       "total_s": 12.5, "nan_value": None}
     # a short human-readable line beside the JSON
     texts = [o["data"]["text/plain"] for c in nbformat.read(path, as_version=4).cells
@@ -98,21 +98,21 @@ def test_record_round_trip_through_papermill(tmp_path):
 def test_failed_execution_reads_as_failed(tmp_path):
     import papermill as pm
 
-    nb = new_notebook("from energy_lib.records import record\n"
-                      "record('summary', {'status': 'ok'})",
+    nb = new_notebook("from energy_lib.records import store\n"
+                      "store('summary', {'status': 'ok'})",
                       "raise ValueError('boom from the test')",
-                      "record('after', 1)")
+                      "store('after', 1)")
     with pytest.raises(pm.PapermillExecutionError):
         execute(nb, tmp_path, "bad.ipynb")
-    rec = read_notebook(tmp_path / "bad.ipynb")  # papermill still wrote the notebook
+    rec = read_record(tmp_path / "bad.ipynb")  # papermill still wrote the notebook
     assert rec.status == "failed"
     assert rec.error == "ValueError: boom from the test"
-    assert "after" not in rec.records
+    assert "after" not in rec.extra
 
 
 def test_record_outside_ipython_is_a_no_op():
     value = {"a": 1}
-    assert record("anything", value) is value
+    assert store("anything", value) is value
 
 
 # ------------------------------------------------------------------------------------------
@@ -121,48 +121,48 @@ def test_record_outside_ipython_is_a_no_op():
 
 def test_finished_notebook_with_summary_is_ok(tmp_path):
     path = fake_executed_notebook(tmp_path / "c.ipynb", {"summary": {"best_val_acc_pct": 50}})
-    assert read_notebook(path).status == "ok"
+    assert read_record(path).status == "ok"
 
 
 def test_summary_status_is_used(tmp_path):
     path = fake_executed_notebook(tmp_path / "c.ipynb", {"summary": {"status": "diverged"}})
-    assert read_notebook(path).status == "diverged"
+    assert read_record(path).status == "diverged"
 
 
 def test_papermill_exception_is_failed(tmp_path):
     path = fake_executed_notebook(tmp_path / "c.ipynb", {"summary": {"status": "ok"}},
                                   exception=True, error=("RuntimeError", "CUDA out of memory"))
-    rec = read_notebook(path)
+    rec = read_record(path)
     assert rec.status == "failed" and rec.error == "RuntimeError: CUDA out of memory"
 
 
 def test_exception_flag_alone_is_failed(tmp_path):
     path = fake_executed_notebook(tmp_path / "c.ipynb", {"summary": {"status": "ok"}},
                                   exception=True)
-    assert read_notebook(path).status == "failed"
+    assert read_record(path).status == "failed"
 
 
 def test_error_output_alone_is_failed(tmp_path):
     path = fake_executed_notebook(tmp_path / "c.ipynb", {}, error=("KeyError", "'x'"))
-    rec = read_notebook(path)
+    rec = read_record(path)
     assert rec.status == "failed" and rec.error == "KeyError: 'x'"
 
 
 def test_without_summary_is_incomplete(tmp_path):
     path = fake_executed_notebook(tmp_path / "c.ipynb", {"config": {"width": 1}, "epochs": []})
-    assert read_notebook(path).status == "incomplete"
+    assert read_record(path).status == "incomplete"
 
 
 def test_unfinished_execution_is_incomplete(tmp_path):
     path = fake_executed_notebook(tmp_path / "c.ipynb", {"summary": {"status": "ok"}},
                                   finished=False)
-    assert read_notebook(path).status == "incomplete"
+    assert read_record(path).status == "incomplete"
 
 
 def test_notebook_never_run_by_papermill_is_incomplete(tmp_path):
     path = tmp_path / "plain.ipynb"
     nbformat.write(new_notebook("1 + 1"), path)
-    rec = read_notebook(path)
+    rec = read_record(path)
     assert rec.status == "incomplete" and rec.parameters == {} and rec.duration_s is None
 
 
@@ -173,7 +173,7 @@ def test_unreadable_file_reported_and_untouched(tmp_path, content):
     os.utime(path, (1_000_000_000, 1_000_000_000))
     fake_executed_notebook(tmp_path / "good.ipynb", {"summary": {"status": "ok"}})
 
-    rec = read_notebook(path)
+    rec = read_record(path)
     assert rec.status == "unreadable" and "not a readable notebook" in rec.error
     runs = read_runs(tmp_path)
     assert len(runs.problems) == 1 and str(path) in runs.problems[0]
@@ -234,7 +234,7 @@ def test_record_of_an_older_format_is_outdated_not_a_crash(tmp_path):
         tmp_path / "old.ipynb",
         {"format": None, "epochs": [{"epoch": 1, "energy_j": 5.0, "energy_kwh": 1e-6}],
          "summary": {"status": "ok", "energy_kwh_total": 1e-6}})
-    assert read_notebook(path).status == "outdated"
+    assert read_record(path).status == "outdated"
     runs = read_runs(tmp_path)
     row = runs.runs.iloc[0]
     assert row["status"] == "outdated" and pd.isna(row.get("energy_j"))

@@ -23,10 +23,11 @@ import pytest
 from conftest import fake_executed_notebook, has_fashion_mnist, needs_fashion_mnist
 from energy_lib import ConfigError, RunConfig, StudyError, __version__
 from energy_lib import study as study_module
+from energy_lib.study import cell as cell_module
 from energy_lib.cli import main
 from energy_lib.files import atomic_write, check_writable, move_no_replace
 from energy_lib.locks import CellBusy, cell_lock, is_running, runner_id
-from energy_lib.records import read_notebook, read_runs, to_json
+from energy_lib.records import read_record, read_runs, to_json
 from energy_lib.study import NOTEBOOKS_DIR, load_study, read_study, study_state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -147,7 +148,7 @@ def test_runner_skips_a_cell_locked_elsewhere(tmp_path, monkeypatch, capsys):
         ran.append(target.stem)
         fake_executed_notebook(target, {"config": parameters, "summary": {"status": "ok"}})
 
-    monkeypatch.setattr(study_module, "execute_notebook", fake_execute)
+    monkeypatch.setattr(cell_module, "execute_notebook", fake_execute)
     study = load_study(write(tmp_path, TWO_CELLS))
     folder = study.runs_dir("runs")
     with cell_lock(folder, "precision-fp32"):
@@ -168,7 +169,7 @@ def test_runner_does_not_rerun_a_cell_finished_elsewhere_meanwhile(tmp_path, mon
     study = load_study(write(tmp_path, TWO_CELLS))
     folder = study.runs_dir("runs")
     ran = []
-    real_lock = study_module.cell_lock
+    real_lock = cell_module.cell_lock
 
     def lock_after_another_runner_finished(runs_dir, cell):
         if cell == "precision-bf16":  # the other runner finishes it while we run fp32
@@ -180,8 +181,8 @@ def test_runner_does_not_rerun_a_cell_finished_elsewhere_meanwhile(tmp_path, mon
         ran.append(target.stem)
         fake_executed_notebook(target, {"config": parameters, "summary": {"status": "ok"}})
 
-    monkeypatch.setattr(study_module, "cell_lock", lock_after_another_runner_finished)
-    monkeypatch.setattr(study_module, "execute_notebook", fake_execute)
+    monkeypatch.setattr(cell_module, "cell_lock", lock_after_another_runner_finished)
+    monkeypatch.setattr(cell_module, "execute_notebook", fake_execute)
     outcome = study_module.run_study(study, force=True, runs_root="runs", progress=False)
     assert ran == ["precision-fp32"] and outcome.skipped == ["precision-bf16"]
     assert not (folder / "superseded").exists()
@@ -243,7 +244,7 @@ def test_read_runs_with_a_selection_reads_only_those_cells(mixed_folder):
 
 def test_report_and_export_hold_only_the_study_cells(mixed_folder, tmp_path):
     from energy_lib import report
-    from energy_lib.export import export_runs
+    from energy_lib.report.export import export_runs
 
     study, folder = mixed_folder
     runs, state = read_study(study, folder)
@@ -298,7 +299,7 @@ def read_only_folder(tmp_path: Path) -> Path:
 def small(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     executed = []
-    monkeypatch.setattr(study_module, "execute_notebook", lambda *a, **k: executed.append(a))
+    monkeypatch.setattr(cell_module, "execute_notebook", lambda *a, **k: executed.append(a))
     write(tmp_path, TWO_CELLS, "two.toml")
     (tmp_path / "afile").write_text("a regular file")
     return tmp_path, executed
@@ -475,8 +476,8 @@ def test_papermill_parameters_that_are_not_fields_are_refused(tmp_path, name, va
                             parameters={name: value, "dataset": "fashion_mnist"}, cwd=str(tmp_path))
     assert info.value.ename == "ConfigError"
     assert info.value.evalue.startswith(message) and "\n" not in info.value.evalue
-    record = read_notebook(out)
-    assert record.status == "failed" and "config" not in record.records
+    record = read_record(out)
+    assert record.status == "failed" and not record.config
 
 
 # ------------------------------------------------------------------------------------------
@@ -553,8 +554,8 @@ def test_two_runners_at_once_run_every_cell_exactly_once(tmp_path):
     assert ran_count(out1) + ran_count(out2) == 4  # every cell ran exactly once
     assert "running elsewhere" in out1 + out2  # they did run at the same time
     for cell in cells:  # every finished record intact
-        record = read_notebook(folder / f"{cell}.ipynb")
-        assert record.status == "ok" and record.records["config"]["cell"] == cell
+        record = read_record(folder / f"{cell}.ipynb")
+        assert record.status == "ok" and record.config["cell"] == cell
     assert not (folder / "superseded").exists()  # nothing replaced
     assert sorted((folder / ".running").rglob("*.ipynb")) == []
     table = pd.read_csv(tmp_path / "report" / "race" / "results.csv")
@@ -586,7 +587,7 @@ def test_a_killed_runner_leaves_no_lock_behind(tmp_path):
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     assert ran_count(out) == 1 and "Traceback" not in err
-    assert read_notebook(folder / "precision-fp32_seed-0.ipynb").status == "ok"
+    assert read_record(folder / "precision-fp32_seed-0.ipynb").status == "ok"
     kept = list((folder / "superseded").iterdir())  # the killed runner's copy, kept
     assert len(kept) == 1 and kept[0].name.startswith("precision-fp32_seed-0.")
     assert [p for p in (folder / ".running").iterdir() if p.is_dir()] == []  # its folder gone

@@ -19,12 +19,14 @@ from pathlib import Path
 
 import pytest
 
-import energy_lib.study as study_module
+import energy_lib.study.cell as cell_module
+import energy_lib.study.execute as execute_module
 from benchmarks.suite import FAIL_SEED, stand_in_notebook
 from conftest import fake_executed_notebook, has_fashion_mnist, needs_fashion_mnist
 from energy_lib.cli import main
-from energy_lib.records import read_notebook, read_runs
-from energy_lib.scaleout import RUNNER_RECORD, local_cluster, note_runner
+from energy_lib.records import STORED, note_runner, read_record, read_runs
+from energy_lib.study import dask_executor
+from energy_lib.study.dask_executor import DaskExecutor, local_cluster
 from energy_lib.study import cell_status, load_study, run_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,12 +65,17 @@ def stand_in(tmp_path, monkeypatch):
     """Cells execute the stand-in notebook (serial and Dask alike: run_study passes the path
     to the workers); the working folder is tmp_path."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(study_module, "RUN_NOTEBOOK", stand_in_notebook(tmp_path / "nb"))
+    monkeypatch.setattr(execute_module, "RUN_NOTEBOOK", stand_in_notebook(tmp_path / "nb"))
     return tmp_path
 
 
 def _executor(path: Path) -> dict:
-    return read_notebook(path).records[RUNNER_RECORD]
+    return read_record(path).executor
+
+
+def stored_names(record) -> set[str]:
+    """The names a record stored (schema values that are set, and any others)."""
+    return {name for name in STORED if getattr(record, name)} | set(record.extra)
 
 
 # ------------------------------------------------------------------------------------------
@@ -80,23 +87,23 @@ def _executor(path: Path) -> dict:
 def test_dask_gives_the_cells_and_statuses_of_a_serial_run(stand_in, client):
     study = load_study(write(stand_in, STAND_IN.replace("[0, 1, 2]", f"[0, {FAIL_SEED}, 2]")))
     serial = run_study(study, runs_root="serial", progress=False)
-    dask = run_study(study, runs_root="dask", progress=False, client=client)
+    dask = run_study(study, runs_root="dask", progress=False, executor=DaskExecutor(client))
     assert sorted(dask.ran) == sorted(serial.ran) == ["seed-0", "seed-2"]
     assert dask.failed == serial.failed == [f"seed-{FAIL_SEED}"]
     statuses = cell_status(study, "serial")
     assert cell_status(study, "dask") == statuses
     assert statuses == {"seed-0": "ok", f"seed-{FAIL_SEED}": "failed", "seed-2": "ok"}
     for cell in study.cells:
-        a = read_notebook(Path("serial/si") / f"{cell.name}.ipynb")
-        b = read_notebook(Path("dask/si") / f"{cell.name}.ipynb")
-        assert set(a.records) == set(b.records) and a.records["config"] == b.records["config"]
-        assert a.records[RUNNER_RECORD]["executor"] == "serial"
-        where = b.records[RUNNER_RECORD]
+        a = read_record(Path("serial/si") / f"{cell.name}.ipynb")
+        b = read_record(Path("dask/si") / f"{cell.name}.ipynb")
+        assert stored_names(a) == stored_names(b) and a.config == b.config
+        assert a.executor["executor"] == "serial"
+        where = b.executor
         assert where["executor"] == "dask" and where["worker"] in client.scheduler_info()["workers"]
         assert where["shared_cpu"] is True and where["cells_at_once_on_host"] == 2
     assert not list(Path("dask/si/.running").glob("*/*.ipynb"))  # every copy renamed into place
     # resume: nothing finished is run again, the failed cell is
-    again = run_study(study, runs_root="dask", progress=False, client=client)
+    again = run_study(study, runs_root="dask", progress=False, executor=DaskExecutor(client))
     assert again.skipped == ["seed-0", "seed-2"] and again.failed == [f"seed-{FAIL_SEED}"]
     assert len(list(Path("dask/si/superseded").glob("*.ipynb"))) == 1
 
@@ -135,13 +142,13 @@ def test_a_worker_killed_mid_cell_leaves_it_incomplete_and_a_rerun_completes_it(
 
     killer = threading.Thread(target=kill_its_worker)
     killer.start()
-    outcome = run_study(study, runs_root="runs", progress=False, client=client)
+    outcome = run_study(study, runs_root="runs", progress=False, executor=DaskExecutor(client))
     killer.join()
     assert killed, "the cell never started"
     assert outcome.failed == [victim] and outcome.ran == ["idle_s-0"]
     assert cell_status(study, "runs") == {"idle_s-0": "ok", victim: "incomplete"}
     client.wait_for_workers(2, timeout=60)  # the nanny restarts the killed worker
-    again = run_study(study, runs_root="runs", progress=False, client=client)
+    again = run_study(study, runs_root="runs", progress=False, executor=DaskExecutor(client))
     assert again.ran == [victim] and again.skipped == ["idle_s-0"] and not again.failed
     assert cell_status(study, "runs") == {"idle_s-0": "ok", victim: "ok"}
     assert [p.name.split(".")[0] for p in (folder / "superseded").glob("*.ipynb")] == [victim]
@@ -160,10 +167,10 @@ def test_a_worker_runs_one_cell_at_a_time_even_with_two_threads(stand_in):
     cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
                                        resources={"device": 1}, dashboard_address=None)
     with cluster, distributed.Client(cluster) as c:
-        outcome = run_study(study, runs_root="runs", progress=False, client=c)
+        outcome = run_study(study, runs_root="runs", progress=False, executor=DaskExecutor(c))
     assert sorted(outcome.ran) == ["seed-0", "seed-1", "seed-2"]
-    spans = sorted((r.records["stand_in"]["started"], r.records["stand_in"]["ended"])
-                   for r in (read_notebook(p) for p in Path("runs/si").glob("*.ipynb")))
+    spans = sorted((r.extra["stand_in"]["started"], r.extra["stand_in"]["ended"])
+                   for r in (read_record(p) for p in Path("runs/si").glob("*.ipynb")))
     for (_, end), (start, _) in zip(spans, spans[1:]):
         assert start >= end, f"two cells overlapped on one worker: {spans}"
 
@@ -172,7 +179,7 @@ def test_a_worker_runs_one_cell_at_a_time_even_with_two_threads(stand_in):
 @needs_fashion_mnist
 def test_two_workers_share_the_cells(stand_in, client):
     study = load_study(write(stand_in, STAND_IN.replace("[0, 1, 2]", "[0, 1, 2, 3]")))
-    run_study(study, runs_root="runs", progress=False, client=client)
+    run_study(study, runs_root="runs", progress=False, executor=DaskExecutor(client))
     workers = {_executor(p)["worker"] for p in Path("runs/si").glob("*.ipynb")}
     assert len(workers) == 2
 
@@ -220,7 +227,7 @@ def test_cli_dask_run_on_the_real_notebook(tmp_path, monkeypatch, capsys):
 def one_cell(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ran = []
-    monkeypatch.setattr(study_module, "execute_notebook", lambda *a, **k: ran.append(a))
+    monkeypatch.setattr(cell_module, "execute_notebook", lambda *a, **k: ran.append(a))
     path = write(tmp_path, """\
         [fixed]
         dataset = "fashion_mnist"
@@ -248,9 +255,7 @@ def test_bad_executor_options_are_one_line(one_cell, capsys, args, message):
 def test_unreachable_scheduler_is_one_line_within_the_timeout(one_cell, capsys, monkeypatch):
     import socket
 
-    import energy_lib.scaleout as scaleout
-
-    monkeypatch.setattr(scaleout, "CONNECT_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(dask_executor, "CONNECT_TIMEOUT_S", 2.0)
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -296,7 +301,6 @@ def test_gpus_without_dask_cuda_is_one_line(monkeypatch):
 
 def test_a_worker_that_cannot_write_the_runs_folder_fails_its_cell_in_one_line(tmp_path, monkeypatch):
     """The task itself (as a worker runs it): an unwritable runs folder is the cell's failure."""
-    from energy_lib import scaleout
 
     worker = types.SimpleNamespace(address="tcp://10.0.0.9:4000", name="w9")
     monkeypatch.setitem(sys.modules, "distributed",
@@ -304,7 +308,7 @@ def test_a_worker_that_cannot_write_the_runs_folder_fails_its_cell_in_one_line(t
     study = load_study(write(tmp_path, STAND_IN))
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
-    done = scaleout._cell_task(study.cells[0], blocked / "si", False, None, None, None,
+    done = dask_executor._cell_task(study.cells[0], blocked / "si", False, None, None, None,
                                {"10.0.0.9": 1}, "tcp://s:1")
     assert done.result == "failed" and done.cell == "seed-0"
     assert done.message.startswith("cell seed-0 failed: runs folder")
@@ -312,7 +316,6 @@ def test_a_worker_that_cannot_write_the_runs_folder_fails_its_cell_in_one_line(t
 
 
 def test_workers_without_the_device_resource_are_refused(tmp_path):
-    from energy_lib import scaleout
     from energy_lib.errors import StudyError
     from energy_lib.study import StudyOutcome
 
@@ -322,7 +325,7 @@ def test_workers_without_the_device_resource_are_refused(tmp_path):
             "tcp://10.0.0.1:1": {"host": "10.0.0.1", "resources": {}}}})
     study = load_study(write(tmp_path, STAND_IN))
     with pytest.raises(StudyError, match="offer no 'device' resource.*--resources device=1"):
-        scaleout.run_cells(fake, list(study.cells), tmp_path, StudyOutcome(), force=False,
+        dask_executor.run_cells(fake, list(study.cells), tmp_path, StudyOutcome(), force=False,
                            seen={c.name: None for c in study.cells})
 
 
@@ -333,9 +336,9 @@ def test_workers_without_the_device_resource_are_refused(tmp_path):
 def test_note_runner_adds_a_record_that_reads_back(tmp_path):
     path = fake_executed_notebook(tmp_path / "c.ipynb", {"summary": {"status": "ok"}})
     note_runner(path, {"executor": "dask", "worker": "tcp://h:1", "shared_cpu": True})
-    record = read_notebook(path)
+    record = read_record(path)
     assert record.status == "ok"
-    assert record.records[RUNNER_RECORD] == {"executor": "dask", "worker": "tcp://h:1",
+    assert record.executor == {"executor": "dask", "worker": "tcp://h:1",
                                              "shared_cpu": True}
     assert not list(tmp_path.glob(".*tmp"))
 
@@ -436,5 +439,5 @@ def test_each_cells_kernel_is_shut_down_after_it(tmp_path):
     parameters = {"dataset": "fashion_mnist", "idle_s": 0.0, "study": "k", "cell": "c"}
     for name in ("a", "b"):
         execute_notebook(notebook, tmp_path / "runs" / f"{name}.ipynb", parameters, kernel_name=None)
-    assert read_notebook(tmp_path / "runs" / "b.ipynb").status == "ok"
+    assert read_record(tmp_path / "runs" / "b.ipynb").status == "ok"
     assert not _kernels_for(tmp_path)

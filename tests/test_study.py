@@ -17,9 +17,11 @@ from nbclient.exceptions import DeadKernelError
 
 from conftest import fake_executed_notebook, has_fashion_mnist, needs_fashion_mnist
 from energy_lib import ConfigError, DatasetNotFound, RunConfig, StudyError
-from energy_lib import study as study_module
+from energy_lib.study import cell as cell_module
+from energy_lib.study import execute as execute_module
+from energy_lib.study import folder as folder_module
 from energy_lib.cli import main
-from energy_lib.records import RECORD_FORMAT, read_notebook, to_json
+from energy_lib.records import RECORD_FORMAT, read_record, to_json
 from energy_lib.study import (build_report, cell_name, cell_status, execute_notebook,
                               load_study, run_study)
 
@@ -234,7 +236,7 @@ def test_diverged_record_counts_as_finished(tmp_path):
 def test_supersede_keeps_the_old_record(tmp_path):
     path = tmp_path / "cell.ipynb"
     path.write_text("old")
-    study_module._supersede(path)
+    folder_module.supersede(path)
     kept = list((tmp_path / "superseded").iterdir())
     assert not path.exists() and len(kept) == 1
     assert kept[0].name.startswith("cell.") and kept[0].suffix == ".ipynb"
@@ -246,7 +248,7 @@ def test_supersede_never_overwrites_an_earlier_superseded_record(tmp_path):
         path = tmp_path / "cell.ipynb"
         path.write_text(content)
         os.utime(path, (1_700_000_000, 1_700_000_000))
-        study_module._supersede(path)
+        folder_module.supersede(path)
     kept = sorted(p.read_text() for p in (tmp_path / "superseded").iterdir())
     assert kept == ["first attempt", "second attempt"]
 
@@ -373,7 +375,7 @@ def stand_in_run_notebook(path: Path) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [
-        nbformat.v4.new_code_cell("import os\nimport energy_lib.notebook as lab\n"
+        nbformat.v4.new_code_cell("import os\nimport energy_lib.lab as lab\nfrom energy_lib import records\n"
                                   "_names_before_parameters = set(globals())"),
         nbformat.v4.new_code_cell(
             "\n".join(f"{k} = {v!r}" for k, v in RunConfig().to_dict().items()),
@@ -384,8 +386,8 @@ def stand_in_run_notebook(path: Path) -> Path:
             "    raise RuntimeError(f'fake failure in {config.cell}')\n"
             "if config.precision in os.environ.get('FAKE_RUN_CRASH', '').split(','):\n"
             "    os._exit(1)  # the kernel dies, as under the OOM killer or a driver crash\n"
-            "lab.record('format', lab.RECORD_FORMAT)\n"
-            "lab.record('summary', {'status': 'ok', 'best_val_acc_pct': 50.0})"),
+            "records.store('format', records.RECORD_FORMAT)\n"
+            "records.store('summary', {'status': 'ok', 'best_val_acc_pct': 50.0})"),
     ]
     nbformat.write(nb, path)
     return path
@@ -396,7 +398,7 @@ def stand_in(tmp_path, monkeypatch):
     if not has_fashion_mnist():
         pytest.skip(needs_fashion_mnist.kwargs["reason"])
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(study_module, "RUN_NOTEBOOK",
+    monkeypatch.setattr(execute_module, "RUN_NOTEBOOK",
                         stand_in_run_notebook(tmp_path / "stand_in_run.ipynb"))
     monkeypatch.delenv("FAKE_RUN_FAIL", raising=False)
     monkeypatch.delenv("FAKE_RUN_CRASH", raising=False)
@@ -413,7 +415,7 @@ def test_failing_cell_does_not_stop_the_others(stand_in, monkeypatch, capsys):
     assert outcome.ran == ["precision-fp32", "precision-amp"]
     assert outcome.failed == ["precision-bf16"] and outcome.skipped == []
     assert set(outcome.seconds) == {"precision-fp32", "precision-bf16", "precision-amp"}
-    failed = read_notebook(folder / "precision-bf16.ipynb")  # the failed record is kept
+    failed = read_record(folder / "precision-bf16.ipynb")  # the failed record is kept
     assert failed.status == "failed" and "fake failure in precision-bf16" in failed.error
     assert failed.parameters["precision"] == "bf16"
     assert Path(failed.parameters["data_dir"]).is_absolute()
@@ -429,7 +431,7 @@ def test_failing_cell_does_not_stop_the_others(stand_in, monkeypatch, capsys):
     assert "cells: 0 ran, 2 skipped (finished), 1 failed" in out
     assert "failed cells" in err and "precision-bf16" in err
     superseded = list((folder / "superseded").iterdir())
-    assert len(superseded) == 1 and read_notebook(superseded[0]).status == "failed"
+    assert len(superseded) == 1 and read_record(superseded[0]).status == "failed"
 
     # fixed: the rerun succeeds, the finished cells are not touched
     monkeypatch.delenv("FAKE_RUN_FAIL")
@@ -439,7 +441,7 @@ def test_failing_cell_does_not_stop_the_others(stand_in, monkeypatch, capsys):
     assert outcome.ran == ["precision-bf16"] and outcome.failed == []
     assert outcome.skipped == ["precision-fp32", "precision-amp"]
     assert {n: (folder / f"{n}.ipynb").stat().st_mtime_ns for n in finished} == finished
-    assert read_notebook(folder / "precision-bf16.ipynb").status == "ok"
+    assert read_record(folder / "precision-bf16.ipynb").status == "ok"
     assert len(list((folder / "superseded").iterdir())) == 2
 
 
@@ -492,14 +494,13 @@ def test_execute_notebook_keeps_a_failed_record(tmp_path, monkeypatch):
     import papermill as pm
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("ENERGY_STUDY_TEXT_PROGRESS", raising=False)
     source = tmp_path / "raises.ipynb"
     nb = nbformat.v4.new_notebook()
     nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
                 nbformat.v4.new_code_cell("import os\n"
                                           "assert os.getcwd() == os.environ['EXPECTED_CWD']\n"
-                                          "assert os.environ['ENERGY_STUDY_TEXT_PROGRESS'] == '1'\n"
+                                          "assert not any(k.startswith('ENERGY_STUDY') for k in os.environ)\n"
                                           "raise ValueError(f'x was {x}')")]
     nbformat.write(nb, source)
     monkeypatch.setenv("EXPECTED_CWD", str(tmp_path))
@@ -509,11 +510,10 @@ def test_execute_notebook_keeps_a_failed_record(tmp_path, monkeypatch):
     other.write_text("in progress")
     with pytest.raises(pm.PapermillExecutionError):
         execute_notebook(source, target, {"x": 41}, kernel_name="python3")
-    record = read_notebook(target)
+    record = read_record(target)
     assert record.status == "failed" and record.error == "ValueError: x was 41"
     assert in_progress(target.parent) == [other]  # the other runner's copy is left alone
     assert other.read_text() == "in progress"
-    assert "ENERGY_STUDY_TEXT_PROGRESS" not in os.environ
 
 
 @needs_fashion_mnist
@@ -521,7 +521,7 @@ def test_run_study_checks_every_cell_before_running(tmp_path, monkeypatch):
     """A cell that cannot run (here: no dataset) stops the study before any notebook runs."""
     monkeypatch.chdir(tmp_path)
     executed = []
-    monkeypatch.setattr(study_module, "execute_notebook", lambda *a, **k: executed.append(a))
+    monkeypatch.setattr(cell_module, "execute_notebook", lambda *a, **k: executed.append(a))
     study = load_study(write_study(tmp_path, """\
         [fixed]
         data_dir = "nothing-here"
@@ -543,7 +543,7 @@ def test_build_report_parameters_match_the_analysis_notebook(tmp_path, monkeypat
         seen.update(source=source, parameters=parameters)
         nbformat.write(nbformat.v4.new_notebook(), target)
 
-    monkeypatch.setattr(study_module, "execute_notebook", fake_execute)
+    monkeypatch.setattr(cell_module, "execute_notebook", fake_execute)
     study = load_study(write_study(tmp_path, SMALL))
     report_dir = build_report(study, runs_root=tmp_path / "runs", report_root=tmp_path / "rep")
     assert report_dir == tmp_path / "rep" / "small"
@@ -603,23 +603,26 @@ def test_real_study_runs_every_cell(tiny_study):
     assert in_progress(folder) == []  # .running/ keeps only the cells' (empty) lock files
     dtypes = {"precision-fp32": "float32", "precision-bf16": "bfloat16"}
     for name in RAN:
-        record = read_notebook(folder / f"{name}.ipynb")
+        record = read_record(folder / f"{name}.ipynb")
         assert record.status == "ok", record.error
-        assert record.records["config"]["cell"] == name
-        assert record.records["config"]["width"] == 0.25
-        assert record.records["summary"]["compute_dtype"] == dtypes[name]
-        assert record.records["format"] == RECORD_FORMAT
-        assert len(record.records["epochs"]) == 1
-        assert [r["phase"] for r in record.records["energy"]
+        assert record.config["cell"] == name
+        assert record.config["width"] == 0.25
+        assert record.summary["compute_dtype"] == dtypes[name]
+        assert record.format == RECORD_FORMAT
+        assert len(record.epochs) == 1
+        assert [r["phase"] for r in record.energy
                 if r["method"] == "constant-power"] == ["train", "eval", "run", "idle-after"]
-        labels = {r["component"]: (r["method"], r["kind"]) for r in record.records["energy"]
+        labels = {r["component"]: (r["method"], r["kind"]) for r in record.energy
                   if r["phase"] == "train"}
         assert labels["assumed-board"] == ("constant-power", "modelled")
         assert labels["cpu"] in {("tdp-model", "modelled"), ("zeus-rapl", "measured")}
         assert labels["ram"] in {("ram-model", "modelled"), ("zeus-rapl", "measured")}
-        assert record.records["timeline"]["marks"][0]["label"] == "epoch 1"  # idle_s=0 here
-        assert "git_commit" in record.records["provenance"]
+        assert record.timeline["marks"][0]["label"] == "epoch 1"  # idle_s=0 here
+        assert "git_commit" in record.provenance
         assert record.parameters["data_dir"] == str((base / "data").resolve())
+        # this execution's settings reach the kernel as papermill parameters, not environment
+        assert record.parameters["progress"] == "text"
+        assert record.parameters["record_path"] == str((folder / f"{name}.ipynb").resolve())
     assert cell_status(study, base / "runs") == {"precision-fp32": "ok", "precision-bf16": "ok",
                                                  "precision-amp": "missing"}
 
@@ -648,7 +651,7 @@ def test_real_study_force_supersedes(tiny_study, tmp_path, monkeypatch):
     superseded = list((folder / "superseded").iterdir())
     assert len(superseded) == 1 and superseded[0].read_bytes() == old
     assert superseded[0].name.startswith("precision-fp32.")
-    new = read_notebook(folder / "precision-fp32.ipynb")
+    new = read_record(folder / "precision-fp32.ipynb")
     assert new.status == "ok" and (folder / "precision-fp32.ipynb").read_bytes() != old
     assert read_runs_cells(folder) == sorted(RAN)  # superseded/ is not read as a cell
 
@@ -679,7 +682,7 @@ def test_real_study_report(tiny_study, tmp_path, monkeypatch):
     assert set(done["compute_dtype"]) == {"float32", "bfloat16"}
     assert table.loc[table["status"] == "missing", "best_val_acc_pct"].isna().all()
 
-    executed = read_notebook(report_dir / "analysis.ipynb")
+    executed = read_record(report_dir / "analysis.ipynb")
     assert executed.status != "failed" and executed.error == ""
     html = (report_dir / "analysis.html").read_text()
     assert "<img" in html and "precision-amp" in html and "missing" in html

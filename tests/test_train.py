@@ -163,9 +163,8 @@ def test_compute_dtype_on_cpu(precision, dtype):
 
 
 @pytest.mark.slow
-def test_text_progress_bar(monkeypatch, capsys):
-    monkeypatch.setenv("ENERGY_STUDY_TEXT_PROGRESS", "1")
-    train(tiny(epochs=2, train_subset=128, test_subset=64, cell="progress-cell"), progress=True)
+def test_text_progress_bar(capsys):
+    train(tiny(epochs=2, train_subset=128, test_subset=64, cell="progress-cell"), progress="text")
     err = capsys.readouterr().err
     assert "progress-cell" in err and "2/2" in err
 

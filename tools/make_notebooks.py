@@ -26,10 +26,14 @@ EXTRA_METADATA = {"colab.py": {"accelerator": "GPU", "colab": {"gpuType": "T4", 
 
 def run_parameters() -> str:
     from energy_lib.config import RunConfig
+    from energy_lib.lab import RUNNER_PARAMETERS
 
     lines = ["# Parameters (papermill replaces these; every name is a RunConfig field).",
              "# Defaults reproduce the original T4 study's fp32 width-1 cell."]
     lines += [f"{name} = {value!r}" for name, value in RunConfig().to_dict().items()]
+    lines += ["# This execution's, set by `energy-study run` (energy_lib.lab.RUNNER_PARAMETERS):",
+              "# the progress bar's style, and the record being written."]
+    lines += [f"{name} = {value!r}" for name, value in RUNNER_PARAMETERS.items()]
     return "\n".join(lines)
 
 

@@ -16,14 +16,7 @@ from pathlib import Path
 
 from .table import Kind
 
-#: Set by the study runner to the record being written, so CodeCarbon's file lands beside it.
-RECORD_ENV = "ENERGY_STUDY_RECORD"
 _MEASURING_CPU_MODES = ("intel_rapl", "intel_power_gadget", "windows_emi")
-
-
-def output_dir() -> Path:
-    record = os.environ.get(RECORD_ENV)
-    return Path(record).with_suffix(".codecarbon") if record else Path("codecarbon")
 
 
 def _hide_broken_amdsmi() -> None:
@@ -39,11 +32,13 @@ def _hide_broken_amdsmi() -> None:
 class CodeCarbonRun:
     """Start/stop CodeCarbon's OfflineEmissionsTracker around a whole run (no network)."""
 
-    def __init__(self, country_iso_code: str, project_name: str, sample_period_s: float = 15.0) -> None:
+    def __init__(self, country_iso_code: str, project_name: str, folder: str | os.PathLike,
+                 sample_period_s: float = 15.0) -> None:
+        """`folder`: where CodeCarbon's emissions.csv goes (the runner: beside the record)."""
         _hide_broken_amdsmi()
         from codecarbon import OfflineEmissionsTracker
 
-        self.folder = output_dir()
+        self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         logging.getLogger("codecarbon").setLevel(logging.ERROR)
         self.tracker = OfflineEmissionsTracker(

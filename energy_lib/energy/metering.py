@@ -40,7 +40,9 @@ class Metering:
         self.last_duration_s = 0.0  # of the window that ended last
 
     @classmethod
-    def for_config(cls, config, device: torch.device) -> "Metering":
+    def for_config(cls, config, device: torch.device, *, codecarbon_dir=None) -> "Metering":
+        """The meters `config` asks for on `device`; CodeCarbon, when asked, writes its log into
+        `codecarbon_dir` (default ./codecarbon)."""
         from .. import provenance
 
         meter_set = build_meters(config.meter_names, device, assumed_power_w=config.assumed_power_w,
@@ -50,7 +52,7 @@ class Metering:
         if "codecarbon" in config.meter_names:
             from .codecarbon_backend import CodeCarbonRun
 
-            codecarbon = CodeCarbonRun(config.country, config.study)
+            codecarbon = CodeCarbonRun(config.country, config.study, codecarbon_dir or "codecarbon")
         return cls(meter_set, device, sample_period_s=config.sample_period_s, codecarbon=codecarbon)
 
     def __enter__(self) -> "Metering":

@@ -4,8 +4,8 @@ Why Dask: `distributed` already has the scheduler, the workers and their failure
 `dask-cuda`'s LocalCUDACluster pins one worker per GPU (CUDA_VISIBLE_DEVICES), and
 `dask-jobqueue` submits workers to SLURM/PBS/LSF. This module only maps cells onto tasks:
 
-- Each cell is one task that calls `study.run_cell` on a worker -- the function the serial
-  runner calls -- so the lock, the in-progress copy, the rename and superseded/ are the same.
+- Each cell is one task that calls `cell.run_cell` on a worker -- the function the serial
+  executor calls -- so the lock, the in-progress copy, the rename and superseded/ are the same.
 - Every task asks for the worker resource `device=1` and every worker we start offers exactly
   one, so a worker runs one cell at a time however many threads it has (energy figures must
   not share a device). Workers of an existing cluster must be started with
@@ -31,18 +31,17 @@ import contextlib
 import logging
 import os
 import socket
-import time
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
-from .errors import EnergyStudyError, StudyError
+from ..errors import EnergyStudyError, StudyError
+from ..files import check_writable
+from .cell import CellRun, StudyOutcome, run_cell, tally
 
 INSTALL = 'pip install "energy-lib[dask]"'
 RESOURCE = {"device": 1}
-RUNNER_RECORD = "executor"
 CONNECT_TIMEOUT_S = 10.0
-EXECUTORS = ("serial", "dask")
 
 
 def _distributed():
@@ -109,7 +108,7 @@ def connect(address: str, timeout: float | None = None):
 @contextlib.contextmanager
 def open_client(*, workers: int | None = None, scheduler: str | None = None,
                 say=print) -> Iterator:
-    """The client `run_study(client=...)` needs: on a local cluster we start (and close after,
+    """A Dask client: on a local cluster we start (and close after,
     which also stops cells still running there), or on the scheduler at `scheduler`."""
     if (workers is None) == (scheduler is None):
         raise StudyError("--executor dask needs either --workers N (a cluster on this machine) "
@@ -147,11 +146,8 @@ def device_slots(client) -> dict[str, int]:
 
 def _cell_task(cell, folder: Path, force: bool, seen, kernel_name, notebook, slots: dict,
                scheduler: str):
-    """One cell on a worker (runs there): `study.run_cell` with a record of where it ran."""
+    """One cell on a worker (runs there): `cell.run_cell` with a note of where it ran."""
     from distributed import get_worker
-
-    from .files import check_writable
-    from .study import CellRun, run_cell
 
     worker = get_worker()
     host = _host_of(worker.address)
@@ -180,8 +176,6 @@ def _outcome_of(future, cell: str):
     """The CellRun of a finished task; a dead worker or a task error becomes a failed cell."""
     from distributed import KilledWorker
 
-    from .study import CellRun
-
     try:
         return future.result()
     except KilledWorker as error:
@@ -203,9 +197,23 @@ def _with_absolute_data_dir(cell):
     return replace(cell, config=replace(cell.config, data_dir=data_dir))
 
 
-def run_cells(client, cells, folder: Path, outcome, *, force: bool, seen: dict,
+class DaskExecutor:
+    """One cell per Dask worker at a time, on the cluster of `client` (`open_client`)."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def run(self, cells, folder: Path, outcome: StudyOutcome, *, force: bool, seen: dict,
+            kernel_name: str | None = None, progress: bool = True, study_name: str = "",
+            notebook: Path | None = None) -> StudyOutcome:
+        return run_cells(self.client, cells, folder, outcome, force=force, seen=seen,
+                         kernel_name=kernel_name, progress=progress, study_name=study_name,
+                         notebook=notebook)
+
+
+def run_cells(client, cells, folder: Path, outcome: StudyOutcome, *, force: bool, seen: dict,
               kernel_name: str | None = None, progress: bool = True, study_name: str = "",
-              notebook: Path | None = None):
+              notebook: Path | None = None) -> StudyOutcome:
     """Submit one task per cell, collect them as they complete (one progress bar, with the
     worker each ran on), and add each to `outcome`. Ctrl-C cancels the cells not yet started."""
     import sys
@@ -213,8 +221,6 @@ def run_cells(client, cells, folder: Path, outcome, *, force: bool, seen: dict,
 
     from distributed import as_completed
     from tqdm.auto import tqdm
-
-    from .study import tally
 
     folder = Path(folder).resolve()  # the same path on every worker: a shared filesystem
     slots = device_slots(client)
@@ -250,33 +256,3 @@ def run_cells(client, cells, folder: Path, outcome, *, force: bool, seen: dict,
     finally:
         bar.close()
     return outcome
-
-
-# ---------------------------------------------------------------------------------------------
-# the runner's record in the notebook, and what the analysis makes of it
-# ---------------------------------------------------------------------------------------------
-
-def note_runner(path: str | Path, value: dict) -> None:
-    """Append the `executor` record (where the cell ran) to an executed notebook before it is
-    renamed into place. Written by the runner, not executed by the kernel, and labelled so."""
-    import json
-
-    import nbformat
-
-    from .files import atomic_write
-    from .records import MIME_TYPE, to_json
-
-    path = Path(path)
-    notebook = nbformat.read(path, as_version=4)
-    notebook.cells.append(nbformat.v4.new_markdown_cell(
-        "## Where this ran\n\nNoted by the runner after the kernel finished (this cell was not "
-        "executed): the executor, the worker and host, the device it was pinned to, and whether "
-        "other cells could run on the same host at the same time (`shared_cpu`: then this "
-        "record's CPU and RAM energy figures are shares of one machine, not this cell's own)."))
-    cell = nbformat.v4.new_code_cell("# noted by the runner (energy_lib.scaleout.note_runner)")
-    value = to_json(value)
-    cell.outputs = [nbformat.v4.new_output("display_data", data={
-        MIME_TYPE: {"name": RUNNER_RECORD, "value": value},
-        "text/plain": f"[record] {RUNNER_RECORD} = {json.dumps(value)}"})]
-    notebook.cells.append(cell)
-    atomic_write(path, lambda tmp: nbformat.write(notebook, str(tmp)))

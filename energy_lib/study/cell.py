@@ -1,0 +1,108 @@
+"""One cell, run the same way by every executor (the serial loop, a Dask worker).
+
+`run_cell` takes the cell's lock, decides again under it whether the cell still needs to run,
+moves older copies aside, executes the run notebook and says what happened as a `CellRun`
+(picklable: a Dask worker returns it). `tally` adds a CellRun to the study's `StudyOutcome`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import StudyError
+from ..locks import RUNNING, CellBusy, cell_lock, is_dead_runner
+from ..records import FINISHED
+from . import execute
+from .execute import execute_notebook
+from .folder import identity, leftovers, status_of, supersede
+from .spec import Cell
+
+
+@dataclass
+class StudyOutcome:
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    busy: dict[str, str] = field(default_factory=dict)  # cell -> runner holding its lock
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class CellRun:
+    """What happened to one cell, returned by `run_cell` (picklable: Dask workers return it)."""
+
+    cell: str
+    result: str  # ran | failed | skipped | busy | error (could not even try: e.g. no locks)
+    seconds: float = 0.0
+    message: str = ""  # one line for the user, when there is something to say
+    owner: str = ""  # the runner holding the lock, when busy
+    worker: str = ""  # where it ran (Dask worker address), for the progress line
+
+
+def tally(outcome: StudyOutcome, done: CellRun, say) -> None:
+    """Add one cell's result to the outcome and say its line, if any."""
+    where = f" [on {done.worker}]" if done.worker else ""
+    if done.result == "busy":
+        outcome.busy[done.cell] = done.owner
+    elif done.result == "skipped":
+        outcome.skipped.append(done.cell)
+    elif done.result == "ran":
+        outcome.ran.append(done.cell)
+    else:
+        outcome.failed.append(done.cell)
+    if done.result in ("ran", "failed", "error"):
+        outcome.seconds[done.cell] = done.seconds
+    if done.message:
+        say(done.message + where)
+
+
+def run_cell(cell: Cell, folder: Path, *, force: bool, seen, kernel_name: str | None = None,
+             log_stream=None, runner: dict | None = None, notebook: Path | None = None) -> CellRun:
+    """One cell, the same way for every executor (serial, a Dask worker): take the cell's lock,
+    decide again under it (another runner may have finished it meanwhile; `seen` is the record's
+    identity when this run started), move killed runners' copies and the old record to
+    superseded/, execute into this runner's in-progress copy and rename it into place, with
+    `runner` (where it ran) as a record. KeyboardInterrupt passes through."""
+    import papermill as pm
+
+    target = folder / f"{cell.name}.ipynb"
+    try:
+        with cell_lock(folder, cell.name):
+            now = status_of(cell, folder, locked=True)
+            finished_elsewhere = now in FINISHED and identity(target) != seen
+            if now in FINISHED and (not force or finished_elsewhere):
+                return CellRun(cell.name, "skipped")
+            for leftover in leftovers(folder, cell.name):  # killed runners' copies
+                supersede(leftover, cell.name, folder / "superseded")
+                if leftover.parent.name != RUNNING and is_dead_runner(leftover.parent.name):
+                    with contextlib.suppress(OSError):
+                        leftover.parent.rmdir()  # only if empty
+            if target.exists():
+                supersede(target)
+            # the run's settings, and this execution's: a text progress bar (the kernel's stderr
+            # goes to a terminal) and where the record goes (CodeCarbon's log lands beside it)
+            parameters = {**cell.config.to_dict(),
+                          "data_dir": str(Path(cell.config.data_dir).expanduser().resolve()),
+                          "progress": "text", "record_path": str(target.resolve())}
+            started = time.perf_counter()
+            try:
+                execute_notebook(notebook or execute.RUN_NOTEBOOK, target, parameters,
+                                 kernel_name=kernel_name, log_stream=log_stream,
+                                 runner_record=runner)
+            except pm.PapermillExecutionError as error:
+                return CellRun(cell.name, "failed", time.perf_counter() - started,
+                               f"cell {cell.name} failed: {error.ename}: {error.evalue} "
+                               f"(record kept: {target})")
+            except Exception as error:  # the kernel died (out of memory, segfault): go on
+                return CellRun(cell.name, "failed", time.perf_counter() - started,
+                               f"cell {cell.name} failed: {type(error).__name__}: {error} "
+                               f"(partial record: {target})")
+            return CellRun(cell.name, "ran", time.perf_counter() - started)
+    except CellBusy as busy:
+        return CellRun(cell.name, "busy", owner=busy.owner,
+                       message=f"cell {cell.name}: running elsewhere ({busy.owner}); skipped here")
+    except StudyError as error:  # e.g. a filesystem without file locks
+        return CellRun(cell.name, "error", message=str(error))

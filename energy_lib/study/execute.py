@@ -1,0 +1,126 @@
+"""One notebook executed with papermill into an in-progress copy, then renamed into place.
+
+The copy lives in `runs/<study>/.running/<host>-<pid>/` (a folder unique to the runner), so a
+killed run never leaves a notebook that reads as complete. Ctrl-C stops the kernel (its whole
+process group) instead of interrupting the runner wherever it happens to be, and every kernel
+is shut down after its notebook: papermill keeps kernels whose manager it was given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+
+from ..locks import RUNNING, runner_id
+from ..provenance import PROJECT_ROOT
+from ..records import note_runner
+from .folder import put_in_place
+
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+RUN_NOTEBOOK = NOTEBOOKS_DIR / "run.ipynb"
+ANALYSIS_NOTEBOOK = NOTEBOOKS_DIR / "analysis.ipynb"
+
+
+class _KernelWatch:
+    """While a cell runs in the main thread, SIGINT stops its kernel (the whole process group)
+    instead of raising KeyboardInterrupt wherever the runner happens to be (inside ZMQ or an
+    import lock, which prints tracebacks and may swallow it). `interrupted` is then raised as a
+    clean KeyboardInterrupt by `execute_notebook`. A second SIGINT interrupts at once."""
+
+    def __init__(self) -> None:
+        self.km = None
+        self.interrupted = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+            logging.getLogger("papermill").addFilter(self._quiet_after_interrupt)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            logging.getLogger("papermill").removeFilter(self._quiet_after_interrupt)
+
+    def _quiet_after_interrupt(self, record) -> bool:
+        """Drop papermill's 'Kernel died ...' once we stopped the kernel ourselves."""
+        return not self.interrupted
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.interrupted or self.km is None:
+            raise KeyboardInterrupt
+        self.interrupted = True
+        provisioner = getattr(self.km, "provisioner", None)
+        pid = getattr(getattr(provisioner, "process", None), "pid", None)
+        if pid is None:
+            raise KeyboardInterrupt
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)  # the kernel leads its own session
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def execute_notebook(source: Path, target: Path, parameters: dict, *, kernel_name: str | None,
+                     log_stream=None, runner_record: dict | None = None) -> None:
+    """Execute with papermill into an in-progress copy unique to this runner
+    (`.running/<host>-<pid>/`), add `runner_record` (where it ran: `records.note_runner`), then
+    rename into place. Raises papermill's
+    PapermillExecutionError after the (failed) record is in place; KeyboardInterrupt (SIGINT)
+    leaves the in-progress copy where it is, to be superseded by the next run."""
+    import nbformat
+    import papermill as pm
+    from jupyter_client.manager import AsyncKernelManager
+
+    own = target.parent / RUNNING / runner_id()
+    running = own / target.name
+    own.mkdir(parents=True, exist_ok=True)
+    kernel_name = kernel_name or nbformat.read(str(source), as_version=4).metadata.kernelspec.name
+    watch = _KernelWatch()
+    watch.km = AsyncKernelManager(kernel_name=kernel_name)
+    try:
+        with watch:
+            pm.execute_notebook(str(source), str(running), parameters=parameters,
+                                kernel_name=kernel_name, progress_bar=False,
+                                stderr_file=log_stream, cwd=os.getcwd(), km=watch.km,
+                                # the kernel app's own start-up notices (plain TCP on loopback,
+                                # image alt text) are noise; the notebook's output and errors
+                                # are kept
+                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
+    except Exception:  # a failed cell, or a kernel that died: its notebook is the record
+        if watch.interrupted:
+            raise KeyboardInterrupt from None
+        if running.exists():
+            _note_runner(running, runner_record)
+            put_in_place(running, target)
+        with contextlib.suppress(OSError):
+            own.rmdir()
+        raise
+    finally:
+        _stop_kernel(watch.km)
+    if watch.interrupted:
+        raise KeyboardInterrupt
+    _note_runner(running, runner_record)
+    put_in_place(running, target)
+    with contextlib.suppress(OSError):
+        own.rmdir()  # this runner's own folder: no other runner writes there
+
+
+def _stop_kernel(km) -> None:
+    """Shut the cell's kernel down. papermill leaves a kernel whose manager it was given (`km=`)
+    running; without this every cell's kernel (torch loaded: ~1 GB) lived until the runner
+    exited -- for a long-lived Dask worker, never."""
+    from jupyter_core.utils import run_sync
+
+    with contextlib.suppress(Exception):  # already dead (interrupted, crashed): nothing to stop
+        if km.has_kernel:
+            run_sync(km.shutdown_kernel)(now=True)
+
+
+def _note_runner(running: Path, runner_record: dict | None) -> None:
+    if runner_record is not None:
+        note_runner(running, runner_record)

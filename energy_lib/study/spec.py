@@ -1,0 +1,188 @@
+"""A study file -> a validated grid of cells, before anything runs.
+
+A study file (TOML) has three tables:
+
+    [study]  name, description, repeats, compare, target_acc_pct  (name: the file's stem)
+    [fixed]  RunConfig fields shared by every cell
+    [axes]   RunConfig fields -> lists of values; the grid is their product
+
+Every cell's config is validated here; a grid over the limit is refused from the axis lengths,
+before any cell is built.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import RunConfig
+from ..errors import ConfigError, StudyError
+from ..files import check_file_name
+from ..provenance import PROJECT_ROOT
+
+#: Largest grid `load_study` builds unless told otherwise (`max_cells=`, CLI `--max-cells`):
+#: checked from the axis lengths, before any cell exists.
+MAX_CELLS = 10_000
+#: Set by the runner for every cell; a study file that sets them would make cells identical.
+RESERVED = ("study", "cell")
+
+STUDIES_DIR = PROJECT_ROOT / "studies"
+
+
+def default_study_file() -> Path:
+    """The paper study where a CUDA GPU is visible, the quick study otherwise."""
+    import torch
+
+    return STUDIES_DIR / ("paper.toml" if torch.cuda.is_available() else "quick.toml")
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str
+    config: RunConfig
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    path: Path
+    description: str
+    axes: dict[str, list]
+    fixed: dict[str, Any]
+    cells: tuple[Cell, ...]
+    overrides: dict[str, Any] = field(default_factory=dict)  # --set values, for the analysis
+    repeats: int = 1  # runs per setting, with seeds seed, seed+1, ... (a `seed` axis)
+    compare: str | None = None  # a two-valued axis compared pairwise by seed (e.g. precision)
+    target_acc_pct: float | None = None  # None: the lowest best accuracy across cells
+
+    @property
+    def setting_axes(self) -> list[str]:
+        """The axes that define a setting: all but `seed` -- runs that differ only in their seed
+        (from `repeats`, or a `seed` axis written out) are repeats of one setting."""
+        return [a for a in self.axes if a != "seed"]
+
+    def runs_dir(self, runs_root: str | Path = "runs") -> Path:
+        return Path(runs_root) / self.name
+
+    def report_dir(self, report_root: str | Path = "report") -> Path:
+        return Path(report_root) / self.name
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).replace("/", "-").replace(" ", "")
+
+
+def cell_name(point: dict[str, Any]) -> str:
+    """`width-1_precision-fp32`: axis-value pairs in the study file's axis order."""
+    return "_".join(f"{axis}-{_format_value(value)}" for axis, value in point.items()) or "single"
+
+
+def load_study(path: str | Path, *, max_cells: int = MAX_CELLS, repeats: int | None = None,
+               **overrides: Any) -> Study:
+    """Parse and validate a study file; `overrides` replace [fixed] values (e.g. epochs=1).
+    A grid of more than `max_cells` cells is refused before any cell is built."""
+    path = Path(path)
+    if not path.is_file():
+        found = sorted(p.name for p in Path("studies").glob("*.toml")) if Path("studies").is_dir() else []
+        hint = f"; studies here: {', '.join(found)}" if found else ""
+        raise StudyError(f"study file {str(path)!r} does not exist{hint}")
+    try:
+        document = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise StudyError(f"{path} is not valid TOML: {error}") from None
+    unknown = sorted(set(document) - {"study", "fixed", "axes"})
+    if unknown:
+        raise StudyError(f"{path}: unknown table(s) {', '.join(map(repr, unknown))}; "
+                         "allowed: [study], [fixed], [axes]")
+    meta, fixed, axes = (document.get(k, {}) for k in ("study", "fixed", "axes"))
+    extra = sorted(set(meta) - set(STUDY_KEYS))
+    if extra:
+        raise StudyError(f"{path}: unknown key(s) in [study]: {', '.join(extra)}; allowed: "
+                         f"{', '.join(STUDY_KEYS)}")
+    if repeats is not None:
+        meta = {**meta, "repeats": repeats}
+    repeats, compare, target = _analysis_settings(path, meta, axes)
+    if repeats > 1:
+        if "seed" in axes:
+            raise StudyError(f"{path}: 'seed' is an axis and repeats = {repeats}; use one of "
+                             "them (repeats adds the seeds seed, seed+1, ... itself)")
+        first = overrides.get("seed", fixed.get("seed", RunConfig().seed))
+        if not isinstance(first, int) or isinstance(first, bool):
+            raise ConfigError(f"{path}: seed={first!r} is not allowed; expected a whole number")
+        fixed = {k: v for k, v in fixed.items() if k != "seed"}
+        overrides = {k: v for k, v in overrides.items() if k != "seed"}
+        axes = {**axes, "seed": [first + k for k in range(repeats)]}
+    name = str(meta.get("name", path.stem))
+    if not name or any(c in name for c in "/\\ ") or name.startswith("."):
+        raise StudyError(f"{path}: study name {name!r} must be a plain folder name")
+    try:
+        check_file_name(name, "study name")
+    except StudyError as error:
+        raise StudyError(f"{path}: {error}") from None
+    for place, keys in (("[axes]", axes), ("[fixed]", fixed), ("--set", overrides)):
+        reserved = [k for k in RESERVED if k in keys]
+        if reserved:
+            raise StudyError(f"{path}: {reserved[0]!r} cannot be set in {place}: the runner sets "
+                             "'study' (the study's name) and 'cell' (each cell's name) itself")
+    for axis, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise StudyError(f"{path}: axis {axis!r} must be a non-empty list, got {values!r}")
+        if axis in fixed:
+            raise StudyError(f"{path}: {axis!r} is both an axis and a fixed setting; keep one")
+    for key in overrides:
+        if key in axes:
+            raise StudyError(f"{path}: {key!r} is an axis of this study; it cannot be set for all cells")
+    size = math.prod(len(values) for values in axes.values())
+    if size > max_cells:
+        lengths = " x ".join(f"{len(v)} {a}" for a, v in axes.items())
+        raise StudyError(f"{path}: the grid has {size:,} cells ({lengths}), more than the limit "
+                         f"of {max_cells:,}; use fewer axis values, or raise the limit with "
+                         "--max-cells N")
+    all_fixed = {**fixed, **overrides}
+    cells = []
+    for values in itertools.product(*axes.values()):
+        point = dict(zip(axes, values))
+        name_of_cell = cell_name(point)
+        try:
+            check_file_name(name_of_cell, "cell name")
+        except StudyError as error:
+            raise StudyError(f"{path}: {error}") from None
+        try:
+            config = RunConfig.from_dict({**all_fixed, **point, "study": name, "cell": name_of_cell})
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
+        cells.append(Cell(name_of_cell, config))
+    names = [c.name for c in cells]
+    if len(set(names)) != len(names):
+        raise StudyError(f"{path}: two cells share a name; make the axis values distinct")
+    return Study(name, path, str(meta.get("description", "")), axes, all_fixed, tuple(cells),
+                 dict(overrides), repeats, compare, target)
+
+
+STUDY_KEYS = ("name", "description", "repeats", "compare", "target_acc_pct")
+
+
+def _analysis_settings(path: Path, meta: dict, axes: dict) -> tuple[int, str | None, float | None]:
+    """`repeats`, `compare` and `target_acc_pct` of [study], each checked in one line."""
+    repeats = meta.get("repeats", 1)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise StudyError(f"{path}: repeats={repeats!r} is not allowed; use a whole number >= 1")
+    compare = meta.get("compare")
+    if compare is not None:
+        two_valued = [a for a, v in axes.items() if isinstance(v, list) and len(v) == 2]
+        if compare not in axes or len(axes[compare]) != 2:
+            raise StudyError(f"{path}: compare={compare!r} is not allowed; it must name an axis "
+                             f"with exactly two values (here: {', '.join(two_valued) or 'none'})")
+    target = meta.get("target_acc_pct")
+    if target is not None:
+        if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 100:
+            raise StudyError(f"{path}: target_acc_pct={target!r} is not allowed; use a "
+                             "percentage in (0, 100]")
+        target = float(target)
+    return repeats, compare, target
