@@ -12,12 +12,13 @@ exits 130 and the next run resumes.)
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 import tomllib
 
 from . import __version__
-from .errors import EnergyStudyError, StudyError
+from .errors import EnergyStudyError, StudyError, Terminated
 
 DESCRIPTION = """\
 Measure the energy it takes to train neural networks, one lab record per run.
@@ -29,6 +30,23 @@ examples:
   energy-study run studies/quick.toml --force   rerun finished cells too (old records kept)
   energy-study list studies/quick.toml          each cell's status
 A mistake prints one line and exits 2; failed cells exit 1 after the others ran."""
+
+
+class UsageError(Exception):
+    """An argument the parser cannot take: said in the CLI's one line, not a usage block."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line mistakes: `energy-study: error: ...` and exit 2, whichever
+    subcommand the mistake is in (argparse prints a usage block under the subcommand's name)."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (energy-study {self.prog.split(' ', 1)[-1]} --help shows "
+                         "the options)" if " " in self.prog else message)
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
 
 
 def _override(text: str) -> tuple[str, object]:
@@ -44,11 +62,11 @@ def _override(text: str) -> tuple[str, object]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="energy-study", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="energy-study", description=DESCRIPTION, epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("study", help="study file, e.g. studies/quick.toml")
     common.add_argument("--set", dest="overrides", metavar="KEY=VALUE", type=_override,
                         action="append", default=[], help="replace a [fixed] setting (repeatable)")
@@ -169,12 +187,13 @@ def main(argv: list[str] | None = None) -> int:
         from .estimators.calibrate import main as calibrate
 
         return calibrate(argv[1:])
-    args = _parser().parse_args(argv)
-    if args.command == "selfcheck":
-        from .selfcheck import main as selfcheck
-
-        return selfcheck()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        args = _parser().parse_args(argv)
+        if args.command == "selfcheck":
+            from .selfcheck import main as selfcheck
+
+            return selfcheck()
         from .study import load_study
 
         limit = {} if args.max_cells is None else {"max_cells": args.max_cells}
@@ -184,13 +203,19 @@ def main(argv: list[str] | None = None) -> int:
         command = {"run": _cmd_run, "report": _report, "list": _cmd_list,
                    "export": _cmd_export}[args.command]
         return command(study, args)
-    except EnergyStudyError as error:
+    except (EnergyStudyError, UsageError) as error:
         print(f"energy-study: error: {error}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("energy-study: terminated (SIGTERM); run the same command again to resume "
+              "(finished cells are kept)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("energy-study: interrupted; run the same command again to resume "
               "(finished cells are kept)", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,9 @@ LR_SCHEDULES = ("none", "cosine", "step")
 PIPELINES = ("tensor", "torchvision")
 METER_NAMES = ("auto", "nvml", "rapl", "cpu-model", "ram-model", "constant-power", "codecarbon")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+#: The largest whole number any field takes (a signed 64-bit integer: what torch's generators
+#: and integer tensors hold, with room for `seed + 1`). Checked before anything is built.
+MAX_WHOLE_NUMBER = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -148,28 +151,47 @@ def _field_types() -> dict[str, tuple[type, bool]]:
 _FIELD_TYPES = _field_types()
 
 
+def _shown(value: Any) -> str:
+    """A value for a one-line message: a 400-digit number is shortened, not printed whole."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:12]}...({len(text)} characters)"
+
+
 def _coerce(name: str, value: Any) -> Any:
-    """Check the type of one field; accept ints for floats and whole floats for ints."""
+    """Check the type of one field; accept ints for floats and whole floats for ints; every
+    number within what a float or a signed 64-bit integer holds."""
     kind, optional = _FIELD_TYPES[name]
     if value is None and optional:
         return None
     if kind is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{name}={value!r} is not allowed; use true or false")
+        raise ConfigError(f"{name}={_shown(value)} is not allowed; use true or false")
     if kind is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{name}={value!r} is not allowed; expected text")
+        raise ConfigError(f"{name}={_shown(value)} is not allowed; expected text")
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind is float:
-        if is_number and math.isfinite(value):
-            return float(value)
-        raise ConfigError(f"{name}={value!r} is not allowed; expected a finite number")
-    if is_number and float(value).is_integer():
-        return int(value)
+        try:
+            number = float(value) if is_number else math.nan
+        except OverflowError:  # an int beyond any float
+            number = math.inf
+        if math.isfinite(number):
+            return number
+        raise ConfigError(f"{name}={_shown(value)} is not allowed; expected a finite number")
+    whole = None
+    if isinstance(value, int) and is_number:
+        whole = value
+    elif is_number and math.isfinite(value) and float(value).is_integer():
+        whole = int(value)
+    if whole is not None and abs(whole) <= MAX_WHOLE_NUMBER:
+        return whole
+    if whole is not None:
+        raise ConfigError(f"{name}={_shown(value)} is not allowed; whole numbers here are at "
+                          f"most 2**63 - 1 ({MAX_WHOLE_NUMBER})")
     extra = " or none" if optional else ""
-    raise ConfigError(f"{name}={value!r} is not allowed; expected a whole number{extra}")
+    raise ConfigError(f"{name}={_shown(value)} is not allowed; expected a whole number{extra}")
 
 
 def _one_of(name: str, allowed: tuple[str, ...] | list[str]):

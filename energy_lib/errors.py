@@ -20,3 +20,8 @@ class StudyError(EnergyStudyError):
 
 class WriteError(EnergyStudyError):
     """A folder or file the study must write cannot be written (read-only, not a folder, ...)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """The process was asked to stop (SIGTERM: what `kill`, `timeout`, SLURM and systemd send).
+    A KeyboardInterrupt, so every path that cleans up after Ctrl-C cleans up after it too."""

@@ -6,7 +6,6 @@ kernels on a tiny Fashion-MNIST study (slow); the rest is fast."""
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
@@ -397,34 +396,6 @@ def test_names_that_cannot_be_file_names(tmp_path, capsys, toml, message):
     assert not (tmp_path / "runs").exists()
 
 
-def test_dollar_signs_in_figure_labels_are_plain_text():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from energy_lib.plaintext import mpl_plain, plain_text_figures
-
-    label = r"data_dir-$\undefinedcommand{x}$"
-
-    def figure(text):
-        fig, ax = plt.subplots()
-        ax.plot([1, 2], [1, 2], label=text)
-        ax.legend()
-        ax.set_xticks([1, 2], [text, text])
-        ax.annotate(text, (1, 1))
-        return fig
-
-    with pytest.raises(ValueError):  # what a label does to matplotlib unprotected
-        figure(label).savefig(io.BytesIO())
-    with plain_text_figures():
-        protected = figure(label)
-    protected.savefig(io.BytesIO())  # drawn later, outside the block: still plain
-    figure(mpl_plain(label)).savefig(io.BytesIO())
-    assert mpl_plain("_x") != "_x" and mpl_plain("a$b") == r"a\$b"
-    plt.close("all")
-
-
 def test_html_report_is_self_contained_and_escapes_text(tmp_path):
     from energy_lib.report import export_html
 
@@ -613,4 +584,32 @@ def test_sigint_during_a_cell_prints_one_line(tmp_path):
                      "(finished cells are kept)"]
     statuses = study_state(load_study(tmp_path / "race.toml"), folder).cells
     assert statuses["precision-fp32_seed-0"] == "incomplete"  # no record that reads finished
+    assert not list(folder.glob("*.ipynb"))
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_sigterm_during_a_cell_stops_its_kernel_and_prints_one_line(tmp_path):
+    """SIGTERM to the runner alone (what `kill`, `timeout` and systemd send): exit 143 with
+    one line, the cell's kernel stopped with it, no record that reads finished."""
+    import psutil
+
+    write(tmp_path, FOUR_CELLS.format(epochs=30), "race.toml")
+    folder = tmp_path / "runs" / "race"
+    run = runner(tmp_path, "--no-report")
+    wait_for(lambda: list((folder / ".running").glob("*/*.ipynb")))
+    time.sleep(2)  # inside the cell's training
+    children = psutil.Process(run.pid).children(recursive=True)
+    assert children  # the cell's kernel
+    run.send_signal(signal.SIGTERM)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 143
+    assert "Traceback" not in err and "Kernel died" not in err, err
+    lines = [l for l in err.splitlines() if l.strip() and "%|" not in l]
+    assert lines == ["energy-study: terminated (SIGTERM); run the same command again to resume "
+                     "(finished cells are kept)"]
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == []
+    statuses = study_state(load_study(tmp_path / "race.toml"), folder).cells
+    assert statuses["precision-fp32_seed-0"] == "incomplete"
     assert not list(folder.glob("*.ipynb"))

@@ -63,9 +63,17 @@ def cuda_gpus() -> int:
         return 0
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity set where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def local_cluster(workers: int, *, say=print, gpus: int | None = None):
     """A cluster on this machine: LocalCUDACluster, one worker per CUDA GPU (at most
-    `workers`), where there are GPUs; else `workers` single-threaded process workers."""
+    `workers`), where there are GPUs; else single-threaded process workers, at most one per
+    usable core (said in one line when capped, before any worker starts)."""
     if workers < 1:
         raise StudyError(f"--workers {workers}: must be at least 1")
     distributed = _distributed()
@@ -89,7 +97,10 @@ def local_cluster(workers: int, *, say=print, gpus: int | None = None):
             if workers > gpus:
                 say(f"--workers {workers}: capped at {gpus}, one worker per CUDA GPU")
             return LocalCUDACluster(n_workers=min(workers, gpus), **options)
-        return distributed.LocalCluster(n_workers=workers, processes=True, **options)
+        cores = usable_cores()
+        if workers > cores:
+            say(f"--workers {workers}: capped at {cores}, the CPU cores this process may use")
+        return distributed.LocalCluster(n_workers=min(workers, cores), processes=True, **options)
 
 
 def connect(address: str, timeout: float | None = None):

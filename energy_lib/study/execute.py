@@ -15,6 +15,7 @@ import signal
 import threading
 from pathlib import Path
 
+from ..errors import Terminated
 from ..locks import RUNNING, runner_id
 from ..provenance import PROJECT_ROOT
 from ..records import note_runner
@@ -26,39 +27,47 @@ ANALYSIS_NOTEBOOK = NOTEBOOKS_DIR / "analysis.ipynb"
 
 
 class _KernelWatch:
-    """While a cell runs in the main thread, SIGINT stops its kernel (the whole process group)
-    instead of raising KeyboardInterrupt wherever the runner happens to be (inside ZMQ or an
-    import lock, which prints tracebacks and may swallow it). `interrupted` is then raised as a
-    clean KeyboardInterrupt by `execute_notebook`. A second SIGINT interrupts at once."""
+    """While a cell runs in the main thread, SIGINT (Ctrl-C) and SIGTERM (kill, timeout, SLURM)
+    stop its kernel (the whole process group) instead of raising wherever the runner happens to
+    be (inside ZMQ or an import lock, which prints tracebacks and may swallow it). The signal is
+    then raised as a clean KeyboardInterrupt (or `Terminated`, for SIGTERM) by
+    `execute_notebook`. A second signal interrupts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.km = None
-        self.interrupted = False
-        self._previous = None
+        self.interrupted: int | None = None  # the signal that stopped the kernel
+        self._previous: dict = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+            self._previous = {s: signal.signal(s, self._on_signal) for s in self.SIGNALS}
             logging.getLogger("papermill").addFilter(self._quiet_after_interrupt)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        if self._previous:
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
             logging.getLogger("papermill").removeFilter(self._quiet_after_interrupt)
 
     def _quiet_after_interrupt(self, record) -> bool:
         """Drop papermill's 'Kernel died ...' once we stopped the kernel ourselves."""
-        return not self.interrupted
+        return self.interrupted is None
 
-    def _on_sigint(self, signum, frame) -> None:
-        if self.interrupted or self.km is None:
-            raise KeyboardInterrupt
-        self.interrupted = True
+    def stop(self) -> KeyboardInterrupt:
+        """The exception that says how the runner was asked to stop."""
+        return Terminated() if self.interrupted == signal.SIGTERM else KeyboardInterrupt()
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.interrupted is not None or self.km is None:
+            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        self.interrupted = signum
         provisioner = getattr(self.km, "provisioner", None)
         pid = getattr(getattr(provisioner, "process", None), "pid", None)
         if pid is None:
-            raise KeyboardInterrupt
+            raise self.stop()
         with contextlib.suppress(OSError):
             os.killpg(pid, signal.SIGKILL)  # the kernel leads its own session
         with contextlib.suppress(OSError):
@@ -70,8 +79,8 @@ def execute_notebook(source: Path, target: Path, parameters: dict, *, kernel_nam
     """Execute with papermill into an in-progress copy unique to this runner
     (`.running/<host>-<pid>/`), add `runner_record` (where it ran: `records.note_runner`), then
     rename into place. Raises papermill's
-    PapermillExecutionError after the (failed) record is in place; KeyboardInterrupt (SIGINT)
-    leaves the in-progress copy where it is, to be superseded by the next run."""
+    PapermillExecutionError after the (failed) record is in place; KeyboardInterrupt (SIGINT;
+    `Terminated` for SIGTERM) leaves the in-progress copy where it is, to be superseded by the next run."""
     import nbformat
     import papermill as pm
     from jupyter_client.manager import AsyncKernelManager
@@ -92,8 +101,8 @@ def execute_notebook(source: Path, target: Path, parameters: dict, *, kernel_nam
                                 # are kept
                                 extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except Exception:  # a failed cell, or a kernel that died: its notebook is the record
-        if watch.interrupted:
-            raise KeyboardInterrupt from None
+        if watch.interrupted is not None:
+            raise watch.stop() from None
         if running.exists():
             _note_runner(running, runner_record)
             put_in_place(running, target)
@@ -102,8 +111,8 @@ def execute_notebook(source: Path, target: Path, parameters: dict, *, kernel_nam
         raise
     finally:
         _stop_kernel(watch.km)
-    if watch.interrupted:
-        raise KeyboardInterrupt
+    if watch.interrupted is not None:
+        raise watch.stop()
     _note_runner(running, runner_record)
     put_in_place(running, target)
     with contextlib.suppress(OSError):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig
+from ..config import MAX_WHOLE_NUMBER, RunConfig
 from ..errors import ConfigError, StudyError
 from ..files import check_file_name
 from ..provenance import PROJECT_ROOT
@@ -27,6 +27,8 @@ from ..provenance import PROJECT_ROOT
 #: Largest grid `load_study` builds unless told otherwise (`max_cells=`, CLI `--max-cells`):
 #: checked from the axis lengths, before any cell exists.
 MAX_CELLS = 10_000
+#: The most `max_cells` may be raised to: a million lab records is already beyond any one study.
+MAX_CELLS_LIMIT = 1_000_000
 #: Set by the runner for every cell; a study file that sets them would make cells identical.
 RESERVED = ("study", "cell")
 
@@ -88,19 +90,19 @@ def load_study(path: str | Path, *, max_cells: int = MAX_CELLS, repeats: int | N
     """Parse and validate a study file; `overrides` replace [fixed] values (e.g. epochs=1).
     A grid of more than `max_cells` cells is refused before any cell is built."""
     path = Path(path)
-    if not path.is_file():
-        found = sorted(p.name for p in Path("studies").glob("*.toml")) if Path("studies").is_dir() else []
-        hint = f"; studies here: {', '.join(found)}" if found else ""
-        raise StudyError(f"study file {str(path)!r} does not exist{hint}")
-    try:
-        document = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise StudyError(f"{path} is not valid TOML: {error}") from None
+    if isinstance(max_cells, bool) or not isinstance(max_cells, int) or \
+            not 1 <= max_cells <= MAX_CELLS_LIMIT:
+        raise StudyError(f"--max-cells {str(max_cells)[:40]}: use a whole number from 1 to "
+                         f"{MAX_CELLS_LIMIT:,}")
+    document = _read_toml(path)
     unknown = sorted(set(document) - {"study", "fixed", "axes"})
     if unknown:
         raise StudyError(f"{path}: unknown table(s) {', '.join(map(repr, unknown))}; "
                          "allowed: [study], [fixed], [axes]")
     meta, fixed, axes = (document.get(k, {}) for k in ("study", "fixed", "axes"))
+    for table, value in (("study", meta), ("fixed", fixed), ("axes", axes)):
+        if not isinstance(value, dict):
+            raise StudyError(f"{path}: {table} must be a table ([{table}]), got {value!r}")
     extra = sorted(set(meta) - set(STUDY_KEYS))
     if extra:
         raise StudyError(f"{path}: unknown key(s) in [study]: {', '.join(extra)}; allowed: "
@@ -108,6 +110,17 @@ def load_study(path: str | Path, *, max_cells: int = MAX_CELLS, repeats: int | N
     if repeats is not None:
         meta = {**meta, "repeats": repeats}
     repeats, compare, target = _analysis_settings(path, meta, axes)
+    for axis, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise StudyError(f"{path}: axis {axis!r} must be a non-empty list, got {values!r}")
+    # the grid's size from the numbers alone, repeats included, before anything is built
+    size = math.prod(len(values) for values in axes.values()) * repeats
+    if size > max_cells:
+        lengths = " x ".join([*(f"{len(v)} {a}" for a, v in axes.items()),
+                              *([f"{repeats:,} repeats"] if repeats > 1 else [])])
+        raise StudyError(f"{path}: the grid has {size:,} cells ({lengths}), more than the limit "
+                         f"of {max_cells:,}; use fewer axis values or repeats, or raise the "
+                         "limit with --max-cells N")
     if repeats > 1:
         if "seed" in axes:
             raise StudyError(f"{path}: 'seed' is an axis and repeats = {repeats}; use one of "
@@ -115,10 +128,15 @@ def load_study(path: str | Path, *, max_cells: int = MAX_CELLS, repeats: int | N
         first = overrides.get("seed", fixed.get("seed", RunConfig().seed))
         if not isinstance(first, int) or isinstance(first, bool):
             raise ConfigError(f"{path}: seed={first!r} is not allowed; expected a whole number")
+        if not 0 <= first <= MAX_WHOLE_NUMBER - (repeats - 1):
+            raise ConfigError(f"{path}: seed={first} with repeats = {repeats} is not allowed: the "
+                              f"seeds {first}..{first + repeats - 1} must lie in 0..2**63 - 1")
         fixed = {k: v for k, v in fixed.items() if k != "seed"}
         overrides = {k: v for k, v in overrides.items() if k != "seed"}
         axes = {**axes, "seed": [first + k for k in range(repeats)]}
-    name = str(meta.get("name", path.stem))
+    name = meta.get("name", path.stem)
+    if not isinstance(name, str):
+        raise StudyError(f"{path}: study name {name!r} must be text")
     if not name or any(c in name for c in "/\\ ") or name.startswith("."):
         raise StudyError(f"{path}: study name {name!r} must be a plain folder name")
     try:
@@ -130,20 +148,12 @@ def load_study(path: str | Path, *, max_cells: int = MAX_CELLS, repeats: int | N
         if reserved:
             raise StudyError(f"{path}: {reserved[0]!r} cannot be set in {place}: the runner sets "
                              "'study' (the study's name) and 'cell' (each cell's name) itself")
-    for axis, values in axes.items():
-        if not isinstance(values, list) or not values:
-            raise StudyError(f"{path}: axis {axis!r} must be a non-empty list, got {values!r}")
+    for axis in axes:
         if axis in fixed:
             raise StudyError(f"{path}: {axis!r} is both an axis and a fixed setting; keep one")
     for key in overrides:
         if key in axes:
             raise StudyError(f"{path}: {key!r} is an axis of this study; it cannot be set for all cells")
-    size = math.prod(len(values) for values in axes.values())
-    if size > max_cells:
-        lengths = " x ".join(f"{len(v)} {a}" for a, v in axes.items())
-        raise StudyError(f"{path}: the grid has {size:,} cells ({lengths}), more than the limit "
-                         f"of {max_cells:,}; use fewer axis values, or raise the limit with "
-                         "--max-cells N")
     all_fixed = {**fixed, **overrides}
     cells = []
     for values in itertools.product(*axes.values()):
@@ -168,11 +178,39 @@ def load_study(path: str | Path, *, max_cells: int = MAX_CELLS, repeats: int | N
 STUDY_KEYS = ("name", "description", "repeats", "compare", "target_acc_pct")
 
 
+def _read_toml(path: Path) -> dict:
+    """The study file's tables; one line for a path that is missing, not a regular file (a
+    folder, a FIFO: never opened, so never blocks), not UTF-8, or not TOML."""
+    if not path.exists():
+        found = sorted(p.name for p in STUDIES_DIR.glob("*.toml")) if STUDIES_DIR.is_dir() else []
+        hint = f"; example studies: {', '.join(str(STUDIES_DIR / f) for f in found)}" if found else ""
+        raise StudyError(f"study file {str(path)!r} does not exist{hint}")
+    if path.is_dir():
+        raise StudyError(f"study file {str(path)!r} is a folder; give a .toml file")
+    if not path.is_file():
+        raise StudyError(f"study file {str(path)!r} is not a regular file (a FIFO, socket or "
+                         "device); give a .toml file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise StudyError(f"study file {str(path)!r} is not UTF-8 text (byte "
+                         f"0x{error.object[error.start]:02x} at offset {error.start}); TOML files "
+                         "are UTF-8") from None
+    except OSError as error:
+        raise StudyError(f"study file {str(path)!r} cannot be read: "
+                         f"{error.strerror or error}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise StudyError(f"{path} is not valid TOML: {error}") from None
+
+
 def _analysis_settings(path: Path, meta: dict, axes: dict) -> tuple[int, str | None, float | None]:
     """`repeats`, `compare` and `target_acc_pct` of [study], each checked in one line."""
     repeats = meta.get("repeats", 1)
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise StudyError(f"{path}: repeats={repeats!r} is not allowed; use a whole number >= 1")
+        raise StudyError(f"{path}: repeats={str(repeats)[:40]} is not allowed; use a whole "
+                         "number >= 1")
     compare = meta.get("compare")
     if compare is not None:
         two_valued = [a for a, v in axes.items() if isinstance(v, list) and len(v) == 2]
