@@ -434,7 +434,10 @@ def stand_in_notebook(folder: str | Path) -> Path:
     notebook = nbformat.v4.new_notebook()
     notebook.metadata.kernelspec = {"name": "python3", "display_name": "Python 3",
                                     "language": "python"}
-    defaults = RunConfig().to_dict()  # every field declared, as in run.ipynb: no warnings
+    from energy_lib.lab import RUNNER_PARAMETERS
+
+    # every parameter declared, as in run.ipynb (fields and the runner's): no warnings
+    defaults = {**RunConfig().to_dict(), **RUNNER_PARAMETERS}
     parameters = nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in defaults.items()))
     parameters.metadata["tags"] = ["parameters"]
     notebook.cells = [parameters, nbformat.v4.new_code_cell(STAND_IN_SOURCE)]

@@ -96,9 +96,16 @@ def _owner_text(path: Path) -> str:
 
 
 def _write_owner(path: Path) -> None:
+    """Name this runner as the holder, for other runners' messages. Only a courtesy: where it
+    cannot be written (a full disk), the lock is held all the same and others read "unknown
+    process"."""
     tmp = path.with_name(f".{path.name}.{runner_id()}.tmp")
-    tmp.write_text(runner_id() + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(runner_id() + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ from energy_lib.study import cell as cell_module
 from energy_lib.study import execute as execute_module
 from energy_lib.study import folder as folder_module
 from energy_lib.cli import main
+from energy_lib.lab import RUNNER_PARAMETERS
 from energy_lib.records import RECORD_FORMAT, read_record, to_json
 from energy_lib.study import (build_report, cell_name, cell_status, execute_notebook,
                               load_study, run_study)
@@ -378,7 +379,8 @@ def stand_in_run_notebook(path: Path) -> Path:
         nbformat.v4.new_code_cell("import os\nimport energy_lib.lab as lab\nfrom energy_lib import records\n"
                                   "_names_before_parameters = set(globals())"),
         nbformat.v4.new_code_cell(
-            "\n".join(f"{k} = {v!r}" for k, v in RunConfig().to_dict().items()),
+            "\n".join(f"{k} = {v!r}" for k, v in {**RunConfig().to_dict(),
+                                                   **RUNNER_PARAMETERS}.items()),
             metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell(
             "config = lab.config_from(globals(), _names_before_parameters)\n"

@@ -75,13 +75,12 @@ def run_cell(cell: Cell, folder: Path, *, force: bool, seen, kernel_name: str | 
             finished_elsewhere = now in FINISHED and identity(target) != seen
             if now in FINISHED and (not force or finished_elsewhere):
                 return CellRun(cell.name, "skipped")
-            for leftover in leftovers(folder, cell.name):  # killed runners' copies
-                supersede(leftover, cell.name, folder / "superseded")
-                if leftover.parent.name != RUNNING and is_dead_runner(leftover.parent.name):
-                    with contextlib.suppress(OSError):
-                        leftover.parent.rmdir()  # only if empty
-            if target.exists():
-                supersede(target)
+            try:
+                _move_older_copies_aside(folder, cell.name, target)
+            except OSError as error:  # e.g. no space left for superseded/
+                return CellRun(cell.name, "failed", message=(
+                    f"cell {cell.name} failed before it ran: its older record could not be moved "
+                    f"to superseded/: {_reason(error)} (nothing was removed)"))
             # the run's settings, and this execution's: a text progress bar (the kernel's stderr
             # goes to a terminal) and where the record goes (CodeCarbon's log lands beside it)
             parameters = {**cell.config.to_dict(),
@@ -89,20 +88,48 @@ def run_cell(cell: Cell, folder: Path, *, force: bool, seen, kernel_name: str | 
                           "progress": "text", "record_path": str(target.resolve())}
             started = time.perf_counter()
             try:
-                execute_notebook(notebook or execute.RUN_NOTEBOOK, target, parameters,
-                                 kernel_name=kernel_name, log_stream=log_stream,
-                                 runner_record=runner)
+                problem = execute_notebook(notebook or execute.RUN_NOTEBOOK, target, parameters,
+                                           kernel_name=kernel_name, log_stream=log_stream,
+                                           runner_record=runner)
             except pm.PapermillExecutionError as error:
                 return CellRun(cell.name, "failed", time.perf_counter() - started,
                                f"cell {cell.name} failed: {error.ename}: {error.evalue} "
-                               f"(record kept: {target})")
-            except Exception as error:  # the kernel died (out of memory, segfault): go on
+                               f"({_kept(folder, cell.name, target)})")
+            except Exception as error:  # the kernel died (out of memory), a write failed: go on
                 return CellRun(cell.name, "failed", time.perf_counter() - started,
-                               f"cell {cell.name} failed: {type(error).__name__}: {error} "
-                               f"(partial record: {target})")
-            return CellRun(cell.name, "ran", time.perf_counter() - started)
+                               f"cell {cell.name} failed: {type(error).__name__}: "
+                               f"{_reason(error)} ({_kept(folder, cell.name, target)})")
+            return CellRun(cell.name, "ran", time.perf_counter() - started,
+                           f"cell {cell.name}: record complete, but {problem}" if problem else "")
     except CellBusy as busy:
         return CellRun(cell.name, "busy", owner=busy.owner,
                        message=f"cell {cell.name}: running elsewhere ({busy.owner}); skipped here")
     except StudyError as error:  # e.g. a filesystem without file locks
         return CellRun(cell.name, "error", message=str(error))
+
+
+def _move_older_copies_aside(folder: Path, cell: str, target: Path) -> None:
+    """Killed runners' in-progress copies and the old record go to superseded/ (kept)."""
+    for leftover in leftovers(folder, cell):
+        supersede(leftover, cell, folder / "superseded")
+        if leftover.parent.name != RUNNING and is_dead_runner(leftover.parent.name):
+            with contextlib.suppress(OSError):
+                leftover.parent.rmdir()  # only if empty
+    if target.exists():
+        supersede(target)
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return text or type(error).__name__
+
+
+def _kept(folder: Path, cell: str, target: Path) -> str:
+    """Where what the failed cell wrote is now, said truly: the record, a partial copy still in
+    .running/, or nothing."""
+    if target.exists():
+        return f"record kept: {target}"
+    copies = leftovers(folder, cell)
+    if copies:
+        return f"partial copy kept: {copies[-1]}"
+    return "no record could be written"

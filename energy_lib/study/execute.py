@@ -75,12 +75,14 @@ class _KernelWatch:
 
 
 def execute_notebook(source: Path, target: Path, parameters: dict, *, kernel_name: str | None,
-                     log_stream=None, runner_record: dict | None = None) -> None:
+                     log_stream=None, runner_record: dict | None = None) -> str:
     """Execute with papermill into an in-progress copy unique to this runner
     (`.running/<host>-<pid>/`), add `runner_record` (where it ran: `records.note_runner`), then
-    rename into place. Raises papermill's
-    PapermillExecutionError after the (failed) record is in place; KeyboardInterrupt (SIGINT;
-    `Terminated` for SIGTERM) leaves the in-progress copy where it is, to be superseded by the next run."""
+    rename into place. Returns "" or, when the runner's note could not be added (a full disk),
+    why: the complete record is kept without it. Raises papermill's PapermillExecutionError
+    (or the kernel's death, or the write's own OSError) after whatever papermill wrote is in
+    place as the record; KeyboardInterrupt (SIGINT; `Terminated` for SIGTERM) leaves the
+    in-progress copy where it is, to be superseded by the next run."""
     import nbformat
     import papermill as pm
     from jupyter_client.manager import AsyncKernelManager
@@ -100,23 +102,37 @@ def execute_notebook(source: Path, target: Path, parameters: dict, *, kernel_nam
                                 # image alt text) are noise; the notebook's output and errors
                                 # are kept
                                 extra_arguments=["--IPKernelApp.log_level=ERROR"])
-    except Exception:  # a failed cell, or a kernel that died: its notebook is the record
+    except Exception:  # a failed cell, a kernel that died, a failed write: the copy is the record
         if watch.interrupted is not None:
             raise watch.stop() from None
         if running.exists():
-            _note_runner(running, runner_record)
-            put_in_place(running, target)
+            _keep(running, target, runner_record)
         with contextlib.suppress(OSError):
             own.rmdir()
-        raise
+        raise  # the original error, never one of keeping the record
     finally:
         _stop_kernel(watch.km)
     if watch.interrupted is not None:
         raise watch.stop()
-    _note_runner(running, runner_record)
-    put_in_place(running, target)
+    problem = _keep(running, target, runner_record)
     with contextlib.suppress(OSError):
         own.rmdir()  # this runner's own folder: no other runner writes there
+    return problem
+
+
+def _keep(running: Path, target: Path, runner_record: dict | None) -> str:
+    """Add the runner's note and rename the copy into place. A note that cannot be added (no
+    space for the rewritten copy, a copy papermill left truncated) never costs the record:
+    it is renamed into place without the note, and the reason is returned."""
+    problem = ""
+    if runner_record is not None:
+        try:
+            note_runner(running, runner_record)
+        except Exception as error:  # OSError (disk full), or the copy is not a whole notebook
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            problem = f"the runner's note (where it ran) could not be added: {reason}"
+    put_in_place(running, target)
+    return problem
 
 
 def _stop_kernel(km) -> None:
@@ -128,8 +144,3 @@ def _stop_kernel(km) -> None:
     with contextlib.suppress(Exception):  # already dead (interrupted, crashed): nothing to stop
         if km.has_kernel:
             run_sync(km.shutdown_kernel)(now=True)
-
-
-def _note_runner(running: Path, runner_record: dict | None) -> None:
-    if runner_record is not None:
-        note_runner(running, runner_record)
