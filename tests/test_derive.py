@@ -129,3 +129,48 @@ def test_idle_drift_before_and_after_training():
                                                 15.0, 5.0)])[""]
     assert steady["idle_drift_pct"] == pytest.approx(0.0) and not steady["idle_drift_flagged"]
     assert derive.idle_drift(rows[:3])[""]["idle_drift_pct"] is None  # no after-baseline
+
+
+def test_idle_drift_between_two_baselines():
+    d = derive.idle_drift_between(20.0, 23.0)
+    assert d.drift_pct == pytest.approx(15.0) and d.flagged
+    d = derive.idle_drift_between(20.0, 19.0, threshold_pct=10)
+    assert d.drift_pct == pytest.approx(-5.0) and not d.flagged
+    assert derive.idle_drift_between(20.0, 16.0).flagged  # downward drift counts too
+    d = derive.idle_drift_between(None, 19.0)
+    assert d.drift_pct is None and not d.flagged and "missing" in d.note
+
+
+def test_per_component_method_and_kind_columns_label_the_energy():
+    totals = derive.per_run(gpu_machine_table()).iloc[0]
+    assert (totals["gpu_method"], totals["cpu_method"], totals["ram_method"]) == (
+        "zeus-nvml", "zeus-rapl", "ram-model")
+    label = derive.energy_label(derive.per_run(gpu_machine_table()))
+    assert label.kind == "mixed: measured, modelled"
+    assert label.methods == totals["energy_methods"]  # the display column is the same labeller
+    epochs = derive.per_epoch(gpu_machine_table())
+    assert derive.energy_label(epochs).methods == label.methods
+
+
+def test_energy_label_over_several_cells_and_without_meters():
+    rows = [dict(r, cell=cell) for cell, method, kind in (("a", "tdp-model", "modelled"),
+                                                        ("b", "zeus-rapl", "measured"))
+            for r in [row(1, "train", "cpu", method, kind, 10.0, 1.0),
+                      row(1, "train", "ram", "ram-model", "modelled", 1.0, 1.0)]]
+    label = derive.energy_label(derive.per_run(rows))
+    assert label.methods == ("cpu: tdp-model (modelled); cpu: zeus-rapl (measured); "
+                             "ram: ram-model (modelled)")
+    assert str(label) == "mixed: measured, modelled -- " + label.methods
+    one = derive.energy_label(derive.per_run(rows).query("cell == 'a'"))
+    assert (one.kind, one.methods) == ("modelled", "cpu: tdp-model (modelled); ram: ram-model (modelled)")
+    none = derive.energy_label([{"cell": "x", "energy_kind": "none"}])
+    assert (none.kind, none.methods) == ("no metered figure", "no meters recorded")
+
+
+def test_a_component_whose_meter_failed_names_both_methods():
+    flag = "meter failed"
+    rows = [row(1, "train", "gpu", "zeus-nvml", "measured", 100.0, 1.0),
+            row(2, "train", "gpu", "stand-in", "modelled", 90.0, 1.0, flag=flag)]
+    totals = derive.per_run(rows).iloc[0]
+    assert (totals["gpu_method"], totals["gpu_kind"]) == ("stand-in + zeus-nvml", "mixed")
+    assert totals["energy_methods"] == "gpu: stand-in + zeus-nvml (mixed)"

@@ -11,7 +11,7 @@ import pytest
 from conftest import fake_executed_notebook
 from energy_lib import RunConfig
 from energy_lib.cli import main
-from energy_lib.export import EXPORT_COLUMNS, export_runs, write_export
+from energy_lib.report.export import EXPORT_COLUMNS, export_runs, write_export
 from energy_lib.records import read_runs
 
 STUDY = "exportstudy"

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import needs_fashion_mnist
 from energy_lib.records import read_runs
-from energy_lib.report import compare_with_reference, reference_table
+from energy_lib.report.results import compare_with_reference, reference_table
 from energy_lib.study import NOTEBOOKS_DIR
 
 

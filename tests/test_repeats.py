@@ -10,7 +10,7 @@ import pytest
 
 from energy_lib import ConfigError, StudyError
 from energy_lib.cli import main
-from energy_lib.report_repeats import compared_axis, study_statistics
+from energy_lib.report.repeats import compared_axis, study_statistics
 from energy_lib.study import load_study
 
 STUDY = """\

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import has_fashion_mnist, needs_fashion_mnist
 from energy_lib.records import Runs
-from energy_lib.report_estimates import (estimates_sentence, estimates_summary, estimates_table,
+from energy_lib.report.estimates import (estimates_sentence, estimates_summary, estimates_table,
                                          plot_estimates, write_estimates)
 
 HEADLINE_J = {"a": 10.0, "b": 20.0, "c": 30.0, "d": 40.0}
@@ -97,7 +97,7 @@ def test_too_few_cells_are_not_ranked():
 
 
 def test_figure_is_log_log_with_plain_labels_naming_the_kind():
-    figure = plot_estimates(estimates_table(_runs()))
+    figure = plot_estimates(estimates_table(_runs()), _runs())
     ax = figure.axes[0]
     assert ax.get_xscale() == ax.get_yscale() == "log"
     assert "modelled" in ax.get_xlabel() and "estimated" in ax.get_ylabel()
@@ -274,7 +274,7 @@ TINY = """\
 @pytest.mark.slow
 @needs_fashion_mnist
 def test_real_records_hold_predictions_and_the_analysis_writes_estimates(tmp_path, monkeypatch):
-    from energy_lib.records import read_notebook
+    from energy_lib.records import read_record
     from energy_lib.study import build_report, load_study, run_study
 
     assert has_fashion_mnist()
@@ -284,9 +284,9 @@ def test_real_records_hold_predictions_and_the_analysis_writes_estimates(tmp_pat
     outcome = run_study(study, runs_root="runs", progress=False)
     assert outcome.failed == []
     for cell in study.cells:
-        record = read_notebook(tmp_path / "runs" / "tinyest" / f"{cell.name}.ipynb")
+        record = read_record(tmp_path / "runs" / "tinyest" / f"{cell.name}.ipynb")
         assert record.status == "ok", record.error
-        predicted = {(r["method"], r["component"], r["epoch"]) for r in record.records["energy"]
+        predicted = {(r["method"], r["component"], r["epoch"]) for r in record.energy
                      if r["phase"] == "predicted"}
         assert predicted == {("ops-model", "model", None), ("layer-regression", "model", None),
                              ("early-epochs", "total", 1)}

@@ -1,5 +1,5 @@
 """The statistics layer: intervals against scipy, paired ratios, energy to target, Pareto front,
-idle drift, the original study's claims and the figures built on them."""
+the original study's claims and the figures built on them."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from scipy import stats as scipy_stats  # noqa: E402
 
-from energy_lib import claims, figures_stats, stats  # noqa: E402
+from energy_lib.report import claims, repeats, stat_figures, stats  # noqa: E402
 from energy_lib.errors import ConfigError  # noqa: E402
 
 
@@ -76,7 +76,7 @@ def test_summarise_groups_excludes_and_counts_failed():
         "best_val_acc_pct": [60.0, 62.0, 99.0, 64.0, 99.0, 70.0],
         "energy_kind": ["measured"] * 6,
     })
-    out = stats.summarise_groups(table, "width", ["best_val_acc_pct"], keep=["energy_kind"])
+    out = stats.summarise_groups(table, "width", ["best_val_acc_pct"])
     one = out.set_index("width").loc[1]
     assert one["runs"] == 4 and one["failed"] == 1 and one["best_val_acc_pct_n"] == 3
     assert one["best_val_acc_pct_mean"] == pytest.approx(62.0)
@@ -85,7 +85,8 @@ def test_summarise_groups_excludes_and_counts_failed():
     assert one["best_val_acc_pct_ci_high"] == pytest.approx(ref.high)
     two = out.set_index("width").loc[2]
     assert two["best_val_acc_pct_n"] == 1 and math.isnan(two["best_val_acc_pct_ci_low"])
-    assert one["energy_kind"] == "measured"
+    labelled = repeats.with_energy_labels(out, table, ["width"]).set_index("width")
+    assert list(labelled["energy_kind"]) == ["measured", "measured"]  # of the finished runs
     text = stats.format_summary(out, ["best_val_acc_pct"])
     assert list(text["best_val_acc_pct"]) == ["62.00 ± 4.97 (N=3)", "70.00 (N=1, no interval)"]
 
@@ -242,18 +243,6 @@ def test_pareto_front_hand_made():
     assert stats.pareto_front(shuffled).reindex(points.index).equals(mask)
 
 
-# ------------------------------------------------------------------------------- idle drift
-
-def test_idle_drift():
-    d = stats.idle_drift(20.0, 23.0)
-    assert d.drift_pct == pytest.approx(15.0) and d.flagged
-    d = stats.idle_drift(20.0, 19.0, threshold_pct=10)
-    assert d.drift_pct == pytest.approx(-5.0) and not d.flagged
-    assert stats.idle_drift(20.0, 16.0).flagged  # downward drift counts too
-    d = stats.idle_drift(None, 19.0)
-    assert d.drift_pct is None and not d.flagged and "missing" in d.note
-
-
 # ------------------------------------------------------------------------------- claims
 
 NOISE = (0.0, 1.0, -1.0)
@@ -349,6 +338,17 @@ def test_claims_failed_repeats_excluded_and_missing_axis_values():
         claims.evaluate_claims(results.drop(columns="total_s"))
 
 
+def test_claims_name_the_energy_methods():
+    """Bug: the claims' energy note read a column `energy_method` of the old record format, so
+    claims.csv never named the method. It names every component's method and kind now."""
+    modelled = _results({1: 70.0, 2: 77.0}, {1: 1.05, 2: 0.9}, kind="modelled").assign(
+        cpu_method="tdp-model", cpu_kind="modelled", ram_method="ram-model", ram_kind="modelled")
+    out = claims.evaluate_claims(modelled).set_index("id")
+    for claim in ("amp-saves-only-at-largest-width", "amp-can-cost-at-small-widths"):
+        assert ("Energy is modelled (cpu: tdp-model (modelled); ram: ram-model (modelled))"
+                in out.loc[claim, "evidence"])
+
+
 # ------------------------------------------------------------------------------- figures
 
 TRICKY = r"w1 $\notacommand$ amp"  # mathtext would fail to parse this on draw
@@ -358,46 +358,54 @@ def _texts(fig) -> list[str]:
     return [t.get_text() for t in fig.findobj(matplotlib.text.Text)]
 
 
+def _with_meters(results, kinds=("measured",)):
+    """Runs whose GPU energy is zeus-nvml (measured) or the stand-in (modelled), by `kinds`."""
+    kind = [kinds[i % len(kinds)] for i in range(len(results))]
+    return results.assign(
+        energy_kind=kind, gpu_kind=kind,
+        gpu_method=["zeus-nvml" if k == "measured" else "stand-in" for k in kind])
+
+
 def _summary(kinds=("measured",)):
-    results = _results({1: 70.0, 2: 77.0}, {1: 1.05, 2: 0.85}).assign(energy_methods="zeus-nvml")
-    results["energy_kind"] = [kinds[i % len(kinds)] for i in range(len(results))]
+    results = _with_meters(_results({1: 70.0, 2: 77.0}, {1: 1.05, 2: 0.85}), kinds)
     summary = stats.summarise_groups(results, ["width", "precision"],
-                                     ["energy_j", "best_val_acc_pct"],
-                                     keep=["energy_kind", "energy_methods"])
+                                     ["energy_j", "best_val_acc_pct"])
     summary["cell"] = [f"w{w} {p}" for w, p in zip(summary["width"], summary["precision"])]
-    return summary
+    return summary, results
 
 
 def test_figure_pareto_names_front_in_legend_and_labels_kind():
-    summary = _summary()
+    summary, runs = _summary()
     summary.loc[0, "cell"] = TRICKY
-    fig = figures_stats.figure_pareto(summary, label="cell")
+    fig = stat_figures.figure_pareto(summary, runs, label="cell")
     fig.canvas.draw()  # raises if any text were parsed as mathtext
     ax = fig.axes[0]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     front = stats.pareto_front(pd.DataFrame({"x": summary["energy_j_mean"],
                                              "y": summary["best_val_acc_pct_mean"]}), "x", "y")
     starred = sorted(t for t in legend if t.startswith("★"))
-    assert starred == sorted(f"★ {c} (N=3)".replace("$", r"\$")
-                             for c in summary.loc[front.to_numpy(), "cell"])
+    assert starred == sorted(f"★ {c} (N=3)" for c in summary.loc[front.to_numpy(), "cell"])
     assert 0 < len(starred) < len(summary)
-    assert ax.get_xlabel() == "energy per run (Wh) — measured (zeus-nvml)"
+    assert ax.get_xlabel() == "energy per run (Wh) — measured -- gpu: zeus-nvml (measured)"
     # names live in the legend only: no free text on the axes
     assert not ax.texts
     plt.close(fig)
 
 
 def test_figure_pareto_says_mixed_kinds():
-    fig = figures_stats.figure_pareto(_summary(kinds=("measured", "modelled")), label="cell")
-    assert fig.axes[0].get_xlabel().startswith("energy per run (Wh) — mixed: measured, modelled")
+    summary, runs = _summary(kinds=("measured", "modelled"))
+    fig = stat_figures.figure_pareto(summary, runs, label="cell")
+    assert fig.axes[0].get_xlabel() == (
+        "energy per run (Wh) — mixed: measured, modelled -- gpu: stand-in (modelled); "
+        "gpu: zeus-nvml (measured)")
     plt.close(fig)
 
 
 def test_figure_pareto_single_runs_have_no_error_bars():
-    summary = stats.summarise_groups(
-        _results({1: 70.0, 2: 77.0}, {1: 1.05, 2: 0.85}, seeds=1), ["width", "precision"],
-        ["energy_j", "best_val_acc_pct"], keep=["energy_kind"])
-    fig = figures_stats.figure_pareto(summary)
+    results = _results({1: 70.0, 2: 77.0}, {1: 1.05, 2: 0.85}, seeds=1)
+    summary = stats.summarise_groups(results, ["width", "precision"],
+                                     ["energy_j", "best_val_acc_pct"])
+    fig = stat_figures.figure_pareto(summary, results)
     fig.canvas.draw()
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert any("width=1 precision=amp (N=1)" in t for t in legend)
@@ -409,7 +417,7 @@ def test_figure_paired_and_energy_to_target_build():
     results = _results({1: 70.0, 2: 77.0}, {1: 1.05, 2: 0.85})
     ratios = pd.concat([stats.paired_ratio(results, "precision", "fp32", "amp", v, by="width")
                         for v in ("energy_j", "total_s")])
-    fig = figures_stats.figure_paired(ratios)
+    fig = stat_figures.figure_paired(ratios)
     fig.canvas.draw()
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["width=1", "width=2"]
@@ -418,19 +426,23 @@ def test_figure_paired_and_energy_to_target_build():
     plt.close(fig)
 
     epochs = pd.concat([_epochs(TRICKY, [40.0, 60.0]), _epochs("b", [30.0, 45.0])])
-    targets = stats.energy_to_target(epochs, 50.0).assign(energy_kind="modelled")
-    fig = figures_stats.figure_energy_to_target(targets, "cell", energy_unit="J")
+    targets = stats.energy_to_target(epochs, 50.0)
+    runs = pd.DataFrame({"cell": [TRICKY, "b"], "energy_kind": "modelled",
+                         "cpu_method": "tdp-model", "cpu_kind": "modelled"})
+    fig = stat_figures.figure_energy_to_target(targets, runs, "cell", energy_unit="J")
     fig.canvas.draw()
     ax = fig.axes[0]
-    assert "1 of 1 not reached" in " ".join(t.get_text() for t in ax.get_xticklabels())
-    assert "50 % validation accuracy (J) — modelled" in ax.get_ylabel()
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert "1 of 1 not reached" in " ".join(ticks) and TRICKY in ticks
+    assert ax.get_ylabel().endswith(
+        "50 % validation accuracy (J) — modelled -- cpu: tdp-model (modelled)")
     plt.close(fig)
 
 
 @pytest.mark.parametrize("build", [
-    lambda: figures_stats.figure_pareto(pd.DataFrame()),
-    lambda: figures_stats.figure_paired(pd.DataFrame()),
-    lambda: figures_stats.figure_energy_to_target(pd.DataFrame()),
+    lambda: stat_figures.figure_pareto(pd.DataFrame(), pd.DataFrame()),
+    lambda: stat_figures.figure_paired(pd.DataFrame()),
+    lambda: stat_figures.figure_energy_to_target(pd.DataFrame(), pd.DataFrame()),
 ])
 def test_figures_with_empty_input_say_why(build):
     fig = build()

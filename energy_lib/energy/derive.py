@@ -13,6 +13,8 @@ Functions take a DataFrame of energy rows (`records.read_runs(...).energy`, or o
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Iterable
 
 import pandas as pd
@@ -23,6 +25,9 @@ from .table import ASSUMED_BOARD, COLUMNS, JOULES_PER_KWH, JOULES_PER_WH, Kind, 
 _KIND_RANK = {Kind.MEASURED.value: 0, Kind.MODELLED.value: 1, Kind.ESTIMATED.value: 2}
 _WORK_PHASES = (Phase.TRAIN.value, Phase.EVAL.value)
 COMPONENTS = ("gpu", "cpu", "ram")
+#: Per component, the method and kind of its headline figure (per_run's and per_epoch's columns
+#: that `energy_label` reads).
+LABEL_COLUMNS = [f"{c}_{what}" for c in COMPONENTS for what in ("method", "kind")]
 
 
 def as_frame(energy) -> pd.DataFrame:
@@ -44,6 +49,52 @@ def combined_kind(kinds: Iterable[str]) -> str:
     if not found:
         return "none"
     return found.pop() if len(found) == 1 else "mixed"
+
+
+@dataclass(frozen=True)
+class EnergyLabel:
+    """What a set of energy figures is: each component's headline method and kind, as the rows
+    behind a figure, table or sentence have them. The one source of every such label text."""
+
+    parts: tuple[tuple[str, str, str], ...]  # (component, method, kind), sorted
+    kinds: tuple[str, ...]  # distinct kinds, sorted
+
+    @property
+    def kind(self) -> str:
+        """'modelled', or 'mixed: measured, modelled' -- said outright when kinds differ."""
+        if not self.kinds:
+            return "no metered figure"
+        return self.kinds[0] if len(self.kinds) == 1 else "mixed: " + ", ".join(self.kinds)
+
+    @property
+    def methods(self) -> str:
+        """'cpu: tdp-model (modelled); ram: ram-model (modelled)'."""
+        return "; ".join(f"{c}: {m} ({k})" for c, m, k in self.parts) or "no meters recorded"
+
+    def __str__(self) -> str:
+        return f"{self.kind} -- {self.methods}"
+
+
+def _known(value) -> bool:
+    return isinstance(value, str) and value not in ("", "none")
+
+
+def energy_label(rows) -> EnergyLabel:
+    """The label of the energy figures of `rows` (a DataFrame or a list of dicts: rows of
+    per_run / per_epoch, or of the runs and epochs tables of `records.read_runs`), from their
+    per-component `<component>_method` and `<component>_kind` columns. Rows without them (a
+    record without energy, a hand-made table) contribute their `energy_kind` alone."""
+    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    parts = set()
+    for component in COMPONENTS:
+        method, kind = f"{component}_method", f"{component}_kind"
+        if method in frame and kind in frame:
+            parts |= {(component, m, k) for m, k in zip(frame[method], frame[kind])
+                      if _known(m) and _known(k)}
+    kinds = {k for _, _, k in parts}
+    if not kinds and "energy_kind" in frame:
+        kinds = {k for k in frame["energy_kind"] if _known(k)}
+    return EnergyLabel(tuple(sorted(parts)), tuple(sorted(kinds)))
 
 
 def headline_rows(energy) -> pd.DataFrame:
@@ -80,9 +131,6 @@ def _totals(head: pd.DataFrame, constant: pd.DataFrame, keys: list[str]) -> pd.D
         row = {
             "energy_j": float(group["energy_j"].sum()),
             "energy_kind": combined_kind(group["kind"]),
-            "energy_methods": "; ".join(
-                f"{component}: {method} ({kind})" for (component, method, kind), _ in
-                group.groupby(["component", "method", "kind"], sort=True)),
             "above_idle_j": _sum_or_nan(group["above_idle_j"]),
             "mean_power_w": float(group["energy_j"].sum() / seconds) if seconds else float("nan"),
             "flags": "; ".join(sorted({f for f in group["flag"].dropna() if f})),
@@ -91,7 +139,9 @@ def _totals(head: pd.DataFrame, constant: pd.DataFrame, keys: list[str]) -> pd.D
             part = group[group["component"] == component]
             if not part.empty:
                 row[f"{component}_energy_j"] = float(part["energy_j"].sum())
+                row[f"{component}_method"] = " + ".join(sorted(set(part["method"])))
                 row[f"{component}_kind"] = combined_kind(part["kind"])
+        row["energy_methods"] = energy_label([row]).methods
         rows[key] = row
     for key, group in constant.groupby(keys, sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
@@ -135,11 +185,48 @@ def idle_power_w(energy) -> dict[str, dict[str, float]]:
     return out
 
 
+@dataclass(frozen=True)
+class IdleDrift:
+    """Idle power before and after training; drift_pct = (after - before) / before * 100."""
+
+    before_w: float | None
+    after_w: float | None
+    drift_pct: float | None
+    flagged: bool
+    threshold_pct: float
+    note: str
+
+
+def _signed_pct(x: float) -> str:
+    return ("+" if x >= 0 else "−") + f"{abs(x):.1f}"
+
+
+def idle_drift_between(before_w: float | None, after_w: float | None,
+                       threshold_pct: float = 10) -> IdleDrift:
+    """Flag a run whose idle power moved by more than `threshold_pct` % between the baselines
+    taken before and after training: a warmer device idles higher, so subtracting one baseline
+    from the whole run would mis-state its energy. Missing or non-positive baselines give no
+    drift and no flag, with a note saying why."""
+    def clean(v):
+        return None if v is None or not math.isfinite(float(v)) else float(v)
+
+    before, after = clean(before_w), clean(after_w)
+    if before is None or after is None:
+        return IdleDrift(before, after, None, False, threshold_pct,
+                         "idle baseline missing before or after training")
+    if before <= 0:
+        return IdleDrift(before, after, None, False, threshold_pct,
+                         f"idle power before training is {before} W; no relative drift")
+    drift = (after - before) / before * 100
+    flagged = abs(drift) > threshold_pct
+    note = (f"idle power drifted {_signed_pct(drift)} % (threshold {threshold_pct:g} %)" if flagged
+            else f"idle power stable: {_signed_pct(drift)} % (threshold {threshold_pct:g} %)")
+    return IdleDrift(before, after, drift, flagged, threshold_pct, note)
+
+
 def idle_drift(energy, threshold_pct: float = 10.0) -> dict[str, dict]:
     """cell -> idle power before and after training (sum over components, the headline's
     methods) and its drift, flagged beyond `threshold_pct` %."""
-    from ..stats import idle_drift as drift_of
-
     frame = as_frame(energy)
     out = {}
     for cell, rows in frame.groupby("cell", sort=True):
@@ -151,7 +238,8 @@ def idle_drift(energy, threshold_pct: float = 10.0) -> dict[str, dict]:
             idle["_rank"] = idle["kind"].map(_KIND_RANK).fillna(9)
             best = idle.sort_values("_rank", kind="stable").drop_duplicates("component")
             watts[phase] = float((best["energy_j"] / best["duration_s"]).sum())
-        drift = drift_of(watts.get(Phase.IDLE.value), watts.get(Phase.IDLE_AFTER.value), threshold_pct)
+        drift = idle_drift_between(watts.get(Phase.IDLE.value), watts.get(Phase.IDLE_AFTER.value),
+                                   threshold_pct)
         out[cell] = {"idle_before_w": drift.before_w, "idle_after_w": drift.after_w,
                      "idle_drift_pct": drift.drift_pct, "idle_drift_flagged": drift.flagged,
                      "idle_drift_note": drift.note}

@@ -2,8 +2,8 @@
 energy to a target accuracy.
 
 Names never sit as free text near points (they would overlap); points are keyed in a legend.
-Every energy axis says its kind, and says 'mixed: ...' when kinds differ. Cell names are shown
-as plain text: '$' is escaped so matplotlib never reads a name as mathtext.
+Every energy axis says the kind and methods of the runs it shows (`energy.derive.energy_label`),
+'mixed: ...' when kinds differ. Names are plain text (`output.plain_figure`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..energy.derive import energy_label
 from . import stats
-from .plaintext import mpl_plain
-from .report import say_empty
+from .output import legend_name, plain_figure, say_empty
 
 ENERGY_SCALE = {"J": 1.0, "Wh": 1 / 3600, "kWh": 1 / 3.6e6}
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
@@ -27,7 +27,7 @@ _PAIRED_COLUMNS = {"axis", "a", "b", "value", "ratio", "ratio_ci_low", "ratio_ci
 
 def _empty(fig, ax, why: str):
     ax.set_axis_off()
-    say_empty(ax, mpl_plain(why))
+    say_empty(ax, why)
     return fig
 
 
@@ -35,27 +35,6 @@ def _unit(energy_unit: str) -> float:
     if energy_unit not in ENERGY_SCALE:
         raise ValueError(f"energy_unit = {energy_unit!r} is not allowed; use one of {list(ENERGY_SCALE)}")
     return ENERGY_SCALE[energy_unit]
-
-
-def kind_label(frame: pd.DataFrame, kind_col: str = "energy_kind",
-               method_col: str = "energy_methods") -> str:
-    """'measured', 'modelled (constant-power)', or 'mixed: measured, modelled' (values that are
-    already joined lists, as summarise_groups' `keep` writes them, are split first)."""
-    def distinct(column):
-        if column not in frame:
-            return []
-        found = set()
-        for value in frame[column].dropna():
-            found.update(v.strip() for v in str(value).split(",") if v.strip())
-        return sorted(found)
-
-    kinds, methods = distinct(kind_col), distinct(method_col)
-    how = f" ({', '.join(methods)})" if methods else ""
-    if not kinds:
-        return "kind not recorded" + how
-    if len(kinds) > 1:
-        return f"mixed: {', '.join(kinds)}{how}"
-    return kinds[0] + how
 
 
 def _setting_names(frame: pd.DataFrame, label: str | None, exclude: set[str]) -> list[str]:
@@ -73,13 +52,14 @@ def _errors(frame: pd.DataFrame, column: str, scale: float = 1.0):
     return np.vstack([(mean - low).to_numpy(), (high - mean).to_numpy()])
 
 
-def figure_pareto(summary: pd.DataFrame, x: str = "energy_j", y: str = "best_val_acc_pct",
-                  label: str | None = None, energy_unit: str = "Wh",
-                  y_label: str = "best validation accuracy (%)", confidence: float = 0.95,
-                  kind_col: str = "energy_kind", method_col: str = "energy_methods"):
-    """Accuracy vs energy per setting (a `summarise_groups` table): means with CI bars, the
-    Pareto-optimal settings (least energy for their accuracy) drawn larger, starred and joined
-    by a step line; every setting named in the legend beside the axes."""
+@plain_figure
+def figure_pareto(summary: pd.DataFrame, runs: pd.DataFrame, x: str = "energy_j",
+                  y: str = "best_val_acc_pct", label: str | None = None, energy_unit: str = "Wh",
+                  y_label: str = "best validation accuracy (%)", confidence: float = 0.95):
+    """Accuracy vs energy per setting (a `summarise_groups` table of `runs`, the finished runs
+    behind it): means with CI bars, the Pareto-optimal settings (least energy for their
+    accuracy) drawn larger, starred and joined by a step line; every setting named in the
+    legend beside the axes."""
     scale = _unit(energy_unit)
     fig, ax = plt.subplots(figsize=(8.0, 4.6))
     need = [f"{x}_mean", f"{y}_mean"]
@@ -90,7 +70,7 @@ def figure_pareto(summary: pd.DataFrame, x: str = "energy_j", y: str = "best_val
     hidden = len(summary) - len(data)
     if data.empty:
         return _empty(fig, ax, "no setting has a finished run with both energy and accuracy")
-    names = _setting_names(data, label, {"runs", "failed", kind_col, method_col})
+    names = _setting_names(data, label, {"runs", "failed", "energy_kind", "energy_methods"})
     front = stats.pareto_front(pd.DataFrame({"x": data[f"{x}_mean"], "y": data[f"{y}_mean"]}),
                                "x", "y").to_numpy()
     xerr, yerr = _errors(data, x, scale), _errors(data, y)
@@ -106,16 +86,16 @@ def figure_pareto(summary: pd.DataFrame, x: str = "energy_j", y: str = "best_val
                     markersize=10 if front[i] else 6,
                     markeredgecolor="black" if front[i] else color,
                     markeredgewidth=1.6 if front[i] else 1.0,
-                    markerfacecolor="none" if single else color, label=mpl_plain(text))
+                    markerfacecolor="none" if single else color, label=legend_name(text))
     optimal = data[front].sort_values(f"{x}_mean")
     if len(optimal) > 1:
         ax.step(optimal[f"{x}_mean"] * scale, optimal[f"{y}_mean"], where="post", color="0.4",
                 linestyle="--", linewidth=1, zorder=0, label="Pareto front")
-    ax.set_xlabel(mpl_plain(f"energy per run ({energy_unit}) — {kind_label(data, kind_col, method_col)}"))
-    ax.set_ylabel(mpl_plain(y_label))
+    ax.set_xlabel(f"energy per run ({energy_unit}) — {energy_label(runs)}")
+    ax.set_ylabel(y_label)
     note = f"; {hidden} setting(s) without finished runs not shown" if hidden else ""
-    ax.set_title(mpl_plain(f"accuracy vs energy: mean and {confidence:.0%} CI over repeats "
-                        f"(hollow: one run, no interval){note}"), fontsize=9)
+    ax.set_title(f"accuracy vs energy: mean and {confidence:.0%} CI over repeats "
+                 f"(hollow: one run, no interval){note}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, borderaxespad=0,
               title="★ Pareto-optimal", title_fontsize=7)
@@ -123,6 +103,7 @@ def figure_pareto(summary: pd.DataFrame, x: str = "energy_j", y: str = "best_val
     return fig
 
 
+@plain_figure
 def figure_paired(ratios: pd.DataFrame, x: str | None = None):
     """Paired ratio b/a (e.g. amp/fp32) per setting with its interval, one series per compared
     quantity, and a line at 1 (no difference). Hollow markers: one pair, no interval."""
@@ -148,40 +129,41 @@ def figure_paired(ratios: pd.DataFrame, x: str | None = None):
         has = np.isfinite(low) & np.isfinite(high)
         color = f"C{j % 10}"
         ax.errorbar(positions[has], ratio[has], yerr=[ratio[has] - low[has], high[has] - ratio[has]],
-                    fmt="o", color=color, capsize=4, label=mpl_plain(value))
+                    fmt="o", color=color, capsize=4, label=legend_name(value))
         lone = ~has & np.isfinite(ratio)
         if lone.any():
             ax.plot(positions[lone], ratio[lone], "o", markerfacecolor="none", color=color,
-                    label=mpl_plain(f"{value}: one pair, no interval"))
+                    label=legend_name(f"{value}: one pair, no interval"))
     ax.axhline(1.0, color="black", linewidth=1, linestyle="--", label="no difference")
     first = data.iloc[0]
-    ax.set_xticks(range(len(settings)), [mpl_plain(f"{x}={s}" if x != "_setting" else s)
+    ax.set_xticks(range(len(settings)), [f"{x}={s}" if x != "_setting" else str(s)
                                          for s in settings])
-    ax.set_xlabel(mpl_plain(x if x != "_setting" else ""))
-    ax.set_ylabel(mpl_plain(f"{first['b']} / {first['a']} (geometric mean over paired "
-                         f"{first.get('pair_on', 'seed')}s)"))
+    ax.set_xlabel(x if x != "_setting" else "")
+    ax.set_ylabel(f"{first['b']} / {first['a']} (geometric mean over paired "
+                  f"{first.get('pair_on', 'seed')}s)")
     level = float(first.get("confidence", 0.95))
-    ax.set_title(mpl_plain(f"paired ratio {first['b']}/{first['a']} per {x} with {level:.0%} CI "
-                        f"(below 1: {first['b']} uses less)"), fontsize=9)
+    ax.set_title(f"paired ratio {first['b']}/{first['a']} per {x} with {level:.0%} CI "
+                 f"(below 1: {first['b']} uses less)", fontsize=9)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     fig.tight_layout()
     return fig
 
 
-def figure_energy_to_target(targets: pd.DataFrame, group: str | Sequence[str] = "cell",
-                            energy_unit: str = "Wh", kind: str | None = None,
+@plain_figure
+def figure_energy_to_target(targets: pd.DataFrame, runs: pd.DataFrame,
+                            group: str | Sequence[str] = "cell", energy_unit: str = "Wh",
                             confidence: float = 0.95):
     """Energy to the target accuracy per run (an `energy_to_target` table, joined with whatever
-    names the groups), one column of dots per group with the mean and CI when every run got
-    there; runs that never reached the target are counted under their group, not dropped."""
+    names the groups; `runs` the runs behind it, whose energy it is), one column of dots per
+    group with the mean and CI when every run got there; runs that never reached the target are
+    counted under their group, not dropped."""
     scale = _unit(energy_unit)
     fig, ax = plt.subplots(figsize=(7.2, 4.2))
     group = [group] if isinstance(group, str) else list(group)
     if targets is None or targets.empty or any(g not in targets for g in group):
         return _empty(fig, ax, "no energy-to-target figures: no finished runs"
                       if targets is None or targets.empty else f"no column {group} to group by")
-    kind = kind or kind_label(targets)
     ticks, mean_labelled = [], False
     for i, (key, rows) in enumerate(targets.groupby(group, sort=True, dropna=False)):
         key = key if isinstance(key, tuple) else (key,)
@@ -199,16 +181,15 @@ def figure_energy_to_target(targets: pd.DataFrame, group: str | Sequence[str] = 
             mean_labelled = True
         name = " ".join(str(k) for k in key)
         ticks.append(name + (f"\n{missed} of {len(rows)} not reached" if missed else ""))
-    ax.set_xticks(range(len(ticks)), [mpl_plain(t) for t in ticks], rotation=20, ha="right",
-                  fontsize=7)
+    ax.set_xticks(range(len(ticks)), ticks, rotation=20, ha="right", fontsize=7)
     ax.set_xlim(-0.5, len(ticks) - 0.5)
     target = targets["target_acc_pct"].dropna().unique() if "target_acc_pct" in targets else []
     what = (f"{target[0]:g} % validation accuracy" if len(target) == 1
             else "the target accuracy (targets differ between runs)" if len(target) > 1
             else "the target accuracy")
-    ax.set_ylabel(mpl_plain(f"energy to {what} ({energy_unit}) — {kind}"), fontsize=8)
-    ax.set_title(mpl_plain("energy until validation accuracy first reaches the target "
-                        "(interpolated inside the epoch)"), fontsize=9)
+    ax.set_ylabel(f"energy to {what} ({energy_unit}) — {energy_label(runs)}", fontsize=8)
+    ax.set_title("energy until validation accuracy first reaches the target "
+                 "(interpolated inside the epoch)", fontsize=9)
     ax.grid(alpha=0.3, axis="y")
     handles, labels = ax.get_legend_handles_labels()
     if handles:
@@ -220,4 +201,4 @@ def figure_energy_to_target(targets: pd.DataFrame, group: str | Sequence[str] = 
     return fig
 
 
-__all__ = ["figure_pareto", "figure_paired", "figure_energy_to_target", "kind_label"]
+__all__ = ["figure_pareto", "figure_paired", "figure_energy_to_target"]

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .energy import derive
-from .energy.table import Phase
-from .report import kinds_text, save_csv, save_figure, say_empty
+from ..energy import derive
+from ..energy.table import Phase
+from ..records import Status
+from .output import plain_figure, save_csv, save_figure, say_empty
 
 COLUMNS = ["cell", "estimator", "after_epoch", "predicted_j", "energy_j", "energy_kind", "ratio",
            "status", "source"]
@@ -33,7 +34,7 @@ def _energy_and_status(runs) -> tuple[pd.DataFrame, dict[str, str]]:
     (every cell taken as finished)."""
     if isinstance(runs, pd.DataFrame):
         energy = derive.as_frame(runs)
-        return energy, {cell: "ok" for cell in energy["cell"].unique()}
+        return energy, {cell: Status.OK for cell in energy["cell"].unique()}
     energy = derive.as_frame(runs.energy)
     status = {}
     if runs.runs is not None and len(runs.runs) and "status" in runs.runs:
@@ -44,7 +45,8 @@ def _energy_and_status(runs) -> tuple[pd.DataFrame, dict[str, str]]:
 def estimates_table(runs) -> pd.DataFrame:
     """One row per cell and estimator: predicted_j, the headline energy_j and its kind, and
     ratio = predicted / headline. `runs` is a records.Runs (or its energy table). The ratio is
-    NaN for a cell that did not finish (its headline covers fewer epochs than predicted)."""
+    NaN for a cell that did not finish (its headline covers fewer epochs than predicted), and
+    for a diverged one (it stopped early, too)."""
     energy, status = _energy_and_status(runs)
     predicted = energy[energy["phase"] == Phase.PREDICTED.value]
     if predicted.empty:
@@ -55,8 +57,8 @@ def estimates_table(runs) -> pd.DataFrame:
         cell = row["cell"]
         head_j = float(headline["energy_j"].get(cell, math.nan)) if "energy_j" in headline else math.nan
         kind = headline["energy_kind"].get(cell, "none") if "energy_kind" in headline else "none"
-        cell_status = status.get(cell, "missing")
-        comparable = cell_status == "ok" and head_j > 0 and math.isfinite(head_j)
+        cell_status = status.get(cell, Status.MISSING)
+        comparable = cell_status == Status.OK and head_j > 0 and math.isfinite(head_j)
         predicted_j = float(row["energy_j"])
         rows.append({"cell": cell, "estimator": row["method"],
                      "after_epoch": row["epoch"] if pd.notna(row["epoch"]) else pd.NA,
@@ -125,15 +127,18 @@ def estimates_sentence(summary: pd.DataFrame) -> str:
     return " ".join(parts)
 
 
-def plot_estimates(table: pd.DataFrame):
-    """Predicted vs headline energy, log-log, one marker per estimator, with the y = x line.
-    Plain-text labels (no mathtext); an empty table gives a figure that says why."""
+@plain_figure
+def plot_estimates(table: pd.DataFrame, runs):
+    """Predicted vs headline energy, log-log, one marker per estimator, with the y = x line; the
+    headline's kind is that of the plotted cells' headlines (`runs`: what `table` was made
+    from). An empty table gives a figure that says why."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 5))
     usable = table[np.isfinite(pd.to_numeric(table["ratio"], errors="coerce"))] if len(table) else table
-    kind = kinds_text(usable["energy_kind"]) if len(usable) else "no metered figure"
-    ax.set_xlabel(f"headline energy of the run (J) -- {kind}")
+    headline = derive.per_run(_energy_and_status(runs)[0])
+    shown = headline[headline["cell"].isin(usable["cell"])]
+    ax.set_xlabel(f"headline energy of the run (J) -- {derive.energy_label(shown).kind}")
     ax.set_ylabel("predicted energy (J) -- estimated")
     ax.set_title("Estimates vs measurement")
     if usable.empty:
@@ -160,7 +165,7 @@ def write_estimates(runs, report_dir: str | Path) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     table = estimates_table(runs)
     summary = estimates_summary(table)
-    figure = plot_estimates(table)
+    figure = plot_estimates(table, runs)
     paths = {"estimates": save_csv(table, folder / "estimates.csv"),
              "estimates_vs_measurement": save_figure(figure, folder / "estimates_vs_measurement.png")}
     return {"table": table, "summary": summary, "sentence": estimates_sentence(summary),

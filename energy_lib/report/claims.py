@@ -17,8 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..energy.derive import energy_label
+from ..errors import ConfigError
+from ..records import FINISHED
 from . import stats
-from .errors import ConfigError
 
 ORIGINAL_SOURCE = "original T4 study (seed 000)"
 SUPPORTED, CONTRADICTED = "supported", "contradicted"
@@ -65,17 +67,16 @@ def _signed(x: float, digits: int = 1) -> str:
 
 
 def _energy_note(data: pd.DataFrame) -> str:
-    """'' for measured energy; otherwise a sentence saying what the energy figures are."""
-    kinds = sorted(map(str, data["energy_kind"].dropna().unique()))
-    methods = (sorted(map(str, data["energy_method"].dropna().unique()))
-               if "energy_method" in data else [])
-    how = f" ({', '.join(methods)})" if methods else ""
-    if kinds == ["measured"]:
+    """'' for measured energy; otherwise a sentence naming what the energy figures are: their
+    kind and each component's method (`energy.derive.energy_label`)."""
+    label = energy_label(data)
+    if label.kinds == ("measured",):
         return ""
-    if len(kinds) > 1:
-        return f" Energy kinds are mixed: {', '.join(kinds)}{how}."
-    return (f" Energy is {kinds[0] if kinds else 'of unknown kind'}{how}: these ratios follow "
-            f"time x modelled power, not a measurement.")
+    if len(label.kinds) > 1:
+        return f" Energy kinds are {label.kind} ({label.methods})."
+    what = label.kinds[0] if label.kinds else "of unknown kind"
+    return (f" Energy is {what} ({label.methods}): these ratios follow time x modelled power, "
+            "not a measurement.")
 
 
 # -------------------------------------------------------------------------------- the claims
@@ -128,7 +129,8 @@ def _energy_proportional_to_time(data: pd.DataFrame, confidence: float, threshol
     rows["power_w"] = rows["energy_j"] / rows["total_s"]
     measured = rows[rows["energy_kind"] == "measured"]
     if measured.empty:
-        kinds = ", ".join(sorted(map(str, rows["energy_kind"].dropna().unique()))) or "unknown"
+        label = energy_label(rows)
+        kinds = label.kind if label.kinds else "unknown"
         iv = stats.interval(rows["power_w"], confidence)
         return (NOT_TESTABLE,
                 f"energy here is {kinds}, not measured: under a constant-power model energy = "
@@ -233,7 +235,7 @@ def evaluate_claims(results: pd.DataFrame, confidence: float = 0.95,
     if missing:
         raise ConfigError(f"evaluate_claims: results lack column(s) {missing}; "
                           f"needs {list(RESULT_COLUMNS)}")
-    data = results[results["status"].isin(stats.FINISHED_STATUSES)].copy()
+    data = results[results["status"].isin(FINISHED)].copy()
     for column in ("best_val_acc_pct", "energy_j", "total_s"):
         data[column] = pd.to_numeric(data[column], errors="coerce")
     tests = {

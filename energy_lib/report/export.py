@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .energy import joules_to_kwh
-from .energy.derive import COMPONENTS
-from .files import atomic_write
-from .records import Runs
+from ..energy import joules_to_kwh
+from ..energy.derive import COMPONENTS
+from ..records import FINISHED, Runs
+from .output import save_csv
 
 EXPORT_COLUMNS = [
     "timestamp", "project_name", "run_id", "experiment_id", "experiment_name", "model", "dataset",
@@ -81,15 +81,15 @@ def export_row(row: pd.Series, study_name: str) -> dict:
 
 
 def export_runs(runs: Runs, study_name: str) -> pd.DataFrame:
-    """Finished runs (ok or diverged) as a table with exactly EXPORT_COLUMNS."""
+    """Finished runs (records.FINISHED) as a table with exactly EXPORT_COLUMNS."""
     table = runs.runs
-    done = table[table["status"].isin(["ok", "diverged"])] if not table.empty else table
+    done = table[table["status"].isin(FINISHED)] if not table.empty else table
     rows = [export_row(row, study_name) for _, row in done.iterrows()]
     return pd.DataFrame(rows, columns=EXPORT_COLUMNS)
 
 
 def write_export(runs: Runs, study_name: str, path: str | Path) -> Path:
+    """The export CSV (`emissions_log.csv`), written atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = export_runs(runs, study_name)
-    return atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
+    return save_csv(export_runs(runs, study_name), path)

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _scipy_stats
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..records import FINISHED
 
-FINISHED_STATUSES = ("ok", "diverged")  # a diverged run finished; its numbers are real
 T_METHOD = "student-t"
 SINGLE_RUN = "single run: no interval"
 NO_RUNS = "no runs"
@@ -93,11 +93,12 @@ def _as_list(by: str | Sequence[str] | None) -> list[str]:
     return [by] if isinstance(by, str) else list(by)
 
 
-def _finished(table: pd.DataFrame) -> pd.Series:
-    """Rows whose run finished (ok or diverged); a table without `status` counts as finished."""
+def finished(table: pd.DataFrame) -> pd.Series:
+    """Rows whose run finished (records.FINISHED: a diverged run's numbers are real too); a table
+    without `status` counts as finished."""
     if "status" not in table:
         return pd.Series(True, index=table.index)
-    return table["status"].isin(FINISHED_STATUSES)
+    return table["status"].isin(FINISHED)
 
 
 def _require(table: pd.DataFrame, columns: Iterable[str], what: str) -> None:
@@ -107,22 +108,21 @@ def _require(table: pd.DataFrame, columns: Iterable[str], what: str) -> None:
 
 
 def summarise_groups(table: pd.DataFrame, by: str | Sequence[str], columns: Sequence[str],
-                     confidence: float = 0.95, keep: Sequence[str] = ()) -> pd.DataFrame:
+                     confidence: float = 0.95) -> pd.DataFrame:
     """One row per group: `<col>_mean`, `<col>_ci_low`, `<col>_ci_high`, `<col>_half_width`,
     `<col>_n` for each headline column, plus `runs` (rows in the group) and `failed` (rows whose
-    status is not ok/diverged; left out of every interval). `keep` columns (e.g. energy_kind)
-    are carried as their distinct values joined by ', ' so a figure can say what it plots.
+    status is not finished; left out of every interval).
 
     Groups where every repeat failed still get a row (N = 0), so nothing vanishes.
     """
     by = _as_list(by)
-    _require(table, [*by, *columns, *keep], "summarise_groups")
-    finished = _finished(table)
+    _require(table, [*by, *columns], "summarise_groups")
+    done = finished(table)
     rows = []
     for key, group in table.groupby(by, sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(by, key))
-        ok = group[finished.loc[group.index]]
+        ok = group[done.loc[group.index]]
         row["runs"] = len(group)
         row["failed"] = len(group) - len(ok)
         for column in columns:
@@ -132,13 +132,10 @@ def summarise_groups(table: pd.DataFrame, by: str | Sequence[str], columns: Sequ
             row[f"{column}_ci_high"] = iv.high
             row[f"{column}_half_width"] = iv.half_width
             row[f"{column}_n"] = iv.n
-        for column in keep:
-            row[column] = ", ".join(sorted(map(str, group[column].dropna().unique())))
         rows.append(row)
     out = pd.DataFrame(rows, columns=[*by, "runs", "failed",
                                       *[f"{c}_{s}" for c in columns
-                                        for s in ("mean", "ci_low", "ci_high", "half_width", "n")],
-                                      *keep])
+                                        for s in ("mean", "ci_low", "ci_high", "half_width", "n")]])
     for column in columns:  # None -> NaN so the CSV and arithmetic see numbers
         for suffix in ("mean", "ci_low", "ci_high", "half_width"):
             out[f"{column}_{suffix}"] = pd.to_numeric(out[f"{column}_{suffix}"], errors="coerce")
@@ -174,7 +171,7 @@ def _pairs(table: pd.DataFrame, axis: str, a, b, value: str, pair_on: str,
     if a not in values or b not in values:
         raise ConfigError(f"paired comparison: axis {axis!r} has values {sorted(map(str, values))}; "
                           f"both {a!r} and {b!r} must be present")
-    data = table[_finished(table) & table[axis].isin([a, b])]
+    data = table[finished(table) & table[axis].isin([a, b])]
     data = data.assign(_v=pd.to_numeric(data[value], errors="coerce"))
     data = data[np.isfinite(data["_v"])]
     dupes = data.duplicated([*by, pair_on, axis], keep=False)
@@ -416,41 +413,3 @@ def pareto_front(points: pd.DataFrame, x: str = "energy_j", y: str = "best_val_a
     mask = np.zeros(len(points), dtype=bool)
     mask[np.flatnonzero(valid)] = ~beats.any(axis=0)
     return pd.Series(mask, index=points.index, name="pareto")
-
-
-# --------------------------------------------------------------------------------------------
-# idle drift
-
-
-@dataclass(frozen=True)
-class IdleDrift:
-    """Idle power before and after training; drift_pct = (after - before) / before * 100."""
-
-    before_w: float | None
-    after_w: float | None
-    drift_pct: float | None
-    flagged: bool
-    threshold_pct: float
-    note: str
-
-
-def idle_drift(before_w: float | None, after_w: float | None, threshold_pct: float = 10) -> IdleDrift:
-    """Flag a run whose idle power moved by more than `threshold_pct` % between the baselines
-    taken before and after training: a warmer device idles higher, so subtracting one baseline
-    from the whole run would mis-state its energy. Missing or non-positive baselines give no
-    drift and no flag, with a note saying why."""
-    def clean(v):
-        return None if v is None or not math.isfinite(float(v)) else float(v)
-
-    before, after = clean(before_w), clean(after_w)
-    if before is None or after is None:
-        return IdleDrift(before, after, None, False, threshold_pct,
-                         "idle baseline missing before or after training")
-    if before <= 0:
-        return IdleDrift(before, after, None, False, threshold_pct,
-                         f"idle power before training is {before} W; no relative drift")
-    drift = (after - before) / before * 100
-    flagged = abs(drift) > threshold_pct
-    note = (f"idle power drifted {_signed_pct(drift)} % (threshold {threshold_pct:g} %)" if flagged
-            else f"idle power stable: {_signed_pct(drift)} % (threshold {threshold_pct:g} %)")
-    return IdleDrift(before, after, drift, flagged, threshold_pct, note)

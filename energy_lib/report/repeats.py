@@ -3,20 +3,20 @@ the paired comparison of a two-valued axis (amp vs fp32 by default), energy to a
 accuracy, the Pareto front, and the original study's claims put to the test.
 
 Everything here reads the records' tables (`read_study`) and the study file; the statistics
-are `energy_lib.stats` and `energy_lib.claims`, the figures `energy_lib.figures_stats`.
+are `report.stats` and `report.claims`, the figures `report.stat_figures`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
-from . import figures_stats, stats
+from ..energy.derive import energy_label
+from ..records import FINISHED
+from . import stat_figures, stats
 from .claims import evaluate_claims
-from .plaintext import plain_text_figures
-from .report import save_csv, save_figure
+from .output import save_csv, save_figure
 
 HEADLINE = ["best_val_acc_pct", "final_val_acc_pct", "energy_j", "constant_power_energy_j",
             "total_s", "acc_pct_per_wh", "energy_to_target_j", "time_to_target_s"]
@@ -34,7 +34,7 @@ def compared_axis(study) -> str | None:
 def targets(runs_table: pd.DataFrame, epochs: pd.DataFrame, target_acc_pct: float | None):
     """(energy-to-target table per run, the target used). The default target is the lowest
     best accuracy across finished runs, so every run has a value."""
-    done = runs_table[runs_table["status"].isin(("ok", "diverged"))]
+    done = runs_table[runs_table["status"].isin(FINISHED)]
     if target_acc_pct is None:
         best = pd.to_numeric(done.get("best_val_acc_pct", pd.Series(dtype=float)), errors="coerce")
         if best.notna().sum() == 0:
@@ -50,6 +50,16 @@ def targets(runs_table: pd.DataFrame, epochs: pd.DataFrame, target_acc_pct: floa
     return stats.energy_to_target(frame, target_acc_pct), target_acc_pct
 
 
+def with_energy_labels(summary: pd.DataFrame, table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """The summary (`stats.summarise_groups` of `table` by `by`: one row per group, in group
+    order) with, per setting, `energy_kind` and `energy_methods` of its finished runs
+    (`energy.derive.energy_label`), so a table or figure of settings says what it averages."""
+    labels = [energy_label(rows[stats.finished(rows)])
+              for _, rows in table.groupby(by, sort=True, dropna=False)]
+    return summary.assign(energy_kind=[label.kind for label in labels],
+                          energy_methods=[label.methods for label in labels])
+
+
 def study_statistics(runs_table: pd.DataFrame, epochs: pd.DataFrame, study) -> dict:
     """Every table of the study-level analysis (DataFrames), computed from the records."""
     axes = [a for a in study.setting_axes if a in runs_table]
@@ -63,8 +73,8 @@ def study_statistics(runs_table: pd.DataFrame, epochs: pd.DataFrame, study) -> d
             table[column] = float("nan")
     if "seed" not in table:
         table["seed"] = 0
-    summary = stats.summarise_groups(table, axes or ["cell"], HEADLINE,
-                                     keep=[c for c in ("energy_kind", "energy_methods") if c in table])
+    summary = with_energy_labels(stats.summarise_groups(table, axes or ["cell"], HEADLINE),
+                                 table, axes or ["cell"])
     out = {"table": table, "summary": summary, "targets": reached, "target_acc_pct": target}
     axis = compared_axis(study)
     out["compare_axis"] = axis
@@ -99,19 +109,20 @@ def write_study_statistics(runs_table: pd.DataFrame, epochs: pd.DataFrame, study
         frame = result[name]
         file = "energy_to_target.csv" if name == "targets" else f"{name}.csv"
         paths[name] = save_csv(frame, report_dir / file)
-    with plain_text_figures():
-        figures = {
-            "pareto": figures_stats.figure_pareto(result["summary"]),
-            "paired": figures_stats.figure_paired(result["paired"]),
-            "energy_to_target": figures_stats.figure_energy_to_target(
-                result["targets"].merge(result["table"][["cell", *[a for a in study.setting_axes
-                                                                   if a in result["table"]]]],
-                                        on="cell", how="left")
-                if not result["targets"].empty else result["targets"],
-                group=[a for a in study.setting_axes if a in result["table"]] or "cell"),
-        }
-        for name, fig in figures.items():
-            paths[f"{name}_png"] = save_figure(fig, report_dir / f"{name}.png")
+    table = result["table"]
+    axes = [a for a in study.setting_axes if a in table]
+    finished = table[stats.finished(table)]
+    reached = result["targets"]
+    figures = {
+        "pareto": stat_figures.figure_pareto(result["summary"], finished),
+        "paired": stat_figures.figure_paired(result["paired"]),
+        "energy_to_target": stat_figures.figure_energy_to_target(
+            reached.merge(table[["cell", *axes]], on="cell", how="left") if not reached.empty
+            else reached, finished[finished["cell"].isin(reached.get("cell", []))],
+            group=axes or "cell"),
+    }
+    for name, fig in figures.items():
+        paths[f"{name}_png"] = save_figure(fig, report_dir / f"{name}.png")
     result["figures"] = figures
     result["paths"] = paths
     return result
@@ -124,8 +135,3 @@ def readable_summary(summary: pd.DataFrame, study) -> pd.DataFrame:
     text = stats.format_summary(summary, [c for c in columns if f"{c}_mean" in summary])
     keep = axes + [c for c in ("energy_kind",) if c in summary]
     return pd.concat([summary[keep].reset_index(drop=True), text.reset_index(drop=True)], axis=1)
-
-
-def close(result: dict) -> None:
-    for fig in result.get("figures", {}).values():
-        plt.close(fig)

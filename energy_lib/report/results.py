@@ -1,8 +1,9 @@
-"""Figures and tables from the lab records (used by the run and analysis notebooks).
+"""The results table, the per-cell figures (curves, energy, power, accuracy vs energy), the
+shared-CPU flag and the comparison with the original study; plus the run notebook's figures.
 
-Every energy axis says how its numbers were obtained (method, measured or modelled). Cells that
-failed, diverged or never ran stay in the results table with their status; they are never
-silently dropped.
+Every energy axis says how its numbers were obtained: `energy.derive.energy_label` of the rows
+it shows (method and kind per component). Cells that failed, diverged or never ran stay in the
+results table with their status; they are never silently dropped.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from .energy.table import JOULES_PER_KWH
-from .files import atomic_write
-from .records import Runs
+from ..energy.derive import LABEL_COLUMNS, energy_label
+from ..energy.table import JOULES_PER_KWH
+from ..records import FINISHED, Runs
+from .output import legend_name, plain_figure, save_csv, save_figure, say_empty
 
 FIGURES = {
     "train_loss": ("train_loss", "training loss"),
@@ -26,48 +28,17 @@ FIGURES = {
 TABLE_COLUMNS = ["cell", "status", "width", "precision", "compute_dtype", "epochs_completed",
                  "model", "optimizer", "parameters", "dense_macs_per_image", "best_val_top5_acc_pct",
                  "best_val_acc_pct", "final_val_acc_pct", "s_per_epoch", "total_s",
-                 "energy_kwh", "energy_kind", "energy_methods", "acc_pct_per_wh",
+                 "energy_kwh", "energy_kind", "energy_methods", *LABEL_COLUMNS, "acc_pct_per_wh",
                  "constant_power_energy_kwh", "constant_power_acc_pct_per_wh", "assumed_power_w",
                  "mean_power_w", "above_idle_j", "emissions_kg", "carbon_intensity_g_per_kwh",
                  "flags", "error"]
-FINISHED = ("ok", "diverged")
-
-
-def kinds_text(kinds) -> str:
-    """'modelled', or 'mixed: measured, modelled' -- said outright when kinds differ."""
-    found = sorted({k for k in kinds if isinstance(k, str) and k and k != "none"})
-    if not found:
-        return "no metered figure"
-    return found[0] if len(found) == 1 else "mixed: " + ", ".join(found)
-
-
-def energy_label(table: pd.DataFrame, unit: str) -> str:
-    """Axis label naming the headline energy's kind(s), e.g. 'energy (Wh) -- modelled'."""
-    kinds = table["energy_kind"] if "energy_kind" in table else []
-    return f"energy ({unit}) -- {kinds_text(kinds)}"
-
-
-def say_empty(ax, why: str) -> None:
-    """An empty plot that says why it is empty (never a crash, never a blank)."""
-    ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, fontsize=9,
-            wrap=True)
-
-
-def save_figure(fig, path: Path) -> Path:
-    """A PNG written via a temporary name (files.atomic_write): never a half file."""
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight",
-                                                      format="png"))
-
-
-def save_csv(table: pd.DataFrame, path: Path) -> Path:
-    """A CSV written via a temporary name (files.atomic_write): never a half file."""
-    return atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
+SHARED_CPU_FLAG = "shared_cpu"
 
 
 def _per_cell_lines(epochs: pd.DataFrame, column: str, ylabel: str, title: str):
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for cell, rows in epochs.groupby("cell", sort=True):
-        ax.plot(rows["epoch"], rows[column], marker="o", markersize=3, label=cell)
+        ax.plot(rows["epoch"], rows[column], marker="o", markersize=3, label=legend_name(cell))
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -77,21 +48,13 @@ def _per_cell_lines(epochs: pd.DataFrame, column: str, ylabel: str, title: str):
     return fig
 
 
+@plain_figure
 def figure_metric(epochs: pd.DataFrame, name: str):
     column, label = FIGURES[name]
     return _per_cell_lines(epochs, column, label, label + " per epoch")
 
 
-def methods_label(runs_table: pd.DataFrame) -> str:
-    """'cpu: tdp-model (modelled); ram: ram-model (modelled)' over a study's cells."""
-    labels = set()
-    for value in runs_table.get("energy_methods", pd.Series(dtype=object)).dropna():
-        labels.update(part for part in str(value).split("; ") if part)
-    return "; ".join(sorted(labels)) or "no meters recorded"
-
-
-def _energy_lines(epochs: pd.DataFrame, runs_table: pd.DataFrame, cumulative: bool, unit: str,
-                  title: str):
+def _energy_lines(epochs: pd.DataFrame, cumulative: bool, unit: str, title: str):
     """Per cell: the headline energy (solid) beside the constant-power estimate (dashed)."""
     scale = 1 / JOULES_PER_KWH if unit == "kWh" else 1.0
     fig, ax = plt.subplots(figsize=(7.2, 4.4))
@@ -108,13 +71,12 @@ def _energy_lines(epochs: pd.DataFrame, runs_table: pd.DataFrame, cumulative: bo
                 values = values.cumsum()
             if values.notna().any():
                 ax.plot(rows["epoch"].astype(float), values, style, marker="o", markersize=3,
-                        color=color, label=cell + suffix)
+                        color=color, label=legend_name(cell + suffix))
                 drawn = True
     prefix = "cumulative energy" if cumulative else "energy per epoch"
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"{prefix} ({unit})")
-    kinds = kinds_text(epochs["energy_kind"]) if "energy_kind" in epochs else "no metered figure"
-    ax.set_title(f"{title}\nsolid: {kinds} -- {methods_label(runs_table)}\n"
+    ax.set_title(f"{title}\nsolid: {energy_label(data)}\n"
                  "dashed: constant power (assumed board power x time; modelled)", fontsize=8)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
@@ -125,19 +87,22 @@ def _energy_lines(epochs: pd.DataFrame, runs_table: pd.DataFrame, cumulative: bo
     return fig
 
 
-def figure_cumulative_energy(epochs: pd.DataFrame, runs_table: pd.DataFrame):
-    return _energy_lines(epochs, runs_table, True, "kWh", "cumulative energy")
+@plain_figure
+def figure_cumulative_energy(epochs: pd.DataFrame):
+    return _energy_lines(epochs, True, "kWh", "cumulative energy")
 
 
-def figure_energy_per_epoch(epochs: pd.DataFrame, runs_table: pd.DataFrame):
-    return _energy_lines(epochs, runs_table, False, "J", "energy per epoch")
+@plain_figure
+def figure_energy_per_epoch(epochs: pd.DataFrame):
+    return _energy_lines(epochs, False, "J", "energy per epoch")
 
 
 def _finished(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["status"].isin(FINISHED)]
 
 
-def figure_power(table: pd.DataFrame, runs_table: pd.DataFrame):
+@plain_figure
+def figure_power(table: pd.DataFrame):
     """Assumed board power vs the headline's mean power (train + eval) per cell."""
     done = _finished(table)
     fig, ax = plt.subplots(figsize=(7.2, 4.0))
@@ -149,8 +114,8 @@ def figure_power(table: pd.DataFrame, runs_table: pd.DataFrame):
     positions = list(range(len(done)))
     ax.bar([p - 0.2 for p in positions], assumed, width=0.4,
            label="assumed (constant-power, modelled)", color="0.6")
-    ax.bar([p + 0.2 for p in positions], metered, width=0.4,
-           label=f"{kinds_text(done['energy_kind'])}: {methods_label(runs_table)}")
+    label = energy_label(done)
+    ax.bar([p + 0.2 for p in positions], metered, width=0.4, label=f"{label.kind}: {label.methods}")
     ax.set_xticks(positions, done["cell"], rotation=20, ha="right", fontsize=7)
     ax.set_ylabel("mean power over train + eval (W)")
     ax.set_title("assumed vs metered average power")
@@ -162,6 +127,7 @@ def figure_power(table: pd.DataFrame, runs_table: pd.DataFrame):
     return fig
 
 
+@plain_figure
 def figure_tradeoff(table: pd.DataFrame):
     """Best validation accuracy vs headline energy, one point per finished cell."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
@@ -170,8 +136,9 @@ def figure_tradeoff(table: pd.DataFrame):
     done["_acc"] = pd.to_numeric(done["best_val_acc_pct"], errors="coerce")
     usable = done.dropna(subset=["_wh", "_acc"])
     for index, (_, row) in enumerate(usable.iterrows()):
-        ax.scatter(row["_wh"], row["_acc"], s=40, color=f"C{index % 10}", label=row["cell"])
-    ax.set_xlabel("total " + energy_label(usable, "Wh"))
+        ax.scatter(row["_wh"], row["_acc"], s=40, color=f"C{index % 10}",
+                   label=legend_name(row["cell"]))
+    ax.set_xlabel(f"total energy (Wh) -- {energy_label(usable).kind}")
     ax.set_ylabel("best validation accuracy (%)")
     ax.set_title("accuracy vs energy")
     ax.grid(alpha=0.3)
@@ -199,6 +166,32 @@ def results_table(runs: Runs, expected_cells: list[str] | None = None) -> pd.Dat
         if column not in table:
             table[column] = pd.NA
     return table[TABLE_COLUMNS].sort_values("cell", ignore_index=True)
+
+
+def flag_shared_cpu(table: pd.DataFrame) -> str:
+    """Add the flag `shared_cpu` to the `flags` of the cells whose host ran other cells at the
+    same time (the runner's `shared_cpu` and `cells_at_once_on_host` columns of
+    `records.read_runs`; changed in place), and return the sentence the analysis prints."""
+    if table.empty or "shared_cpu" not in table:
+        return "no records"
+    shared = table["shared_cpu"].eq(True)
+    if "flags" not in table:
+        table["flags"] = ""
+    table["flags"] = [
+        "; ".join(x for x in (flags if isinstance(flags, str) else "", SHARED_CPU_FLAG) if x)
+        if is_shared else flags for flags, is_shared in zip(table["flags"], shared)]
+    if not shared.any():
+        return ("Each cell ran alone on its host (serial, or one cell per host): its energy "
+                "figures are its own.")
+    cells = ", ".join(str(c) for c in table.loc[shared, "cell"])
+    at_once = table.get("cells_at_once_on_host", pd.Series(1, index=table.index))
+    most = int(pd.to_numeric(at_once, errors="coerce").fillna(1).max())
+    return (f"shared_cpu: {int(shared.sum())} cell(s) ran on a host where up to {most} cells ran "
+            f"at once ({cells}). Their host CPU and RAM figures are not attributable to one "
+            "cell: a model or counter of the whole machine (TDP x utilisation, RAPL) counts the "
+            "other cells' work too, so summing those cells counts shared time more than once. "
+            "GPU figures of cells pinned one per GPU (pinned_device) remain their own. For "
+            "per-cell CPU energy, run the study serially.")
 
 
 def reference_table() -> pd.DataFrame:
@@ -244,15 +237,16 @@ def write_report(runs: Runs, report_dir: str | Path, expected_cells: list[str] |
                                        *[c for c, _ in FIGURES.values()]])
     table = results_table(runs, expected_cells)
     figures = {name: figure_metric(epochs, name) for name in FIGURES}
-    figures["cumulative_energy"] = figure_cumulative_energy(epochs, runs.runs)
-    figures["energy_per_epoch"] = figure_energy_per_epoch(epochs, runs.runs)
+    figures["cumulative_energy"] = figure_cumulative_energy(epochs)
+    figures["energy_per_epoch"] = figure_energy_per_epoch(epochs)
     figures["accuracy_vs_energy"] = figure_tradeoff(table)
-    figures["power_assumed_vs_metered"] = figure_power(table, runs.runs)
+    figures["power_assumed_vs_metered"] = figure_power(table)
     paths = {name: save_figure(fig, report_dir / f"{name}.png") for name, fig in figures.items()}
     paths["results"] = save_csv(table, report_dir / "results.csv")
     return {"paths": paths, "figures": figures, "table": table}
 
 
+@plain_figure
 def plot_run(epochs: pd.DataFrame):
     """The inline curves of one lab record: loss, accuracy and energy per epoch."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -267,9 +261,9 @@ def plot_run(epochs: pd.DataFrame):
         axes[2].bar(x - 0.2, pd.to_numeric(epochs["constant_power_energy_j"], errors="coerce"),
                     width=0.4, color="0.6", label="constant power (modelled)")
     if "energy_j" in epochs and pd.to_numeric(epochs["energy_j"], errors="coerce").notna().any():
+        label = energy_label(epochs)
         axes[2].bar(x + 0.2, pd.to_numeric(epochs["energy_j"], errors="coerce"), width=0.4,
-                    label=f"{kinds_text(epochs['energy_kind'])}: "
-                          f"{epochs['energy_methods'].dropna().iloc[0]}")
+                    label=f"{label.kind}: {label.methods}")
     axes[2].set_ylabel("energy per epoch (J)")
     axes[2].legend(fontsize=7)
     for ax in axes:
@@ -281,6 +275,7 @@ def plot_run(epochs: pd.DataFrame):
     return fig
 
 
+@plain_figure
 def plot_timeline(samples: list[dict], marks: list[dict], idle_power_w: dict[str, float]):
     """Watts vs time per component, with epoch starts and each component's idle level."""
     data = pd.DataFrame(samples)
@@ -312,28 +307,3 @@ def plot_timeline(samples: list[dict], marks: list[dict], idle_power_w: dict[str
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
-
-
-#: nbconvert's lab template without its scripts from a CDN (require.js, MathJax, Mermaid,
-#: widgets): a lab record must read offline, and the report has no math or widgets to render.
-OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
-{%- block html_head_js -%}{%- endblock html_head_js -%}
-{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
-{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
-{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
-"""
-
-
-def export_html(executed_notebook: str | Path, html_path: str | Path) -> Path:
-    """Self-contained HTML of an executed notebook without its code cells (nbconvert): no
-    script loaded from the network. Written atomically."""
-    import jinja2
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
-                            exclude_output_prompt=True, template_file="energy_study_offline.html.j2",
-                            extra_loaders=[jinja2.DictLoader(
-                                {"energy_study_offline.html.j2": OFFLINE_TEMPLATE})])
-    body, _ = exporter.from_notebook_node(nbformat.read(str(executed_notebook), as_version=4))
-    return atomic_write(html_path, lambda tmp: tmp.write_text(body, encoding="utf-8"))

@@ -21,13 +21,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .datasets import DATASETS
-from .plaintext import mpl_plain
-from .records import Runs, read_notebook
-from .report import save_csv, save_figure
+from ..datasets import DATASETS
+from ..energy.derive import energy_label
+from ..records import FINISHED, Runs
+from .output import legend_name, plain_figure, save_csv, save_figure
 
 MAX_PANELS = 16  # confusion matrices drawn side by side before the report singles cells out
-FINISHED = ("ok", "diverged")
 FIGURE_NAMES = ("confusion_matrices", "pruning_energy_vs_macs")
 
 
@@ -59,17 +58,18 @@ def _draw_matrix(ax, matrix, names: list[str], title: str, annotate: bool, tick_
                     ax.text(j, i, f"{shares[i, j]:.2f}", ha="center", va="center", fontsize=6,
                             color="white" if shares[i, j] > 0.6 else "black")
     if tick_labels:
-        ax.set_xticks(range(n), [mpl_plain(x) for x in names], rotation=90, fontsize=6)
-        ax.set_yticks(range(n), [mpl_plain(x) for x in names], fontsize=6)
+        ax.set_xticks(range(n), names, rotation=90, fontsize=6)
+        ax.set_yticks(range(n), names, fontsize=6)
     else:
         step = max(1, n // 10)
         ax.set_xticks(range(0, n, step))
         ax.set_yticks(range(0, n, step))
         ax.tick_params(labelsize=5)
-    ax.set_title(mpl_plain(title), fontsize=7)
+    ax.set_title(title, fontsize=7)
     return image
 
 
+@plain_figure
 def plot_confusion(matrix, class_labels: list[str] | None = None, title: str = "final evaluation"):
     """One confusion matrix (the run notebook's): shares per true class, with the counts'
     total in the title, so the normalised figure never hides how many images it covers."""
@@ -89,22 +89,6 @@ def plot_confusion(matrix, class_labels: list[str] | None = None, title: str = "
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     return fig
-
-
-def confusions(runs: Runs) -> dict[str, list[list[int]]]:
-    """cell -> its recorded final confusion matrix, for finished cells that have one (read
-    from each record's `confusion` output; records made before it existed have none)."""
-    table = runs.runs
-    found: dict[str, list[list[int]]] = {}
-    if table.empty or "path" not in table:
-        return found
-    for _, row in table.iterrows():
-        if row.get("status") not in FINISHED or not row.get("path"):
-            continue
-        matrix = read_notebook(row["path"]).records.get("confusion")
-        if matrix:
-            found[row["cell"]] = matrix
-    return found
 
 
 def singled_out(table: pd.DataFrame, cells: list[str], limit: int = MAX_PANELS
@@ -131,9 +115,11 @@ def _number(value) -> float:
     return number if math.isfinite(number) else -math.inf
 
 
-def figure_confusions(runs: Runs, matrices: dict[str, list[list[int]]] | None = None):
-    """Small multiples of the cells' final confusion matrices; returns (figure, rule)."""
-    matrices = confusions(runs) if matrices is None else matrices
+@plain_figure
+def figure_confusions(runs: Runs):
+    """Small multiples of the finished cells' final confusion matrices (`runs.confusion`; records
+    made before it existed have none); returns (figure, rule)."""
+    matrices = runs.confusion
     table = runs.runs
     chosen, rule = singled_out(table, list(matrices))
     if not chosen:
@@ -178,15 +164,14 @@ def pruned_epochs(runs: Runs) -> pd.DataFrame:
     return rows.sort_values(["cell", "epoch"], ignore_index=True)
 
 
+@plain_figure
 def figure_pruning(runs: Runs):
     """Energy per epoch against dense MACs per image (left) and sparse MACs per image (right),
     one series per pruned cell, arrows in epoch order: masking moves a run left only on the
     right panel; removing channels moves it left on both."""
     rows = pruned_epochs(runs)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
-    kinds = sorted({k for k in rows.get("energy_kind", pd.Series(dtype=object)).dropna()
-                    if k and k != "none"})
-    kind = kinds[0] if len(kinds) == 1 else ("mixed: " + ", ".join(kinds) if kinds else "none")
+    label = energy_label(rows)
     for ax, column, what in ((axes[0], "dense_macs_per_image", "dense MACs per image "
                               "(what the hardware executes)"),
                              (axes[1], "sparse_macs_per_image", "sparse MACs per image "
@@ -196,12 +181,12 @@ def figure_pruning(runs: Runs):
             y = pd.to_numeric(series["energy_j"], errors="coerce")
             style = "-o" if series["prune"].iloc[0] == "structured" else "--s"
             ax.plot(x, y, style, markersize=3, color=f"C{index % 10}",
-                    label=mpl_plain(f"{cell} ({series['prune'].iloc[0]})"))
+                    label=legend_name(f"{cell} ({series['prune'].iloc[0]})"))
             ax.annotate("", xy=(x.iloc[-1], y.iloc[-1]), xytext=(x.iloc[0], y.iloc[0]),
                         arrowprops={"arrowstyle": "->", "color": f"C{index % 10}", "alpha": 0.4})
         ax.set_xlabel(f"{what}, millions")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"energy per epoch, train + eval (J) -- {kind}")
+    axes[0].set_ylabel(f"energy per epoch, train + eval (J) -- {label.kind}")
     if rows.empty:
         for ax in axes:
             ax.text(0.5, 0.5, "no finished pruned cells (prune = none everywhere)", ha="center",

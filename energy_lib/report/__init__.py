@@ -1,0 +1,128 @@
+"""The report of a study: `build(study, runs, state, out_dir)` writes every table and figure
+into `out_dir` and returns them, with the sentences that go with them, as one `Report` in the
+order the analysis notebook shows them. The notebook only displays what `build` returns.
+
+Modules, one concern each: `results` (results table, per-cell figures, shared-CPU flag, the
+original study beside ours), `stats` (intervals, paired ratios, targets, Pareto), `repeats` and
+`stat_figures` (settings over repeats), `claims`, `models` (confusion matrices, pruning),
+`estimates`, `export` (experiment-log CSV), `output` (writers, plain-text figures, HTML). None
+of them opens a record: everything comes from `records.read_runs`' tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from . import repeats
+from .estimates import write_estimates
+from .export import write_export
+from .models import class_names, plot_confusion, write_model_report
+from .output import export_html
+from .results import (compare_with_reference, flag_shared_cpu, plot_run, plot_timeline,
+                      results_table, write_report)
+
+CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+ENERGY_FIGURES = ("cumulative_energy", "energy_per_epoch", "accuracy_vs_energy",
+                  "power_assumed_vs_metered")
+
+
+@dataclass
+class Report:
+    """What the analysis shows, field by field in its order. A table that cannot exist for this
+    study (no compared axis, not a width x precision study, not the paper study) is the sentence
+    that says so instead."""
+
+    notes: list[str]  # files skipped as unreadable; notebooks that are not this study's
+    opening: str  # the study, its cells and description
+    results: pd.DataFrame  # results.csv: one row per cell, with status
+    shared_cpu: str  # which cells shared a host's CPU (flagged in results' `flags`)
+    curves: dict[str, Any]  # training curves, CURVES
+    energy: dict[str, Any]  # ENERGY_FIGURES
+    repeats: str  # repeats per setting and the target accuracy
+    summary: pd.DataFrame  # mean ± interval per setting, as text
+    paired: pd.DataFrame | str
+    paired_accuracy: pd.DataFrame
+    paired_figure: Any
+    targets: pd.DataFrame  # energy to the target accuracy per run
+    energy_to_target: Any
+    pareto: Any
+    claims: pd.DataFrame | str
+    confusion_rule: str
+    confusion: Any
+    pruning_figure: Any
+    pruning: pd.DataFrame
+    reference: pd.DataFrame | str
+    estimates_sentence: str
+    estimates_summary: pd.DataFrame
+    estimates: pd.DataFrame
+    estimates_figure: Any
+    paths: dict[str, Path] = field(default_factory=dict)  # every file written, by file name
+
+
+def _close(figures: dict) -> None:
+    """Close figures once saved: still displayable, never shown twice by a notebook's inline
+    backend (which shows every open figure at the end of a cell)."""
+    for figure in figures.values():
+        plt.close(figure)
+
+
+def build(study, runs, state, out_dir: str | Path) -> Report:
+    """Write the study's report into `out_dir` from its records' tables (`runs`, `state` from
+    `study.read_study`) and return it."""
+    out_dir = Path(out_dir)
+    notes = [f"skipped: {problem}" for problem in runs.problems]
+    notes += [f"not part of this study: {path}" for path in state.foreign]
+    shared_cpu = flag_shared_cpu(runs.runs)  # before the results table: its `flags` say it
+    written = write_report(runs, out_dir, [c.name for c in study.cells])
+    statistics = repeats.write_study_statistics(runs.runs, runs.epochs, study, out_dir)
+    models = write_model_report(runs, out_dir)
+    estimates = write_estimates(runs, out_dir)
+    export = write_export(runs, study.name, out_dir / "emissions_log.csv")
+    paths = {path.name: path for part in (written, statistics, models, estimates)
+             for path in part["paths"].values()} | {export.name: export}
+    for figures in (written["figures"], statistics["figures"], models["figures"],
+                    {"estimates": estimates["figure"]}):
+        _close(figures)
+    paired = statistics["paired"]
+    return Report(
+        notes=notes,
+        opening=f"study {study.name!r}: {len(study.cells)} cells; {study.description}",
+        results=written["table"],
+        shared_cpu=shared_cpu,
+        curves={name: written["figures"][name] for name in CURVES},
+        energy={name: written["figures"][name] for name in ENERGY_FIGURES},
+        repeats=(f"repeats per setting: {study.repeats}; target accuracy: "
+                 f"{statistics['target_acc_pct']}"),
+        summary=repeats.readable_summary(statistics["summary"], study),
+        paired=(paired[[c for c in paired if c not in ("method", "confidence")]]
+                if not paired.empty else
+                "no paired comparison: the study has no two-valued compare axis"),
+        paired_accuracy=statistics["paired_accuracy"],
+        paired_figure=statistics["figures"]["paired"],
+        targets=statistics["targets"],
+        energy_to_target=statistics["figures"]["energy_to_target"],
+        pareto=statistics["figures"]["pareto"],
+        claims=(statistics["claims"][["claim", "verdict", "evidence", "N"]]
+                if not statistics["claims"].empty else
+                "not a width x precision study: no claims to test"),
+        confusion_rule=f"confusion matrices: {models['confusion_rule']}",
+        confusion=models["figures"]["confusion_matrices"],
+        pruning_figure=models["figures"]["pruning_energy_vs_macs"],
+        pruning=models["pruning_table"],
+        reference=(compare_with_reference(written["table"]) if study.name.startswith("paper")
+                   else "not the paper study: no reference comparison"),
+        estimates_sentence=estimates["sentence"],
+        estimates_summary=estimates["summary"],
+        estimates=estimates["table"],
+        estimates_figure=estimates["figure"],
+        paths=paths,
+    )
+
+
+__all__ = ["Report", "build", "class_names", "compare_with_reference", "export_html",
+           "plot_confusion", "plot_run", "plot_timeline", "results_table", "write_report"]

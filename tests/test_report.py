@@ -1,0 +1,132 @@
+"""The report package: `build` over the committed records of the quick study, the shared-CPU
+flag from the runner's columns, and figures whose names are plain text."""
+
+from __future__ import annotations
+
+import inspect
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from conftest import fake_executed_notebook  # noqa: E402
+from energy_lib.records import FINISHED, Runs, note_runner, read_runs  # noqa: E402
+from energy_lib.report import build, estimates, models, results, stat_figures  # noqa: E402
+from energy_lib.report.output import legend_name, plain_figure  # noqa: E402
+from energy_lib.study import load_study, read_study  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TRICKY = r"data_dir-$\undefinedcommand{x}$"  # mathtext would fail to parse this on draw
+
+
+def texts(fig) -> list[str]:
+    return [t.get_text() for t in fig.findobj(matplotlib.text.Text)]
+
+
+# ------------------------------------------------------------------------------------------
+# build: the one entry point of the analysis notebook
+# ------------------------------------------------------------------------------------------
+
+def test_build_writes_and_returns_the_whole_report_of_the_committed_records(tmp_path):
+    study = load_study(REPO / "studies" / "quick.toml")
+    runs, state = read_study(study, REPO / "runs" / "quick")
+    report = build(study, runs, state, tmp_path)
+    assert report.opening.startswith("study 'quick': 12 cells")
+    assert list(report.results["cell"]) == sorted(c.name for c in study.cells)
+    assert set(report.results["status"]) <= set(FINISHED)
+    written = {p.name for p in tmp_path.iterdir()}
+    assert set(report.paths) == written and {"results.csv", "claims.csv", "emissions_log.csv",
+                                              "energy_to_target.png", "pareto.png"} <= written
+    assert list(report.curves) == ["train_loss", "train_accuracy", "val_loss", "val_accuracy"]
+    methods = "cpu: tdp-model (modelled); ram: ram-model (modelled)"
+    # the energy to target names kind and methods (it said "kind not recorded")
+    assert report.energy_to_target.axes[0].get_ylabel().endswith(f"— modelled -- {methods}")
+    # claims.csv names the method (it never did)
+    claims = pd.read_csv(tmp_path / "claims.csv").set_index("id")
+    assert f"Energy is modelled ({methods})" in claims.loc["amp-can-cost-at-small-widths", "evidence"]
+    assert not plt.get_fignums()  # saved and closed: a notebook shows each figure once
+
+
+# ------------------------------------------------------------------------------------------
+# where the cells ran: the shared-CPU flag (moved here from scaleout, which read notebooks)
+# ------------------------------------------------------------------------------------------
+
+def test_shared_cpu_cells_are_flagged_and_said(tmp_path):
+    energy = [{"epoch": 0, "phase": "train", "component": "cpu", "method": "tdp-model",
+               "kind": "modelled", "energy_j": 10.0, "duration_s": 1.0, "flag": "",
+               "above_idle_j": None}]
+    for cell, shared in (("a", True), ("b", False), ("c", None)):
+        path = fake_executed_notebook(tmp_path / f"{cell}.ipynb", {
+            "energy": energy, "summary": {"status": "ok", "best_val_acc_pct": 50.0}})
+        if shared is not None:
+            note_runner(path, {"executor": "dask" if shared else "serial", "shared_cpu": shared,
+                               "cells_at_once_on_host": 2 if shared else 1})
+    runs = read_runs(tmp_path)
+    sentence = results.flag_shared_cpu(runs.runs)
+    table = runs.runs.set_index("cell")
+    assert "shared_cpu" in table.loc["a", "flags"]
+    assert "shared_cpu" not in str(table.loc["b", "flags"])
+    assert "shared_cpu" not in str(table.loc["c", "flags"])  # an older record: nothing claimed
+    assert list(table["shared_cpu"]) == [True, False, None]
+    assert sentence.startswith("shared_cpu: 1 cell(s) ran on a host where up to 2 cells ran at once (a)")
+    runs = read_runs(tmp_path, cells={"b": "ok"})
+    assert results.flag_shared_cpu(runs.runs).startswith("Each cell ran alone")
+    assert results.flag_shared_cpu(pd.DataFrame()) == "no records"
+
+
+# ------------------------------------------------------------------------------------------
+# plain text: one mechanism (math parsing off while a figure is built)
+# ------------------------------------------------------------------------------------------
+
+def test_a_figure_built_plain_stays_plain_when_drawn_later():
+    def figure(text):
+        fig, ax = plt.subplots()
+        ax.plot([1, 2], [1, 2], label=legend_name(text))
+        ax.legend()
+        ax.set_xticks([1, 2], [text, text])
+        ax.annotate(text, (1, 1))
+        return fig
+
+    with pytest.raises(ValueError):  # what a label does to matplotlib unprotected
+        figure(TRICKY).savefig(io.BytesIO())
+    protected = plain_figure(figure)(TRICKY)
+    protected.savefig(io.BytesIO())  # drawn outside the build: still plain
+    drawn = texts(protected)
+    assert TRICKY in drawn and not any("\\$" in t for t in drawn)  # as written, never escaped
+    assert legend_name("_x") != "_x" and legend_name("a$b") == "a$b"
+    plt.close("all")
+
+
+def test_every_figure_function_of_the_report_is_built_plain():
+    builders = [(module.__name__, name) for module in (results, stat_figures, models, estimates)
+                for name, function in inspect.getmembers(module, inspect.isfunction)
+                if name.startswith(("figure_", "plot_")) and function.__module__ == module.__name__]
+    assert len(builders) >= 12
+    unprotected = [f"{m}.{n}" for m, n in builders
+                   if not getattr(getattr(__import__(m, fromlist=[n]), n), "plain_text", False)]
+    assert not unprotected
+
+
+def test_names_with_dollars_are_drawn_exactly_as_written():
+    """Bug: a `$` in a cell's name was drawn as `\\$` (an escape on top of math parsing off)."""
+    epochs = pd.DataFrame({"cell": [TRICKY, TRICKY], "epoch": [1, 2], "val_loss": [1.0, 0.5]})
+    curves = results.figure_metric(epochs, "val_loss")
+    runs = Runs(pd.DataFrame({"cell": [TRICKY], "status": ["ok"], "dataset": ["x"],
+                              "final_val_acc_pct": [50.0]}),
+                pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), [],
+                confusion={TRICKY: [[1, 0], [0, 1]]})
+    confusion, _ = models.figure_confusions(runs)
+    targets = pd.DataFrame({"cell": [TRICKY], "reached": [True], "energy_to_target_j": [1.0],
+                            "target_acc_pct": [50.0]})
+    to_target = stat_figures.figure_energy_to_target(targets, runs.runs)
+    for fig, shown in ((curves, TRICKY), (confusion, TRICKY + "\nfinal val acc 50.0 %"),
+                       (to_target, TRICKY)):
+        fig.savefig(io.BytesIO())  # mathtext would raise here
+        assert shown in texts(fig)
+    plt.close("all")
