@@ -46,11 +46,14 @@ def test_build_writes_and_returns_the_whole_report_of_the_committed_records(tmp_
     assert list(report.curves) == ["train_loss", "train_accuracy", "val_loss", "val_accuracy"]
     methods = "cpu: tdp-model (modelled); ram: ram-model (modelled)"
     # the energy to target names kind and methods (it said "kind not recorded")
-    assert report.energy_to_target.axes[0].get_ylabel().endswith(f"— modelled -- {methods}")
+    axes = report.energy_to_target.axes[0]
+    assert axes.get_ylabel().endswith("— modelled")
+    assert axes.get_title().endswith(f"\nmodelled: {methods}")
     # claims.csv names the method (it never did)
     claims = pd.read_csv(tmp_path / "claims.csv").set_index("id")
     assert f"Energy is modelled ({methods})" in claims.loc["amp-can-cost-at-small-widths", "evidence"]
-    assert not plt.get_fignums()  # saved and closed: a notebook shows each figure once
+    shown = [*report.curves.values(), *report.energy.values(), report.pareto, report.confusion]
+    assert not any(plt.fignum_exists(fig.number) for fig in shown)  # closed: shown once
 
 
 # ------------------------------------------------------------------------------------------

@@ -434,8 +434,8 @@ def test_figure_paired_and_energy_to_target_build():
     ax = fig.axes[0]
     ticks = [t.get_text() for t in ax.get_xticklabels()]
     assert "1 of 1 not reached" in " ".join(ticks) and TRICKY in ticks
-    assert ax.get_ylabel().endswith(
-        "50 % validation accuracy (J) — modelled -- cpu: tdp-model (modelled)")
+    assert ax.get_ylabel().endswith("50 % validation accuracy (J) — modelled")
+    assert ax.get_title().endswith("\nmodelled: cpu: tdp-model (modelled)")
     plt.close(fig)
 
 

@@ -187,9 +187,10 @@ def figure_energy_to_target(targets: pd.DataFrame, runs: pd.DataFrame,
     what = (f"{target[0]:g} % validation accuracy" if len(target) == 1
             else "the target accuracy (targets differ between runs)" if len(target) > 1
             else "the target accuracy")
-    ax.set_ylabel(f"energy to {what} ({energy_unit}) — {energy_label(runs)}", fontsize=8)
-    ax.set_title("energy until validation accuracy first reaches the target "
-                 "(interpolated inside the epoch)", fontsize=9)
+    label = energy_label(runs)
+    ax.set_ylabel(f"energy to {what} ({energy_unit}) — {label.kind}", fontsize=8)
+    ax.set_title("energy until validation accuracy first reaches the target (interpolated "
+                 f"inside the epoch)\n{label.kind}: {label.methods}", fontsize=9)
     ax.grid(alpha=0.3, axis="y")
     handles, labels = ax.get_legend_handles_labels()
     if handles:
