@@ -13,7 +13,11 @@ and augmentation.
 
 from __future__ import annotations
 
+import functools
 import gzip
+import hashlib
+import io
+import math
 import os
 import pickle
 import shutil
@@ -121,25 +125,117 @@ def _read_cifar(spec: DatasetSpec, root: Path, train: bool, download: bool) -> S
         if not download:
             raise _not_found(spec, [folder], "download=false")
         _download(spec, root, train)  # extracts into `folder`
-    images, labels = [], []
+    images, labels, published = [], [], True
     for name in files:
-        with open(folder / name, "rb") as handle:
-            entry = pickle.load(handle, encoding="latin1")  # the official format: dict of arrays
-        images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
-    return Split(torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.int64),
-                 str(folder))
+        data, batch_labels, is_published = _read_cifar_batch(spec, folder / name)
+        images.append(data.reshape(-1, 3, 32, 32))
+        labels.append(batch_labels)
+        published &= is_published
+    source = f"{folder} (the published files: MD5 checked)" if published else str(folder)
+    return Split(torch.from_numpy(np.concatenate(images)),
+                 torch.from_numpy(np.concatenate(labels).astype(np.int64)), source)
+
+
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    """What protocols 0-2 pickle a `bytes` object as (`_codecs.encode(text, "latin1")`), and
+    nothing else of `codecs.encode`: no other codec is reachable."""
+    if type(text) is not str or encoding != "latin1":
+        raise pickle.UnpicklingError("it calls _codecs.encode with other than (text, 'latin1')")
+    return text.encode("latin1")
+
+
+def _empty_bytes(*args) -> bytes:
+    """What protocols 0-2 pickle `b""` as (`bytes()`); `bytes(n)` and the like are refused."""
+    if args:
+        raise pickle.UnpicklingError("it calls bytes() with arguments")
+    return b""
+
+
+@functools.cache
+def _cifar_globals() -> dict[tuple[str, str], object]:
+    """Every (module, name) a CIFAR batch file may refer to, and what it stands for: numpy's own
+    array reconstruction, under whatever module this or an older numpy names it (taken from what
+    `ndarray.__reduce_ex__` returns: `_reconstruct` for protocols 0-4 and the published files,
+    `_frombuffer` for protocol 5, e.g. a file re-saved by Python 3.14), and how protocols 0-2 spell
+    bytes (`_codecs.encode`, `bytes()`, through the strict stand-ins above)."""
+    array = np.zeros(1, np.uint8)
+    allowed: dict[tuple[str, str], object] = {
+        ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_bytes,
+        ("__builtin__", "bytes"): _empty_bytes, ("builtins", "bytes"): _empty_bytes}
+    for function in (array.__reduce__()[0], array.__reduce_ex__(5)[0]):
+        for package in ("numpy.core", "numpy._core"):
+            for module in ("multiarray", "numeric"):
+                allowed[(f"{package}.{module}", function.__name__)] = function
+    return allowed
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles the CIFAR batch format and nothing else: a dict of plain values and numpy
+    arrays. `find_class` is the only way a pickle reaches code, so refusing every name outside
+    `_cifar_globals()` means a planted file cannot run anything."""
+
+    def find_class(self, module: str, name: str):
+        found = _cifar_globals().get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which the format never "
+                                         "holds (nothing was run)")
+        return found
+
+
+def _read_cifar_batch(spec: DatasetSpec, path: Path) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(images N x 3072 uint8, labels N int64, whether the file is the published one) of one
+    batch file. It is read once; its MD5 is compared with the published file's and it is
+    unpickled by `_CifarUnpickler` either way (a re-saved but honest file still loads). Anything
+    else -- a file that would run code, a truncated or foreign one -- is DatasetNotFound naming
+    the file, in one line."""
+    blob = path.read_bytes()
+    published = hashlib.md5(blob, usedforsecurity=False).hexdigest() == \
+        dict(spec.published_md5).get(path.name)
+
+    def bad(problem: str) -> DatasetNotFound:
+        return DatasetNotFound(f"{path} is not a {spec.name} batch file: {' '.join(problem.split())}; "
+                               f"replace it with the published file ({spec.how_to_get})")
+
+    try:
+        entry = _CifarUnpickler(io.BytesIO(blob), encoding="latin1").load()
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means "not this format"
+        raise bad(str(error) or type(error).__name__) from None
+    if not isinstance(entry, dict):
+        raise bad(f"it holds a {type(entry).__name__}, not a dict")
+    entry = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
+    label_key = "labels" if spec.name == "cifar10" else "fine_labels"
+    data = entry.get("data")
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
+            and data.shape[1] == 3 * 32 * 32):
+        raise bad("its 'data' is not an N x 3072 array of uint8")
+    try:
+        labels = np.asarray(entry.get(label_key))
+    except Exception:  # noqa: BLE001 - ragged or odd values: the check below names the problem
+        labels = np.asarray(None)
+    if not (labels.dtype.kind in "iu" and labels.shape == (len(data),)
+            and (labels.size == 0 or (labels.min() >= 0 and labels.max() < spec.num_classes))):
+        raise bad(f"its {label_key!r} are not {len(data)} integers in 0..{spec.num_classes - 1}")
+    return data, labels, published
 
 
 def _read_idx_gz(path: Path) -> np.ndarray:
-    """Read one (gzip) IDX file of unsigned bytes, the MNIST family's format."""
+    """Read one (gzip) IDX file of unsigned bytes, the MNIST family's format; anything else (a
+    truncated, foreign or not-gzip file) is DatasetNotFound naming the file, in one line."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
-    dims = data[3]
-    if data[2] != 0x08 or dims not in (1, 3):
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
+        raise DatasetNotFound(f"{path} cannot be read as an IDX file: "
+                              f"{' '.join(str(error).split())}") from None
+    dims = data[3] if len(data) >= 4 else 0
+    if len(data) < 4 + 4 * dims or data[:3] != b"\0\0\x08" or dims not in (1, 3):
         raise DatasetNotFound(f"{path} is not an IDX file of unsigned bytes")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
+    if len(data) != 4 + 4 * dims + math.prod(shape):
+        raise DatasetNotFound(f"{path} is not a whole IDX file: its header says {shape} bytes of "
+                              f"values, it holds {len(data) - 4 - 4 * dims}")
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
@@ -156,6 +252,11 @@ def _read_fashion_mnist(spec: DatasetSpec, root: Path, train: bool, download: bo
             paths = [place / (n + suffix) for n in names]
             if all(p.is_file() for p in paths):
                 images, labels = (_read_idx_gz(p) for p in paths)
+                if images.ndim != 3 or labels.shape != images.shape[:1] or \
+                        (labels.size and labels.max() >= spec.num_classes):
+                    raise DatasetNotFound(
+                        f"{paths[0]} and {paths[1]} do not belong together: {images.shape} images, "
+                        f"{labels.shape} labels (0..{spec.num_classes - 1} expected)")
                 return Split(torch.from_numpy(images.copy()).unsqueeze(1),
                              torch.from_numpy(labels.astype(np.int64)), str(place))
     if not download:

@@ -8,6 +8,8 @@
   the temporary file is removed when anything fails.
 - `move_no_replace(src, dst)`: rename that never replaces an existing file (a hard link that
   fails if `dst` exists, then the old name is removed).
+- `create_new(path, write)`: as `atomic_write`, for a file that must not exist yet: an existing
+  one is never replaced (FileExistsError, nothing changed, no temporary file left).
 - `check_file_name(name, what)`: user text that becomes a file name must be one.
 """
 
@@ -87,6 +89,22 @@ def move_no_replace(src: str | Path, dst: str | Path) -> None:
         os.rename(src, dst)
         return
     os.unlink(src)
+
+
+def create_new(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call `write(tmp)` for a temporary name beside `path`, then move it to `path` unless
+    something is there already (FileExistsError); the temporary file never outlives the call."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{runner_id()}.tmp")
+    try:
+        write(tmp)
+        move_no_replace(tmp, path)
+    finally:
+        try:
+            tmp.unlink()
+        except OSError:  # moved into place, or never made
+            pass
+    return path
 
 
 def check_file_name(name: str, what: str) -> str:

@@ -5,7 +5,9 @@ types, each run as a forward pass and as a training step (forward, backward, SGD
 timed and metered over enough repeats to fill a short window, and appended row by row to
 `calibration/<machine>.csv` in the long format of `layer_data.COLUMNS`. A killed calibration
 keeps every finished row (each is flushed and fsynced; a half-written last line is cut on the
-next start), and a rerun with the same seed and ranges skips what is already there.
+next start), and a rerun with the same seed and ranges skips what is already there. A file that
+does not start with exactly our header was not written here and is never appended to or replaced;
+that, like every other mistake (arguments included), is one line and exit status 2.
 
 Metering goes through `_metered` alone, so pointing calibration at another metering API is a
 change of one function.
@@ -29,7 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError, EnergyStudyError
+from ..errors import ConfigError, EnergyStudyError, WriteError
+from ..files import check_file_name, check_output_file, create_new
 from .layer_data import COLUMNS, LAYER_TYPES, count_macs
 
 DEFAULT_DIR = Path("calibration")
@@ -102,6 +105,11 @@ def sample_configs(plan: Plan) -> list[dict]:
         raise ConfigError(f"layer_types={list(plan.layer_types)!r} is not allowed; choose from {LAYER_TYPES}")
     if plan.per_type < 1:
         raise ConfigError(f"per_type={plan.per_type!r} is not allowed; must be >= 1")
+    if not (isinstance(plan.seed, (int, np.integer)) and plan.seed >= 0):
+        raise ConfigError(f"seed={plan.seed!r} is not allowed; must be an integer >= 0")
+    check_window_s(plan.min_window_s)
+    if plan.max_repeats < 1:
+        raise ConfigError(f"max_repeats={plan.max_repeats!r} is not allowed; must be >= 1")
     rng = np.random.default_rng(plan.seed)
     r = plan.ranges
     configs = []
@@ -118,6 +126,13 @@ def sample_configs(plan: Plan) -> list[dict]:
             config["config_id"] = f"{plan.seed}-{r.key()}-{index}-{layer_type}"
             configs.append(config)
     return configs
+
+
+def check_window_s(value: float, name: str = "min_window_s") -> None:
+    """A metered window's least length: a finite number of seconds > 0 (ConfigError if not)."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name}={value!r} is not allowed; must be a number of seconds > 0, "
+                          "e.g. 0.5")
 
 
 def _log_uniform(rng, bounds) -> int:
@@ -241,19 +256,84 @@ def machine_name(device: torch.device) -> str:
     return re.sub(r"[^a-z0-9]+", "-", re.sub(r"\((r|tm)\)", "", name.lower())).strip("-") or "machine"
 
 
-def _repair(path: Path) -> None:
-    """Cut a half-written last line left by a killed calibration."""
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+def _header() -> str:
+    """The first line of every calibration file this project writes."""
+    buffer = io.StringIO()
+    csv.DictWriter(buffer, COLUMNS, lineterminator="\n").writeheader()
+    return buffer.getvalue()
 
 
-def _done(path: Path) -> set[tuple[str, str]]:
-    if not path.is_file() or path.stat().st_size == 0:
-        return set()
-    with path.open(newline="") as handle:
-        return {(row.get("config_id", ""), row.get("phase", "")) for row in csv.DictReader(handle)
-                if row.get("energy_j")}
+def _check_ours(path: Path) -> str:
+    """The text of an existing calibration file, if it is one of ours: its first line is exactly
+    our header and all of it is text. Anything else is a file this project did not write, which
+    is never appended to or replaced: WriteError, one line, nothing changed."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise WriteError(f"{path} cannot be read: {error.strerror or error}") from None
+    if not data.startswith(_header().encode()):
+        first = data.split(b"\n", 1)[0][:60]
+        raise WriteError(f"{path} exists and is not a calibration file of energy-study (its first "
+                         f"line is {first!r}, not the header {_header().strip()!r}); it was left as "
+                         "it is: choose another --out-dir or --machine, or move the file away")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise WriteError(f"{path} has our header but bytes that are not text at byte "
+                         f"{error.start}; it was left as it is: move it away and calibrate again") from None
+
+
+def _repair(path: Path, text: str) -> str:
+    """Cut a half-written last line left by a killed calibration (our own file: checked)."""
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+        with path.open("r+b") as handle:
+            handle.truncate(len(text.encode("utf-8")))
+    return text
+
+
+def _done(text: str) -> set[tuple[str, str]]:
+    return {(row.get("config_id", ""), row.get("phase", ""))
+            for row in csv.DictReader(io.StringIO(text, newline="")) if row.get("energy_j")}
+
+
+def _create(path: Path) -> None:
+    """A new calibration file holding our header, written whole under a temporary name and
+    linked into place without replacing anything (a file that appeared meanwhile is kept, and
+    refused by `_check_ours` unless it is ours)."""
+    try:
+        create_new(path, lambda tmp: tmp.write_text(_header(), encoding="utf-8"))
+    except FileExistsError:
+        pass
+
+
+def _resolve_device(name: str | torch.device) -> torch.device:
+    """The device to calibrate: the CPU or a CUDA GPU that exists here; ConfigError otherwise."""
+    from ..device import resolve_device
+
+    try:
+        device = resolve_device(str(name))
+    except EnergyStudyError:
+        raise
+    except (RuntimeError, ValueError) as error:  # torch.device("gpu"), "cuda:x"
+        raise ConfigError(f"device={str(name)!r} is not a device ({' '.join(str(error).split())}); "
+                          "use 'cpu', 'cuda' or 'cuda:N'") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device={str(name)!r} is not supported by calibration; use 'cpu', "
+                          "'cuda' or 'cuda:N'")
+    return device
+
+
+def _open_calibration(out_dir: str | Path, machine: str) -> tuple[Path, str]:
+    """(the calibration file, its text), every check made before anything is written: the name
+    is a plain file name, the folder can take files, an existing file is one of ours."""
+    path = Path(out_dir) / check_file_name(machine, "machine")
+    path = path.with_name(f"{path.name}.csv")
+    check_output_file(path, "calibration file")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _create(path)
+    return path, _repair(path, _check_ours(path))
 
 
 def _append(path: Path, row: dict) -> None:
@@ -270,16 +350,10 @@ def calibrate(plan: Plan = QUICK_PLAN, *, out_dir: str | Path = DEFAULT_DIR, mac
     """Measure every (configuration, phase) of the plan not yet in the file. Returns (file, rows
     written now, rows already there)."""
     configs = sample_configs(plan)  # validates everything before any measurement
-    device = torch.device(device)
+    device = _resolve_device(device)
     machine = machine or machine_name(device)
-    path = Path(out_dir) / f"{machine}.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_file():
-        _repair(path)
-    if not path.is_file() or path.stat().st_size == 0:
-        with path.open("w", newline="") as handle:
-            csv.DictWriter(handle, COLUMNS, lineterminator="\n").writeheader()
-    done = _done(path)
+    path, text = _open_calibration(out_dir, machine)
+    done = _done(text)
     todo = [(c, phase) for c in configs for phase in ("forward", "train_step")
             if (c["config_id"], phase) not in done]
     already = 2 * len(configs) - len(todo)
@@ -319,10 +393,37 @@ def _range(text: str) -> tuple[int, int]:
     return low, high
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose mistakes raise ConfigError (shown as one line by `run_main`) instead of
+    printing the usage block and exiting."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{' '.join(message.split())} (see {self.prog} --help)")
+
+
+def run_main(prog: str, work) -> int:
+    """Run `work()` (parsing included) for a command line tool: a user mistake prints one line,
+    `<prog>: error: ...`, and returns 2; Ctrl-C returns 130, finished rows kept."""
+    try:
+        return work()
+    except EnergyStudyError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; rerun to continue (finished calibration rows are kept)",
+              file=sys.stderr)
+        return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     """`energy-study calibrate`: measure this machine's per-layer energy. A user mistake prints
     one line and returns 2."""
-    parser = argparse.ArgumentParser(prog="energy-study calibrate", description=__doc__.splitlines()[0])
+    parser = _parser()
+    return run_main(parser.prog, lambda: _calibrate_command(parser.parse_args(argv)))
+
+
+def _parser() -> OneLineParser:
+    parser = OneLineParser(prog="energy-study calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small layers, 6 per type: a few minutes on a 2-core CPU")
     parser.add_argument("--per-type", type=int, help="configurations per layer type")
     parser.add_argument("--seed", type=int, default=0)
@@ -334,7 +435,10 @@ def main(argv: list[str] | None = None) -> int:
     for f in fields(Ranges):
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=_range, metavar="LOW,HIGH",
                             help=f"range (default {getattr(Ranges(), f.name)}; --quick {getattr(QUICK, f.name)})")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _calibrate_command(args: argparse.Namespace) -> int:
     plan = QUICK_PLAN if args.quick else Plan()
     overrides = {f.name: getattr(args, f.name) for f in fields(Ranges) if getattr(args, f.name) is not None}
     plan = replace(plan, ranges=replace(plan.ranges, **overrides), seed=args.seed)
@@ -345,16 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.types:
         plan = replace(plan, layer_types=tuple(t.strip() for t in args.types.split(",")))
     start = time.perf_counter()
-    try:
-        path, written, already = calibrate(plan, out_dir=args.out_dir, machine=args.machine,
-                                           device=args.device)
-    except EnergyStudyError as error:
-        print(f"energy-study calibrate: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("energy-study calibrate: interrupted; finished rows are kept, rerun to continue",
-              file=sys.stderr)
-        return 130
+    path, written, already = calibrate(plan, out_dir=args.out_dir, machine=args.machine,
+                                       device=args.device)
     print(f"calibration: {written} new rows ({already} already there) in {path} "
           f"in {time.perf_counter() - start:.0f} s")
     return 0

@@ -9,8 +9,9 @@ so a tampered cache file cannot run code, and a cold kernel never imports scikit
 
 The cache key hashes the fitting data's bytes, the fitting code's source and the
 scikit-learn version: any change refits. A cache file that cannot be read (truncated, corrupt,
-another format) is refitted and replaced; a cache folder that cannot be written only costs the
-refit. Files are written to a temporary name and renamed.
+another format) is refitted and replaced; a cache folder that cannot be written, or a folder
+where the cache file should be, only costs the refit. Files are written to a temporary name and
+renamed; the temporary file is removed when that fails.
 """
 
 from __future__ import annotations
@@ -24,15 +25,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..files import atomic_write
 from .layer_fit import LayerFit, TypeModel
 
 FORMAT = "energy-lib-fit-v1"
 
 
 def cache_dir() -> Path:
-    """The user's cache folder (XDG_CACHE_HOME, else ~/.cache) / energy_lib / fits."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "energy_lib" / "fits"
+    """The user's cache folder (XDG_CACHE_HOME, else ~/.cache) / energy_lib / fits. A relative
+    XDG_CACHE_HOME is ignored, as the XDG Base Directory spec asks: it would put the cache
+    wherever the process happens to run."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or "")
+    if not base.is_absolute():
+        base = Path.home() / ".cache"
+    return base / "energy_lib" / "fits"
 
 
 def fit_key(data: list[bytes]) -> str:
@@ -127,12 +133,14 @@ def save(path: Path, layer_fit: LayerFit) -> bool:
                        "columns": model.columns, "smear": model.smear, "report": model.report})
     meta = {"format": FORMAT, "source": layer_fit.source, "machine": layer_fit.machine, "models": models}
     arrays["meta"] = np.array(json.dumps(meta))
+
+    def write(temporary: Path) -> None:
+        with open(temporary, "wb") as out:  # a handle: np.savez would add ".npz" to a name
+            np.savez(out, **arrays)
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process
-        with open(temporary, "wb") as out:
-            np.savez(out, **arrays)
-        os.replace(temporary, path)
+        atomic_write(path, write)  # the temporary file is removed on every failure
         return True
     except OSError:
         return False

@@ -26,8 +26,6 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..errors import EnergyStudyError
-
 #: The quick study's cells, as the model sees them.
 QUICK_CELLS = ({"width": 0.5}, {"width": 1.0})
 QUICK_INPUT = (1, 28, 28)
@@ -82,25 +80,28 @@ def whole_model_check(calibration: str | Path, *, cells=QUICK_CELLS, input_size=
 
 def main(argv: list[str] | None = None) -> int:
     """Calibrate (quick) when this machine has no calibration file, then check; prints the table,
-    the calibration time and the mean absolute error."""
-    from .calibrate import DEFAULT_DIR, QUICK_PLAN, calibrate, machine_name
+    the calibration time and the mean absolute error. A user mistake prints one line and
+    returns 2."""
+    from .calibrate import OneLineParser, run_main
 
-    parser = argparse.ArgumentParser(prog="python -m energy_lib.estimators.whole_model",
-                                     description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m energy_lib.estimators.whole_model",
+                           description=__doc__.splitlines()[0])
     parser.add_argument("--calibration", help="calibration CSV (default: this machine's, made if missing)")
     parser.add_argument("--min-window-s", type=float, default=MIN_WINDOW_S)
-    args = parser.parse_args(argv)
-    try:
-        path = Path(args.calibration) if args.calibration else \
-            DEFAULT_DIR / f"{machine_name(torch.device('cpu'))}.csv"
-        if args.calibration is None and not path.is_file():
-            started = time.perf_counter()
-            path, written, _ = calibrate(QUICK_PLAN, out_dir=DEFAULT_DIR)
-            print(f"quick calibration: {written} rows in {time.perf_counter() - started:.0f} s -> {path}")
-        table = whole_model_check(path, min_window_s=args.min_window_s)
-    except EnergyStudyError as error:
-        print(f"whole_model: {error}", file=sys.stderr)
-        return 2
+    return run_main(parser.prog, lambda: _check_command(parser.parse_args(argv)))
+
+
+def _check_command(args: argparse.Namespace) -> int:
+    from .calibrate import DEFAULT_DIR, QUICK_PLAN, calibrate, check_window_s, machine_name
+
+    check_window_s(args.min_window_s, "--min-window-s")
+    path = Path(args.calibration) if args.calibration else \
+        DEFAULT_DIR / f"{machine_name(torch.device('cpu'))}.csv"
+    if args.calibration is None and not path.is_file():
+        started = time.perf_counter()
+        path, written, _ = calibrate(QUICK_PLAN, out_dir=DEFAULT_DIR)
+        print(f"quick calibration: {written} rows in {time.perf_counter() - started:.0f} s -> {path}")
+    table = whole_model_check(path, min_window_s=args.min_window_s)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table.drop(columns=["uncovered_layers"]).round(4).to_string(index=False))
     print(f"mean |error| of the sum over layers: {table['error_pct'].abs().mean():.1f} % "
