@@ -147,7 +147,8 @@ def _cmd_run(study, args) -> int:
 
 
 def _report(study, args) -> int:
-    """Run the analysis; a failure there is named in one line, its notebook kept to read."""
+    """Run the analysis; a failure there is named in one line, the previous report left as it
+    was and the failed attempt kept to read."""
     import papermill as pm
 
     from .study import build_report
@@ -155,14 +156,22 @@ def _report(study, args) -> int:
     def waiting(owner: str) -> None:
         print(f"report: waiting for the analysis of another runner ({owner})", flush=True)
 
+    report_dir = study.report_dir(args.report_dir)
     try:
         print(f"report: {build_report(study, runs_root=args.runs_dir, report_root=args.report_dir, on_wait=waiting)}")
-    except pm.PapermillExecutionError as error:
-        print(f"energy-study: analysis failed: {error.ename}: {error.evalue} (executed notebook "
-              f"kept: {study.report_dir(args.report_dir) / 'analysis.ipynb'})", file=sys.stderr)
+    except (EnergyStudyError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # the analysis raised, or its kernel died
+        if isinstance(error, pm.PapermillExecutionError):
+            what = f"{error.ename}: {error.evalue}"
+        else:
+            reason = str(error).strip().splitlines()
+            what = f"{type(error).__name__}: {reason[0] if reason else ''}".rstrip(": ")
+        failed = report_dir.with_name(f"{report_dir.name}.failed") / "analysis.ipynb"
+        print(f"energy-study: analysis failed: {what} (the previous report is unchanged; the "
+              f"failed attempt is kept: {failed})", file=sys.stderr)
         return 1
     return 0
-
 
 
 def _cmd_export(study, args) -> int:

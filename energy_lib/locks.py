@@ -154,13 +154,15 @@ def is_running(runs_dir: str | Path, cell: str) -> str | None:
 
 
 @contextlib.contextmanager
-def report_lock(report_dir: str | Path, timeout: float = 900.0, on_wait=None) -> Iterator[None]:
-    """Hold the report folder's lock, waiting up to `timeout` s for another runner's analysis
+def report_lock(report_root: str | Path, study: str, timeout: float = 900.0,
+                on_wait=None) -> Iterator[None]:
+    """Hold the lock of `study`'s report (in `report_root/.running/`, outside the report folder,
+    which is replaced as a whole), waiting up to `timeout` s for another runner's analysis
     (`on_wait(owner)` is called once if it has to wait). Raises StudyError when it times out."""
-    folder = Path(report_dir) / RUNNING
+    folder = Path(report_root) / RUNNING
     folder.mkdir(parents=True, exist_ok=True)
-    lock = _lock(folder / "analysis.lock", timeout=0)
-    owner = folder / "analysis.owner"
+    lock = _lock(folder / f"{study}.report.lock", timeout=0)
+    owner = folder / f"{study}.report.owner"
     try:
         _acquire(lock, "the report")
     except Timeout:
@@ -169,7 +171,7 @@ def report_lock(report_dir: str | Path, timeout: float = 900.0, on_wait=None) ->
         try:
             _acquire(lock, "the report", timeout)
         except Timeout:
-            raise StudyError(f"the report in {report_dir} is still being written by "
+            raise StudyError(f"the report of {study} in {report_root} is still being written by "
                              f"{_owner_text(owner)} after {timeout:.0f} s; run "
                              "`energy-study report` later") from None
     with _holding(lock, owner):

@@ -17,6 +17,14 @@ import sys
 MOVED = {
     "energy_lib.notebook": "energy_lib.lab",
     "energy_lib.scaleout": "energy_lib.study.dask_executor",
+    "energy_lib.report_models": "energy_lib.report.models",
+    "energy_lib.report_repeats": "energy_lib.report.repeats",
+    "energy_lib.report_estimates": "energy_lib.report.estimates",
+    "energy_lib.export": "energy_lib.report.export",
+    "energy_lib.plaintext": "energy_lib.report.output",
+    "energy_lib.figures_stats": "energy_lib.report.stat_figures",
+    "energy_lib.claims": "energy_lib.report.claims",
+    "energy_lib.stats": "energy_lib.report.stats",
 }
 
 

@@ -108,4 +108,4 @@ show(report.reference)
 show(report.estimates_sentence, report.estimates_summary, report.estimates, report.estimates_figure)
 
 # %%
-{name: str(path) for name, path in report.paths.items()}
+print('files of this report:', ', '.join(sorted(report.paths)))

@@ -4,14 +4,18 @@ analysis. The one entry point of the CLI's `run` and `report`, and of the Colab 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 from pathlib import Path
 
+from ..errors import WriteError
 from ..files import check_writable
-from ..locks import report_lock
+from ..locks import report_lock, runner_id
 from ..records import FINISHED
 from .cell import StudyOutcome
 from . import execute
-from .execute import ANALYSIS_NOTEBOOK, execute_notebook
+from .execute import execute_notebook
 from .executors import Executor, SerialExecutor
 from .folder import cell_status, identity
 from .spec import Study
@@ -61,21 +65,72 @@ def run_study(study: Study, *, force: bool = False, runs_root: str | Path = "run
 def build_report(study: Study, *, runs_root: str | Path = "runs",
                  report_root: str | Path = "report", kernel_name: str | None = None,
                  on_wait=None) -> Path:
-    """Execute the analysis notebook for a study; returns the report folder. One analysis at
-    a time per report folder: a second runner waits for the first (`on_wait(owner)` says so)."""
+    """Execute the analysis notebook for a study; returns the report folder.
+
+    The new report is written aside (`report/.<study>.<runner>.draft/`) and renamed into
+    place only when it is whole, so a failed or killed analysis never leaves half a report
+    where a good one was; a failed attempt is kept as `report/<study>.failed/` to read. One
+    analysis at a time per study: a second runner waits for the first (`on_wait(owner)`)."""
     from ..report import export_html
 
     report_dir = study.report_dir(report_root)
-    check_writable(report_dir, "report")
-    report_dir.mkdir(parents=True, exist_ok=True)
-    executed = report_dir / "analysis.ipynb"
-    parameters = {"study_file": str(Path(study.path).resolve()),
-                  "runs_dir": str(study.runs_dir(runs_root).resolve()),
-                  "report_dir": str(report_dir.resolve()),
-                  "overrides": dict(study.overrides), "repeats": study.repeats}
-    with report_lock(report_dir, on_wait=on_wait):
-        if executed.exists():  # the previous analysis: a report, not a lab record
-            executed.unlink()
-        execute_notebook(ANALYSIS_NOTEBOOK, executed, parameters, kernel_name=kernel_name)
-        export_html(executed, report_dir / "analysis.html")
+    runs_dir = study.runs_dir(runs_root)
+    check_report_folder(report_dir, runs_dir)
+    check_writable(report_dir.parent, "report")
+    report_dir.parent.mkdir(parents=True, exist_ok=True)
+    with report_lock(report_dir.parent, study.name, on_wait=on_wait):
+        draft = report_dir.with_name(f".{report_dir.name}.{runner_id()}.draft")
+        shutil.rmtree(draft, ignore_errors=True)  # this runner's own, from an earlier attempt
+        draft.mkdir()
+        parameters = {"study_file": str(Path(study.path).resolve()),
+                      "runs_dir": str(runs_dir.resolve()), "report_dir": str(draft.resolve()),
+                      "overrides": dict(study.overrides), "repeats": study.repeats}
+        try:
+            execute_notebook(execute.ANALYSIS_NOTEBOOK, draft / "analysis.ipynb", parameters,
+                             kernel_name=kernel_name)
+            export_html(draft / "analysis.ipynb", draft / "analysis.html")
+        except BaseException:
+            _keep_failed(draft, report_dir.with_name(f"{report_dir.name}.failed"))
+            raise
+        _swap_in(draft, report_dir)
     return report_dir
+
+
+#: What marks a folder as a report this project wrote: its executed analysis notebook.
+REPORT_MARK = "analysis.ipynb"
+
+
+def check_report_folder(report_dir: Path, runs_dir: Path) -> None:
+    """A report folder the analysis may (re)write: not a lab-record folder, not a file, and
+    either new, empty, or a report this project wrote (its files are replaced as a whole)."""
+    resolved, runs = report_dir.resolve(), runs_dir.resolve()
+    if resolved == runs or runs in resolved.parents or resolved in runs.parents:
+        raise WriteError(f"report folder {report_dir} is inside or around the lab records "
+                         f"({runs_dir}); give --report-dir a folder apart from --runs-dir")
+    if report_dir.exists() and not report_dir.is_dir():
+        raise WriteError(f"report folder {report_dir} is not a folder")
+    if report_dir.is_dir() and any(report_dir.iterdir()) and not (report_dir / REPORT_MARK).is_file():
+        raise WriteError(f"report folder {report_dir} holds files this project did not write "
+                         f"(no {REPORT_MARK}); choose another --report-dir, or empty it")
+
+
+def _swap_in(draft: Path, report_dir: Path) -> None:
+    """Put the finished draft where the report is; files of the old report that the new one
+    does not write (an older version's figure) are kept in it, never lost."""
+    old = report_dir.with_name(f".{report_dir.name}.{runner_id()}.old")
+    if report_dir.exists():
+        os.rename(report_dir, old)
+    os.rename(draft, report_dir)
+    if old.exists():
+        for entry in old.iterdir():
+            if not (report_dir / entry.name).exists():
+                os.rename(entry, report_dir / entry.name)
+        shutil.rmtree(old)
+
+
+def _keep_failed(draft: Path, failed: Path) -> None:
+    """The failed attempt, kept to read (replacing an older failed attempt, never a report)."""
+    with contextlib.suppress(OSError):
+        if failed.exists():
+            shutil.rmtree(failed)
+        os.rename(draft, failed)
