@@ -118,7 +118,7 @@ def fake_executed_notebook(path: Path, records: dict | None = None, *, finished:
     records = dict(records or {})
     if "summary" in records and "format" not in records:
         records = {"format": RECORD_FORMAT, **records}  # a current record, unless told otherwise
-    cell = nbformat.v4.new_code_cell("from energy_lib.records import record")
+    cell = nbformat.v4.new_code_cell("from energy_lib.records import store")
     cell.outputs = [record_output(k, v) for k, v in records.items() if v is not None]
     nb.cells.append(cell)
     if error is not None:

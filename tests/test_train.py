@@ -12,7 +12,8 @@ import torch
 from conftest import needs_fashion_mnist
 from energy_lib import ConfigError, RunConfig
 from energy_lib.energy import JOULES_PER_KWH, derive
-from energy_lib.train import STATUS_DIVERGED, STATUS_OK, summarise, train
+from energy_lib.records import Status
+from energy_lib.train import summarise, train
 
 pytestmark = [needs_fashion_mnist]
 
@@ -48,7 +49,7 @@ def test_training_loss_falls(result):
     losses = [row["train_loss"] for row in result.epochs]
     assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
     assert losses[-1] < losses[0]
-    assert result.status == STATUS_OK
+    assert result.status == Status.OK
 
 
 @pytest.mark.slow
@@ -183,7 +184,7 @@ def test_torchvision_pipeline_run_is_deterministic():
 def test_divergence_is_a_status_not_an_exception():
     seen = []
     run = train(tiny(lr=1e6, epochs=3), progress=False, on_epoch=seen.append)
-    assert run.status == STATUS_DIVERGED
+    assert run.status == Status.DIVERGED
     assert len(run.epochs) == 1 and not math.isfinite(run.epochs[0]["train_loss"])
     assert math.isnan(run.epochs[0]["val_loss"]) and math.isnan(run.epochs[0]["val_acc_pct"])
     assert run.epochs[0]["eval_s"] == 0.0
@@ -209,7 +210,7 @@ def test_cuda_on_a_cpu_machine_fails_before_loading_data(tmp_path):
 
 
 def test_summarise_of_no_epochs():
-    s = summarise([], STATUS_OK)
+    s = summarise([], Status.OK)
     assert s["epochs_completed"] == 0 and math.isnan(s["best_val_acc_pct"])
     assert math.isnan(s["s_per_epoch"]) and not any("energy" in key for key in s)
     assert s["total_s"] == 0

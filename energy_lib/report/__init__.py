@@ -96,12 +96,14 @@ def build(study, runs, state, out_dir: str | Path) -> Report:
         shared_cpu=shared_cpu,
         curves={name: written["figures"][name] for name in CURVES},
         energy={name: written["figures"][name] for name in ENERGY_FIGURES},
-        repeats=(f"repeats per setting: {study.repeats}; target accuracy: "
-                 f"{statistics['target_acc_pct']}"),
+        repeats=(f"repeats per setting: {study.repeats}; " + (
+            f"target accuracy: {statistics['target_acc_pct']:g} %"
+            if statistics["target_acc_pct"] is not None else
+            "no target accuracy yet: no run has finished with an accuracy")),
         summary=repeats.readable_summary(statistics["summary"], study),
         paired=(paired[[c for c in paired if c not in ("method", "confidence")]]
-                if not paired.empty else
-                "no paired comparison: the study has no two-valued compare axis"),
+                if not paired.empty else statistics["paired_why_not"] or
+                "no paired comparison: no setting has finished runs of both values"),
         paired_accuracy=statistics["paired_accuracy"],
         paired_figure=statistics["figures"]["paired"],
         targets=statistics["targets"],

@@ -31,6 +31,20 @@ def compared_axis(study) -> str | None:
     return "precision" if len(values) == 2 else None
 
 
+def unpaired_reason(table: pd.DataFrame, study, axis: str | None) -> str:
+    """Why the paired comparison cannot be computed (yet), in words; "" when it can: the study
+    names no two-valued axis, or one of its values has no finished run so far."""
+    if not axis:
+        return "no paired comparison: the study has no two-valued compare axis"
+    done = table[stats.finished(table)]
+    missing = [value for value in study.axes[axis]
+               if axis not in done or not (done[axis] == value).any()]
+    if missing:
+        return (f"no paired comparison yet: no finished run of {axis} = "
+                f"{' or '.join(map(repr, missing))} ({len(done)} of {len(table)} cells finished)")
+    return ""
+
+
 def targets(runs_table: pd.DataFrame, epochs: pd.DataFrame, target_acc_pct: float | None):
     """(energy-to-target table per run, the target used). The default target is the lowest
     best accuracy across finished runs, so every run has a value."""
@@ -78,7 +92,9 @@ def study_statistics(runs_table: pd.DataFrame, epochs: pd.DataFrame, study) -> d
     out = {"table": table, "summary": summary, "targets": reached, "target_acc_pct": target}
     axis = compared_axis(study)
     out["compare_axis"] = axis
-    if axis and axis in table:
+    out["paired"] = out["paired_accuracy"] = pd.DataFrame()
+    out["paired_why_not"] = unpaired_reason(table, study, axis)
+    if not out["paired_why_not"]:
         a, b = study.axes[axis]
         others = [x for x in axes if x != axis]
         pieces = [stats.paired_ratio(table, axis, a, b, column, by=others or None,
@@ -87,8 +103,6 @@ def study_statistics(runs_table: pd.DataFrame, epochs: pd.DataFrame, study) -> d
         out["paired"] = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame()
         out["paired_accuracy"] = stats.paired_difference(table, axis, a, b, "best_val_acc_pct",
                                                          by=others or None)
-    else:
-        out["paired"] = out["paired_accuracy"] = pd.DataFrame()
     if {"width", "precision"} <= set(study.axes):
         out["claims"] = evaluate_claims(table.assign(width=pd.to_numeric(table["width"])))
     else:
@@ -129,9 +143,11 @@ def write_study_statistics(runs_table: pd.DataFrame, epochs: pd.DataFrame, study
 
 
 def readable_summary(summary: pd.DataFrame, study) -> pd.DataFrame:
-    """The summary as `mean ± half-width (N=...)` text per headline column, for the HTML."""
+    """The summary as `mean ± half-width (N=...)` text per headline column, for the HTML: the
+    setting, its energy kind, runs and failed runs, then one column per headline figure."""
     axes = [a for a in study.setting_axes if a in summary]
-    columns = ["best_val_acc_pct", "energy_j", "total_s", "acc_pct_per_wh", "energy_to_target_j"]
-    text = stats.format_summary(summary, [c for c in columns if f"{c}_mean" in summary])
-    keep = axes + [c for c in ("energy_kind",) if c in summary]
-    return pd.concat([summary[keep].reset_index(drop=True), text.reset_index(drop=True)], axis=1)
+    columns = [c for c in ("best_val_acc_pct", "energy_j", "total_s", "acc_pct_per_wh",
+                           "energy_to_target_j") if f"{c}_mean" in summary]
+    text = stats.format_summary(summary, columns)
+    keep = axes + [c for c in ("energy_kind", "runs", "failed") if c in text]
+    return text[keep + columns].reset_index(drop=True)

@@ -79,6 +79,10 @@ def read_study(study: Study, folder: str | Path) -> tuple[Runs, FolderState]:
     energy and timeline are left out: they were measured with other settings."""
     state = study_state(study, folder)
     runs = read_runs(folder, cells=state.cells)
+    # every row names its setting, also a cell without a record yet: the study file knows it
+    for axis in study.axes:
+        known = runs.runs["cell"].map({c.name: getattr(c.config, axis) for c in study.cells})
+        runs.runs[axis] = runs.runs[axis].fillna(known) if axis in runs.runs else known
     stale = [c for c, status in state.cells.items() if status == Status.STALE]
     for name in ("epochs", "energy", "timeline"):
         table = getattr(runs, name)
