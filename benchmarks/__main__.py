@@ -16,11 +16,14 @@ from pathlib import Path
 
 import torch
 
+from energy_lib.errors import EnergyStudyError
+from energy_lib.files import atomic_write, check_output_file
 from energy_lib.provenance import collect, cpu_model
 
 from . import suite
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = RESULTS.parents[1]
 
 
 def machine_tag(device: torch.device) -> str:
@@ -108,11 +111,22 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def is_result_file(path: Path) -> bool:
+    """A JSON document this suite wrote (its command, machine and results)."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(document, dict) and {"command", "machine", "results"} <= set(document)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="P1,P2,P3,P4,P5,P6,P8", help="comma-separated parts")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that it runs, not the targets")
     parser.add_argument("--out", help="JSON path (default: benchmarks/results/<machine-tag>.json)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out file that is not a benchmark result")
     args = parser.parse_args(argv)
     parts = [p.strip().upper() for p in args.only.split(",") if p.strip()]
     unknown = sorted(set(parts) - {"P1", "P2", "P3", "P4", "P5", "P6", "P8"})
@@ -121,6 +135,13 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    out = Path(args.out) if args.out else RESULTS / f"{machine_tag(device)}.json"
+    try:  # before an hour of measuring: never a file this suite did not write
+        check_output_file(out, "--out file", ours=is_result_file, overwrite=args.overwrite,
+                          never_inside=[ROOT / "runs"])
+    except EnergyStudyError as error:
+        print(f"benchmarks: error: {error}", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     results = run(parts, args.smoke, device)
     document = {
@@ -131,11 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(), "wall_s": time.perf_counter() - started,
         "results": results,
     }
-    out = Path(args.out) if args.out else RESULTS / f"{machine_tag(device)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(document, indent=2, default=str))
-    os.replace(tmp, out)
+    atomic_write(out, lambda tmp: tmp.write_text(json.dumps(document, indent=2, default=str)))
     print(table(results))
     print(f"written: {out}")
     return 0

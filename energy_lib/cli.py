@@ -94,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", parents=[common],
                                  help="write one row per run in the CodeCarbon experiment-log schema")
     export.add_argument("--output", help="CSV path (default: report/<study>/emissions_log.csv)")
+    export.add_argument("--overwrite", action="store_true",
+                        help="replace an existing file that is not an earlier export")
     commands.add_parser("selfcheck", help="measure a known workload; say what can be measured here")
     commands.add_parser("calibrate", add_help=False,
                         help="measure this machine's per-layer energy for the layer-regression "
@@ -175,12 +177,13 @@ def _report(study, args) -> int:
 
 
 def _cmd_export(study, args) -> int:
-    from .report.export import write_export
     from .files import check_output_file
+    from .report.export import is_export, write_export
     from .study import read_study
 
     path = args.output or study.report_dir(args.report_dir) / "emissions_log.csv"
-    check_output_file(path, "export file")
+    check_output_file(path, "export file", ours=is_export, overwrite=args.overwrite,
+                      never_inside=[args.runs_dir])
     runs, state = read_study(study, study.runs_dir(args.runs_dir))
     for problem in runs.problems:
         print(f"skipped: {problem}", file=sys.stderr)

@@ -20,7 +20,7 @@ import os
 import tempfile
 import unicodedata
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from .errors import StudyError, WriteError
 from .locks import runner_id
@@ -49,11 +49,27 @@ def check_writable(folder: str | Path, what: str) -> None:
                          f"{error.strerror or error}") from None
 
 
-def check_output_file(path: str | Path, what: str) -> None:
-    """A file we are about to write: not a folder, and its folder can take files."""
+def check_output_file(path: str | Path, what: str, *, ours: Callable[[Path], bool] | None = None,
+                      overwrite: bool = False, never_inside: Iterable[str | Path] = ()) -> None:
+    """A file we are about to write on a user's word. Never a folder, a FIFO, a device or a
+    socket (replacing those would break them, as root even /dev/full); never inside
+    `never_inside` (the lab records); an existing file only when `ours(path)` says this
+    project wrote it, or with `overwrite`; and its folder must take files."""
     path = Path(path)
     if path.is_dir():
         raise WriteError(f"{what} {path} is a folder; give a file name, e.g. {path / 'out.csv'}")
+    if path.exists() and not path.is_file():
+        raise WriteError(f"{what} {path} is not a regular file (a FIFO, device or socket); "
+                         "give the name of a file to write")
+    resolved = path.resolve()
+    for root in never_inside:
+        root = Path(root).resolve()
+        if resolved == root or root in resolved.parents:
+            raise WriteError(f"{what} {path} is inside {root}, where only the runner writes (the "
+                             "lab records); give a path outside it")
+    if path.exists() and ours is not None and not overwrite and not ours(path):
+        raise WriteError(f"{what} {path} exists and was not written by energy-study; give "
+                         "another name, or --overwrite to replace it")
     check_writable(path.parent, f"{what}'s")
 
 

@@ -93,3 +93,14 @@ def write_export(runs: Runs, study_name: str, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return save_csv(export_runs(runs, study_name), path)
+
+
+def is_export(path: str | Path) -> bool:
+    """Whether `path` is an export of this kind (its header is EXPORT_COLUMNS): the only file
+    `energy-study export --output` replaces without --overwrite."""
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline(65536)
+    except OSError:
+        return False
+    return first.rstrip(b"\r\n") == ",".join(EXPORT_COLUMNS).encode()
