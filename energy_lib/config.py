@@ -80,6 +80,7 @@ class RunConfig:
     pue: float = 1.0  # data-centre power usage effectiveness
     carbon_intensity_g_per_kwh: float | None = None  # overrides the country's figure
     predict_after_epochs: int = 1  # extrapolate the run's energy after k epochs (0 or >= epochs: not)
+    contention_threshold: float = 0.25  # contended: others' + steal share of the CPU above this
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -298,6 +299,12 @@ def _sample_period(config: RunConfig) -> None:
                           "must be in (0, 1] seconds")
 
 
+def _contention_threshold(config: RunConfig) -> None:
+    if not 0 <= config.contention_threshold <= 1:
+        raise ConfigError(f"contention_threshold={config.contention_threshold!r} is not allowed; "
+                          "must be in [0, 1] (a share of the machine's CPU capacity)")
+
+
 def _known_country(config: RunConfig) -> None:
     from .energy.carbon import check_country  # imports nothing of the package but errors
 
@@ -342,4 +349,5 @@ _RULES = (
     _at_least("pue", 0, strict=True),
     _at_least("carbon_intensity_g_per_kwh", 0),
     _at_least("predict_after_epochs", 0),
+    _contention_threshold,
 )

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 MIME_TYPE = "application/vnd.energy-study.record+json"
-#: The lab record's format: 2 = one long-form energy table, figures derived on reading. A
+#: The lab record's format: 2 = one long-form energy table, figures derived on reading; 3 = its
+#: rows carry `scope` (process/machine) and the record holds the per-window `windows` table. A
 #: finished record of another format reads as `outdated` (rerun it), never as a crash.
-RECORD_FORMAT = 2
+RECORD_FORMAT = 3
 
 
 class Status(StrEnum):
@@ -66,6 +67,7 @@ class LabRecord:
     carbon: dict = field(default_factory=dict)  # intensity, its source, PUE
     provenance: dict = field(default_factory=dict)  # commit, versions, machine, device
     confusion: list = field(default_factory=list)  # final evaluation: rows true, columns predicted
+    windows: list = field(default_factory=list)  # per window: whose share of the machine it was
     summary: dict = field(default_factory=dict)  # last: its presence marks a finished run
     executor: dict = field(default_factory=dict)  # the runner's note: where the cell ran
     extra: dict = field(default_factory=dict)  # values stored under other names
@@ -137,6 +139,7 @@ def store_run(result) -> None:
     store("carbon", result.carbon)
     store("provenance", result.provenance)
     store("confusion", result.confusion)  # rows: true class, columns: predicted
+    store("windows", result.windows)  # per window: cell / others / steal shares (attribution)
     store("summary", result.summary)
 
 

@@ -23,6 +23,7 @@ from . import provenance
 from .config import RunConfig
 from .data import make_loaders
 from .device import Runtime, device_name, resolve_runtime
+from .energy.attribution import run_contention
 from .energy.metering import Metering, carbon_facts
 from .energy.table import Phase
 from .energy import derive
@@ -58,6 +59,8 @@ class RunResult:
     meters: dict = field(default_factory=dict)  # what each component's figure is, and notes
     confusion: list[list[int]] = field(default_factory=list)  # final evaluation's matrix
     predictions: dict = field(default_factory=dict)  # what each estimator covered, and its cost
+    windows: list[dict] = field(default_factory=list)  # per window: whose share of the machine
+    #                                                    (energy.attribution.WindowShare)
 
     def epochs_frame(self):
         import pandas as pd
@@ -253,7 +256,9 @@ def train(config: RunConfig, *, progress: bool | str = True,
     result.timeline, result.timeline_marks = metering.timeline.rows(), metering.timeline.mark_rows()
     result.carbon = carbon_facts(config)
     result.predictions = prediction_facts
-    result.summary = summarise(result.epochs, result.status) | model_stats(model, input_size) | {
+    result.windows = metering.windows
+    result.summary = summarise(result.epochs, result.status, result.windows,
+                               config.contention_threshold) | model_stats(model, input_size) | {
         "compute_dtype": compute_dtype, "device_name": device_name(device),
         "assumed_power_w": config.assumed_power_w, "pipeline": config.pipeline,
         "idle_s": config.idle_s}
@@ -284,8 +289,12 @@ def _prune(config, model, step_model, optimizer, loader, device, memory_format, 
     return model, step_model, optimizer, model_stats(model, input_size)
 
 
-def summarise(epochs: list[dict], status: str) -> dict:
-    """Accuracy and time over the run (energy figures derive from the energy table instead)."""
+def summarise(epochs: list[dict], status: str, windows: list[dict] = (),
+              contention_threshold: float = 0.25) -> dict:
+    """Accuracy and time over the run (energy figures derive from the energy table instead),
+    and whether others competed for the machine while it trained: `contended`,
+    `others_cpu_share`, `steal_share`, `runnable_per_core` (time-weighted over the training
+    windows, energy.attribution.run_contention) and the `contention_threshold` it was judged by."""
     finished = [r for r in epochs if math.isfinite(r["val_acc_pct"])]
     train_s = sum(r["train_s"] for r in epochs)
     eval_s = sum(r["eval_s"] for r in epochs)
@@ -303,4 +312,5 @@ def summarise(epochs: list[dict], status: str) -> dict:
         "eval_s_total": eval_s,
         "total_s": train_s + eval_s,
         "s_per_epoch": (train_s + eval_s) / len(epochs) if epochs else math.nan,
+        **run_contention(list(windows), contention_threshold).to_summary(),
     }

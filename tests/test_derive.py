@@ -48,8 +48,9 @@ def test_headline_prefers_measured_per_component_and_says_mixed():
     assert totals["energy_kind"] == "mixed"  # gpu and cpu measured, ram modelled
     assert (totals["gpu_kind"], totals["cpu_kind"], totals["ram_kind"]) == (
         "measured", "measured", "modelled")
-    assert totals["energy_methods"] == ("cpu: zeus-rapl (measured); gpu: zeus-nvml (measured); "
-                                        "ram: ram-model (modelled)")
+    assert totals["energy_methods"] == ("cpu: zeus-rapl (measured, machine); gpu: zeus-nvml "
+                                        "(measured, process); ram: ram-model (modelled, machine)")
+    assert totals["energy_scope"] == "mixed"  # no process rows for CPU/RAM in this table
     assert totals["mean_power_w"] == pytest.approx(250.0)
     assert totals["constant_power_energy_j"] == pytest.approx(70.0 * seconds)
     # only the GPU rows carry an above-idle figure: a sum with unknown parts is unknown
@@ -158,11 +159,12 @@ def test_energy_label_over_several_cells_and_without_meters():
             for r in [row(1, "train", "cpu", method, kind, 10.0, 1.0),
                       row(1, "train", "ram", "ram-model", "modelled", 1.0, 1.0)]]
     label = derive.energy_label(derive.per_run(rows))
-    assert label.methods == ("cpu: tdp-model (modelled); cpu: zeus-rapl (measured); "
-                             "ram: ram-model (modelled)")
-    assert str(label) == "mixed: measured, modelled -- " + label.methods
+    assert label.methods == ("cpu: tdp-model (modelled, machine); cpu: zeus-rapl (measured, "
+                             "machine); ram: ram-model (modelled, machine)")
+    assert str(label) == "mixed: measured, modelled, machine scope -- " + label.methods
     one = derive.energy_label(derive.per_run(rows).query("cell == 'a'"))
-    assert (one.kind, one.methods) == ("modelled", "cpu: tdp-model (modelled); ram: ram-model (modelled)")
+    assert (one.kind, one.methods) == ("modelled", "cpu: tdp-model (modelled, machine); "
+                                       "ram: ram-model (modelled, machine)")
     none = derive.energy_label([{"cell": "x", "energy_kind": "none"}])
     assert (none.kind, none.methods) == ("no metered figure", "no meters recorded")
 
@@ -173,4 +175,4 @@ def test_a_component_whose_meter_failed_names_both_methods():
             row(2, "train", "gpu", "stand-in", "modelled", 90.0, 1.0, flag=flag)]
     totals = derive.per_run(rows).iloc[0]
     assert (totals["gpu_method"], totals["gpu_kind"]) == ("stand-in + zeus-nvml", "mixed")
-    assert totals["energy_methods"] == "gpu: stand-in + zeus-nvml (mixed)"
+    assert totals["energy_methods"] == "gpu: stand-in + zeus-nvml (mixed, process)"

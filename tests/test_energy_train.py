@@ -214,14 +214,18 @@ def test_metering_idle_windows_and_rows_with_fake_meters():
         metering.measure_idle(0)
         assert metering.rows == [] and metering.timeline.mark_rows() == []
         metering.measure_idle(0.05)
-        assert metering.idle_power_w == {"ram/ram-model": pytest.approx(4.0)}
+        assert metering.idle_power_w["ram/ram-model/machine"] == pytest.approx(4.0)
+        assert 0 < metering.idle_power_w["ram/ram-model/process"] <= 4.0  # the cell's RSS share
         with metering.window(Phase.TRAIN, 1):
             pass
         with pytest.raises(ZeroDivisionError):
             with metering.window(Phase.EVAL, 1):
                 1 / 0  # noqa: B018 - a block that raises leaves no rows
     assert [m["label"] for m in metering.timeline.mark_rows()] == ["idle", "idle end", "epoch 1"]
-    assert [(r["phase"], r["component"]) for r in metering.rows] == [
-        ("idle", "ram"), ("idle", "assumed-board"), ("train", "ram"), ("train", "assumed-board")]
-    train_ram = metering.rows[2]
+    assert [(r["phase"], r["component"], r["scope"]) for r in metering.rows] == [
+        ("idle", "ram", "machine"), ("idle", "ram", "process"), ("idle", "assumed-board", "process"),
+        ("train", "ram", "machine"), ("train", "ram", "process"),
+        ("train", "assumed-board", "process")]
+    assert [w["window"] for w in metering.windows] == ["idle", "train-1"]  # not the raising one
+    train_ram = metering.rows[3]
     assert train_ram["epoch"] == 1 and train_ram["above_idle_j"] == pytest.approx(0.0, abs=1e-9)

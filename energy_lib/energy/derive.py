@@ -2,7 +2,10 @@
 headline figure and its kind, kWh, mean power, above-idle energy, efficiency and carbon.
 
 The headline of a window is, per component, its best available figure: measured where a meter
-read the hardware, else modelled. The constant-power estimate (an assumed whole-board power) is
+read the hardware, else modelled; and of that method, the cell's own share (`scope` process)
+where the table has one, else the machine's figure. `machine_energy_j` beside it is the same sum
+taking the machine-level figure wherever one exists (GPU rows are per device already), so the
+two can be compared; `energy_scope` says which the headline is (process, machine or mixed). The constant-power estimate (an assumed whole-board power) is
 never part of the headline; it is reported beside it as `constant_power_*`. Whole-run rows
 (`run`, and CodeCarbon's) are not summed with the per-epoch windows: the headline covers the
 train and eval windows, as the original study's Table 1 did.
@@ -20,14 +23,15 @@ from typing import Iterable
 import pandas as pd
 
 from .carbon import emissions_kg
-from .table import ASSUMED_BOARD, COLUMNS, JOULES_PER_KWH, JOULES_PER_WH, Kind, Method, Phase
+from .table import (ASSUMED_BOARD, COLUMNS, JOULES_PER_KWH, JOULES_PER_WH, MACHINE_COMPONENTS,
+                    Kind, Method, Phase, Scope, default_scope)
 
 _KIND_RANK = {Kind.MEASURED.value: 0, Kind.MODELLED.value: 1, Kind.ESTIMATED.value: 2}
 _WORK_PHASES = (Phase.TRAIN.value, Phase.EVAL.value)
 COMPONENTS = ("gpu", "cpu", "ram")
-#: Per component, the method and kind of its headline figure (per_run's and per_epoch's columns
-#: that `energy_label` reads).
-LABEL_COLUMNS = [f"{c}_{what}" for c in COMPONENTS for what in ("method", "kind")]
+#: Per component, the method, kind and scope of its headline figure (per_run's and per_epoch's
+#: columns that `energy_label` reads).
+LABEL_COLUMNS = [f"{c}_{what}" for c in COMPONENTS for what in ("method", "kind", "scope")]
 
 
 def as_frame(energy) -> pd.DataFrame:
@@ -38,8 +42,18 @@ def as_frame(energy) -> pd.DataFrame:
             frame[column] = pd.Series(dtype=object)
     if "cell" not in frame:
         frame["cell"] = ""
+    missing = frame["scope"].isna() | (frame["scope"] == "")
+    if missing.any():  # a table without scopes: what its meters saw (CPU/RAM: the machine)
+        frame.loc[missing, "scope"] = [str(default_scope(c, str(m))) for c, m in
+                                       zip(frame.loc[missing, "component"], frame.loc[missing, "method"])]
     frame["epoch"] = pd.to_numeric(frame["epoch"], errors="coerce").astype("Int64")
     return frame
+
+
+def combined_scope(scopes: Iterable[str]) -> str:
+    """The scope of a sum: `process` or `machine` when all parts are; `mixed` otherwise; `none`
+    when nothing was summed."""
+    return combined_kind(scopes)
 
 
 def combined_kind(kinds: Iterable[str]) -> str:
@@ -53,11 +67,12 @@ def combined_kind(kinds: Iterable[str]) -> str:
 
 @dataclass(frozen=True)
 class EnergyLabel:
-    """What a set of energy figures is: each component's headline method and kind, as the rows
-    behind a figure, table or sentence have them. The one source of every such label text."""
+    """What a set of energy figures is: each component's headline method, kind and scope, as the
+    rows behind a figure, table or sentence have them. The one source of every such label text."""
 
-    parts: tuple[tuple[str, str, str], ...]  # (component, method, kind), sorted
+    parts: tuple[tuple[str, str, str, str], ...]  # (component, method, kind, scope), sorted
     kinds: tuple[str, ...]  # distinct kinds, sorted
+    scopes: tuple[str, ...] = ()  # distinct scopes, sorted ("process", "machine")
 
     @property
     def kind(self) -> str:
@@ -67,12 +82,22 @@ class EnergyLabel:
         return self.kinds[0] if len(self.kinds) == 1 else "mixed: " + ", ".join(self.kinds)
 
     @property
+    def scope(self) -> str:
+        """'process' (the cell's share), 'machine', or 'mixed: machine, process'."""
+        if not self.scopes:
+            return "scope unknown"
+        return self.scopes[0] if len(self.scopes) == 1 else "mixed: " + ", ".join(self.scopes)
+
+    @property
     def methods(self) -> str:
-        """'cpu: tdp-model (modelled); ram: ram-model (modelled)'."""
-        return "; ".join(f"{c}: {m} ({k})" for c, m, k in self.parts) or "no meters recorded"
+        """'cpu: tdp-model (modelled, process); ram: ram-model (modelled, process)'."""
+        return "; ".join(f"{c}: {m} ({k}, {s})" if s else f"{c}: {m} ({k})"
+                         for c, m, k, s in self.parts) or "no meters recorded"
 
     def __str__(self) -> str:
-        return f"{self.kind} -- {self.methods}"
+        """'modelled, process scope -- cpu: ...' (a table without scopes: 'modelled -- ...')."""
+        scope = f", {self.scope} scope" if self.scopes else ""
+        return f"{self.kind}{scope} -- {self.methods}"
 
 
 def _known(value) -> bool:
@@ -82,34 +107,44 @@ def _known(value) -> bool:
 def energy_label(rows) -> EnergyLabel:
     """The label of the energy figures of `rows` (a DataFrame or a list of dicts: rows of
     per_run / per_epoch, or of the runs and epochs tables of `records.read_runs`), from their
-    per-component `<component>_method` and `<component>_kind` columns. Rows without them (a
-    record without energy, a hand-made table) contribute their `energy_kind` alone."""
+    per-component `<component>_method`, `_kind` and `_scope` columns. Rows without them (a
+    record without energy, a hand-made table) contribute their `energy_kind` and
+    `energy_scope` alone."""
     frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     parts = set()
     for component in COMPONENTS:
-        method, kind = f"{component}_method", f"{component}_kind"
+        method, kind, scope = f"{component}_method", f"{component}_kind", f"{component}_scope"
         if method in frame and kind in frame:
-            parts |= {(component, m, k) for m, k in zip(frame[method], frame[kind])
+            scopes = frame[scope] if scope in frame else [""] * len(frame)
+            parts |= {(component, m, k, s if _known(s) else "")
+                      for m, k, s in zip(frame[method], frame[kind], scopes)
                       if _known(m) and _known(k)}
-    kinds = {k for _, _, k in parts}
+    kinds = {k for _, _, k, _ in parts}
     if not kinds and "energy_kind" in frame:
         kinds = {k for k in frame["energy_kind"] if _known(k)}
-    return EnergyLabel(tuple(sorted(parts)), tuple(sorted(kinds)))
+    scopes = {s for *_, s in parts if s}
+    if not scopes and "energy_scope" in frame:
+        scopes = {s for s in frame["energy_scope"] if _known(s) and s != "mixed"}
+    return EnergyLabel(tuple(sorted(parts)), tuple(sorted(kinds)), tuple(sorted(scopes)))
 
 
-def headline_rows(energy) -> pd.DataFrame:
-    """Per train/eval window and component, the best available row (measured over modelled).
-    A window where a meter failed has only its stand-in row, so the choice is per window."""
+def headline_rows(energy, prefer: str = Scope.PROCESS) -> pd.DataFrame:
+    """Per train/eval window and component, the best available row: measured over modelled,
+    then the `prefer` scope over the other (process: the cell's share where the table has one,
+    else the machine's figure; machine: the whole machine's figure wherever one exists). A
+    window where a meter failed has only its stand-in rows, so the choice is per window."""
     frame = as_frame(energy)
     work = frame[frame["phase"].isin(_WORK_PHASES) & (frame["component"] != ASSUMED_BOARD)
                  & (frame["method"] != Method.CODECARBON.value)].copy()
     if work.empty:
         return work
     work["_rank"] = work["kind"].map(_KIND_RANK).fillna(9)
+    work["_scope"] = (work["scope"] != str(prefer)).astype(int)
     work["_epoch"] = work["epoch"].fillna(-1)
-    work = work.sort_values(["cell", "_epoch", "phase", "component", "_rank"], kind="stable")
+    work = work.sort_values(["cell", "_epoch", "phase", "component", "_rank", "_scope"],
+                            kind="stable")
     best = work.drop_duplicates(["cell", "_epoch", "phase", "component"], keep="first")
-    return best.drop(columns=["_rank", "_epoch"])
+    return best.drop(columns=["_rank", "_scope", "_epoch"])
 
 
 def _constant_power_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -122,8 +157,10 @@ def _sum_or_nan(values: pd.Series) -> float:
     return float(values.sum()) if len(values) and values.notna().all() else float("nan")
 
 
-def _totals(head: pd.DataFrame, constant: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Sums of the headline rows and the constant-power rows, grouped by `keys`."""
+def _totals(head: pd.DataFrame, constant: pd.DataFrame, keys: list[str],
+            machine: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Sums of the headline rows, the constant-power rows and the machine-level rows (the
+    headline's windows and components with the machine's figures), grouped by `keys`."""
     rows = {}
     for key, group in head.groupby(keys, sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
@@ -131,6 +168,7 @@ def _totals(head: pd.DataFrame, constant: pd.DataFrame, keys: list[str]) -> pd.D
         row = {
             "energy_j": float(group["energy_j"].sum()),
             "energy_kind": combined_kind(group["kind"]),
+            "energy_scope": combined_scope(group["scope"]),
             "above_idle_j": _sum_or_nan(group["above_idle_j"]),
             "mean_power_w": float(group["energy_j"].sum() / seconds) if seconds else float("nan"),
             "flags": "; ".join(sorted({f for f in group["flag"].dropna() if f})),
@@ -141,8 +179,14 @@ def _totals(head: pd.DataFrame, constant: pd.DataFrame, keys: list[str]) -> pd.D
                 row[f"{component}_energy_j"] = float(part["energy_j"].sum())
                 row[f"{component}_method"] = " + ".join(sorted(set(part["method"])))
                 row[f"{component}_kind"] = combined_kind(part["kind"])
+                row[f"{component}_scope"] = combined_scope(part["scope"])
         row["energy_methods"] = energy_label([row]).methods
         rows[key] = row
+    if machine is not None:
+        for key, group in machine.groupby(keys, sort=True, dropna=False):
+            key = key if isinstance(key, tuple) else (key,)
+            if key in rows:
+                rows[key]["machine_energy_j"] = float(group["energy_j"].sum())
     for key, group in constant.groupby(keys, sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         rows.setdefault(key, {"energy_kind": "none"})
@@ -150,7 +194,7 @@ def _totals(head: pd.DataFrame, constant: pd.DataFrame, keys: list[str]) -> pd.D
     if not rows:
         return pd.DataFrame(columns=[*keys, "energy_j", "energy_kind", "constant_power_energy_j"])
     table = pd.DataFrame([{**dict(zip(keys, key)), **row} for key, row in rows.items()])
-    for column in ("energy_j", "constant_power_energy_j"):
+    for column in ("energy_j", "constant_power_energy_j", "machine_energy_j"):
         if column not in table:
             table[column] = float("nan")
         table[column.replace("_j", "_kwh")] = table[column] / JOULES_PER_KWH
@@ -162,20 +206,31 @@ def per_epoch(energy) -> pd.DataFrame:
     """One row per (cell, epoch): headline energy of train + eval, its kind, the components'
     parts, and the constant-power estimate of the same windows."""
     frame = as_frame(energy)
-    return _totals(headline_rows(frame), _constant_power_rows(frame), ["cell", "epoch"])
+    return _totals(headline_rows(frame), _constant_power_rows(frame), ["cell", "epoch"],
+                   headline_rows(frame, prefer=Scope.MACHINE))
 
 
 def per_run(energy) -> pd.DataFrame:
     """One row per cell: the headline energy over every train and eval window (`energy_j`,
-    `energy_kwh`, `energy_kind`, `energy_methods`, `mean_power_w`, `above_idle_j`, per
-    component `<c>_energy_j`) and the constant-power estimate (`constant_power_energy_*`)."""
+    `energy_kwh`, `energy_kind`, `energy_scope`, `energy_methods`, `mean_power_w`,
+    `above_idle_j`, per component `<c>_energy_j`, `<c>_method`, `<c>_kind`, `<c>_scope`), the
+    machine-level sum of the same windows (`machine_energy_j`) and the constant-power estimate
+    (`constant_power_energy_*`)."""
     frame = as_frame(energy)
-    return _totals(headline_rows(frame), _constant_power_rows(frame), ["cell"])
+    return _totals(headline_rows(frame), _constant_power_rows(frame), ["cell"],
+                   headline_rows(frame, prefer=Scope.MACHINE))
+
+
+def _as_metered(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows as the meters read them: without the cell's shares of machine-level figures."""
+    derived = (frame["scope"] == Scope.PROCESS.value) & frame["component"].isin(MACHINE_COMPONENTS)
+    return frame[~derived]
 
 
 def idle_power_w(energy) -> dict[str, dict[str, float]]:
-    """cell -> {"component/method": W} over the idle window (constant power has no idle)."""
-    frame = as_frame(energy)
+    """cell -> {"component/method": W} over the idle window, as the meters (and the power
+    timeline) read it: the machine's figure for CPU and RAM (constant power has no idle)."""
+    frame = _as_metered(as_frame(energy))
     idle = frame[(frame["phase"] == Phase.IDLE.value) & (frame["component"] != ASSUMED_BOARD)]
     out: dict[str, dict[str, float]] = {}
     for _, row in idle.iterrows():
@@ -226,8 +281,9 @@ def idle_drift_between(before_w: float | None, after_w: float | None,
 
 def idle_drift(energy, threshold_pct: float = 10.0) -> dict[str, dict]:
     """cell -> idle power before and after training (sum over components, the headline's
-    methods) and its drift, flagged beyond `threshold_pct` %."""
-    frame = as_frame(energy)
+    methods, the machine's figures: a warm device idles higher whoever runs on it) and its
+    drift, flagged beyond `threshold_pct` %."""
+    frame = _as_metered(as_frame(energy))
     out = {}
     for cell, rows in frame.groupby("cell", sort=True):
         watts = {}

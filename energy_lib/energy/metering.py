@@ -8,7 +8,11 @@ opens and closes windows:
             with metering.window(Phase.TRAIN, epoch=1):
                 ...
     metering.rows  # the energy table (list of EnergyRow dicts)
+    metering.windows  # per window: whose share of the machine it was (energy.attribution)
 
+Every CPU and RAM figure of a machine-level meter (RAPL package/DRAM, the TDP and RAM models) is
+kept as a `machine` row and gets a `process` row beside it: the machine figure x the cell's
+share in that window (CPU: cell CPU time / machine busy time; RAM: cell RSS / used memory).
 Nothing here runs inside the training step.
 """
 
@@ -20,23 +24,28 @@ from typing import Iterator
 
 import torch
 
+from .attribution import Attribution, WindowShare
 from .carbon import resolve_intensity
 from .monitor import EnergyMonitor, Window
 from .meters import MeterSet, build_meters
-from .table import ASSUMED_BOARD, EnergyRow, Kind, Method, Phase, JOULES_PER_KWH
+from .table import (ASSUMED_BOARD, EnergyRow, Kind, Method, Phase, JOULES_PER_KWH, Scope,
+                    default_scope)
 from .timeline import PowerTimeline
 
 
 class Metering:
     def __init__(self, meter_set: MeterSet, device: torch.device, *, sample_period_s: float = 0.5,
-                 codecarbon=None) -> None:
+                 codecarbon=None, attribution: Attribution | None = None) -> None:
         self.meter_set = meter_set
         self.device = device
         self.monitor = EnergyMonitor(meter_set.meters, device, fallback=meter_set.model_for)
-        self.timeline = PowerTimeline(meter_set.meters, meter_set.methods(), period_s=sample_period_s)
+        self.attribution = attribution or Attribution()
+        self.timeline = PowerTimeline(meter_set.meters, meter_set.methods(), period_s=sample_period_s,
+                                      probes=[self._sample_attribution])
         self.codecarbon = codecarbon
         self.rows: list[dict] = []
-        self.idle_power_w: dict[str, float] = {}  # "component/method" -> W
+        self.attribution_failure = ""  # why the cell's share could not be read, if it could not
+        self.idle_power_w: dict[str, float] = {}  # "component/method/scope" -> W
         self.last_duration_s = 0.0  # of the window that ended last
 
     @classmethod
@@ -77,14 +86,20 @@ class Metering:
         if phase == Phase.RUN and self.codecarbon is not None:
             self.codecarbon.start()
         self.monitor.begin_window(name)
+        attributed = self._attribution_call(self.attribution.begin, name)
         try:
             yield
         except BaseException:
             self.monitor.cancel_window(name)
+            self.attribution.cancel(name)
             raise
         finished = self.monitor.end_window(name)
         self.last_duration_s = finished.duration_s
-        self.rows += self._rows(phase, epoch, finished)
+        share = None
+        if attributed:
+            share = self._attribution_call(self.attribution.end, name, phase=str(phase),
+                                           epoch=epoch, duration_s=finished.duration_s)
+        self.rows += self._rows(phase, epoch, finished, share or None)
         if phase == Phase.RUN and self.codecarbon is not None:
             self._codecarbon_rows(self.codecarbon.stop())
 
@@ -100,18 +115,52 @@ class Metering:
             time.sleep(seconds)
         self.timeline.mark("idle end")
         if not after:
-            self.idle_power_w = {f"{r['component']}/{r['method']}": r["energy_j"] / r["duration_s"]
+            self.idle_power_w = {_idle_key(r): r["energy_j"] / r["duration_s"]
                                  for r in self.rows if r["phase"] == Phase.IDLE
                                  and r["component"] != ASSUMED_BOARD and r["duration_s"] > 0}
 
-    def _rows(self, phase: Phase, epoch: int | None, window: Window) -> list[dict]:
+    @property
+    def windows(self) -> list[dict]:
+        """The per-window attribution table (energy.attribution.WindowShare rows)."""
+        return self.attribution.windows
+
+    def _attribution_call(self, call, *args, **kwargs):
+        """Attribution never stops training: a failed read leaves the window without process
+        rows for the machine's meters (the headline falls back to the machine figure) and the
+        reason in `info()`."""
+        try:
+            return call(*args, **kwargs) or True
+        except Exception as error:  # noqa: BLE001 - e.g. no /proc on this system
+            self.attribution_failure = f"{type(error).__name__}: {error}".splitlines()[0]
+            self.attribution.cancel(args[0])
+            return None
+
+    def _sample_attribution(self) -> None:
+        if not self.attribution_failure:
+            self.attribution.sample()
+
+    def _rows(self, phase: Phase, epoch: int | None, window: Window,
+              share: WindowShare | None = None) -> list[dict]:
         rows = []
         for r in window.readings:
-            idle_w = self.idle_power_w.get(f"{r.component}/{r.method}")
-            above = r.energy_j - idle_w * window.duration_s if idle_w is not None else None
-            rows.append(EnergyRow(epoch, phase, r.component, Method(r.method), Kind(r.kind),
-                                  r.energy_j, window.duration_s, r.flag, above).to_dict())
+            scope = default_scope(r.component, r.method)
+            rows.append(self._row(phase, epoch, window, r.component, r.method, r.kind, r.energy_j,
+                                  r.flag, scope))
+            if share is None or scope != Scope.MACHINE or r.method == Method.CODECARBON:
+                continue
+            factor = (share.cpu_attribution_share if r.component == "cpu"
+                      else share.ram_attribution_share)
+            flag = "; ".join(f for f in (r.flag, share.flag) if f)
+            rows.append(self._row(phase, epoch, window, r.component, r.method, r.kind,
+                                  r.energy_j * factor, flag, Scope.PROCESS))
         return rows
+
+    def _row(self, phase, epoch, window: Window, component: str, method: str, kind: str,
+             energy_j: float, flag: str, scope: Scope) -> dict:
+        idle_w = self.idle_power_w.get(f"{component}/{method}/{scope}")
+        above = energy_j - idle_w * window.duration_s if idle_w is not None else None
+        return EnergyRow(epoch, phase, component, Method(method), Kind(kind), energy_j,
+                         window.duration_s, flag, above, scope).to_dict()
 
     def _codecarbon_rows(self, figures: dict) -> None:
         for component, kwh in figures.get("energy_kwh", {}).items():
@@ -132,7 +181,18 @@ class Metering:
             "descriptions": self.meter_set.describe(),
             "failures": [vars(f) for f in self.monitor.failures],
             "codecarbon": self.codecarbon.describe() if self.codecarbon is not None else None,
+            "attribution": ("CPU and RAM rows of scope 'machine' are the whole machine's; each has "
+                            "a 'process' row beside it: the figure x the cell's share in that "
+                            "window (CPU: the cell's CPU time / the machine's busy CPU time; RAM: "
+                            "the cell's resident memory / the machine's used memory)"
+                            if not self.attribution_failure else
+                            f"the cell's share of the machine could not be read "
+                            f"({self.attribution_failure}): only machine-level CPU and RAM rows"),
         }
+
+
+def _idle_key(row: dict) -> str:
+    return f"{row['component']}/{row['method']}/{row['scope']}"
 
 
 def carbon_facts(config) -> dict:

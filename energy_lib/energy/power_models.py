@@ -1,7 +1,8 @@
 """Modelled CPU and RAM energy, for machines whose counters cannot be read.
 
 CPU: TDP x utilisation x time. Utilisation is the whole machine's busy share between the window
-edges (/proc/stat), as CodeCarbon's CPU-load model does; the TDP comes from the user
+edges (/proc/stat; the hypervisor's steal time is not busy), as CodeCarbon's CPU-load model does
+-- so its rows are the machine's (`scope` machine) and `attribution` gives the cell's share; the TDP comes from the user
 (`cpu_tdp_w`), else CodeCarbon's CPU table (bundled, MIT), else a default. It ignores idle power
 and turbo, and on a VM it charges the host CPU's TDP to the visible cores' load: an upper-bound
 style estimate, labelled `modelled`.
@@ -56,11 +57,14 @@ def lookup_cpu_tdp(cpu_model: str) -> tuple[float, str]:
 
 
 def read_cpu_times(stat_path: Path = Path("/proc/stat")) -> tuple[float, float]:
-    """(busy, total) CPU time of the whole machine, in ticks; process time where /proc is absent."""
+    """(busy, total) CPU time of the whole machine, in ticks; process time where /proc is absent.
+    Busy is user + nice + system + irq + softirq (guest time is inside user and nice); steal --
+    time the hypervisor gave our cores to another virtual machine -- counts in the total but is
+    not this machine's work, so it is not charged."""
     try:
-        fields = [float(v) for v in stat_path.read_text().splitlines()[0].split()[1:]]
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
-        return sum(fields[:8]) - idle, sum(fields[:8])
+        fields = [float(v) for v in stat_path.read_text().splitlines()[0].split()[1:]] + [0.0] * 8
+        user, nice, system, idle, iowait, irq, softirq, steal = fields[:8]
+        return user + nice + system + irq + softirq, sum(fields[:8])
     except (OSError, ValueError, IndexError):
         return time.process_time(), time.perf_counter() * (os.cpu_count() or 1)
 

@@ -2,7 +2,9 @@
 
 A row says which window it covers (`epoch`, `phase`), what it is about (`component`), how it was
 obtained (`method`, `kind`), how much (`energy_j` over `duration_s`), whether to distrust it
-(`flag`), and the energy above the idle baseline where one exists (`above_idle_j`). This table
+(`flag`), the energy above the idle baseline where one exists (`above_idle_j`), and whose energy
+it is (`scope`: `machine` -- the meter saw the whole package, board or machine -- or `process` --
+this cell's share, or a figure that is the cell's by construction). This table
 is what a lab record stores and what `records.read_runs(...).energy` returns; every total, kWh
 figure, mean power or carbon figure is derived from it by `energy.derive` and never stored again.
 """
@@ -53,6 +55,32 @@ class Method(StrEnum):
     EARLY_EPOCHS = "early-epochs"  # the run's total extrapolated from its first epochs
 
 
+class Scope(StrEnum):
+    """Whose energy a row is. A CPU package, its DRAM or the TDP x machine-utilisation model
+    see every process on the machine (`machine`); the cell's share of such a figure, a device
+    pinned to the cell, an assumption made for the run and a prediction of the model's work are
+    the cell's (`process`)."""
+
+    PROCESS = "process"
+    MACHINE = "machine"
+
+
+#: Components whose meters read the whole machine (RAPL package/DRAM, the TDP and RAM models).
+MACHINE_COMPONENTS = ("cpu", "ram")
+
+
+def default_scope(component: str, method: str) -> Scope:
+    """The scope of a reading as a meter produces it: CPU and RAM figures (and CodeCarbon's,
+    which models the whole machine) are the machine's; GPU rows are the cell's because the
+    device is pinned to one cell (other processes on it are flagged per window); the
+    constant-power row is the cell's because it is a per-run assumption (assumed board power x
+    the cell's own wall time), which never looked at the machine; predictions price the
+    model's own work."""
+    if component in MACHINE_COMPONENTS or method == "codecarbon":
+        return Scope.MACHINE
+    return Scope.PROCESS
+
+
 #: The component of the constant-power estimate: an assumed whole-board figure, never a part
 #: of the headline sum of measured/modelled components.
 ASSUMED_BOARD = "assumed-board"
@@ -69,13 +97,18 @@ class EnergyRow:
     duration_s: float
     flag: str = ""
     above_idle_j: float | None = None
+    scope: str = ""  # Scope; "" = the meter's default (default_scope)
+
+    def __post_init__(self) -> None:
+        scope = self.scope or default_scope(self.component, str(self.method))
+        object.__setattr__(self, "scope", Scope(scope))
 
     def to_dict(self) -> dict:
         row = asdict(self)
-        for key in ("phase", "method", "kind"):
+        for key in ("phase", "method", "kind", "scope"):
             row[key] = str(row[key])
         return row
 
 
 COLUMNS = ("epoch", "phase", "component", "method", "kind", "energy_j", "duration_s", "flag",
-           "above_idle_j")
+           "above_idle_j", "scope")

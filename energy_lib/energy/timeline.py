@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Callable
 
 from .monitor import Meter
 
 
 class PowerTimeline(threading.Thread):
     def __init__(self, meters: list[Meter], methods: dict[str, dict[str, str]], period_s: float = 0.5,
-                 max_samples: int = 4000) -> None:
+                 max_samples: int = 4000, probes: list[Callable[[], None]] = ()) -> None:
         super().__init__(daemon=True, name="power-timeline")
         if not 0 < period_s <= 1:
             raise ValueError(f"period_s={period_s!r} must be in (0, 1]")
         self.sources = list(meters)  # a meter with figures per window only samples {}
+        self.probes = list(probes)  # called at every sample too (runnable threads per window)
         self.methods = {c: f"{m['method']} ({m['kind']})" for c, m in methods.items()}
         self.period_s = period_s
         self.max_samples = max_samples
@@ -43,6 +45,11 @@ class PowerTimeline(threading.Thread):
             try:
                 watts.update(source.power_w())
             except Exception:  # a meter that fails to sample leaves a gap, not a crash
+                continue
+        for probe in self.probes:
+            try:
+                probe()
+            except Exception:  # noqa: BLE001
                 continue
         with self._lock:
             self.samples.append((self.now_s(), watts))

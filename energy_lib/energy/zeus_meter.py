@@ -4,7 +4,9 @@ Zeus's `ZeusMonitor` reads the GPU's total-energy counter at window edges (polli
 helper process on GPUs without one) and RAPL's package and DRAM counters with wrap-around
 tracking. We add what a lab record needs around it: a reason in words for every component it
 cannot measure (so the model that stands in is explained), a flag on windows shorter than the
-counter's update period, and instantaneous power for the timeline.
+counter's update period, a flag on windows during which NVML listed other processes computing on
+the cell's GPU (its rows are the cell's -- scope `process` -- because the device is pinned to one
+cell; another process on it would make that untrue), and instantaneous power for the timeline.
 
 Zeus is imported only when a meter is built: `probe` says in one line why it cannot measure.
 """
@@ -39,6 +41,38 @@ def rapl_unreadable_reason() -> str:
     return ""
 
 
+def gpu_compute_pids(gpus: Any, index: int) -> list[int] | None:
+    """The pids NVML lists as computing on Zeus's GPU `index`, or None where it cannot say (an
+    AMD GPU, a device layer without NVML handles, an NVML error)."""
+    try:
+        handle = gpus.gpus[index].handle
+        import pynvml
+
+        return [int(p.pid) for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)]
+    except Exception:  # noqa: BLE001 - a missing answer is no answer, never a failed meter
+        return None
+
+
+def other_gpu_processes(pids: list[int] | None) -> tuple[set[int], bool]:
+    """(pids of other processes, unsure) among the pids NVML listed. Ours are this process and
+    its descendants. In a container NVML reports the host's pids, so this cell's own pid is not
+    among them: then one listed process is taken to be this cell, and with more than one we
+    cannot tell which is ours (`unsure`: all are returned)."""
+    if not pids:
+        return set(), False
+    import psutil
+
+    own = {os.getpid()}
+    try:
+        own |= {c.pid for c in psutil.Process().children(recursive=True)}
+    except psutil.Error:
+        pass
+    listed = set(pids)
+    if listed & own:
+        return listed - own, False
+    return (set(), False) if len(listed) == 1 else (listed, True)
+
+
 def _gpu_method(gpus: Any, index: int) -> Method:
     vendor = type(gpus).__name__.lower()
     if "amd" in vendor:
@@ -61,6 +95,29 @@ class ZeusMeter(Meter):
             monitor.cpus.supports_get_dram_energy_consumption(i) for i in monitor.cpu_indices)
         self.gpu_method = _gpu_method(monitor.gpus, self.gpu_indices[0]) if self.gpu_indices else None
         self._last_cpu: tuple[float, dict[str, float]] | None = None
+        self._gpu_others: dict[str, tuple[set[int], bool]] = {}  # open window -> others seen
+
+    def _see_gpu_processes(self, names) -> None:
+        """Add the other processes on the cell's GPUs now to the windows `names`."""
+        for index in self.gpu_indices:
+            others, unsure = other_gpu_processes(gpu_compute_pids(self.monitor.gpus, index))
+            for name in names:
+                seen = self._gpu_others.get(name)
+                if seen is not None:  # still open (the timeline thread may run late)
+                    self._gpu_others[name] = (seen[0] | others, seen[1] or unsure)
+
+    def gpu_sharing_flag(self, name: str) -> str:
+        """The flag of window `name`'s GPU row: the other processes NVML listed, or ""."""
+        others, unsure = self._gpu_others.pop(name, (set(), False))
+        if not others:
+            return ""
+        listed = ", ".join(str(p) for p in sorted(others)[:5]) + (", ..." if len(others) > 5 else "")
+        if unsure:
+            return (f"NVML listed {len(others)} processes on this GPU during the window (pids "
+                    f"{listed}, none of them this cell's pid: another pid namespace), so other "
+                    "work may have shared the GPU: its energy is not only this cell's")
+        return (f"other processes computed on this GPU during the window (pids {listed}): its "
+                "energy is not only this cell's")
 
     @classmethod
     def probe(cls, gpu_indices: list[int], measure_cpu: bool) -> tuple["ZeusMeter | None", list[str]]:
@@ -132,6 +189,9 @@ class ZeusMeter(Meter):
     def begin(self, name: str) -> None:
         # the metering context has synchronised the device already
         self.monitor.begin_window(name, sync_execution=False)
+        if self.gpu_indices:
+            self._gpu_others[name] = (set(), False)
+            self._see_gpu_processes([name])
 
     def end(self, name: str, duration_s: float) -> list[Reading]:
         with warnings.catch_warnings():
@@ -139,13 +199,14 @@ class ZeusMeter(Meter):
             measurement = self.monitor.end_window(name, sync_execution=False)
         readings = []
         if self.gpu_indices:
-            flag = ""
+            self._see_gpu_processes([name])
+            flags = [self.gpu_sharing_flag(name)]
             if duration_s < MIN_RELIABLE_WINDOW_S:
-                flag = (f"window of {duration_s * 1000:.0f} ms is shorter than the GPU energy "
+                flags.append(f"window of {duration_s * 1000:.0f} ms is shorter than the GPU energy "
                         f"counter's update period (~{MIN_RELIABLE_WINDOW_S * 1000:.0f} ms): noise, "
                         "not a measurement")
             readings.append(Reading("gpu", sum(measurement.gpu_energy.values()),
-                                    self.gpu_method, self.kind, flag))
+                                    self.gpu_method, self.kind, "; ".join(f for f in flags if f)))
         if self.measure_cpu:
             readings.append(Reading("cpu", sum((measurement.cpu_energy or {}).values()),
                                     Method.ZEUS_RAPL, self.kind))
@@ -160,6 +221,8 @@ class ZeusMeter(Meter):
         gpus, cpus = self.monitor.gpus, self.monitor.cpus
         if self.gpu_indices:
             watts["gpu"] = sum(gpus.get_instant_power_usage(i) for i in self.gpu_indices) / 1000.0
+            if self._gpu_others:
+                self._see_gpu_processes(list(self._gpu_others))
         if self.measure_cpu:
             now = time.perf_counter()
             readings = [cpus.get_total_energy_consumption(i) for i in self.monitor.cpu_indices]
