@@ -53,6 +53,9 @@ def run(parts: list[str], smoke: bool, device: torch.device) -> dict:
         results["P6"] = suite.p6_predictions(1 if smoke else 5)
     if "P8" in parts:
         results["P8"] = suite.p8_scaleout(smoke)
+    if "P9" in parts:
+        results["P9"] = (suite.p9_contention(1, 256, 1) if smoke
+                         else suite.p9_contention(3, 2048, 2))
     return results
 
 
@@ -108,6 +111,17 @@ def table(results: dict) -> str:
         add("P8", f"  runner per cell, {s['workers']} workers: {first['cells']} vs "
             f"{last['cells']} cells", f"{first['overhead_per_cell_s']:.2f} vs "
             f"{last['overhead_per_cell_s']:.2f} s", "flat", s["overhead_growth"] <= 1.5)
+    if "P9" in results:
+        r = results["P9"]
+        add("P9", "busy neighbour: time beside / alone", f"{r['time_ratio']:.2f}x", "-", True)
+        add("P9", "  CPU energy beside / alone: machine, process",
+            f"{r['machine_cpu_energy_ratio']:.2f}x, {r['process_cpu_energy_ratio']:.2f}x", "-", True)
+        add("P9", f"  others' CPU share alone {100 * r['others_cpu_share_alone']:.0f} %, beside "
+            f"{100 * r['others_cpu_share_beside']:.0f} %",
+            "contended " + "/".join("yes" if c else "no" for c in r["contended_beside"]),
+            "beside", all(r["contended_beside"]))
+        add("P9", "  alone not contended", "contended " + "/".join(
+            "yes" if c else "no" for c in r["contended_alone"]), "alone", not any(r["contended_alone"]))
     return "\n".join(lines)
 
 
@@ -122,16 +136,16 @@ def is_result_file(path: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="P1,P2,P3,P4,P5,P6,P8", help="comma-separated parts")
+    parser.add_argument("--only", default="P1,P2,P3,P4,P5,P6,P8,P9", help="comma-separated parts")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that it runs, not the targets")
     parser.add_argument("--out", help="JSON path (default: benchmarks/results/<machine-tag>.json)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --out file that is not a benchmark result")
     args = parser.parse_args(argv)
     parts = [p.strip().upper() for p in args.only.split(",") if p.strip()]
-    unknown = sorted(set(parts) - {"P1", "P2", "P3", "P4", "P5", "P6", "P8"})
+    unknown = sorted(set(parts) - {"P1", "P2", "P3", "P4", "P5", "P6", "P8", "P9"})
     if unknown:
-        print(f"benchmarks: error: unknown part(s) {', '.join(unknown)}; use P1..P6, P8",
+        print(f"benchmarks: error: unknown part(s) {', '.join(unknown)}; use P1..P6, P8, P9",
               file=sys.stderr)
         return 2
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -11,10 +11,14 @@ P4 orchestration      one tiny cell through papermill vs the same config in-proc
 P5 quick study        `energy-study run studies/quick.toml` end to end.             target <= 5 min
 P8 scale-out          the quick study's cells serial vs `--executor dask --workers 2`; and the
                       runner's own cost per cell at 10 vs 100 stand-in cells.      target >= 1.6x
+P9 busy neighbour     a tiny cell alone vs beside one process spinning on a core, alternating:
+                      time, machine-level and attributed (process) CPU energy ratios, and
+                      whether the summary said `contended`.  target: beside flagged, alone not
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import subprocess
@@ -528,3 +532,95 @@ def p8_scaleout(smoke: bool, workers: int = 2, scale_workers: int = 5,
         scale["overhead_growth"] = last["overhead_per_cell_s"] / first["overhead_per_cell_s"]
         result["scale"] = scale
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# P9 a busy neighbour: what it does to a cell's time and energy, and whether the record says so
+# ---------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def busy_neighbour(cores: int = 1):
+    """`cores` processes spinning on a core (`python3 -c "while True: pass"`), started so that
+    they are NOT descendants of this process (a shell starts each in the background and exits,
+    so the spinner is re-parented): a neighbour, not part of the cell's process tree. Yields
+    their pids; kills exactly those pids afterwards."""
+    import os
+    import signal
+
+    import psutil
+
+    pids = []
+    try:
+        for _ in range(cores):
+            done = subprocess.run(["sh", "-c", f'"{sys.executable}" -c "while True: pass" '
+                                   '>/dev/null 2>&1 & echo $!'], capture_output=True, text=True,
+                                  check=True)
+            pids.append(int(done.stdout.strip()))
+        deadline = time.perf_counter() + 5
+        while time.perf_counter() < deadline:  # running, not still starting
+            if all(psutil.Process(p).cpu_times().user > 0.05 for p in pids):
+                break
+            time.sleep(0.02)
+        yield pids
+    finally:
+        for pid in pids:
+            try:
+                if "while True: pass" in " ".join(psutil.Process(pid).cmdline()):
+                    os.kill(pid, signal.SIGKILL)
+            except (psutil.Error, ProcessLookupError):
+                pass
+
+
+def cpu_energy_j(energy, scope: str) -> float:
+    """CPU energy of the train and eval windows as the headline picks it, preferring `scope`
+    (process: the cell's share; machine: the whole machine's figure)."""
+    from energy_lib.energy import derive
+
+    rows = derive.headline_rows(energy, prefer=scope)
+    return float(rows.loc[rows["component"] == "cpu", "energy_j"].sum())
+
+
+def p9_contention(pairs: int, train_subset: int, epochs: int) -> dict:
+    """A tiny cell (TINY_CELL, `train_subset` images, `epochs`, train() in-process) alone vs
+    the same cell beside one busy process, alternating alone/beside (then beside/alone) so that
+    a drift of the machine hits both alike. Per side: the train + eval seconds, the CPU energy
+    at machine scope and at process scope (the cell's share), others' CPU share and whether the
+    summary said `contended`. Ratios are beside / alone of the medians: a machine-level ratio
+    well above 1 with an attributed ratio near the time ratio's energy cost is the meter telling
+    the neighbour's work apart from the cell's."""
+    from energy_lib.energy.attribution import machine_load
+    from energy_lib.train import train
+
+    config = RunConfig(**{**TINY_CELL, "train_subset": train_subset, "epochs": epochs,
+                          "idle_after_s": 0, "cell": "p9"})
+    before = machine_load(0.5)
+    train(config, progress=False)  # warm: imports and data cache
+    runs: dict[str, list[dict]] = {"alone": [], "beside": []}
+    for i in range(pairs):
+        for side in (("alone", "beside") if i % 2 == 0 else ("beside", "alone")):
+            with (busy_neighbour() if side == "beside" else contextlib.nullcontext()):
+                result = train(config, progress=False)
+            runs[side].append({"s": result.summary["total_s"],
+                               "machine_cpu_j": cpu_energy_j(result.energy, "machine"),
+                               "process_cpu_j": cpu_energy_j(result.energy, "process"),
+                               "others_cpu_share": result.summary["others_cpu_share"],
+                               "contended": bool(result.summary["contended"])})
+
+    def median(side, key):
+        return statistics.median(r[key] for r in runs[side])
+
+    def ratio(key):
+        alone = median("alone", key)
+        return median("beside", key) / alone if alone else float("nan")
+
+    return {"pairs": pairs, "train_subset": train_subset, "epochs": epochs,
+            "machine_before": before.describe(), "runs": runs,
+            "time_ratio": ratio("s"), "machine_cpu_energy_ratio": ratio("machine_cpu_j"),
+            "process_cpu_energy_ratio": ratio("process_cpu_j"),
+            "others_cpu_share_alone": median("alone", "others_cpu_share"),
+            "others_cpu_share_beside": median("beside", "others_cpu_share"),
+            "contended_alone": [r["contended"] for r in runs["alone"]],
+            "contended_beside": [r["contended"] for r in runs["beside"]],
+            "contention_threshold": config.contention_threshold,
+            "met": all(r["contended"] for r in runs["beside"])
+            and not any(r["contended"] for r in runs["alone"])}

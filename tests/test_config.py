@@ -359,3 +359,11 @@ def test_fp32_has_no_autocast():
     runtime = resolve_runtime(make(device="cpu", precision="fp32"))
     assert runtime.autocast_dtype is None
     assert runtime.use_grad_scaler is False and runtime.eval_autocast is False
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_contention_threshold_is_a_share(value):
+    with pytest.raises(ConfigError, match=r"contention_threshold=.* must be in \[0, 1\]"):
+        RunConfig(contention_threshold=value)
+    assert RunConfig(contention_threshold=0).contention_threshold == 0.0
+    assert RunConfig().contention_threshold == 0.25

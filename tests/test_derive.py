@@ -176,3 +176,74 @@ def test_a_component_whose_meter_failed_names_both_methods():
     totals = derive.per_run(rows).iloc[0]
     assert (totals["gpu_method"], totals["gpu_kind"]) == ("stand-in + zeus-nvml", "mixed")
     assert totals["energy_methods"] == "gpu: stand-in + zeus-nvml (mixed, process)"
+
+
+# ------------------------------------------------------------------------------------------
+# Scope: the cell's share (process) beside the machine's figure
+# ------------------------------------------------------------------------------------------
+
+def scoped(epoch, phase, component, method, kind, energy_j, scope, duration_s=10.0, flag=""):
+    return EnergyRow(epoch, Phase(phase), component, Method(method), Kind(kind), energy_j,
+                     duration_s, flag, None, scope).to_dict()
+
+
+def shared_machine_table() -> list[dict]:
+    """A CPU run on a shared machine: the TDP and RAM models' machine figures and the cell's
+    shares of them; the constant-power row."""
+    rows = [scoped(None, "idle", "cpu", "tdp-model", "modelled", 50.0, "machine"),
+            scoped(None, "idle", "cpu", "tdp-model", "modelled", 1.0, "process")]
+    for epoch in (1, 2):
+        rows += [scoped(epoch, "train", "cpu", "tdp-model", "modelled", 800.0, "machine"),
+                 scoped(epoch, "train", "cpu", "tdp-model", "modelled", 200.0, "process"),
+                 scoped(epoch, "train", "ram", "ram-model", "modelled", 90.0, "machine"),
+                 scoped(epoch, "train", "ram", "ram-model", "modelled", 30.0, "process"),
+                 row(epoch, "train", "assumed-board", "constant-power", "modelled", 700.0)]
+    return rows
+
+
+def test_headline_takes_the_cells_share_and_keeps_the_machine_total_beside_it():
+    totals = derive.per_run(shared_machine_table()).iloc[0]
+    assert totals["energy_j"] == pytest.approx(2 * (200.0 + 30.0))
+    assert totals["machine_energy_j"] == pytest.approx(2 * (800.0 + 90.0))
+    assert (totals["energy_scope"], totals["cpu_scope"], totals["ram_scope"]) == (
+        "process", "process", "process")
+    assert totals["constant_power_energy_j"] == pytest.approx(1400.0)
+    label = derive.energy_label(derive.per_run(shared_machine_table()))
+    assert label.scope == "process"
+    assert str(label) == ("modelled, process scope -- cpu: tdp-model (modelled, process); "
+                          "ram: ram-model (modelled, process)")
+    machine = derive.headline_rows(shared_machine_table(), prefer="machine")
+    assert set(machine["scope"]) == {"machine"} and machine["energy_j"].sum() == pytest.approx(1780.0)
+    epochs = derive.per_epoch(shared_machine_table())
+    assert list(epochs["machine_energy_j"]) == [pytest.approx(890.0)] * 2
+
+
+def test_rows_without_scope_are_the_machines_and_gpu_rows_the_cells():
+    totals = derive.per_run(gpu_machine_table()).iloc[0]  # no process rows for CPU and RAM
+    assert (totals["gpu_scope"], totals["cpu_scope"], totals["ram_scope"]) == (
+        "process", "machine", "machine")
+    assert totals["energy_scope"] == "mixed"
+    assert totals["machine_energy_j"] == pytest.approx(totals["energy_j"])  # nothing to share
+    cpu_only = derive.per_run([r for r in gpu_machine_table() if r["component"] != "gpu"])
+    assert cpu_only.iloc[0]["energy_scope"] == "machine"
+    assert derive.energy_label(cpu_only).scope == "machine"
+    old = derive.as_frame([{k: v for k, v in r.items() if k != "scope"}
+                           for r in gpu_machine_table()])
+    assert set(old.loc[old["component"] == "cpu", "scope"]) == {"machine"}
+    assert set(old.loc[old["component"] == "assumed-board", "scope"]) == {"process"}
+
+
+def test_a_window_without_the_cells_share_falls_back_to_the_machine():
+    rows = [r for r in shared_machine_table()
+            if not (r["epoch"] == 2 and r["component"] == "cpu" and r["scope"] == "process")]
+    totals = derive.per_run(rows).iloc[0]
+    assert totals["cpu_energy_j"] == pytest.approx(200.0 + 800.0)
+    assert totals["cpu_scope"] == "mixed" and totals["energy_scope"] == "mixed"
+    assert derive.energy_label(derive.per_run(rows)).methods.startswith(
+        "cpu: tdp-model (modelled, mixed)")
+
+
+def test_idle_power_and_drift_read_the_machines_figures():
+    assert derive.idle_power_w(shared_machine_table()) == {"": {"cpu/tdp-model": 5.0}}
+    drift = derive.idle_drift(shared_machine_table())[""]
+    assert drift["idle_before_w"] == pytest.approx(5.0)

@@ -124,6 +124,12 @@ def test_summary(result):
     expected = (1 * 16 * 9 + 16) + (16 * 16 * 9 + 16) + (16 * 32 * 9 + 32) + (32 * 32 * 9 + 32) \
         + (32 * 64 * 9 + 64) + (64 * 9 * 128 + 128) + (128 * 10 + 10)
     assert s["parameters"] == expected
+    # whose share of the machine the training was: scalars, judged over the train windows
+    assert isinstance(s["contended"], bool) and s["contention_threshold"] == 0.25
+    assert 0 <= s["others_cpu_share"] <= 1 and 0 <= s["steal_share"] <= 1
+    assert s["runnable_per_core"] >= 0
+    assert [w["window"] for w in result.windows if w["phase"] == "train"] == [
+        "train-1", "train-2", "train-3"]
 
 
 @pytest.mark.slow
@@ -214,3 +220,12 @@ def test_summarise_of_no_epochs():
     assert s["epochs_completed"] == 0 and math.isnan(s["best_val_acc_pct"])
     assert math.isnan(s["s_per_epoch"]) and not any("energy" in key for key in s)
     assert s["total_s"] == 0
+    assert s["contended"] is False and math.isnan(s["others_cpu_share"])  # nothing trained
+
+
+def test_summarise_says_contended_from_the_train_windows():
+    windows = [{"phase": "train", "capacity_cpu_s": 4.0, "others_cpu_share": 0.5,
+                "steal_share": 0.0, "runnable_per_core": 1.5}]
+    s = summarise([], Status.OK, windows, contention_threshold=0.4)
+    assert s["contended"] is True and s["others_cpu_share"] == 0.5
+    assert summarise([], Status.OK, windows, contention_threshold=0.6)["contended"] is False

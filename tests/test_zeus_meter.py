@@ -209,10 +209,96 @@ def test_training_run_measured_through_zeus(cpus, monkeypatch):
     assert {(r["component"], r["method"], r["kind"]) for r in work} == {
         ("cpu", "zeus-rapl", "measured"), ("ram", "zeus-rapl", "measured")}
     # each counter read adds 10 J (cpu) and 1 J (dram); the timeline's reads land inside windows
-    cpu = [r["energy_j"] for r in work if r["component"] == "cpu"]
-    ram = [r["energy_j"] for r in work if r["component"] == "ram"]
+    cpu = [r["energy_j"] for r in work if r["component"] == "cpu" and r["scope"] == "machine"]
+    ram = [r["energy_j"] for r in work if r["component"] == "ram" and r["scope"] == "machine"]
     assert len(cpu) == 4 and all(j >= 10.0 and j % 10.0 == pytest.approx(0.0, abs=1e-6) for j in cpu)
     assert ram == pytest.approx([j / 10 for j in cpu])
+    # RAPL sees the package: beside each figure, the cell's share of it (CPU time, RSS)
+    shares = {(w["window"]): w for w in result.windows}
+    for r in work:
+        if r["scope"] == "process":
+            name = f"{r['phase']}-{r['epoch']}"
+            machine = next(m["energy_j"] for m in work if m["scope"] == "machine" and
+                           (m["phase"], m["epoch"], m["component"]) == (r["phase"], r["epoch"], r["component"]))
+            factor = shares[name]["cpu_attribution_share" if r["component"] == "cpu"
+                                  else "ram_attribution_share"]
+            assert r["energy_j"] == pytest.approx(machine * factor)
     totals = per_run(result.energy).iloc[0]
-    assert totals["energy_kind"] == "measured"
-    assert totals["energy_j"] == pytest.approx(sum(cpu) + sum(ram))
+    assert totals["energy_kind"] == "measured" and totals["energy_scope"] == "process"
+    assert totals["machine_energy_j"] == pytest.approx(sum(cpu) + sum(ram))
+    assert totals["energy_j"] <= totals["machine_energy_j"]
+
+
+# ------------------------------------------------------------------------------------------
+# Other processes on the cell's GPU (NVML's compute-process list, faked at pynvml)
+# ------------------------------------------------------------------------------------------
+
+class FakeNVMLGPUs(FakeGPUs):
+    """FakeGPUs whose devices carry NVML handles, as Zeus's NVIDIAGPUs do."""
+
+    def __init__(self):
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.gpus = [SimpleNamespace(handle="handle-0")]
+
+
+@pytest.fixture
+def nvml_processes(monkeypatch):
+    """The pids pynvml lists on the GPU: a list the test edits."""
+    import os
+    from types import SimpleNamespace
+
+    import pynvml
+
+    listed = [os.getpid()]
+    monkeypatch.setattr(zeus_gpu, "_gpus", FakeNVMLGPUs())
+
+    def running(handle):
+        assert handle == "handle-0"
+        return [SimpleNamespace(pid=pid, usedGpuMemory=0) for pid in listed]
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetComputeRunningProcesses", running)
+    return listed
+
+
+def test_gpu_row_is_the_cells_and_flagged_when_others_compute_on_it(nvml_processes, no_rapl):
+    meter, _ = ZeusMeter.probe([0], measure_cpu=False)
+    meter.begin("train-1")
+    (alone,) = meter.end("train-1", duration_s=1.0)
+    assert alone.flag == ""  # only this process on the GPU
+    meter.begin("train-2")
+    nvml_processes.append(424242)  # another process starts computing mid-window
+    meter.power_w()  # the timeline's sample sees it
+    nvml_processes.remove(424242)  # and it is gone by the window's end
+    (shared,) = meter.end("train-2", duration_s=1.0)
+    assert "other processes computed on this GPU" in shared.flag and "424242" in shared.flag
+    meter.begin("train-3")
+    (after,) = meter.end("train-3", duration_s=1.0)
+    assert after.flag == ""
+
+
+def test_gpu_processes_in_another_pid_namespace(nvml_processes, no_rapl):
+    from energy_lib.energy.zeus_meter import other_gpu_processes
+
+    nvml_processes[:] = [777]  # a container: NVML reports the host's pid of this cell
+    meter, _ = ZeusMeter.probe([0], measure_cpu=False)
+    meter.begin("w")
+    assert meter.end("w", 1.0)[0].flag == ""  # one process: taken to be this cell
+    nvml_processes[:] = [777, 778]
+    meter.begin("w")
+    flag = meter.end("w", 1.0)[0].flag
+    assert "NVML listed 2 processes" in flag and "another pid namespace" in flag
+    assert other_gpu_processes(None) == (set(), False)
+
+
+def test_gpu_rows_have_process_scope_in_the_energy_table(gpus, no_rapl):
+    from energy_lib.energy.metering import Metering
+    from energy_lib.energy.table import Phase
+
+    meter_set = build_meters(["nvml"], torch.device("cuda:0"), assumed_power_w=70.0)
+    with Metering(meter_set, CPU) as metering:
+        with metering.window(Phase.TRAIN, 1):
+            gpus.energy_mj[0] += 5000.0
+    scopes = {(r["component"], r["scope"]) for r in metering.rows}
+    assert scopes == {("gpu", "process"), ("assumed-board", "process")}
