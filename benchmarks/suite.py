@@ -423,7 +423,7 @@ time.sleep(config.idle_s)  # the stand-in's only work: idle_s seconds of nothing
 if config.seed == {FAIL_SEED}:
     raise RuntimeError("stand-in cell told to fail (seed {FAIL_SEED})")
 store("stand_in", {{"pid": os.getpid(), "parent_pid": os.getppid(), "started": started,
-                    "ended": time.time()}})
+                    "ended": time.time(), "cores": sorted(os.sched_getaffinity(0))}})
 store("format", RECORD_FORMAT)
 store("summary", {{"status": "ok"}})
 """
@@ -585,9 +585,10 @@ def p9_contention(pairs: int, train_subset: int, epochs: int) -> dict:
     the same cell beside one busy process, alternating alone/beside (then beside/alone) so that
     a drift of the machine hits both alike. Per side: the train + eval seconds, the CPU energy
     at machine scope and at process scope (the cell's share), others' CPU share and whether the
-    summary said `contended`. Ratios are beside / alone of the medians: a machine-level ratio
-    well above 1 with an attributed ratio near the time ratio's energy cost is the meter telling
-    the neighbour's work apart from the cell's."""
+    summary said `contended`. Ratios are beside / alone of the medians. The machine-level
+    ratio includes the neighbour's work; the process ratio is what the cell itself cost more
+    (its longer time, its threads waiting for a core); the gap between them is what the
+    attribution keeps off the cell's bill."""
     from energy_lib.energy.attribution import machine_load
     from energy_lib.train import train
 

@@ -86,6 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, metavar="N",
                      help="with --executor dask: start N workers on this machine (one per CUDA "
                      "GPU where there are GPUs)")
+    run.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                     help="before each cell, wait up to SECONDS for other processes to leave "
+                     "the machine quiet (serial executor)")
+    run.add_argument("--rerun", action="append", default=[], metavar="WHICH",
+                     help="also rerun finished cells of this kind: contended (old records are "
+                     "kept in superseded/)")
     run.add_argument("--scheduler", metavar="ADDRESS",
                      help="with --executor dask: use the running Dask cluster at ADDRESS "
                      "(e.g. tcp://node:8786)")
@@ -109,8 +115,8 @@ def _cmd_list(study, args) -> int:
     state = study_state(study, study.runs_dir(args.runs_dir))
     width = max(len(name) for name in state.cells)
     print(f"study {study.name}: {len(state.cells)} cells in {study.runs_dir(args.runs_dir)}")
-    for name, status in state.cells.items():
-        print(f"  {name:<{width}}  {status}")
+    for name in state.cells:
+        print(f"  {name:<{width}}  {state.describe(name)}")
     for path in state.foreign:
         print(f"not part of this study: {path}")
     return 0
@@ -119,8 +125,11 @@ def _cmd_list(study, args) -> int:
 def _cmd_run(study, args) -> int:
     from .files import check_writable
     from .study import check_executor, open_executor, run_study
+    from .study.runner import check_rerun
 
-    check_executor(args.executor, workers=args.workers, scheduler=args.scheduler)
+    check_executor(args.executor, workers=args.workers, scheduler=args.scheduler,
+                   wait_quiet_s=args.wait_quiet)
+    check_rerun(args.rerun)
     unknown = sorted(set(args.cells or []) - {c.name for c in study.cells})
     if unknown:
         raise StudyError(f"unknown cell(s) {', '.join(unknown)}; cells: "
@@ -128,9 +137,11 @@ def _cmd_run(study, args) -> int:
     if not args.no_report:  # before the first cell, not after an hour of training
         check_writable(study.report_dir(args.report_dir), "report")
     started = time.perf_counter()
-    with open_executor(args.executor, workers=args.workers, scheduler=args.scheduler) as executor:
-        outcome = run_study(study, force=args.force, runs_root=args.runs_dir, only=args.cells,
-                            executor=executor)
+    with open_executor(args.executor, workers=args.workers, scheduler=args.scheduler,
+                       wait_quiet_s=args.wait_quiet) as executor:
+        outcome = run_study(study, force=args.force, rerun=tuple(args.rerun),
+                            runs_root=args.runs_dir, only=args.cells, executor=executor,
+                            look_first=True)
     cells_s = time.perf_counter() - started
     busy = f"{len(outcome.busy)} running elsewhere, " if outcome.busy else ""
     print(f"cells: {len(outcome.ran)} ran, {len(outcome.skipped)} skipped (finished), {busy}"

@@ -40,12 +40,12 @@ show(*report.notes, report.opening)
 report.results
 
 # %% [markdown]
-# ## Where the cells ran
+# ## Where the cells ran, and what else ran there
 #
-# Each record notes where it ran (the runner's `executor` record: serial or a Dask worker, the host, the GPU it was pinned to). Cells that ran while other cells ran on the same host (`--executor dask` with several workers on one machine) carry the flag `shared_cpu`, also in `results.csv`'s `flags`: their CPU and RAM figures are not theirs alone.
+# Each record notes where it ran (the runner's `executor` record: serial or a Dask worker, the host, the GPU it was pinned to, its place in the study's running order). Cells that ran while other cells ran on the same host carry the flag `shared_cpu`; cells whose training other processes contended with (more of the machine's CPU than their `contention_threshold`) carry `contended`, and are left out of the summary, the paired comparisons, the claims and the Pareto front unless the study includes them. Timings that cannot both be right on a quiet machine are listed last.
 
 # %%
-show(report.shared_cpu)
+show(report.shared_cpu, report.contended, report.consistency)
 
 # %% [markdown]
 # ## Training curves

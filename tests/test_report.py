@@ -17,7 +17,8 @@ import pytest  # noqa: E402
 
 from conftest import fake_executed_notebook  # noqa: E402
 from energy_lib.records import FINISHED, Runs, note_runner, read_runs  # noqa: E402
-from energy_lib.report import build, estimates, models, results, stat_figures  # noqa: E402
+from energy_lib.report import (build, estimates, models, results, shared_machine,  # noqa: E402
+                               stat_figures)
 from energy_lib.report.output import legend_name, plain_figure  # noqa: E402
 from energy_lib.study import load_study, read_study  # noqa: E402
 
@@ -71,7 +72,7 @@ def test_shared_cpu_cells_are_flagged_and_said(tmp_path):
             note_runner(path, {"executor": "dask" if shared else "serial", "shared_cpu": shared,
                                "cells_at_once_on_host": 2 if shared else 1})
     runs = read_runs(tmp_path)
-    sentence = results.flag_shared_cpu(runs.runs)
+    sentence = shared_machine.flag_shared_cpu(runs.runs)
     table = runs.runs.set_index("cell")
     assert "shared_cpu" in table.loc["a", "flags"]
     assert "shared_cpu" not in str(table.loc["b", "flags"])
@@ -79,8 +80,8 @@ def test_shared_cpu_cells_are_flagged_and_said(tmp_path):
     assert list(table["shared_cpu"]) == [True, False, None]
     assert sentence.startswith("shared_cpu: 1 cell(s) ran on a host where up to 2 cells ran at once (a)")
     runs = read_runs(tmp_path, cells={"b": "ok"})
-    assert results.flag_shared_cpu(runs.runs).startswith("Each cell ran alone")
-    assert results.flag_shared_cpu(pd.DataFrame()) == "no records"
+    assert shared_machine.flag_shared_cpu(runs.runs).startswith("Each cell ran alone")
+    assert shared_machine.flag_shared_cpu(pd.DataFrame()) == "no records"
 
 
 # ------------------------------------------------------------------------------------------

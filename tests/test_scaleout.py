@@ -325,7 +325,7 @@ def test_workers_without_the_device_resource_are_refused(tmp_path):
             "tcp://10.0.0.1:1": {"host": "10.0.0.1", "resources": {}}}})
     study = load_study(write(tmp_path, STAND_IN))
     with pytest.raises(StudyError, match="offer no 'device' resource.*--resources device=1"):
-        dask_executor.run_cells(fake, list(study.cells), tmp_path, StudyOutcome(), force=False,
+        dask_executor.run_cells(fake, list(study.cells), tmp_path, StudyOutcome(), force=frozenset(),
                            seen={c.name: None for c in study.cells})
 
 
@@ -441,3 +441,25 @@ def test_each_cells_kernel_is_shut_down_after_it(tmp_path):
         execute_notebook(notebook, tmp_path / "runs" / f"{name}.ipynb", parameters, kernel_name=None)
     assert read_record(tmp_path / "runs" / "b.ipynb").status == "ok"
     assert not _kernels_for(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs two usable cores to give two workers one each")
+def test_local_cpu_workers_keep_to_disjoint_cores(stand_in, client):
+    """Two cells at once on a CPU machine never compete for a core: each worker, and the
+    kernel it starts, keeps to its own cores, and the record says which."""
+    study = load_study(write(stand_in, STAND_IN))
+    outcome = run_study(study, runs_root="runs", progress=False,
+                        executor=DaskExecutor(client, pin_cores=True))
+    assert sorted(outcome.ran) == ["seed-0", "seed-1", "seed-2"]
+    by_worker = {}
+    for cell in study.cells:
+        record = read_record(Path("runs/si") / f"{cell.name}.ipynb")
+        noted = record.executor["cpu_cores"]
+        assert noted and record.extra["stand_in"]["cores"] == noted  # the kernel kept to them
+        by_worker.setdefault(record.executor["worker"], set()).update(noted)
+        assert record.executor["position"] == study.cells.index(cell) + 1
+        assert record.executor["order"] == "interleaved" and record.executor["cells"] == 3
+    sets = list(by_worker.values())
+    assert len(sets) == 2 and not (sets[0] & sets[1])  # disjoint

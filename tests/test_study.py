@@ -5,6 +5,7 @@ module fixture runs the real run notebook on a tiny Fashion-MNIST study and buil
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import textwrap
 from pathlib import Path
@@ -20,6 +21,7 @@ from energy_lib import ConfigError, DatasetNotFound, RunConfig, StudyError
 from energy_lib.study import cell as cell_module
 from energy_lib.study import execute as execute_module
 from energy_lib.study import folder as folder_module
+from energy_lib.study import runner as runner_module
 from energy_lib.cli import main
 from energy_lib.lab import RUNNER_PARAMETERS
 from energy_lib.records import RECORD_FORMAT, read_record, to_json
@@ -104,9 +106,9 @@ def test_overrides_replace_fixed_settings(tmp_path):
 
 def test_shipped_studies_load():
     quick = load_study(REPO / "studies" / "quick.toml")
-    assert [c.name for c in quick.cells] == [
-        f"width-{w}_precision-{p}_seed-{s}" for w in ("0.5", "1") for p in ("fp32", "amp")
-        for s in (0, 1, 2)]
+    assert [c.name for c in quick.cells] == [  # seed-major: every setting of seed 0 first
+        f"width-{w}_precision-{p}_seed-{s}" for s in (0, 1, 2) for w in ("0.5", "1")
+        for p in ("fp32", "amp")]
     assert quick.repeats == 3 and quick.compare == "precision"
     once = load_study(REPO / "studies" / "quick.toml", repeats=1)
     assert [c.name for c in once.cells] == [
@@ -545,7 +547,7 @@ def test_build_report_parameters_match_the_analysis_notebook(tmp_path, monkeypat
         seen.update(source=source, parameters=parameters)
         nbformat.write(nbformat.v4.new_notebook(), target)
 
-    monkeypatch.setattr(cell_module, "execute_notebook", fake_execute)
+    monkeypatch.setattr(runner_module, "execute_notebook", fake_execute)
     study = load_study(write_study(tmp_path, SMALL))
     report_dir = build_report(study, runs_root=tmp_path / "runs", report_root=tmp_path / "rep")
     assert report_dir == tmp_path / "rep" / "small"
@@ -691,3 +693,45 @@ def test_real_study_report(tiny_study, tmp_path, monkeypatch):
     for code_only in ("load_study", "read_runs", "write_report", "plt.close"):
         assert code_only not in html  # code cells are not exported, only their outputs
     assert '<div class="highlight' not in html
+
+
+ORDER_STUDY = """\
+    [study]
+    name = "o"
+    repeats = 3
+    {order}
+    [fixed]
+    dataset = "fashion_mnist"
+    download = false
+    [axes]
+    width = [0.5, 1]
+    precision = ["fp32", "amp"]
+    """
+
+
+def test_cells_run_seed_major_by_default(tmp_path):
+    study = load_study(write_study(tmp_path, ORDER_STUDY.format(order="")))
+    seeds = [c.config.seed for c in study.cells]
+    assert study.order == "interleaved"
+    assert seeds == [0] * 4 + [1] * 4 + [2] * 4  # every setting of seed 0, then of seed 1, ...
+    settings = [(c.config.width, c.config.precision) for c in study.cells]
+    assert settings[:4] == settings[4:8] == settings[8:]
+
+
+def test_grid_and_random_orders(tmp_path):
+    grid = load_study(write_study(tmp_path, ORDER_STUDY.format(order='order = "grid"')))
+    assert [c.config.seed for c in grid.cells][:3] == [0, 1, 2]  # setting after setting
+    first = load_study(write_study(tmp_path, ORDER_STUDY.format(order='order = "random"')))
+    again = load_study(write_study(tmp_path, ORDER_STUDY.format(order='order = "random"')))
+    names = [c.name for c in first.cells]
+    assert names == [c.name for c in again.cells]  # seeded: the same shuffle every time
+    assert sorted(names) == sorted(c.name for c in grid.cells) and names != [c.name for c in grid.cells]
+
+
+@pytest.mark.parametrize("line, fragment", [
+    ('order = "sideways"', "order='sideways' is not allowed; choose one of interleaved, random, grid"),
+    ("include_contended = 1", "include_contended='1' is not allowed; use true or false"),
+])
+def test_bad_run_settings_are_one_line(tmp_path, line, fragment):
+    with pytest.raises(StudyError, match=re.escape(fragment)):
+        load_study(write_study(tmp_path, ORDER_STUDY.format(order=line)))

@@ -23,8 +23,8 @@ from .estimates import write_estimates
 from .export import write_export
 from .models import class_names, plot_confusion, write_model_report
 from .output import export_html
-from .results import (compare_with_reference, flag_shared_cpu, plot_run, plot_timeline,
-                      results_table, write_report)
+from .results import compare_with_reference, plot_run, plot_timeline, results_table, write_report
+from .shared_machine import consistency, consistency_sentence, flag_contended, flag_shared_cpu
 
 CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 ENERGY_FIGURES = ("cumulative_energy", "energy_per_epoch", "accuracy_vs_energy",
@@ -41,6 +41,8 @@ class Report:
     opening: str  # the study, its cells and description
     results: pd.DataFrame  # results.csv: one row per cell, with status
     shared_cpu: str  # which cells shared a host's CPU (flagged in results' `flags`)
+    contended: str  # which cells other load contended with, and whether they were left out
+    consistency: pd.DataFrame | str  # timings that cannot both be right, or the sentence
     curves: dict[str, Any]  # training curves, CURVES
     energy: dict[str, Any]  # ENERGY_FIGURES
     repeats: str  # repeats per setting and the target accuracy
@@ -78,8 +80,10 @@ def build(study, runs, state, out_dir: str | Path) -> Report:
     notes = [f"skipped: {problem}" for problem in runs.problems]
     notes += [f"not part of this study: {path}" for path in state.foreign]
     shared_cpu = flag_shared_cpu(runs.runs)  # before the results table: its `flags` say it
+    for_verdicts, contended_note = flag_contended(runs.runs, study.include_contended)
+    findings = consistency(runs.runs, study.setting_axes)
     written = write_report(runs, out_dir, [c.name for c in study.cells])
-    statistics = repeats.write_study_statistics(runs.runs, runs.epochs, study, out_dir)
+    statistics = repeats.write_study_statistics(for_verdicts, runs.epochs, study, out_dir)
     models = write_model_report(runs, out_dir)
     estimates = write_estimates(runs, out_dir)
     export = write_export(runs, study.name, out_dir / "emissions_log.csv")
@@ -94,6 +98,8 @@ def build(study, runs, state, out_dir: str | Path) -> Report:
         opening=f"study {study.name!r}: {len(study.cells)} cells; {study.description}",
         results=written["table"],
         shared_cpu=shared_cpu,
+        contended=contended_note,
+        consistency=findings if not findings.empty else consistency_sentence(findings),
         curves={name: written["figures"][name] for name in CURVES},
         energy={name: written["figures"][name] for name in ENERGY_FIGURES},
         repeats=(f"repeats per setting: {study.repeats}; " + (

@@ -15,7 +15,7 @@ import pandas as pd
 from ..energy.derive import energy_label
 from ..records import FINISHED
 from . import stat_figures, stats
-from .claims import evaluate_claims
+from .claims import RESULT_COLUMNS, evaluate_claims
 from .output import save_csv, save_figure
 
 HEADLINE = ["best_val_acc_pct", "final_val_acc_pct", "energy_j", "constant_power_energy_j",
@@ -104,7 +104,10 @@ def study_statistics(runs_table: pd.DataFrame, epochs: pd.DataFrame, study) -> d
         out["paired_accuracy"] = stats.paired_difference(table, axis, a, b, "best_val_acc_pct",
                                                          by=others or None)
     if {"width", "precision"} <= set(study.axes):
-        out["claims"] = evaluate_claims(table.assign(width=pd.to_numeric(table["width"])))
+        # cells without a usable record (missing, outdated) lack columns: their claims are
+        # "not testable", never an error
+        usable = table.assign(**{c: None for c in RESULT_COLUMNS if c not in table})
+        out["claims"] = evaluate_claims(usable.assign(width=pd.to_numeric(usable["width"])))
     else:
         out["claims"] = pd.DataFrame()
     return out

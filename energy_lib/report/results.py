@@ -32,7 +32,6 @@ TABLE_COLUMNS = ["cell", "status", "width", "precision", "compute_dtype", "epoch
                  "constant_power_energy_kwh", "constant_power_acc_pct_per_wh", "assumed_power_w",
                  "mean_power_w", "above_idle_j", "emissions_kg", "carbon_intensity_g_per_kwh",
                  "flags", "error"]
-SHARED_CPU_FLAG = "shared_cpu"
 
 
 def _per_cell_lines(epochs: pd.DataFrame, column: str, ylabel: str, title: str):
@@ -166,32 +165,6 @@ def results_table(runs: Runs, expected_cells: list[str] | None = None) -> pd.Dat
         if column not in table:
             table[column] = pd.NA
     return table[TABLE_COLUMNS].sort_values("cell", ignore_index=True)
-
-
-def flag_shared_cpu(table: pd.DataFrame) -> str:
-    """Add the flag `shared_cpu` to the `flags` of the cells whose host ran other cells at the
-    same time (the runner's `shared_cpu` and `cells_at_once_on_host` columns of
-    `records.read_runs`; changed in place), and return the sentence the analysis prints."""
-    if table.empty or "shared_cpu" not in table:
-        return "no records"
-    shared = table["shared_cpu"].eq(True)
-    if "flags" not in table:
-        table["flags"] = ""
-    table["flags"] = [
-        "; ".join(x for x in (flags if isinstance(flags, str) else "", SHARED_CPU_FLAG) if x)
-        if is_shared else flags for flags, is_shared in zip(table["flags"], shared)]
-    if not shared.any():
-        return ("Each cell ran alone on its host (serial, or one cell per host): its energy "
-                "figures are its own.")
-    cells = ", ".join(str(c) for c in table.loc[shared, "cell"])
-    at_once = table.get("cells_at_once_on_host", pd.Series(1, index=table.index))
-    most = int(pd.to_numeric(at_once, errors="coerce").fillna(1).max())
-    return (f"shared_cpu: {int(shared.sum())} cell(s) ran on a host where up to {most} cells ran "
-            f"at once ({cells}). Their host CPU and RAM figures are not attributable to one "
-            "cell: a model or counter of the whole machine (TDP x utilisation, RAPL) counts the "
-            "other cells' work too, so summing those cells counts shared time more than once. "
-            "GPU figures of cells pinned one per GPU (pinned_device) remain their own. For "
-            "per-cell CPU energy, run the study serially.")
 
 
 def reference_table() -> pd.DataFrame:

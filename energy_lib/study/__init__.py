@@ -17,6 +17,6 @@ from .spec import MAX_CELLS, STUDIES_DIR, Cell, Study, cell_name, default_study_
 
 __all__ = ["ANALYSIS_NOTEBOOK", "EXECUTORS", "MAX_CELLS", "NOTEBOOKS_DIR", "RUN_NOTEBOOK",
            "STUDIES_DIR", "Cell", "CellRun", "Executor", "FolderState", "SerialExecutor", "Study",
-           "StudyOutcome", "build_report", "cell_name", "check_executor", "cell_status", "check_cells_can_run",
-           "default_study_file", "execute_notebook", "load_study", "open_executor", "read_study",
-           "run_cell", "run_study", "study_state"]
+           "StudyOutcome", "build_report", "cell_name", "cell_status", "check_cells_can_run",
+           "check_executor", "default_study_file", "execute_notebook", "load_study",
+           "open_executor", "read_study", "run_cell", "run_study", "study_state"]

@@ -156,11 +156,16 @@ def device_slots(client) -> dict[str, int]:
 
 
 def _cell_task(cell, folder: Path, force: bool, seen, kernel_name, notebook, slots: dict,
-               scheduler: str):
-    """One cell on a worker (runs there): `cell.run_cell` with a note of where it ran."""
+               scheduler: str, place: dict | None = None, core_sets: dict | None = None):
+    """One cell on a worker (runs there): `cell.run_cell` with a note of where it ran. With
+    `core_sets`, the worker first keeps to its own cores; the cell's kernel, started by it,
+    inherits them (and OpenMP, hence torch, sizes its thread pool to them)."""
     from distributed import get_worker
 
     worker = get_worker()
+    cores = (core_sets or {}).get(worker.address)
+    if cores:
+        os.sched_setaffinity(0, cores)
     host = _host_of(worker.address)
     at_once = slots.get(host)
     if at_once is None:  # a worker that joined after submission (an adaptive cluster)
@@ -170,7 +175,8 @@ def _cell_task(cell, folder: Path, force: bool, seen, kernel_name, notebook, slo
     runner = {"executor": "dask", "scheduler": scheduler, "worker": worker.address,
               "worker_name": str(worker.name), "host": socket.gethostname(),
               "pinned_device": os.environ.get("CUDA_VISIBLE_DEVICES"),
-              "cells_at_once_on_host": at_once, "shared_cpu": at_once > 1}
+              "cells_at_once_on_host": at_once, "shared_cpu": at_once > 1,
+              "cpu_cores": cores or None, **(place or {})}
     try:
         check_writable(folder, "runs")
         done = run_cell(cell, folder, force=force, seen=seen, kernel_name=kernel_name,
@@ -209,22 +215,40 @@ def _with_absolute_data_dir(cell):
 
 
 class DaskExecutor:
-    """One cell per Dask worker at a time, on the cluster of `client` (`open_client`)."""
+    """One cell per Dask worker at a time, on the cluster of `client` (`open_client`).
+    `pin_cores`: the workers are this machine's CPU workers (a local cluster we started), so
+    each gets a disjoint set of its cores: two cells never compete for one core."""
 
-    def __init__(self, client) -> None:
+    def __init__(self, client, *, pin_cores: bool = False) -> None:
         self.client = client
+        self.pin_cores = pin_cores
 
-    def run(self, cells, folder: Path, outcome: StudyOutcome, *, force: bool, seen: dict,
+    def run(self, cells, folder: Path, outcome: StudyOutcome, *, force: frozenset[str], seen: dict,
             kernel_name: str | None = None, progress: bool = True, study_name: str = "",
-            notebook: Path | None = None) -> StudyOutcome:
+            notebook: Path | None = None, places: dict | None = None) -> StudyOutcome:
         return run_cells(self.client, cells, folder, outcome, force=force, seen=seen,
                          kernel_name=kernel_name, progress=progress, study_name=study_name,
-                         notebook=notebook)
+                         notebook=notebook, places=places,
+                         core_sets=core_sets(self.client) if self.pin_cores else None)
 
 
-def run_cells(client, cells, folder: Path, outcome: StudyOutcome, *, force: bool, seen: dict,
+def core_sets(client) -> dict[str, list[int]]:
+    """worker address -> a disjoint, contiguous share of this process's usable cores, for the
+    workers of a local CPU cluster (as many workers as cores at most: `local_cluster`)."""
+    workers = sorted(client.scheduler_info(n_workers=-1).get("workers", {}))
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not workers or len(cores) < len(workers):
+        return {}
+    per_worker = len(cores) // len(workers)
+    return {address: cores[i * per_worker:(i + 1) * per_worker]
+            for i, address in enumerate(workers)}
+
+
+def run_cells(client, cells, folder: Path, outcome: StudyOutcome, *, force: frozenset[str],
+              seen: dict,
               kernel_name: str | None = None, progress: bool = True, study_name: str = "",
-              notebook: Path | None = None) -> StudyOutcome:
+              notebook: Path | None = None, places: dict | None = None,
+              core_sets: dict | None = None) -> StudyOutcome:
     """Submit one task per cell, collect them as they complete (one progress bar, with the
     worker each ran on), and add each to `outcome`. Ctrl-C cancels the cells not yet started."""
     import sys
@@ -247,8 +271,10 @@ def run_cells(client, cells, folder: Path, outcome: StudyOutcome, *, force: bool
     notebook = Path(notebook).resolve() if notebook else None
     futures = {}
     for cell in cells:
-        future = client.submit(_cell_task, cell, folder, force, seen[cell.name], kernel_name,
+        future = client.submit(_cell_task, cell, folder, cell.name in force, seen[cell.name],
+                               kernel_name,
                                notebook, slots, client.scheduler.address,
+                               (places or {}).get(cell.name), core_sets,
                                key=f"cell-{study_name}-{cell.name}-{run_id}",
                                resources=RESOURCE, pure=False, retries=0)
         futures[future.key] = (future, cell.name)

@@ -8,7 +8,7 @@ with its time; a finished in-progress copy is renamed into place without replaci
 from __future__ import annotations
 
 import glob
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -39,23 +39,36 @@ def leftovers(folder: Path, cell: str) -> list[Path]:
 
 def status_of(cell: Cell, folder: Path, *, locked: bool = False) -> Status:
     """One cell's status; `locked`: this process holds the cell's lock (so not `running`)."""
+    return _classify(cell, folder, locked=locked)[0]
+
+
+def _classify(cell: Cell, folder: Path, *, locked: bool = False) -> tuple[Status, bool]:
+    """(the cell's status, whether its finished record says other load contended with it)."""
     path = folder / f"{cell.name}.ipynb"
     if not locked and is_running(folder, cell.name):
-        return Status.RUNNING
+        return Status.RUNNING, False
     if not path.exists():  # a copy in .running/ is a run that was killed
-        return Status.INCOMPLETE if leftovers(folder, cell.name) else Status.MISSING
+        return (Status.INCOMPLETE if leftovers(folder, cell.name) else Status.MISSING), False
     record = read_record(path)
-    stale = record.finished and not _same_settings(record.config, cell.config)
-    return Status.STALE if stale else record.status
+    if record.finished and not _same_settings(record.config, cell.config):
+        return Status.STALE, False
+    return record.status, record.finished and bool(record.summary.get("contended"))
 
 
 @dataclass
 class FolderState:
-    """A study folder as `list` sees it: each cell's status, and the notebooks there that are
-    not cells of this study (another study's, an old grid's): never read into its report."""
+    """A study folder as `list` sees it: each cell's status, the finished cells that ran while
+    other load contended with them (their energy and time are not the cell's alone), and the
+    notebooks there that are not cells of this study (never read into its report)."""
 
     cells: dict[str, Status]
     foreign: list[Path]
+    contended: set[str] = field(default_factory=set)
+
+    def describe(self, cell: str) -> str:
+        """`ok`, or `ok, contended`: how `list` shows a cell."""
+        status = str(self.cells[cell])
+        return f"{status}, contended" if cell in self.contended else status
 
 
 def study_state(study: Study, folder: str | Path) -> FolderState:
@@ -65,7 +78,9 @@ def study_state(study: Study, folder: str | Path) -> FolderState:
     folder = Path(folder)
     names = {c.name for c in study.cells}
     foreign = sorted(p for p in folder.glob("*.ipynb") if p.stem not in names) if folder.is_dir() else []
-    return FolderState({c.name: status_of(c, folder) for c in study.cells}, foreign)
+    found = {c.name: _classify(c, folder) for c in study.cells}
+    return FolderState({name: status for name, (status, _) in found.items()}, foreign,
+                       {name for name, (_, contended) in found.items() if contended})
 
 
 def cell_status(study: Study, runs_root: str | Path = "runs") -> dict[str, Status]:

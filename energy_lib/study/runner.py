@@ -9,7 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..errors import WriteError
+from ..errors import StudyError, WriteError
 from ..files import check_writable
 from ..locks import report_lock, runner_id
 from ..records import FINISHED
@@ -17,7 +17,7 @@ from .cell import StudyOutcome
 from . import execute
 from .execute import execute_notebook
 from .executors import Executor, SerialExecutor
-from .folder import cell_status, identity
+from .folder import identity, study_state
 from .spec import Study
 
 
@@ -35,31 +35,62 @@ def check_cells_can_run(study: Study) -> None:
             datasets_seen.add(key)
 
 
-def run_study(study: Study, *, force: bool = False, runs_root: str | Path = "runs",
-              kernel_name: str | None = None, progress: bool = True,
-              only: list[str] | None = None, executor: Executor | None = None) -> StudyOutcome:
-    """Run every cell that has no finished record (or all with `force`) on `executor` (default:
-    `SerialExecutor`, one cell at a time -- energy must not share a device; or a
+#: What `--rerun` can name: finished cells to run again, their records kept in superseded/.
+RERUN = ("contended",)
+
+
+def say_other_load(threshold: float) -> None:
+    """A second's look at the machine before the first cell: other busy processes would slow
+    the cells down and, at machine level, be billed as theirs; said in one line."""
+    from ..energy.attribution import machine_load
+
+    load = machine_load(1.0, exclude_pids={os.getpid()})
+    if load.busy(threshold):
+        print(f"energy-study: note: {load.describe()}; cells measured now may be contended "
+              "(--wait-quiet SECONDS waits for a quiet machine before each cell)", flush=True)
+
+
+def check_rerun(rerun) -> None:
+    unknown = sorted(set(rerun) - set(RERUN))
+    if unknown:
+        raise StudyError(f"--rerun {unknown[0]!r}: unknown; choose one of {', '.join(RERUN)}")
+
+
+def run_study(study: Study, *, force: bool = False, rerun: tuple[str, ...] = (),
+              runs_root: str | Path = "runs", kernel_name: str | None = None,
+              progress: bool = True, only: list[str] | None = None,
+              executor: Executor | None = None, look_first: bool = False) -> StudyOutcome:
+    """Run every cell that has no finished record (or all with `force`; or, with
+    `rerun=("contended",)`, also the finished cells other load contended with) on `executor`
+    (default: `SerialExecutor`, one cell at a time -- energy must not share a device; or a
     `dask_executor.DaskExecutor`). One failing cell never stops the others. A cell whose lock
     another runner holds is skipped (`outcome.busy`); one finished by another runner while this
-    one worked (also under --force) is not run again."""
+    one worked (also under --force) is not run again. `look_first`: before the first cell, look
+    at the machine for a second and say in one line if other processes are busy."""
+    check_rerun(rerun)
     folder = study.runs_dir(runs_root)
     check_writable(folder, "runs")
     check_cells_can_run(study)
     folder.mkdir(parents=True, exist_ok=True)
-    statuses = cell_status(study, runs_root)
+    state = study_state(study, folder)
     outcome = StudyOutcome()
     cells = [c for c in study.cells if only is None or c.name in only]
     seen = {c.name: identity(folder / f"{c.name}.ipynb") for c in cells}
+    again = ({c.name for c in cells} if force else
+             {c.name for c in cells if c.name in state.contended} if "contended" in rerun else set())
     todo = []
     for cell in cells:
-        if statuses[cell.name] in FINISHED and not force:
+        if state.cells[cell.name] in FINISHED and cell.name not in again:
             outcome.skipped.append(cell.name)
         else:
             todo.append(cell)
+    if look_first and todo:
+        say_other_load(todo[0].config.contention_threshold)
+    places = {cell.name: {"order": study.order, "position": index, "cells": len(study.cells)}
+              for index, cell in enumerate(study.cells, 1)}
     return (executor or SerialExecutor()).run(
-        todo, folder, outcome, force=force, seen=seen, kernel_name=kernel_name,
-        progress=progress, study_name=study.name, notebook=execute.RUN_NOTEBOOK)
+        todo, folder, outcome, force=frozenset(again), seen=seen, kernel_name=kernel_name,
+        progress=progress, study_name=study.name, notebook=execute.RUN_NOTEBOOK, places=places)
 
 
 def build_report(study: Study, *, runs_root: str | Path = "runs",

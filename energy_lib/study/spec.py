@@ -60,6 +60,8 @@ class Study:
     repeats: int = 1  # runs per setting, with seeds seed, seed+1, ... (a `seed` axis)
     compare: str | None = None  # a two-valued axis compared pairwise by seed (e.g. precision)
     target_acc_pct: float | None = None  # None: the lowest best accuracy across cells
+    order: str = "interleaved"  # the order `cells` run in (ORDERS)
+    include_contended: bool = False  # whether verdicts and comparisons use contended cells
 
     @property
     def setting_axes(self) -> list[str]:
@@ -171,19 +173,61 @@ def load_study(path: str | Path, *, max_cells: int = MAX_CELLS, repeats: int | N
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         raise StudyError(f"{path}: two cells share a name; make the axis values distinct")
-    return Study(name, path, str(meta.get("description", "")), axes, all_fixed, tuple(cells),
-                 dict(overrides), repeats, compare, target)
+    order, include_contended = _run_settings(path, meta)
+    return Study(name, path, str(meta.get("description", "")), axes, all_fixed,
+                 in_order(cells, order, axes.get("seed", [])), dict(overrides), repeats, compare,
+                 target, order, include_contended)
 
 
-STUDY_KEYS = ("name", "description", "repeats", "compare", "target_acc_pct")
+STUDY_KEYS = ("name", "description", "repeats", "compare", "target_acc_pct", "order",
+              "include_contended")
+#: How the cells of a study are ordered for running. Slow drift on a machine (thermal state,
+#: a neighbour's job, turbo) must not line up with an axis: `interleaved` (the default) runs
+#: every setting of the first seed, then of the second, ...; `random` a shuffle seeded by the
+#: study's first seed; `grid` the axes' product as written (setting after setting).
+ORDERS = ("interleaved", "random", "grid")
+
+
+def in_order(cells: list[Cell], order: str, seeds: list) -> tuple[Cell, ...]:
+    """The cells in the study's running order (see ORDERS); grid order is how they are built."""
+    if order == "grid" or not seeds:
+        ordered = list(cells) if order != "random" else _shuffled(cells, 0)
+    elif order == "interleaved":
+        rank = {seed: index for index, seed in enumerate(seeds)}
+        ordered = sorted(cells, key=lambda cell: rank[cell.config.seed])  # stable: settings keep their order
+    else:
+        ordered = _shuffled(cells, seeds[0])
+    return tuple(ordered)
+
+
+def _shuffled(cells: list[Cell], seed: int) -> list[Cell]:
+    import random
+
+    shuffled = list(cells)
+    random.Random(seed).shuffle(shuffled)
+    return shuffled
+
+
+def _run_settings(path: Path, meta: dict) -> tuple[str, bool]:
+    """`order` and `include_contended` of [study], each checked in one line."""
+    order = meta.get("order", "interleaved")
+    if order not in ORDERS:
+        raise StudyError(f"{path}: order={str(order)[:40]!r} is not allowed; choose one of "
+                         f"{', '.join(ORDERS)}")
+    include = meta.get("include_contended", False)
+    if not isinstance(include, bool):
+        raise StudyError(f"{path}: include_contended={str(include)[:40]!r} is not allowed; use "
+                         "true or false")
+    return order, include
 
 
 def _read_toml(path: Path) -> dict:
     """The study file's tables; one line for a path that is missing, not a regular file (a
     folder, a FIFO: never opened, so never blocks), not UTF-8, or not TOML."""
     if not path.exists():
-        found = sorted(p.name for p in STUDIES_DIR.glob("*.toml")) if STUDIES_DIR.is_dir() else []
-        hint = f"; example studies: {', '.join(str(STUDIES_DIR / f) for f in found)}" if found else ""
+        here = Path("studies")
+        found = sorted(p.name for p in here.glob("*.toml")) if here.is_dir() else []
+        hint = f"; studies here: {', '.join(found)}" if found else ""
         raise StudyError(f"study file {str(path)!r} does not exist{hint}")
     if path.is_dir():
         raise StudyError(f"study file {str(path)!r} is a folder; give a .toml file")
