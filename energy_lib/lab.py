@@ -166,6 +166,13 @@ def epochs_view(result: RunResult) -> pd.DataFrame:
     return epochs.merge(per_epoch, on="epoch", how="left")
 
 
+def windows_view(result: RunResult) -> pd.DataFrame:
+    """Per metering window, whose share of the machine it was: the cell's CPU time against the
+    machine's busy and steal time, others' share of the capacity, runnable threads per core,
+    the cell's memory share (energy.attribution; the factors of the `process` energy rows)."""
+    return pd.DataFrame(result.windows)
+
+
 def idle_power_w(result: RunResult) -> dict[str, float]:
     """{"component/method": W} of the idle baseline, for the timeline's idle lines."""
     return derive.idle_power_w(result.energy).get("", {})

@@ -111,3 +111,28 @@ def test_p8_scaleout_smoke(tmp_path):
     assert [s["cells"] for s in sizes] == [2, 4]
     assert all(0 < s["cell_execution_s"] < s["wall_s"] * result["scale"]["workers"] for s in sizes)
     assert sum(line.startswith("P8") for line in done.stdout.splitlines()) == 2
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_p9_busy_neighbour_smoke(tmp_path):
+    """P9 runs end to end in seconds, leaves no spinning process behind and reports its ratios
+    and the contended flags (their values depend on the machine, so only their form is
+    checked)."""
+    import psutil
+
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--only", "P9",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    r = json.loads(out.read_text())["results"]["P9"]
+    assert len(r["runs"]["alone"]) == len(r["runs"]["beside"]) == 1
+    assert r["time_ratio"] > 0 and r["machine_cpu_energy_ratio"] > 0
+    assert r["process_cpu_energy_ratio"] > 0
+    beside = r["runs"]["beside"][0]
+    assert 0 < beside["process_cpu_j"] < beside["machine_cpu_j"]
+    assert r["others_cpu_share_beside"] > 0.25 and r["contended_beside"] == [True]
+    assert r["machine_before"].startswith("other processes use ")
+    assert sum(row.startswith("P9") for row in done.stdout.splitlines()) == 4
+    assert not [p for p in psutil.process_iter(["cmdline"])
+                if "while True: pass" in " ".join(p.info["cmdline"] or [])]
