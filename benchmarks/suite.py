@@ -423,7 +423,7 @@ time.sleep(config.idle_s)  # the stand-in's only work: idle_s seconds of nothing
 if config.seed == {FAIL_SEED}:
     raise RuntimeError("stand-in cell told to fail (seed {FAIL_SEED})")
 store("stand_in", {{"pid": os.getpid(), "parent_pid": os.getppid(), "started": started,
-                    "ended": time.time()}})
+                    "ended": time.time(), "cores": sorted(os.sched_getaffinity(0))}})
 store("format", RECORD_FORMAT)
 store("summary", {{"status": "ok"}})
 """

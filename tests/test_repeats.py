@@ -39,10 +39,11 @@ def test_repeats_add_a_seed_axis_from_the_fixed_seed(tmp_path):
     study = load_study(study_file(tmp_path, 'repeats = 3\ncompare = "precision"\ntarget_acc_pct = 60'))
     assert len(study.cells) == 12 and study.repeats == 3
     assert study.axes["seed"] == [5, 6, 7] and "seed" not in study.fixed
-    assert [c.name for c in study.cells[:3]] == [
+    first_setting = [c for c in study.cells if c.name.startswith("width-0.5_precision-fp32_")]
+    assert [c.name for c in first_setting] == [
         "width-0.5_precision-fp32_seed-5", "width-0.5_precision-fp32_seed-6",
         "width-0.5_precision-fp32_seed-7"]
-    assert [c.config.seed for c in study.cells[:3]] == [5, 6, 7]
+    assert [c.config.seed for c in study.cells[::4]] == [5, 6, 7]  # seed-major: 4 settings each
     assert study.setting_axes == ["width", "precision"]
     assert study.compare == "precision" and study.target_acc_pct == 60.0
 
