@@ -79,6 +79,14 @@ plot_confusion(result.confusion, class_names(config.dataset, len(result.confusio
 lab.energy_view(result)
 
 # %% [markdown]
+# ## Whose share of the machine
+#
+# CPU and RAM meters see the whole machine (a TDP model of its utilisation, RAPL's package and DRAM counters), so each of their rows has `scope` = `machine`, and beside it a `process` row: the cell's share -- for the CPU, the CPU time of the process tree running this notebook (kernel, threads, data-loader workers) over the machine's busy CPU time; for RAM, the tree's resident memory over the machine's used memory. Per window below: those times, the hypervisor's steal, the share other processes took, and runnable threads per core. When others' share plus steal, time-weighted over the training windows, exceeds `contention_threshold`, the summary says `contended`: the run's time, and any machine-level figure, are not its own. GPU counters read one device; a GPU row's flag names other processes NVML saw on it.
+
+# %%
+lab.windows_view(result)
+
+# %% [markdown]
 # ## Power timeline
 
 # %%
@@ -87,7 +95,7 @@ plot_timeline(result.timeline, result.timeline_marks, lab.idle_power_w(result));
 # %% [markdown]
 # ## Summary
 #
-# `energy_j` / `energy_kwh`: the best available figure per component over the train and eval windows, with `energy_kind` (measured, modelled, or mixed) and `energy_methods`. `constant_power_energy_*`: the original study's estimate. `acc_pct_per_wh` and `constant_power_acc_pct_per_wh`: best validation accuracy (%) per Wh of each. `emissions_kg` = headline energy × carbon intensity × PUE.
+# `energy_j` / `energy_kwh`: the best available figure per component over the train and eval windows -- measured over modelled, this process's share over the whole machine's -- with `energy_kind` (measured, modelled, or mixed), `energy_scope` (process, machine, or mixed), `energy_methods`, and the whole machine's figure beside it as `machine_energy_j`. `contended`, `others_cpu_share`, `steal_share`, `runnable_per_core`: how much other load shared the machine while this run trained. `constant_power_energy_*`: the original study's estimate. `acc_pct_per_wh` and `constant_power_acc_pct_per_wh`: best validation accuracy (%) per Wh of each. `emissions_kg` = headline energy × carbon intensity × PUE.
 
 # %%
 lab.summary_view(result)
