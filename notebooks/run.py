@@ -13,8 +13,62 @@ import energy_lib.lab as lab
 lab.mark_parameters(globals())  # every name assigned from here to the config cell must be a parameter
 
 # %% tags=["parameters"]
-# Parameters: papermill replaces these. Every name is a RunConfig field; the built notebook
-# lists them all with RunConfig's defaults (tools/make_notebooks.py fills this cell in).
+# Parameters (papermill replaces these; every name is a RunConfig field).
+# Defaults reproduce the original T4 study's fp32 width-1 cell.
+# Written from RunConfig by tools/make_notebooks.py: edit RunConfig, not this cell.
+study = 'adhoc'
+cell = ''
+model = 'paper_cnn'
+width = 1.0
+shortcut = None
+depth = None
+resize = None
+init = 'default'
+precision = 'fp32'
+dataset = 'cifar10'
+epochs = 30
+batch_size = 128
+eval_batch_size = None
+optimizer = 'sgd'
+lr = 0.1
+momentum = None
+weight_decay = 0.0005
+lr_schedule = 'none'
+lr_step_epochs = 10
+lr_gamma = 0.1
+prune = 'none'
+prune_every_epochs = 5
+prune_amount = 0.2
+prune_target_sparsity = 0.5
+seed = 0
+device = 'auto'
+train_subset = None
+test_subset = None
+data_dir = 'data'
+download = True
+pipeline = 'tensor'
+random_crop = True
+crop_padding = 4
+random_flip = True
+channels_last = True
+torch_compile = False
+num_workers = 2
+assumed_power_w = 70.0
+meters = 'auto'
+cpu_tdp_w = None
+ram_power_w = None
+idle_s = 3.0
+idle_after_s = 1.0
+sample_period_s = 0.5
+country = ''
+pue = 1.0
+carbon_intensity_g_per_kwh = None
+predict_after_epochs = 1
+contention_threshold = 0.25
+# This execution's, set by `energy-study run` (energy_lib.lab.RUNNER_PARAMETERS):
+# the progress bar's style, and the record being written.
+progress = 'auto'
+record_path = ''
 
 # %% [markdown]
 # ## Configuration

@@ -1,12 +1,18 @@
-"""The project's declarations agree with each other: environment.yml with pyproject.toml, and
-the run notebook's parameters cell with RunConfig (and with the script that writes it)."""
+"""The project's declarations agree with each other: environment.yml with pyproject.toml, the
+version with CITATION.cff, the notebooks with their jupytext sources, and the run notebook's
+parameters cell with RunConfig (and with the script that writes it)."""
 
 from __future__ import annotations
 
 import ast
 import importlib.util
+import os
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
+from datetime import date
 from pathlib import Path
 
 import nbformat
@@ -14,6 +20,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
+import energy_lib
 from energy_lib import RunConfig
 from energy_lib.config import FIELD_NAMES
 
@@ -106,6 +113,27 @@ def test_environment_has_nothing_pyproject_does_not_declare(environment):
     assert not extra, f"environment.yml has packages pyproject.toml does not declare: {extra}"
 
 
+def dev_requirements() -> dict[str, Requirement]:
+    """What `pip install -e ".[dev]"` installs (scripts/install.sh, the README's test command):
+    the dependencies and the dev extra."""
+    dev = [Requirement(r) for r in pyproject()["project"]["optional-dependencies"]["dev"]]
+    return {**{normalise(r.name): r for r in dev}, **pyproject_requirements()}
+
+
+def test_environment_yml_matches_pyproject(environment):
+    """A conda user gets what a pip user of the README's commands gets: the same packages (names
+    normalised, extras stripped, conda spellings mapped by CONDA_TO_PIP) with the same version
+    specifiers."""
+    wanted = dev_requirements()
+    listed = {name: spec for name, spec in environment.items() if name not in NOT_PACKAGES}
+    assert sorted(listed) == sorted(wanted), (
+        f"environment.yml lacks {sorted(set(wanted) - set(listed))}, "
+        f"has in excess {sorted(set(listed) - set(wanted))}")
+    for name, requirement in wanted.items():
+        assert listed[name] == str(requirement.specifier), (
+            f"environment.yml: {name} {listed[name]!r}, pyproject.toml: {requirement}")
+
+
 def test_environment_versions_respect_pyproject_minimums(environment):
     for name, requirement in pyproject_requirements().items():
         minimums = [Version(s.version) for s in requirement.specifier if s.operator == ">="]
@@ -161,9 +189,13 @@ def literal_assignments(source: str) -> dict:
 
 
 def test_run_notebook_defaults_are_runconfig_defaults():
+    from energy_lib.lab import RUNNER_PARAMETERS
+
     values = literal_assignments(parameters_cell(REPO / "notebooks" / "run.ipynb").source)
     defaults = RunConfig().to_dict()
-    assert tuple(values) == FIELD_NAMES  # every field, in RunConfig's order
+    # every field, in RunConfig's order, then the runner's own (energy_lib.lab.RUNNER_PARAMETERS)
+    assert tuple(values) == FIELD_NAMES + tuple(RUNNER_PARAMETERS)
+    assert {name: values.pop(name) for name in RUNNER_PARAMETERS} == RUNNER_PARAMETERS
     assert values == defaults
     for name, value in values.items():  # 1 and 1.0 compare equal; their types must too
         assert type(value) is type(defaults[name]), name
@@ -184,7 +216,10 @@ def test_committed_notebooks_match_their_jupytext_sources():
     spec.loader.exec_module(module)
     for source in module.SOURCES:
         committed = (REPO / "notebooks" / source.replace(".py", ".ipynb")).read_text()
-        assert committed == nbformat.writes(module.build(source)) + "\n", source
+        built = module.build(source)
+        assert committed == nbformat.writes(built) + "\n", source
+        # the source is what jupytext writes for the built notebook: the pair is in step
+        assert (REPO / "notebooks" / source).read_text() == module.script(built), source
         assert nbformat.reads(committed, as_version=4).metadata.kernelspec.name == "python3"
 
 
@@ -201,3 +236,91 @@ def test_notebooks_carry_no_outputs():
         for cell in notebook.cells:
             if cell.cell_type == "code":
                 assert cell.outputs == [] and cell.execution_count is None, name
+
+
+def test_jupytext_sync_keeps_the_committed_pairs_in_step(tmp_path):
+    """jupytext.toml pairs notebooks/*.ipynb with notebooks/*.py the standard way: on copies,
+    `jupytext --sync` (whichever file is newer) and `jupytext --to ipynb --update` change
+    nothing, and an executed lab record outside notebooks/ is not paired."""
+    pytest.importorskip("jupytext")
+    shutil.copy(REPO / "jupytext.toml", tmp_path / "jupytext.toml")
+    (tmp_path / "notebooks").mkdir()
+    names = sorted(p.name for p in (REPO / "notebooks").iterdir() if p.suffix in {".py", ".ipynb"})
+    for name in names:
+        shutil.copy(REPO / "notebooks" / name, tmp_path / "notebooks" / name)
+    (tmp_path / "runs").mkdir()
+    shutil.copy(REPO / "notebooks" / "run.ipynb", tmp_path / "runs" / "record.ipynb")
+    original = {name: (REPO / "notebooks" / name).read_bytes() for name in names}
+    notebooks = sorted(n for n in names if n.endswith(".ipynb"))
+    assert notebooks and all(n.replace(".ipynb", ".py") in names for n in notebooks)
+
+    def jupytext(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "jupytext", *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout + done.stderr
+
+    def newer(suffix: str) -> None:  # --sync reads the inputs from the newer file of a pair
+        for name in names:
+            path = tmp_path / "notebooks" / name
+            stamp = 2_000_000_000 if path.suffix == suffix else 1_900_000_000
+            os.utime(path, (stamp, stamp))
+
+    for suffix in (".py", ".ipynb"):
+        newer(suffix)
+        said = jupytext("--sync", *(f"notebooks/{n}" for n in notebooks))
+        assert "Updating" not in said and "not a paired notebook" not in said, said
+    said = jupytext("--to", "ipynb", "--update", *(f"notebooks/{n.replace('.ipynb', '.py')}"
+                                                    for n in notebooks))
+    for name in names:
+        assert (tmp_path / "notebooks" / name).read_bytes() == original[name], name
+
+    said = jupytext("--sync", "runs/record.ipynb")
+    assert "not a paired notebook" in said, said
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["record.ipynb"]
+
+
+# ------------------------------------------------------------------------------------------
+# version, licence, citation, changelog
+# ------------------------------------------------------------------------------------------
+
+def test_version_is_written_once():
+    """energy_lib.__version__ is the one place: pyproject.toml reads it (setuptools, statically:
+    a literal module-level assignment, so nothing is imported to build the package)."""
+    project = pyproject()
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "energy_lib.__version__"}
+    tree = ast.parse((REPO / "energy_lib" / "__init__.py").read_text())
+    literals = [node.value.value for node in tree.body
+                if isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name) and node.targets[0].id == "__version__"
+                and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)]
+    assert literals == [energy_lib.__version__]
+    Version(energy_lib.__version__)  # a valid PEP 440 version
+    from setuptools.config.pyprojecttoml import read_configuration
+    resolved = read_configuration(REPO / "pyproject.toml", expand=True)
+    assert resolved["project"]["version"] == energy_lib.__version__
+
+
+def test_citation_cff_is_valid_and_carries_the_version():
+    import yaml
+
+    citation = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    assert citation["cff-version"] == "1.2.0"
+    for key in ("cff-version", "message", "title", "authors"):
+        assert citation.get(key), f"CITATION.cff lacks {key}"
+    assert isinstance(citation["authors"], list)
+    for author in citation["authors"]:
+        assert author.get("name") or author.get("family-names"), author
+    assert str(citation["version"]) == energy_lib.__version__
+    assert citation["license"] == pyproject()["project"]["license"]
+    date.fromisoformat(str(citation["date-released"]))
+
+
+def test_licence_and_changelog():
+    licence = (REPO / "LICENSE").read_text()
+    assert licence.startswith("MIT License") and pyproject()["project"]["license"] == "MIT"
+    assert "the energy-study contributors" in licence
+    changelog = (REPO / "CHANGELOG.md").read_text()
+    assert "## [Unreleased]" in changelog
+    assert f"## [{energy_lib.__version__}] - " in changelog
