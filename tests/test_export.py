@@ -3,6 +3,8 @@ fields for what cannot be known, and the `energy-study export` command."""
 
 from __future__ import annotations
 
+import json
+
 import math
 
 import pandas as pd
@@ -19,12 +21,14 @@ UNKNOWABLE = ["region", "cloud_provider", "cloud_region", "codecarbon_version", 
               "latitude", "on_cloud", "eval_top5"]
 
 
+#: The settings every test cell of this study shares (its study file and its records).
+FIXED = {"dataset": "fashion_mnist", "train_subset": 512, "test_subset": 256, "epochs": 2,
+         "width": 0.5, "batch_size": 64, "lr": 0.05, "device": "cpu", "download": False,
+         "idle_s": 0.6, "country": "FRA", "pue": 1.2}
+
+
 def config_record(cell: str, **changes) -> dict:
-    return RunConfig.from_dict({"study": STUDY, "cell": cell, "dataset": "fashion_mnist",
-                                "train_subset": 512, "test_subset": 256, "epochs": 2,
-                                "width": 0.5, "batch_size": 64, "lr": 0.05, "device": "cpu",
-                                "download": False, "idle_s": 0.6, "country": "FRA", "pue": 1.2,
-                                **changes}).to_dict()
+    return RunConfig.from_dict({"study": STUDY, "cell": cell, **FIXED, **changes}).to_dict()
 
 
 def summary_record(**changes) -> dict:
@@ -180,28 +184,16 @@ def test_export_of_an_empty_folder(tmp_path):
     assert list(pd.read_csv(path).columns) == EXPORT_COLUMNS
 
 
+def study_toml(precisions: list[str], study_keys: str = "") -> str:
+    """A study file whose cells match `config_record`'s settings (one place for them)."""
+    fixed = "\n".join(f"{key} = {json.dumps(value)}" for key, value in FIXED.items())
+    return (f'[study]\nname = "{STUDY}"\n{study_keys}\n[fixed]\n{fixed}\n'
+            f"[axes]\nprecision = {json.dumps(precisions)}\n")
+
+
 def write_study(tmp_path) -> object:
     study = tmp_path / f"{STUDY}.toml"
-    study.write_text(f"""[study]
-name = "{STUDY}"
-
-[fixed]
-dataset = "fashion_mnist"
-train_subset = 512
-test_subset = 256
-epochs = 2
-width = 0.5
-batch_size = 64
-lr = 0.05
-device = "cpu"
-download = false
-idle_s = 0.6
-country = "FRA"
-pue = 1.2
-
-[axes]
-precision = ["fp32", "amp", "bf16"]
-""")
+    study.write_text(study_toml(["fp32", "amp", "bf16"]))
     return study
 
 

@@ -9,41 +9,22 @@ import os
 import stat
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from energy_lib.cli import main
 from energy_lib.report.export import EXPORT_COLUMNS
-from test_export import write_cell
+from test_export import study_toml, write_cell
 
 REPO = Path(__file__).resolve().parents[1]
-STUDY = """\
-    [study]
-    name = "exportstudy"
-    [fixed]
-    dataset = "fashion_mnist"
-    download = false
-    train_subset = 512
-    test_subset = 256
-    epochs = 2
-    width = 0.5
-    batch_size = 64
-    lr = 0.05
-    device = "cpu"
-    idle_s = 0.6
-    country = "FRA"
-    pue = 1.2
-    [axes]
-    precision = ["fp32"]
-    """
+STUDY = study_toml(["fp32"], "")
 
 
 @pytest.fixture
 def here(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "s.toml").write_text(textwrap.dedent(STUDY))
+    (tmp_path / "s.toml").write_text(STUDY)
     write_cell(tmp_path / "runs" / "exportstudy", "precision-fp32")
     return tmp_path
 

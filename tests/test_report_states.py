@@ -4,7 +4,6 @@ comparison only. It shows what exists and says in words what cannot be computed 
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pandas as pd
 import pytest
@@ -13,35 +12,15 @@ from energy_lib.cli import main
 from energy_lib.locks import cell_lock
 from energy_lib.report import build
 from energy_lib.study import load_study, read_study
-from test_export import config_record, write_cell
+from test_export import config_record, study_toml, write_cell
 
-STUDY = """\
-    [study]
-    name = "exportstudy"
-    compare = "precision"
-    repeats = 2
-    [fixed]
-    dataset = "fashion_mnist"
-    download = false
-    train_subset = 512
-    test_subset = 256
-    epochs = 2
-    width = 0.5
-    batch_size = 64
-    lr = 0.05
-    device = "cpu"
-    idle_s = 0.6
-    country = "FRA"
-    pue = 1.2
-    [axes]
-    precision = ["fp32", "amp"]
-    """
+STUDY = study_toml(["fp32", "amp"], 'compare = "precision"\nrepeats = 2')
 
 
 @pytest.fixture
 def study(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "s.toml").write_text(textwrap.dedent(STUDY))
+    (tmp_path / "s.toml").write_text(STUDY)
     return load_study(tmp_path / "s.toml")
 
 

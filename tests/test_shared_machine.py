@@ -4,7 +4,6 @@ answers; `list` shows `ok, contended`; `--rerun contended` reruns exactly those 
 
 from __future__ import annotations
 
-import textwrap
 
 import nbformat
 import pandas as pd
@@ -13,7 +12,7 @@ import pytest
 from energy_lib.cli import main
 from energy_lib.report.shared_machine import consistency, flag_contended
 from energy_lib.study import cell as cell_module
-from test_export import config_record, summary_record, write_cell
+from test_export import config_record, study_toml, summary_record, write_cell
 
 
 def runs_table(**columns) -> pd.DataFrame:
@@ -62,32 +61,14 @@ def test_consistency_finds_a_slow_repeat_and_a_compute_inversion():
     assert consistency(quiet, ["model", "seed"]).empty
 
 
-STUDY = """\
-    [study]
-    name = "exportstudy"
-    [fixed]
-    dataset = "fashion_mnist"
-    download = false
-    train_subset = 512
-    test_subset = 256
-    epochs = 2
-    width = 0.5
-    batch_size = 64
-    lr = 0.05
-    device = "cpu"
-    idle_s = 0.6
-    country = "FRA"
-    pue = 1.2
-    [axes]
-    precision = ["fp32", "amp"]
-    """
+STUDY = study_toml(["fp32", "amp"], "")
 
 
 @pytest.fixture
 def two_records(tmp_path, monkeypatch):
     """Two finished records, the amp one contended."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "s.toml").write_text(textwrap.dedent(STUDY))
+    (tmp_path / "s.toml").write_text(STUDY)
     folder = tmp_path / "runs" / "exportstudy"
     for precision, busy in (("fp32", False), ("amp", True)):
         cell = f"precision-{precision}"

@@ -1,0 +1,44 @@
+"""The committed example lab records: current format, made at a clean commit, on a machine
+with nothing else running (no contended cell), and with timings that can all be right."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from energy_lib.records import FINISHED
+from energy_lib.report.shared_machine import consistency
+from energy_lib.study import load_study, read_study
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ["quick", "efficient_dl_quick"]
+
+
+def committed(name: str):
+    study = load_study(ROOT / "studies" / f"{name}.toml")
+    runs, state = read_study(study, ROOT / "runs" / name)
+    return study, runs, state
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_examples_are_current_clean_and_uncontended(name):
+    study, runs, state = committed(name)
+    assert all(status in FINISHED for status in state.cells.values()), state.cells
+    assert state.contended == set(), f"contended cells: {sorted(state.contended)}"
+    table = runs.runs
+    assert not table["provenance_git_dirty"].astype(bool).any()  # made at a clean commit
+    assert set(table["energy_scope"]) == {"process"}  # the headline is each cell's own share
+
+
+def test_efficient_dl_quick_timings_can_all_be_right():
+    """ResNet-34 (twice ResNet-18's MACs) is never faster per epoch than ResNet-18 at the same
+    shortcut and pruning; no repeat or setting is off in the consistency checks."""
+    study, runs, _ = committed("efficient_dl_quick")
+    table = runs.runs.set_index(["model", "shortcut", "prune"])
+    for shortcut in (True, False):
+        for prune in ("none", "unstructured", "structured"):
+            r18 = table.loc[("resnet18", shortcut, prune), "s_per_epoch"]
+            r34 = table.loc[("resnet34", shortcut, prune), "s_per_epoch"]
+            assert r34 >= r18, (shortcut, prune, r18, r34)
+    assert consistency(runs.runs, study.setting_axes).empty
