@@ -102,7 +102,7 @@ def test_p8_scaleout_smoke(tmp_path):
     pytest.importorskip("distributed")
     out = tmp_path / "bench.json"
     done = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--only", "P8",
-                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=90)
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())["results"]["P8"]
     study = result["study"]
