@@ -54,8 +54,14 @@ def run_without_idle():
 @real_run
 def test_energy_rows_per_window_and_component(run):
     assert run.status == "ok"
-    rows = run.energy
-    assert set(rows[0]) == set(COLUMNS)
+    assert set(run.energy[0]) == set(COLUMNS)
+    # every CPU/RAM figure of the machine has the cell's share beside it, never larger
+    for machine in (r for r in run.energy if r["scope"] == "machine"):
+        share = [r for r in run.energy if r["scope"] == "process" and (r["epoch"], r["phase"],
+                 r["component"], r["method"]) == (machine["epoch"], machine["phase"],
+                                                  machine["component"], machine["method"])]
+        assert len(share) == 1 and 0 <= share[0]["energy_j"] <= machine["energy_j"] + 1e-9
+    rows = [r for r in run.energy if r["scope"] == "machine" or r["component"] == "assumed-board"]
     phased = [(r["epoch"], r["phase"], r["component"]) for r in rows if r["phase"] in ("train", "eval")]
     assert phased == [(e, p, c) for e in (1, 2) for p in ("train", "eval")
                       for c in ("cpu", "ram", "assumed-board")]
@@ -85,6 +91,9 @@ def test_above_idle_is_energy_minus_idle_power_times_time(run):
         if r["component"] == "assumed-board" or r["phase"] in ("idle", "predicted"):
             assert r["above_idle_j"] is None  # no idle notion for an assumed power, nor for idle
             continue
+        if r["scope"] == "process":
+            continue  # the idle baseline is the machine's
+
         expected = r["energy_j"] - idle[f"{r['component']}/{r['method']}"] * r["duration_s"]
         assert r["above_idle_j"] == pytest.approx(expected, rel=1e-9, abs=1e-9)
         if r["component"] == "ram":
@@ -97,9 +106,15 @@ def test_summary_holds_no_energy_and_the_derived_figures_add_up(run):
     assert not any("energy" in key for row in run.epochs for key in row)
     figures = derive.run_figures(run.energy, run.summary["best_val_acc_pct"], run.carbon)
     work = [r for r in run.energy if r["phase"] in ("train", "eval")]
-    component_j = sum(r["energy_j"] for r in work if r["component"] in ("cpu", "ram"))
+    # the headline is the cell's share (process rows); the machine's figure stands beside it
+    component_j = sum(r["energy_j"] for r in work if r["component"] in ("cpu", "ram")
+                      and r["scope"] == "process")
+    machine_j = sum(r["energy_j"] for r in work if r["component"] in ("cpu", "ram")
+                    and r["scope"] == "machine")
     constant_j = sum(r["energy_j"] for r in work if r["component"] == "assumed-board")
     assert figures["energy_j"] == pytest.approx(component_j)
+    assert figures["energy_scope"] == "process"
+    assert figures["machine_energy_j"] == pytest.approx(machine_j) and machine_j >= component_j
     assert figures["energy_kwh"] == pytest.approx(component_j / JOULES_PER_KWH)
     assert figures["energy_kind"] == "modelled"
     assert figures["constant_power_energy_j"] == pytest.approx(constant_j)
@@ -119,7 +134,7 @@ def test_epoch_energy_is_derived_per_epoch(run):
     assert list(epochs["epoch"]) == [1, 2]
     for _, row in epochs.iterrows():
         readings = [r["energy_j"] for r in run.energy if r["epoch"] == row["epoch"]
-                    and r["component"] in ("cpu", "ram")]
+                    and r["component"] in ("cpu", "ram") and r["scope"] == "process"]
         assert len(readings) == 4  # (train, eval) x (cpu, ram)
         assert row["energy_j"] == pytest.approx(sum(readings), rel=1e-12)
 

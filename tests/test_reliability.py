@@ -269,7 +269,7 @@ def test_analysis_notebook_reads_the_study_with_its_overrides():
     source = (REPO / "notebooks" / "analysis.py").read_text()
     assert "read_study(study, runs_dir)" in source and "read_runs(" not in source
     assert "load_study(study_file, repeats=repeats, **overrides)" in source
-    assert "plain_text_figures()" in source
+    assert "build(study, runs, state, report_dir)" in source  # figures plain: report.output
 
 
 # ------------------------------------------------------------------------------------------

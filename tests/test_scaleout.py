@@ -415,17 +415,17 @@ def test_ctrl_c_cancels_pending_cells_and_exits_130(tmp_path):
 
 
 def _kernels_for(folder: Path) -> list[int]:
-    """Processes (the cells' kernels: their own sessions) whose environment names `folder`:
-    the runner passes each kernel where its record goes."""
+    """Processes (the cells' kernels: their own sessions) working in `folder`: papermill starts
+    each kernel in the runner's working folder."""
     found = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit() and int(proc.name) != os.getpid():
             try:
                 if (b"ipykernel" in (proc / "cmdline").read_bytes()
-                        and str(folder).encode() in (proc / "environ").read_bytes()):
+                        and os.path.realpath(proc / "cwd") == os.path.realpath(folder)):
                     found.append(int(proc.name))
             except OSError:
-                continue
+                pass
     return found
 
 
