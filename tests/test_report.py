@@ -45,7 +45,7 @@ def test_build_writes_and_returns_the_whole_report_of_the_committed_records(tmp_
     assert set(report.paths) == written and {"results.csv", "claims.csv", "emissions_log.csv",
                                               "energy_to_target.png", "pareto.png"} <= written
     assert list(report.curves) == ["train_loss", "train_accuracy", "val_loss", "val_accuracy"]
-    methods = "cpu: tdp-model (modelled); ram: ram-model (modelled)"
+    methods = "cpu: tdp-model (modelled, process); ram: ram-model (modelled, process)"
     # the energy to target names kind and methods (it said "kind not recorded")
     axes = report.energy_to_target.axes[0]
     assert axes.get_ylabel().endswith("— modelled")
