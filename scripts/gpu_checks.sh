@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The checks a lent GPU machine is for (../shared/GPU.md), as one call: what the meters see
+# (selfcheck), the gpu_widths study with measured GPU energy, the benchmarks, a calibration,
+# and a second process on the same GPU. Each step has its own time limit; a step that fails or
+# runs out does not stop the next. Everything worth keeping lands in $OUT.
+#
+#   OUT=/tmp/gpu bash scripts/gpu_checks.sh [STEP ...]    (default: every step, in order)
+#
+# The device machine has torch but not this project's other packages and no network: wheels
+# travel in .whl/, Fashion-MNIST in .fmnist/, and a shallow copy of .git in .gitshallow/ so the
+# records' provenance names the commit (all three ignored by git; see .git/info/exclude).
+set -u
+OUT=${OUT:-/tmp/gpu_checks}
+mkdir -p "$OUT"
+STEPS=${*:-env selfcheck study bench calibrate neighbour pack}
+GPU_TAG=${GPU_TAG:-$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 \
+    | tr 'A-Z ' 'a-z-' | sed 's/^nvidia-//; s/^/nvidia-/')}
+GPU_TAG=${GPU_TAG:-no-gpu}
+if [ -d .whl ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site:$PWD
+fi
+if [ -d .gitshallow ] && [ ! -e .git ]; then mv .gitshallow .git; fi
+if [ -d .fmnist ]; then export FASHION_MNIST_DIR=$PWD/.fmnist; fi
+export PYTHONUNBUFFERED=1
+step() { echo; echo "== $(date -u +%T) $1 (limit ${2} s)"; }
+for s in $STEPS; do
+    case $s in
+    env)
+        step env 30
+        nvidia-smi --query-gpu=name,driver_version,power.limit,power.draw,clocks.sm --format=csv
+        timeout 30 python3 -c "import sys, torch, zeus, papermill, nbformat, ipykernel, torch_pruning, energy_lib
+print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no cuda', 'zeus', zeus.__version__, 'energy_lib', energy_lib.__version__)"
+        git rev-parse HEAD && git status --porcelain --untracked-files=no | head ;;
+    selfcheck)
+        step selfcheck 90
+        timeout 90 python3 -m energy_lib selfcheck ;;
+    study)
+        step "study gpu_widths" 240
+        timeout -s TERM 240 python3 -m energy_lib run studies/gpu_widths.toml --no-report
+        python3 -m energy_lib list studies/gpu_widths.toml ;;
+    bench)
+        step "benchmarks P1-P4" 120
+        timeout 120 python3 -m benchmarks --only P1,P2,P3,P4 --out "$OUT/$GPU_TAG.json" ;;
+    calibrate)
+        step "calibrate --quick" 90
+        timeout 90 python3 -m energy_lib calibrate --quick --device cuda --machine "$GPU_TAG" \
+            --out-dir "$OUT/calibration" ;;
+    neighbour)
+        # a second process keeps the GPU busy while one cell trains: the record must say so
+        step "one cell beside a GPU neighbour" 60
+        timeout 70 python3 -c "import torch, time
+a = torch.randn(8192, 8192, device='cuda'); end = time.time() + 60
+while time.time() < end: a @ a; torch.cuda.synchronize()" &
+        sleep 5
+        timeout 55 python3 -m energy_lib run studies/gpu_widths.toml --no-report \
+            --runs-dir /tmp/neighbour_runs --cell width-1_precision-fp32_seed-0 --set epochs=2
+        kill %1 2>/dev/null; wait ;;
+    pack)
+        step pack 30
+        tar czf "$OUT/records.tgz" runs/gpu_widths /tmp/neighbour_runs "$OUT/calibration" 2>/dev/null
+        ls -la "$OUT" ;;
+    *) echo "unknown step $s"; exit 2 ;;
+    esac
+done
