@@ -34,27 +34,27 @@ for s in $STEPS; do
 print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no cuda', 'zeus', zeus.__version__, 'energy_lib', energy_lib.__version__)"
         git rev-parse HEAD && git status --porcelain --untracked-files=no | head ;;
     selfcheck)
-        step selfcheck 90
-        timeout 90 python3 -m energy_lib selfcheck ;;
+        step selfcheck 60
+        timeout 60 python3 -m energy_lib selfcheck ;;
     study)
-        step "study gpu_widths" 240
-        timeout -s TERM 240 python3 -m energy_lib run studies/gpu_widths.toml --no-report
+        step "study gpu_widths" 220
+        timeout -s TERM 220 python3 -m energy_lib run studies/gpu_widths.toml --no-report
         python3 -m energy_lib list studies/gpu_widths.toml ;;
     bench)
-        step "benchmarks P1-P4" 120
-        timeout 120 python3 -m benchmarks --only P1,P2,P3,P4 --out "$OUT/$GPU_TAG.json" ;;
+        step "benchmarks P1-P4" 100
+        timeout 100 python3 -m benchmarks --only P1,P2,P3,P4 --out "$OUT/$GPU_TAG.json" ;;
     calibrate)
-        step "calibrate --quick" 90
-        timeout 90 python3 -m energy_lib calibrate --quick --device cuda --machine "$GPU_TAG" \
+        step "calibrate --quick" 60
+        timeout 60 python3 -m energy_lib calibrate --quick --device cuda --machine "$GPU_TAG" \
             --out-dir "$OUT/calibration" ;;
     neighbour)
         # a second process keeps the GPU busy while one cell trains: the record must say so
-        step "one cell beside a GPU neighbour" 60
-        timeout 70 python3 -c "import torch, time
-a = torch.randn(8192, 8192, device='cuda'); end = time.time() + 60
+        step "one cell beside a GPU neighbour" 50
+        timeout 55 python3 -c "import torch, time
+a = torch.randn(8192, 8192, device='cuda'); end = time.time() + 50
 while time.time() < end: a @ a; torch.cuda.synchronize()" &
         sleep 5
-        timeout 55 python3 -m energy_lib run studies/gpu_widths.toml --no-report \
+        timeout 45 python3 -m energy_lib run studies/gpu_widths.toml --no-report \
             --runs-dir /tmp/neighbour_runs --cell width-1_precision-fp32_seed-0 --set epochs=2
         kill %1 2>/dev/null; wait ;;
     pack)
