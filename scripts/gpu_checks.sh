@@ -21,7 +21,8 @@ if [ -d .whl ]; then
         --target /tmp/site .whl/*.whl || exit 1
     export PYTHONPATH=/tmp/site:$PWD
 fi
-if [ -d .gitshallow ] && [ ! -e .git ]; then mv .gitshallow .git; fi
+# the device copy may hold a .git of an older commit: the shallow copy of this one replaces it
+if [ -d .gitshallow ]; then rm -rf .git && mv .gitshallow .git; fi
 if [ -d .fmnist ]; then export FASHION_MNIST_DIR=$PWD/.fmnist; fi
 export PYTHONUNBUFFERED=1
 step() { echo; echo "== $(date -u +%T) $1 (limit ${2} s)"; }
