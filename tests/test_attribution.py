@@ -110,7 +110,8 @@ def test_run_contention_is_time_weighted_over_training_windows():
     assert run.contended  # 0.26 + 0.02 > 0.25, though the longer window alone was quiet
     assert not run_contention(windows, 0.3).contended
     assert set(run.to_summary()) == {"contended", "others_cpu_share", "steal_share",
-                                     "runnable_per_core", "contention_threshold"}
+                                     "runnable_per_core", "contention_threshold", "gpu_shared"}
+    assert not run.gpu_shared
     nothing = run_contention([], 0.25)
     assert not nothing.contended and math.isnan(nothing.others_cpu_share)
 
@@ -312,3 +313,32 @@ def test_a_failed_attribution_read_leaves_machine_rows_and_says_why():
     assert {r["scope"] for r in metering.rows} == {"machine"}
     assert metering.windows == []
     assert "could not be read (FileNotFoundError" in metering.info()["attribution"]
+
+
+def test_another_process_on_the_gpu_makes_the_run_contended():
+    """A GPU counter measures the whole device: a window NVML saw shared is not the cell's."""
+    import torch
+
+    from energy_lib.energy.metering import Metering
+    from energy_lib.energy.meters import MeterSet
+    from energy_lib.energy.monitor import Meter, Reading
+    from energy_lib.energy.table import Phase
+
+    class SharedGpu(Meter):
+        components, method, kind = ["gpu"], "zeus-nvml", "measured"
+
+        def end(self, name, duration_s):
+            pids = (4242,) if name == "train-2" else ()
+            return [Reading("gpu", 50.0, "zeus-nvml", "measured", sharer_pids=pids)]
+
+    reader = ScriptedReader([snap(t, busy_s=t, cell_s=t) for t in range(4)])
+    with Metering(MeterSet(meters=[SharedGpu()]), torch.device("cpu"), sample_period_s=1,
+                  attribution=attribution.Attribution(reader)) as metering:
+        for epoch in (1, 2):
+            with metering.window(Phase.TRAIN, epoch):
+                pass
+    first, second = metering.windows
+    assert first["gpu_sharer_pids"] == () and second["gpu_sharer_pids"] == (4242,)
+    run = run_contention(metering.windows, 0.25)
+    assert run.others_cpu_share == 0 and run.gpu_shared and run.contended
+    assert not run_contention([first], 0.25).contended

@@ -31,6 +31,14 @@ def test_contended_cells_are_flagged_and_left_out_by_default():
     assert len(kept) == 3 and "are included, as the study asks" in sentence
 
 
+def test_a_cell_that_shared_its_gpu_says_so():
+    table = runs_table(contended=[False, True, False], others_cpu_share=[0.0, 0.01, 0.0],
+                       gpu_shared=[False, True, False])
+    kept, sentence = flag_contended(table, include=False)
+    assert list(kept["cell"]) == ["a", "c"]
+    assert "b (another process computed on its GPU; 1% of the CPU taken by others)" in sentence
+
+
 def test_a_failed_cell_is_not_called_contended():
     table = runs_table(contended=[True, False, False])
     table.loc[0, "status"] = "failed"

@@ -273,9 +273,10 @@ def test_gpu_row_is_the_cells_and_flagged_when_others_compute_on_it(nvml_process
     nvml_processes.remove(424242)  # and it is gone by the window's end
     (shared,) = meter.end("train-2", duration_s=1.0)
     assert "other processes computed on this GPU" in shared.flag and "424242" in shared.flag
+    assert shared.sharer_pids == (424242,) and alone.sharer_pids == ()
     meter.begin("train-3")
     (after,) = meter.end("train-3", duration_s=1.0)
-    assert after.flag == ""
+    assert after.flag == "" and after.sharer_pids == ()
 
 
 def test_gpu_processes_in_another_pid_namespace(nvml_processes, no_rapl):
@@ -287,8 +288,9 @@ def test_gpu_processes_in_another_pid_namespace(nvml_processes, no_rapl):
     assert meter.end("w", 1.0)[0].flag == ""  # one process: taken to be this cell
     nvml_processes[:] = [777, 778]
     meter.begin("w")
-    flag = meter.end("w", 1.0)[0].flag
-    assert "NVML listed 2 processes" in flag and "another pid namespace" in flag
+    (reading,) = meter.end("w", 1.0)
+    assert "NVML listed 2 processes" in reading.flag and "another pid namespace" in reading.flag
+    assert reading.sharer_pids == ()  # cannot be told from this cell: flagged, not contended
     assert other_gpu_processes(None) == (set(), False)
 
 

@@ -184,6 +184,7 @@ class WindowShare:
     machine_used_memory_bytes: int  # mean of the edges
     ram_attribution_share: float  # cell RSS / used memory in [0, 1]
     flag: str = ""
+    gpu_sharer_pids: tuple[int, ...] = ()  # other processes NVML saw computing on the cell's GPU
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -191,7 +192,7 @@ class WindowShare:
 
 def window_share(begin: Snapshot, end: Snapshot, runnable: Iterable[int] = (), *,
                  window: str = "", phase: str = "", epoch: int | None = None,
-                 duration_s: float | None = None) -> WindowShare:
+                 duration_s: float | None = None, gpu_sharer_pids=()) -> WindowShare:
     """The attribution arithmetic of one window, from its edge snapshots and the runnable-thread
     counts sampled inside it (the edges' own counts are added here)."""
     duration = end.t_s - begin.t_s if duration_s is None else duration_s
@@ -225,7 +226,7 @@ def window_share(begin: Snapshot, end: Snapshot, runnable: Iterable[int] = (), *
         steal_share=_clamp(steal / capacity) if capacity > 0 else 0.0,
         runnable_per_core=runnable_mean / cores, runnable_samples=len(counts),
         cell_rss_bytes=rss, machine_used_memory_bytes=used, ram_attribution_share=ram_share,
-        flag="; ".join(flags))
+        flag="; ".join(flags), gpu_sharer_pids=tuple(sorted(set(gpu_sharer_pids))))
 
 
 class Attribution:
@@ -243,12 +244,13 @@ class Attribution:
         with self._lock:
             self._open[name] = (snapshot, [])
 
-    def end(self, name: str, *, phase: str, epoch: int | None, duration_s: float) -> WindowShare:
+    def end(self, name: str, *, phase: str, epoch: int | None, duration_s: float,
+            gpu_sharer_pids=()) -> WindowShare:
         snapshot = self.reader.snapshot()
         with self._lock:
             begin, samples = self._open.pop(name)
         share = window_share(begin, snapshot, samples, window=name, phase=phase, epoch=epoch,
-                             duration_s=duration_s)
+                             duration_s=duration_s, gpu_sharer_pids=gpu_sharer_pids)
         self.windows.append(share.to_dict())
         return share
 
@@ -277,6 +279,7 @@ class Contention:
     runnable_per_core: float
     contention_threshold: float
     contended: bool
+    gpu_shared: bool = False  # another process computed on the cell's GPU while it trained
 
     def to_summary(self) -> dict:
         return asdict(self)
@@ -285,22 +288,26 @@ class Contention:
 def run_contention(windows: list[dict], threshold: float, phase: str = "train") -> Contention:
     """Others' share + steal share over the `phase` windows, each window weighted by its
     capacity (cores x seconds): the share of the run's CPU capacity others took. `contended`
-    when that exceeds `threshold`.
+    when that exceeds `threshold`, or when NVML saw another process computing on the cell's
+    GPU during any of those windows (`gpu_shared`): a GPU counter measures the whole device, so
+    no share of it can be told apart.
 
     Time-weighted, not the worst window: the energy a neighbour adds to the run's figure is in
     proportion to the capacity it took over the whole run, and a single short window (a tenth
     of a second of a cron job) would flag a run whose figure it barely moved. The worst window
     stays in the `windows` table for anyone who wants it. No training window: nothing is
     known, so NaN shares and not contended."""
+    gpu_shared = any(w.get("gpu_sharer_pids") for w in windows if w.get("phase") == phase)
     chosen = [w for w in windows if w.get("phase") == phase and (w.get("capacity_cpu_s") or 0) > 0]
     capacity = sum(w["capacity_cpu_s"] for w in chosen)
     if not capacity:
         nan = float("nan")
-        return Contention(nan, nan, nan, threshold, False)
+        return Contention(nan, nan, nan, threshold, gpu_shared, gpu_shared)
     others = sum(w["others_cpu_share"] * w["capacity_cpu_s"] for w in chosen) / capacity
     steal = sum(w["steal_share"] * w["capacity_cpu_s"] for w in chosen) / capacity
     runnable = sum(w["runnable_per_core"] * w["capacity_cpu_s"] for w in chosen) / capacity
-    return Contention(others, steal, runnable, threshold, others + steal > threshold)
+    return Contention(others, steal, runnable, threshold, others + steal > threshold or gpu_shared,
+                      gpu_shared)
 
 
 # ------------------------------------------------------------------------ before a cell runs

@@ -97,8 +97,10 @@ class Metering:
         self.last_duration_s = finished.duration_s
         share = None
         if attributed:
+            sharers = {pid for r in finished.readings for pid in r.sharer_pids}
             share = self._attribution_call(self.attribution.end, name, phase=str(phase),
-                                           epoch=epoch, duration_s=finished.duration_s)
+                                           epoch=epoch, duration_s=finished.duration_s,
+                                           gpu_sharer_pids=sharers)
         self.rows += self._rows(phase, epoch, finished, share or None)
         if phase == Phase.RUN and self.codecarbon is not None:
             self._codecarbon_rows(self.codecarbon.stop())

@@ -34,6 +34,9 @@ class Reading:
     method: str
     kind: str
     flag: str = ""  # e.g. why this reading should not be trusted as it stands
+    # other processes that computed on the measured device during the window (GPU rows, from
+    # NVML): the figure is not the cell's alone, and the run counts as contended
+    sharer_pids: tuple[int, ...] = ()
 
 
 @dataclass

@@ -106,9 +106,15 @@ class ZeusMeter(Meter):
                 if seen is not None:  # still open (the timeline thread may run late)
                     self._gpu_others[name] = (seen[0] | others, seen[1] or unsure)
 
-    def gpu_sharing_flag(self, name: str) -> str:
-        """The flag of window `name`'s GPU row: the other processes NVML listed, or ""."""
+    def gpu_sharing(self, name: str) -> tuple[str, tuple[int, ...]]:
+        """(the flag of window `name`'s GPU row, the pids known to be other processes). When
+        NVML lists pids of another namespace (a container), none of them can be told apart
+        from ours: the flag says so, but no pid counts as a known sharer."""
         others, unsure = self._gpu_others.pop(name, (set(), False))
+        return self._sharing_flag(others, unsure), (() if unsure else tuple(sorted(others)))
+
+    @staticmethod
+    def _sharing_flag(others: set[int], unsure: bool) -> str:
         if not others:
             return ""
         listed = ", ".join(str(p) for p in sorted(others)[:5]) + (", ..." if len(others) > 5 else "")
@@ -200,13 +206,15 @@ class ZeusMeter(Meter):
         readings = []
         if self.gpu_indices:
             self._see_gpu_processes([name])
-            flags = [self.gpu_sharing_flag(name)]
+            sharing_flag, sharers = self.gpu_sharing(name)
+            flags = [sharing_flag]
             if duration_s < MIN_RELIABLE_WINDOW_S:
                 flags.append(f"window of {duration_s * 1000:.0f} ms is shorter than the GPU energy "
                         f"counter's update period (~{MIN_RELIABLE_WINDOW_S * 1000:.0f} ms): noise, "
                         "not a measurement")
             readings.append(Reading("gpu", sum(measurement.gpu_energy.values()),
-                                    self.gpu_method, self.kind, "; ".join(f for f in flags if f)))
+                                    self.gpu_method, self.kind, "; ".join(f for f in flags if f),
+                                    sharer_pids=sharers))
         if self.measure_cpu:
             readings.append(Reading("cpu", sum((measurement.cpu_energy or {}).values()),
                                     Method.ZEUS_RAPL, self.kind))

@@ -1,7 +1,8 @@
 """What a shared machine did to a study's figures, said per cell.
 
 - `shared_cpu`: the cell's host ran other cells of the study at the same time (Dask workers).
-- `contended`: other processes took more of the machine's CPU during the cell's training than
+- `contended`: another process computed on the cell's GPU, or other processes took more of the
+  machine's CPU during the cell's training than
   its `contention_threshold` allows (the record's summary says so, with the numbers). Such a
   cell's time, and any machine-level energy, are not its own: verdicts, paired comparisons,
   summaries and the Pareto front leave it out unless the study says `include_contended = true`.
@@ -74,9 +75,7 @@ def flag_contended(table: pd.DataFrame, include: bool) -> tuple[pd.DataFrame, st
         return table, ("No cell was contended: other processes stayed below each cell's "
                        "contention threshold while it trained.")
     rows = table[mask]
-    detail = ", ".join(
-        f"{row['cell']} ({_share(row.get('others_cpu_share'))} of the CPU taken by others)"
-        for _, row in rows.iterrows())
+    detail = ", ".join(f"{row['cell']} ({_why_contended(row)})" for _, row in rows.iterrows())
     if include:
         return table, (f"{int(mask.sum())} contended cell(s) are included, as the study asks "
                        f"(include_contended): {detail}. Their times and machine-level energy "
@@ -85,6 +84,12 @@ def flag_contended(table: pd.DataFrame, include: bool) -> tuple[pd.DataFrame, st
                           f"paired comparisons, the claims and the Pareto front: {detail}. "
                           "`energy-study run STUDY --rerun contended` runs them again; "
                           "include_contended = true in [study] keeps them.")
+
+
+def _why_contended(row: pd.Series) -> str:
+    cpu = f"{_share(row.get('others_cpu_share'))} of the CPU taken by others"
+    gpu_shared = row.get("gpu_shared") == True  # noqa: E712 - NaN (older records) is not shared
+    return f"another process computed on its GPU; {cpu}" if gpu_shared else cpu
 
 
 def _share(value) -> str:
