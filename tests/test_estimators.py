@@ -304,6 +304,32 @@ def test_extrapolation_from_one_epoch_is_a_plain_multiple():
     assert extrapolate_epochs([3.0, 2.0], [1.0, 1.0], 2).energy_j == 5.0  # all epochs measured
 
 
+def test_extrapolation_from_epoch_one_prices_later_epochs_at_its_steady_part():
+    """The H200 case: epoch 1 took 2-6 s of which most was warm-up, later epochs 0.5 s."""
+    from energy_lib.estimators.extrapolate import SteadyPart
+
+    # 157 steps; the steady window held 145 of them: 290 J over 0.45 s; evaluation 5 J, 0.02 s
+    steady = SteadyPart(290.0, 0.45, 145, 157, 5.0, 0.02)
+    typical_j, typical_s = steady.epoch()
+    assert typical_j == pytest.approx(290 * 157 / 145 + 5)
+    assert typical_s == pytest.approx(0.45 * 157 / 145 + 0.02)
+    prediction = extrapolate_epochs([900.0], [3.0], total_epochs=4, steady=steady)
+    assert prediction.energy_j == pytest.approx(900 + 3 * typical_j)
+    assert prediction.seconds == pytest.approx(3.0 + 3 * typical_s)
+    assert "last 145 of 157 steps" in prediction.basis and "overestimate" not in prediction.basis
+    # a steady part that cannot be right is not used
+    broken = SteadyPart(float("nan"), 0.45, 145, 157, 5.0, 0.02)
+    assert extrapolate_epochs([900.0], [3.0], 4, steady=broken).energy_j == 3600.0
+
+
+def test_epoch_one_steady_window_leaves_out_warmup_and_the_last_step():
+    from energy_lib.train import MIN_WARMUP_STEPS, _steady_steps
+
+    assert _steady_steps(157) == range(16, 156)  # a tenth of 157, rounded up
+    assert _steady_steps(47) == range(MIN_WARMUP_STEPS, 46)
+    assert _steady_steps(12) is None  # too short to hold warm-up and a steady part
+
+
 @pytest.mark.parametrize("energy, seconds, total", [([], [], 3), ([1.0], [1.0, 2.0], 3),
                                                     ([1.0, 2.0], [1.0, 1.0], 1), ([-1.0], [1.0], 2),
                                                     ([1.0], [float("nan")], 2)])
@@ -372,3 +398,13 @@ def test_whole_model_check_sums_layers_to_the_metered_whole(tmp_path, monkeypatc
     assert table["error_pct"].abs().max() < 2.0
     assert set(table["metered_kind"]) == {"modelled"} and (table["uncovered_layers"] == "").all()
     assert table["getzner_error_pct"].notna().all()
+
+
+def test_calibration_windows_on_a_gpu_outlast_the_energy_counter():
+    """The quick plan capped a ~30 us GPU layer call at 200 repeats: 6 ms windows on an H200."""
+    from energy_lib.estimators.calibrate import GPU_MIN_WINDOW_S, QUICK_PLAN, repeats_for
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert repeats_for(30e-6, QUICK_PLAN, cpu) == QUICK_PLAN.max_repeats  # capped on a CPU
+    assert repeats_for(30e-6, QUICK_PLAN, gpu) * 30e-6 >= GPU_MIN_WINDOW_S
+    assert repeats_for(2.0, QUICK_PLAN, gpu) == 1

@@ -229,3 +229,21 @@ def test_summarise_says_contended_from_the_train_windows():
     s = summarise([], Status.OK, windows, contention_threshold=0.4)
     assert s["contended"] is True and s["others_cpu_share"] == 0.5
     assert summarise([], Status.OK, windows, contention_threshold=0.6)["contended"] is False
+
+
+@pytest.mark.slow
+def test_epoch_one_has_a_steady_window_inside_it_that_the_extrapolation_uses():
+    result = train(tiny(train_subset=1024, epochs=2, width=0.25, idle_s=0, idle_after_s=0),
+                   progress=False)  # 16 steps: 10 of warm-up, steps 10..14 steady, the last out
+    steady = [r for r in result.energy if r["phase"] == "steady"]
+    train_1 = [r for r in result.energy if r["phase"] == "train" and r["epoch"] == 1]
+    assert steady and {r["epoch"] for r in steady} == {1}
+    assert 0 < steady[0]["duration_s"] < train_1[0]["duration_s"]
+    (early,) = [r for r in result.energy if r["method"] == "early-epochs"]
+    assert "last 5 of 16 steps" in early["flag"]
+    # never part of a headline: the run's energy is its train and eval windows alone
+    total = derive.per_run(result.energy)["energy_j"].iloc[0]
+    work = derive.headline_rows(result.energy)
+    assert total == pytest.approx(work["energy_j"].sum())
+    assert "steady" not in set(work["phase"])
+    assert [w["window"] for w in result.windows][:2] == ["steady-1", "train-1"]

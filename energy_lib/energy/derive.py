@@ -128,13 +128,14 @@ def energy_label(rows) -> EnergyLabel:
     return EnergyLabel(tuple(sorted(parts)), tuple(sorted(kinds)), tuple(sorted(scopes)))
 
 
-def headline_rows(energy, prefer: str = Scope.PROCESS) -> pd.DataFrame:
+def headline_rows(energy, prefer: str = Scope.PROCESS, phases=_WORK_PHASES) -> pd.DataFrame:
     """Per train/eval window and component, the best available row: measured over modelled,
     then the `prefer` scope over the other (process: the cell's share where the table has one,
     else the machine's figure; machine: the whole machine's figure wherever one exists). A
-    window where a meter failed has only its stand-in rows, so the choice is per window."""
+    window where a meter failed has only its stand-in rows, so the choice is per window.
+    `phases`: the windows to choose from (train and eval: what a headline sums)."""
     frame = as_frame(energy)
-    work = frame[frame["phase"].isin(_WORK_PHASES) & (frame["component"] != ASSUMED_BOARD)
+    work = frame[frame["phase"].isin([str(p) for p in phases]) & (frame["component"] != ASSUMED_BOARD)
                  & (frame["method"] != Method.CODECARBON.value)].copy()
     if work.empty:
         return work

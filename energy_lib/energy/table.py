@@ -37,6 +37,9 @@ class Phase(StrEnum):
     TRAIN = "train"  # one epoch's training steps
     EVAL = "eval"  # one epoch's evaluation
     RUN = "run"  # all epochs, edge to edge (includes the gaps between phases)
+    # epoch 1 after its first warm-up steps, inside epoch 1's train window (never summed into a
+    # headline): what a typical step costs, for the early-epoch extrapolation
+    STEADY = "steady"
     PREDICTED = "predicted"  # an estimate made before or during training
 
 

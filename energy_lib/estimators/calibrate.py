@@ -95,6 +95,19 @@ class Plan:
 
 QUICK_PLAN = Plan(ranges=QUICK, per_type=6, min_window_s=0.15, max_repeats=200)
 
+#: A GPU window lasts at least this long: NVML's energy counter moves about every 100 ms, so a
+#: window needs ten of its steps for a figure within about 10 %. On the H200 the quick plan's
+#: windows were 3-130 ms (a layer call of ~30 us x at most 200 repeats): noise.
+GPU_MIN_WINDOW_S = 1.0
+
+
+def repeats_for(once_s: float, plan: Plan, device: torch.device) -> int:
+    """Calls per metered window: enough to last the plan's window (on a GPU at least
+    GPU_MIN_WINDOW_S, and uncapped, since the window's length bounds the time already)."""
+    if device.type == "cuda":
+        return max(1, math.ceil(max(plan.min_window_s, GPU_MIN_WINDOW_S) / once_s))
+    return int(min(plan.max_repeats, max(1, math.ceil(plan.min_window_s / once_s))))
+
 
 def sample_configs(plan: Plan) -> list[dict]:
     """The plan's configurations in a fixed order (interleaved by type, so a partial run
@@ -234,7 +247,7 @@ def measure(config: dict, phase: str, plan: Plan, device: torch.device) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     once_s = max(time.perf_counter() - start, 1e-6)
-    repeats = int(min(plan.max_repeats, max(1, math.ceil(plan.min_window_s / once_s))))
+    repeats = repeats_for(once_s, plan, device)
     energy_j, seconds, method, kind = _metered(fn, repeats, device)
     row = {c: "" for c in COLUMNS}
     row.update({k: v for k, v in config.items() if k in row})

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..energy.table import EnergyRow, Kind, Method, Phase
-from .extrapolate import extrapolate_epochs
+from .extrapolate import SteadyPart, extrapolate_epochs
 from .ops import ops_estimate
 from .regression import layerwise_estimate
 
@@ -81,10 +81,10 @@ def predict_run(model: nn.Module, *, input_size: tuple[int, int, int], batch_siz
 
 
 def early_epochs_row(epoch_energy_j: list[float], epoch_seconds: list[float],
-                     total_epochs: int, headline_kind: str) -> dict:
+                     total_epochs: int, headline_kind: str, steady: SteadyPart | None = None) -> dict:
     """The run's headline energy and time predicted from its first epochs (a row of the
     energy table: phase predicted, component total, after epoch k)."""
-    prediction = extrapolate_epochs(epoch_energy_j, epoch_seconds, total_epochs)
+    prediction = extrapolate_epochs(epoch_energy_j, epoch_seconds, total_epochs, steady)
     return EnergyRow(prediction.measured_epochs, Phase.PREDICTED, TOTAL, Method.EARLY_EPOCHS,
                      Kind.ESTIMATED, prediction.energy_j, prediction.seconds,
                      f"{prediction.basis}; extrapolates the {headline_kind} headline").to_dict()
