@@ -304,3 +304,21 @@ def test_gpu_rows_have_process_scope_in_the_energy_table(gpus, no_rapl):
             gpus.energy_mj[0] += 5000.0
     scopes = {(r["component"], r["scope"]) for r in metering.rows}
     assert scopes == {("gpu", "process"), ("assumed-board", "process")}
+
+
+def test_a_cancelled_window_is_cancelled_in_zeus(nvml_processes, no_rapl):
+    """A window whose block raised ends with Zeus's cancel=True: no counters read, nothing kept,
+    and the name can open again."""
+    from energy_lib.energy.monitor import EnergyMonitor
+
+    meter, _ = ZeusMeter.probe([0], measure_cpu=False)
+    calls = []
+    original = meter.monitor.end_window
+    meter.monitor.end_window = lambda name, **kw: calls.append(kw) or original(name, **kw)
+    monitor = EnergyMonitor([meter], CPU)
+    monitor.begin_window("train-1")
+    monitor.cancel_window("train-1")
+    assert calls == [{"sync_execution": False, "cancel": True}]
+    assert "train-1" not in meter._gpu_others and "train-1" not in meter.monitor.measurement_states
+    monitor.begin_window("train-1")
+    assert monitor.end_window("train-1").readings[0].component == "gpu"

@@ -73,6 +73,10 @@ class Meter(ABC):
     def end(self, name: str, duration_s: float) -> list[Reading]:
         """Window `name` closes after `duration_s`: its readings."""
 
+    def cancel(self, name: str) -> None:
+        """Window `name` closes without a reading (the block inside it raised)."""
+        self.end(name, 0.0)
+
     def power_w(self) -> dict[str, float]:
         return {}
 
@@ -174,7 +178,7 @@ class EnergyMonitor:
             return
         for meter in self.meters:
             try:
-                meter.end(name, 0.0)
+                meter.cancel(name)
             except Exception:  # noqa: BLE001
                 pass
 

@@ -199,6 +199,11 @@ class ZeusMeter(Meter):
             self._gpu_others[name] = (set(), False)
             self._see_gpu_processes([name])
 
+    def cancel(self, name: str) -> None:
+        """Zeus's own cancel: the window is dropped without reading its counters."""
+        self._gpu_others.pop(name, None)
+        self.monitor.end_window(name, sync_execution=False, cancel=True)
+
     def end(self, name: str, duration_s: float) -> list[Reading]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Zeus warns on zero-energy windows; we flag them
