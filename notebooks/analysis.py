@@ -11,10 +11,13 @@ overrides = {}
 repeats = None  # None: the study file's
 
 # %%
-from IPython.display import display
+import pandas as pd
+from IPython.display import Markdown, display
 
 from energy_lib.report import build
-from energy_lib.study import load_study, read_study
+from energy_lib.study import load_study, locate, read_study
+
+pd.set_option("display.max_colwidth", None)  # a verdict's evidence is never cut
 
 
 def show(*items):
@@ -26,10 +29,13 @@ def show(*items):
             display(item)
 
 
-study = load_study(study_file, repeats=repeats, **overrides)
-runs, state = read_study(study, runs_dir)
-report = build(study, runs, state, report_dir)
-show(*report.notes, report.opening)
+# relative paths mean the project root, wherever the kernel started (JupyterLab: notebooks/)
+study_path, root = locate(study_file)
+study = load_study(study_path, repeats=repeats, **overrides)
+runs, state = read_study(study, root / runs_dir)
+report = build(study, runs, state, root / report_dir)
+show(*report.notes)
+display(Markdown(report.findings))
 
 # %% [markdown]
 # ## Results
@@ -64,7 +70,7 @@ show(*report.energy.values())
 # %% [markdown]
 # ## Repeats, intervals and comparisons
 #
-# Runs of one setting that differ only in their seed (`repeats` in the study file) are grouped: each headline figure is the mean with a 95 % Student-t interval and N (a setting with one run has no interval, and says so). The paired comparison divides, seed by seed, the runs of the two values of the compared axis (`compare`, by default `precision`), with the interval of the geometric-mean ratio and a verdict in words. Energy to target: the energy and time until validation accuracy first reaches the target (`target_acc_pct`, by default the lowest best accuracy of any cell), interpolated inside the epoch. The Pareto figure marks the settings no other setting beats on both accuracy and energy. Failed runs are left out of every interval and counted.
+# Runs of one setting that differ only in their seed (`repeats` in the study file) are grouped: each headline figure is the mean with a 95 % Student-t interval and N (a setting with one run has no interval, and says so). The paired comparison divides, seed by seed, the runs of the two values of the compared axis (`compare`, by default `precision`), with the interval of the geometric-mean ratio and a verdict in words. Energy to target: the energy and time until validation accuracy first reaches the target (`target_acc_pct`, by default the lowest best accuracy of any cell), interpolated inside the epoch. The Pareto figure stars the settings no other setting beats beyond both intervals (accuracy and energy); a setting of one run has no interval and is never starred. Failed runs are left out of every interval and counted.
 
 # %%
 show(report.repeats, report.summary)
@@ -78,7 +84,7 @@ show(report.targets, report.energy_to_target, report.pareto)
 # %% [markdown]
 # ## The original study's claims, tested
 #
-# Each conclusion of the original width x precision study, with our verdict and the numbers and intervals behind it (width x precision studies only). A verdict needs an interval that excludes "no effect"; with modelled energy, claims about energy are not testable.
+# Each conclusion of the original width x precision study, with our verdict and the numbers and intervals behind it (width x precision studies only); the findings at the top say the same in sentences, with the rule behind each verdict. A claim of an effect needs a 95 % interval that excludes "no effect"; a claim of no effect ("only at width 3") needs an equivalence test (TOST within ±3 %). Where every energy component is modelled from time, the verdict is about training time, and says so.
 
 # %%
 show(report.claims)

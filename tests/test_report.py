@@ -52,7 +52,17 @@ def test_build_writes_and_returns_the_whole_report_of_the_committed_records(tmp_
     assert axes.get_title().endswith(f"\nmodelled: {methods}")
     # claims.csv names the method (it never did)
     claims = pd.read_csv(tmp_path / "claims.csv").set_index("id")
-    assert f"Energy is modelled ({methods})" in claims.loc["amp-can-cost-at-small-widths", "evidence"]
+    assert f"Energy here is modelled ({methods})" in claims.loc["amp-can-cost-at-small-widths",
+                                                                  "evidence"]
+    # the findings open the report: every claim's verdict with its whole evidence, the energy
+    # kind and scope, and what was left out; findings.md holds the same text
+    assert report.findings.startswith("## Findings: quick")
+    assert (tmp_path / "findings.md").read_text().strip() == report.findings.strip()
+    assert "12 of 12 cells finished." in report.findings
+    assert "Energy figures are modelled (" in report.findings and "scope: this cell's share" \
+        in report.findings
+    for _, row in claims.iterrows():
+        assert f"**{row['verdict']}**: {row['claim']} {row['evidence']}" in report.findings
     shown = [*report.curves.values(), *report.energy.values(), report.pareto, report.confusion]
     assert not any(plt.fignum_exists(fig.number) for fig in shown)  # closed: shown once
 
@@ -129,8 +139,30 @@ def test_names_with_dollars_are_drawn_exactly_as_written():
     targets = pd.DataFrame({"cell": [TRICKY], "reached": [True], "energy_to_target_j": [1.0],
                             "target_acc_pct": [50.0]})
     to_target = stat_figures.figure_energy_to_target(targets, runs.runs)
-    for fig, shown in ((curves, TRICKY), (confusion, TRICKY + "\nfinal val acc 50.0 %"),
+    for fig, shown in ((curves, f"{TRICKY} (N=1)"), (confusion, TRICKY + "\nfinal val acc 50.0 %"),
                        (to_target, TRICKY)):
         fig.savefig(io.BytesIO())  # mathtext would raise here
         assert shown in texts(fig)
     plt.close("all")
+
+
+def test_curves_draw_settings_with_bands_not_runs():
+    """Two settings x three seeds: two legend entries (N=3), a 95 % band each, six thin repeat
+    lines, whole-number epoch ticks, the legend outside the axes."""
+    rows = [{"cell": f"w{w}_s{s}", "epoch": e, "val_acc_pct": 50 + 10 * w + e + s}
+            for w in (1, 2) for s in range(3) for e in (1, 2, 3, 4)]
+    epochs = pd.DataFrame(rows)
+    settings = results.setting_names(
+        pd.DataFrame({"cell": sorted(epochs["cell"].unique()),
+                      "width": [1.0] * 3 + [2.0] * 3, "seed": [0, 1, 2] * 2}), ["width"])
+    assert settings["w1_s2"] == "width=1" and settings["w2_s0"] == "width=2"
+    fig = results.figure_metric(epochs, "val_accuracy", settings)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["width=1 (N=3)", "width=2 (N=3)"]
+    assert len(ax.collections) == 2  # one interval band per setting
+    assert len(ax.lines) == 2 + 6  # a mean line per setting, a thin line per repeat
+    assert all(float(t).is_integer() for t in ax.get_xticks())
+    legend_box = ax.get_legend().get_window_extent()
+    assert legend_box.x0 >= ax.get_window_extent().x1  # outside the data
+    plt.close(fig)

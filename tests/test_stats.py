@@ -305,11 +305,55 @@ def test_claims_inconclusive_when_intervals_span_no_effect():
     assert v["wider-is-more-accurate"] == "inconclusive"
     assert v["amp-saves-only-at-largest-width"] == "inconclusive"
     assert v["amp-can-cost-at-small-widths"] == "inconclusive"
-    # saving at width 3, nothing detectable below: the 'only' claim holds, 'can cost' is open
+    # saving at width 3, nothing detectable below but wide intervals: absence of evidence, so
+    # the 'only' claim is open (it needs the smaller widths shown equivalent)
     results = _results({1: 70.0, 2: 77.0, 3: 82.0}, {1: 1.0, 2: 1.0, 3: 0.8}, ratio_noise=0.05)
     v = _verdicts(results)
-    assert v["amp-saves-only-at-largest-width"] == "supported"
+    assert v["amp-saves-only-at-largest-width"] == "inconclusive"
     assert v["amp-can-cost-at-small-widths"] == "inconclusive"
+    evidence = claims.evaluate_claims(results).set_index("id").loc[
+        "amp-saves-only-at-largest-width", "evidence"]
+    assert "'Only' needs the smaller widths shown equivalent within ±3 %" in evidence
+
+
+def test_only_at_largest_needs_equivalence_below_tost():
+    """Tight repeats: amp within ±3 % of fp32 at widths 1 and 2 (TOST), saving at width 3."""
+    results = _results({1: 70.0, 2: 77.0, 3: 82.0}, {1: 1.0, 2: 1.0, 3: 0.8}, ratio_noise=0.005)
+    v = _verdicts(results)
+    assert v["amp-saves-only-at-largest-width"] == "supported"
+    assert v["amp-can-cost-at-small-widths"] == "inconclusive"  # equivalent is not 'costs'
+    evidence = claims.evaluate_claims(results).set_index("id").loc[
+        "amp-saves-only-at-largest-width", "evidence"]
+    assert "width 1: equivalent within ±3 % (TOST: 90 % CI" in evidence
+    # equivalent at the largest width too: no saving there, the claim is contradicted
+    flat = _results({1: 70.0, 2: 77.0, 3: 82.0}, {1: 1.0, 2: 1.0, 3: 1.0}, ratio_noise=0.005)
+    assert _verdicts(flat)["amp-saves-only-at-largest-width"] == "contradicted"
+    # a 4 % effect is outside the margin: not equivalent, not significant at this noise
+    assert claims._equivalent(pd.Series({"n": 3, "ratio_ci_low": 0.99, "ratio_ci_high": 1.04}),
+                              3.0) is False
+    assert claims._equivalent(pd.Series({"n": 3, "ratio_ci_low": 0.98, "ratio_ci_high": 1.02}),
+                              3.0) is True
+    assert claims._equivalent(pd.Series({"n": 1, "ratio_ci_low": 1.0, "ratio_ci_high": 1.0}),
+                              3.0) is False
+
+
+def test_modelled_energy_claims_are_verdicts_about_time():
+    """Energy modelled from time: the amp claims are tested on time, and say so. Here the
+    (made-up) energies say amp saves 15 % at width 3 but its time is the same: the verdict
+    follows time."""
+    results = _results({1: 70.0, 2: 77.0, 3: 82.0}, {1: 1.0, 2: 1.0, 3: 0.85},
+                       ratio_noise=0.005, kind="modelled")
+    fp32 = results[results["precision"] == "fp32"].set_index(["width", "seed"])["total_s"]
+    amp = results["precision"] == "amp"
+    results.loc[amp, "total_s"] = [fp32[(w, s)] for w, s in zip(results.loc[amp, "width"],
+                                                                 results.loc[amp, "seed"])]
+    out = claims.evaluate_claims(results).set_index("id")
+    evidence = out.loc["amp-saves-only-at-largest-width", "evidence"]
+    assert "verdict is about training time" in evidence and "amp/fp32 time paired" in evidence
+    assert out.loc["amp-saves-only-at-largest-width", "verdict"] == "contradicted"
+    measured = _results({1: 70.0, 2: 77.0, 3: 82.0}, {1: 1.0, 2: 1.0, 3: 0.85}, ratio_noise=0.005)
+    measured["total_s"] = results["total_s"]
+    assert _verdicts(measured)["amp-saves-only-at-largest-width"] == "supported"
 
 
 def test_claims_not_testable_with_one_run_per_cell_or_modelled_energy():
@@ -323,6 +367,8 @@ def test_claims_not_testable_with_one_run_per_cell_or_modelled_energy():
     assert out.loc["energy-proportional-to-time", "verdict"] == "not testable here"
     assert "by construction" in out.loc["energy-proportional-to-time", "evidence"]
     assert "modelled" in out.loc["amp-saves-only-at-largest-width", "evidence"]
+    assert set(claims.VERDICT_RULES) == {"supported", "contradicted", "inconclusive",
+                                         "not testable here"}
 
 
 def test_claims_failed_repeats_excluded_and_missing_axis_values():
@@ -345,7 +391,8 @@ def test_claims_name_the_energy_methods():
         cpu_method="tdp-model", cpu_kind="modelled", ram_method="ram-model", ram_kind="modelled")
     out = claims.evaluate_claims(modelled).set_index("id")
     for claim in ("amp-saves-only-at-largest-width", "amp-can-cost-at-small-widths"):
-        assert ("Energy is modelled (cpu: tdp-model (modelled); ram: ram-model (modelled))"
+        assert ("Energy here is modelled (cpu: tdp-model (modelled); ram: ram-model "
+                "(modelled)): modelled from time, so this verdict is about training time"
                 in out.loc[claim, "evidence"])
 
 
@@ -381,15 +428,29 @@ def test_figure_pareto_names_front_in_legend_and_labels_kind():
     fig.canvas.draw()  # raises if any text were parsed as mathtext
     ax = fig.axes[0]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    front = stats.pareto_front(pd.DataFrame({"x": summary["energy_j_mean"],
-                                             "y": summary["best_val_acc_pct_mean"]}), "x", "y")
+    front = stats.pareto_beyond_intervals(summary)
     starred = sorted(t for t in legend if t.startswith("★"))
     assert starred == sorted(f"★ {c} (N=3)" for c in summary.loc[front.to_numpy(), "cell"])
-    assert 0 < len(starred) < len(summary)
+    assert starred  # intervals overlap on accuracy or energy: none is beaten beyond both
+    assert "no other setting better beyond both intervals" in ax.get_title()
     assert ax.get_xlabel() == "energy per run (Wh) — measured -- gpu: zeus-nvml (measured)"
     # names live in the legend only: no free text on the axes
     assert not ax.texts
     plt.close(fig)
+
+
+def test_pareto_beyond_intervals_hand_made():
+    """a beats c beyond both intervals; b overlaps a in energy, so a cannot dominate it; d has
+    one run: no interval, never starred, dominates nothing (though its mean beats everyone)."""
+    summary = pd.DataFrame({
+        "energy_j_ci_low":  [10.0, 11.0, 30.0, 1.0], "energy_j_ci_high": [12.0, 13.0, 32.0, 1.0],
+        "best_val_acc_pct_ci_low": [80.0, 70.0, 60.0, 99.0],
+        "best_val_acc_pct_ci_high": [82.0, 72.0, 62.0, 99.0],
+        "best_val_acc_pct_n": [3, 3, 3, 1]}, index=list("abcd"))
+    assert stats.pareto_beyond_intervals(summary).to_dict() == {
+        "a": True, "b": True, "c": False, "d": False}
+    summary.loc["b", ["energy_j_ci_low", "energy_j_ci_high"]] = [12.5, 13.0]  # now clear of a
+    assert not stats.pareto_beyond_intervals(summary)["b"]
 
 
 def test_figure_pareto_says_mixed_kinds():
@@ -409,6 +470,7 @@ def test_figure_pareto_single_runs_have_no_error_bars():
     fig.canvas.draw()
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert any("width=1 precision=amp (N=1)" in t for t in legend)
+    assert not any(t.startswith("★") for t in legend)  # one run: never starred
     assert not [c for c in fig.axes[0].containers if c.has_xerr]
     plt.close(fig)
 
@@ -449,3 +511,13 @@ def test_figures_with_empty_input_say_why(build):
     fig.canvas.draw()
     assert any(text.startswith("no ") for text in _texts(fig))
     plt.close(fig)
+
+
+def test_a_target_near_chance_is_flagged():
+    from energy_lib.report.repeats import target_note
+
+    runs = pd.DataFrame({"dataset": ["fashion_mnist", "fashion_mnist"]})
+    note = target_note(12.8, runs)  # seen in a seed-002 run: 10 classes, chance 10 %
+    assert "within 10 points of chance (10 % for 10 classes)" in note
+    assert target_note(60.0, runs) == "" and target_note(None, runs) == ""
+    assert "for 100 classes" in target_note(5.0, pd.DataFrame({"dataset": ["cifar100"]}))

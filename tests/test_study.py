@@ -690,6 +690,10 @@ def test_real_study_report(tiny_study, tmp_path, monkeypatch):
     assert executed.status != "failed" and executed.error == ""
     html = (report_dir / "analysis.html").read_text()
     assert "<img" in html and "precision-amp" in html and "missing" in html
+    # findings first, each figure once
+    assert "Findings: " in html and html.index("Findings: ") < html.index("<img")
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    assert images and len(images) == len(set(images))
     for code_only in ("load_study", "read_runs", "write_report", "plt.close"):
         assert code_only not in html  # code cells are not exported, only their outputs
     assert '<div class="highlight' not in html
@@ -735,3 +739,20 @@ def test_grid_and_random_orders(tmp_path):
 def test_bad_run_settings_are_one_line(tmp_path, line, fragment):
     with pytest.raises(StudyError, match=re.escape(fragment)):
         load_study(write_study(tmp_path, ORDER_STUDY.format(order=line)))
+
+
+def test_locate_finds_project_paths_from_a_notebook_folder(tmp_path, monkeypatch):
+    """JupyterLab starts the kernel in notebooks/: the analysis notebook's 'studies/quick.toml'
+    and 'runs/quick' must mean the project root's, not notebooks/studies/..."""
+    from energy_lib.study import locate
+
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "s.toml").write_text("")
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    assert locate("studies/s.toml") == (tmp_path / "studies" / "s.toml", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert locate("studies/s.toml") == (tmp_path / "studies" / "s.toml", tmp_path)
+    missing, base = locate("studies/nope.toml")
+    assert missing == tmp_path / "studies" / "nope.toml" and base == tmp_path
+    assert locate(tmp_path / "x.toml")[0] == tmp_path / "x.toml"

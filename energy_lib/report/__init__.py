@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from . import repeats
+from .findings import findings as write_findings
 from .estimates import write_estimates
 from .export import write_export
 from .models import class_names, plot_confusion, write_model_report
@@ -39,6 +40,7 @@ class Report:
 
     notes: list[str]  # files skipped as unreadable; notebooks that are not this study's
     opening: str  # the study, its cells and description
+    findings: str  # Markdown: the verdicts and comparisons in sentences, first (findings.md)
     results: pd.DataFrame  # results.csv: one row per cell, with status
     shared_cpu: str  # which cells shared a host's CPU (flagged in results' `flags`)
     contended: str  # which cells other load contended with, and whether they were left out
@@ -82,7 +84,7 @@ def build(study, runs, state, out_dir: str | Path) -> Report:
     shared_cpu = flag_shared_cpu(runs.runs)  # before the results table: its `flags` say it
     for_verdicts, contended_note = flag_contended(runs.runs, study.include_contended)
     findings = consistency(runs.runs, study.setting_axes)
-    written = write_report(runs, out_dir, [c.name for c in study.cells])
+    written = write_report(runs, out_dir, [c.name for c in study.cells], study.setting_axes)
     statistics = repeats.write_study_statistics(for_verdicts, runs.epochs, study, out_dir)
     models = write_model_report(runs, out_dir)
     estimates = write_estimates(runs, out_dir)
@@ -93,31 +95,42 @@ def build(study, runs, state, out_dir: str | Path) -> Report:
                     {"estimates": estimates["figure"]}):
         _close(figures)
     paired = statistics["paired"]
+    repeats_line = (f"repeats per setting: {study.repeats}; " + (
+        f"target accuracy: {statistics['target_acc_pct']:g} %"
+        if statistics["target_acc_pct"] is not None else
+        "no target accuracy yet: no run has finished with an accuracy") + "".join(
+        f"; WARNING: {note}" for note in
+        [repeats.target_note(statistics["target_acc_pct"], runs.runs)] if note))
+    claims = (statistics["claims"][["claim", "verdict", "evidence", "N"]]
+              if not statistics["claims"].empty else
+              "not a width x precision study: no claims to test")
+    paired_shown = (paired[[c for c in paired if c not in ("method", "confidence")]]
+                    if not paired.empty else statistics["paired_why_not"] or
+                    "no paired comparison: no setting has finished runs of both values")
+    opening = write_findings(study=study, runs=runs.runs, state=state, contended=contended_note,
+                             repeats_line=repeats_line, claims=claims, paired=paired_shown)
+    findings_path = out_dir / "findings.md"
+    findings_path.write_text(opening + "\n", encoding="utf-8")
+    paths[findings_path.name] = findings_path
     return Report(
         notes=notes,
         opening=f"study {study.name!r}: {len(study.cells)} cells; {study.description}",
+        findings=opening,
         results=written["table"],
         shared_cpu=shared_cpu,
         contended=contended_note,
         consistency=findings if not findings.empty else consistency_sentence(findings),
         curves={name: written["figures"][name] for name in CURVES},
         energy={name: written["figures"][name] for name in ENERGY_FIGURES},
-        repeats=(f"repeats per setting: {study.repeats}; " + (
-            f"target accuracy: {statistics['target_acc_pct']:g} %"
-            if statistics["target_acc_pct"] is not None else
-            "no target accuracy yet: no run has finished with an accuracy")),
+        repeats=repeats_line,
         summary=repeats.readable_summary(statistics["summary"], study),
-        paired=(paired[[c for c in paired if c not in ("method", "confidence")]]
-                if not paired.empty else statistics["paired_why_not"] or
-                "no paired comparison: no setting has finished runs of both values"),
+        paired=paired_shown,
         paired_accuracy=statistics["paired_accuracy"],
         paired_figure=statistics["figures"]["paired"],
         targets=statistics["targets"],
         energy_to_target=statistics["figures"]["energy_to_target"],
         pareto=statistics["figures"]["pareto"],
-        claims=(statistics["claims"][["claim", "verdict", "evidence", "N"]]
-                if not statistics["claims"].empty else
-                "not a width x precision study: no claims to test"),
+        claims=claims,
         confusion_rule=f"confusion matrices: {models['confusion_rule']}",
         confusion=models["figures"]["confusion_matrices"],
         pruning_figure=models["figures"]["pruning_energy_vs_macs"],

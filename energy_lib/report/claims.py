@@ -4,9 +4,10 @@ The original study drew its conclusions from one run per cell, with energy assum
 70 W x time. Here every claim is tested with intervals over repeats; a claim that the data at
 hand cannot test says so instead of borrowing a verdict.
 
-Verdicts: 'supported', 'contradicted', 'inconclusive' (testable here, but the intervals do not
-decide it at this N), 'not testable here' (the data lacks what the claim needs: a second width,
-repeats, measured energy).
+The verdict vocabulary and its rules are `VERDICT_RULES` (written once; the report prints it).
+Claims about energy are tested on energy where any component was measured; where every
+component is modelled from time (a TDP or constant-power model), the ratio of energies is the
+ratio of times by construction, so the verdict is about training time and says so.
 """
 
 from __future__ import annotations
@@ -26,6 +27,20 @@ ORIGINAL_SOURCE = "original T4 study (seed 000)"
 SUPPORTED, CONTRADICTED = "supported", "contradicted"
 INCONCLUSIVE, NOT_TESTABLE = "inconclusive", "not testable here"
 POWER_SPREAD_THRESHOLD_PCT = 10.0  # cells' mean power within this spread = proportional
+#: "No difference" needs evidence, not a wide interval: two one-sided tests (TOST) at level
+#: alpha, i.e. the (1 - 2 alpha) interval of the paired ratio inside [1/(1+m), 1+m].
+EQUIVALENCE_MARGIN_PCT = 3.0
+
+VERDICT_RULES = {
+    SUPPORTED: "every comparison the claim makes goes its way: a 95 % interval excludes no "
+               "effect where it says there is one, and an equivalence test (TOST, within "
+               f"±{EQUIVALENCE_MARGIN_PCT:g} %) shows no effect where it says there is none",
+    CONTRADICTED: "a 95 % interval shows an effect against the claim",
+    INCONCLUSIVE: "testable here, but neither: the intervals at this N are too wide to show "
+                  "the effect or to rule it out within the margin",
+    NOT_TESTABLE: "the data lacks what the claim needs (a second width, repeats, both "
+                  "precisions, measured energy for a claim about power)",
+}
 RESULT_COLUMNS = ("width", "precision", "seed", "best_val_acc_pct", "energy_j", "energy_kind",
                   "total_s", "status")
 
@@ -66,17 +81,11 @@ def _signed(x: float, digits: int = 1) -> str:
     return ("+" if x >= 0 else "−") + f"{abs(x):.{digits}f}"
 
 
-def _energy_note(data: pd.DataFrame) -> str:
-    """'' for measured energy; otherwise a sentence naming what the energy figures are: their
-    kind and each component's method (`energy.derive.energy_label`)."""
+def _mixed_note(data: pd.DataFrame) -> str:
+    """A sentence naming the components' kinds and methods where they differ (part measured,
+    part modelled), else ''."""
     label = energy_label(data)
-    if label.kinds == ("measured",):
-        return ""
-    if len(label.kinds) > 1:
-        return f" Energy kinds are {label.kind} ({label.methods})."
-    what = label.kinds[0] if label.kinds else "of unknown kind"
-    return (f" Energy is {what} ({label.methods}): these ratios follow time x modelled power, "
-            "not a measurement.")
+    return f" Energy kinds are {label.kind} ({label.methods})." if len(label.kinds) > 1 else ""
 
 
 # -------------------------------------------------------------------------------- the claims
@@ -161,10 +170,31 @@ def _energy_proportional_to_time(data: pd.DataFrame, confidence: float, threshol
     return (SUPPORTED if spread_pct <= threshold_pct else CONTRADICTED), evidence, n
 
 
-def _amp_ratios(data: pd.DataFrame, confidence: float):
-    """Per width: (width, row of paired_ratio, state) with state saves/costs/unclear/untested."""
-    ratios = stats.paired_ratio(data, "precision", "fp32", "amp", "energy_j", by="width",
-                                confidence=confidence, quantity="energy")
+def _energy_or_time(data: pd.DataFrame) -> tuple[str, str]:
+    """(the column an energy claim is tested on, its name in words): energy where any component
+    was measured; time where all of it is modelled from time, where the two ratios are one."""
+    label = energy_label(data)
+    if not label.kinds or "measured" in label.kinds:
+        return "energy_j", "energy"
+    return "total_s", "time"
+
+
+def _equivalent(tost: pd.Series, margin_pct: float) -> bool:
+    bound = 1 + margin_pct / 100
+    return bool(tost["n"] >= 2 and tost["ratio_ci_low"] >= 1 / bound
+                and tost["ratio_ci_high"] <= bound)
+
+
+def _amp_ratios(data: pd.DataFrame, confidence: float, margin_pct: float = EQUIVALENCE_MARGIN_PCT):
+    """Per width: (width, row of paired_ratio, state) with state saves / costs / equivalent
+    (TOST within ±margin) / unclear / untested, on energy or, where it is modelled from time, on
+    time (`_energy_or_time`)."""
+    column, quantity = _energy_or_time(data)
+    ratios = stats.paired_ratio(data, "precision", "fp32", "amp", column, by="width",
+                                confidence=confidence, quantity=quantity)
+    tost = stats.paired_ratio(data, "precision", "fp32", "amp", column, by="width",
+                              confidence=1 - 2 * (1 - confidence), quantity=quantity)
+    tost = {row["width"]: row for _, row in tost.iterrows()}
     out = []
     for _, r in ratios.sort_values("width").iterrows():
         if r["n"] < 2:
@@ -173,32 +203,48 @@ def _amp_ratios(data: pd.DataFrame, confidence: float):
             state = "saves"
         elif r["ratio_ci_low"] > 1:
             state = "costs"
+        elif _equivalent(tost[r["width"]], margin_pct):
+            state = "equivalent"
         else:
             state = "unclear"
+        r = r.copy()
+        if state == "equivalent":
+            t = tost[r["width"]]
+            r["verdict"] = (f"equivalent within ±{margin_pct:g} % (TOST: "
+                            f"{_level(1 - 2 * (1 - confidence))} {t['ratio_ci_low']:.3f}–"
+                            f"{t['ratio_ci_high']:.3f}, N = {int(t['n'])})")
         out.append((r["width"], r, state))
     return out
 
 
-def _describe(ratios) -> str:
-    return "amp/fp32 energy paired by seed: " + "; ".join(
-        f"width {_w(w)}: {r['verdict']}" for w, r, _ in ratios)
+def _describe(ratios, data: pd.DataFrame) -> str:
+    column, quantity = _energy_or_time(data)
+    head = f"amp/fp32 {quantity} paired by seed: "
+    if column == "total_s":
+        label = energy_label(data)
+        head = (f"Energy here is {label.kind} ({label.methods}): modelled from time, so this "
+                f"verdict is about training time, and the modelled energy follows it. " + head)
+    return head + "; ".join(f"width {_w(w)}: {r['verdict']}" for w, r, _ in ratios)
 
 
 def _amp_saves_only_at_largest(data: pd.DataFrame, confidence: float):
     ratios = _amp_ratios(data, confidence)
     if len(ratios) < 2:
         return NOT_TESTABLE, "needs amp and fp32 runs at two widths or more", 0
-    evidence = _describe(ratios) + "." + _energy_note(data)
+    evidence = _describe(ratios, data) + "." + _mixed_note(data)
     n = min(int(r["n"]) for _, r, _ in ratios)
     top, smaller = ratios[-1][2], [s for _, _, s in ratios[:-1]]
     if all(s == "untested" for _, _, s in ratios):
         return NOT_TESTABLE, evidence + " One pair per width: no interval.", n
-    if top == "costs" or "saves" in smaller:
+    if top in ("costs", "equivalent") or "saves" in smaller:
         return CONTRADICTED, evidence, n
-    if top == "saves" and "untested" not in smaller:
-        # the 'only' part: no saving is detectable at any smaller width
+    if top == "saves" and all(s in ("equivalent", "costs") for s in smaller):
+        # the 'only' part: the smaller widths shown equivalent (TOST) or costlier, not merely
+        # without a detectable saving (absence of evidence)
         return SUPPORTED, evidence, n
-    return INCONCLUSIVE, evidence, n
+    return INCONCLUSIVE, evidence + (
+        f" 'Only' needs the smaller widths shown equivalent within ±{EQUIVALENCE_MARGIN_PCT:g} % "
+        "(or costlier), not merely without a detectable saving." if top == "saves" else ""), n
 
 
 def _amp_can_cost_at_small_widths(data: pd.DataFrame, confidence: float):
@@ -206,7 +252,7 @@ def _amp_can_cost_at_small_widths(data: pd.DataFrame, confidence: float):
     if len(ratios) < 2:
         return NOT_TESTABLE, "needs amp and fp32 runs at two widths or more", 0
     small = ratios[:-1]
-    evidence = _describe(small) + "." + _energy_note(data)
+    evidence = _describe(small, data) + "." + _mixed_note(data)
     n = min(int(r["n"]) for _, r, _ in small)
     states = [s for _, _, s in small]
     if all(s == "untested" for s in states):

@@ -45,6 +45,31 @@ def unpaired_reason(table: pd.DataFrame, study, axis: str | None) -> str:
     return ""
 
 
+#: A target accuracy this close to chance (in percentage points) says little about training:
+#: an untrained net's first epoch can reach it.
+NEAR_CHANCE_PP = 10.0
+
+
+def target_note(target_acc_pct: float | None, runs_table: pd.DataFrame) -> str:
+    """'' or a warning that the target sits within NEAR_CHANCE_PP of chance (100 / classes)
+    for a dataset of the study."""
+    from ..datasets import DATASETS
+
+    if target_acc_pct is None or "dataset" not in runs_table:
+        return ""
+    classes = [DATASETS[name].num_classes for name in runs_table["dataset"].dropna().unique()
+               if name in DATASETS]
+    if not classes:
+        return ""
+    chance = 100.0 / min(classes)
+    if target_acc_pct - chance >= NEAR_CHANCE_PP:
+        return ""
+    return (f"the target accuracy {target_acc_pct:g} % is within {NEAR_CHANCE_PP:g} points of "
+            f"chance ({chance:g} % for {min(classes)} classes): reaching it says little about "
+            "training, so energy to target is not a fair comparison here; set target_acc_pct in "
+            "[study] (the default is the lowest best accuracy of any finished run)")
+
+
 def targets(runs_table: pd.DataFrame, epochs: pd.DataFrame, target_acc_pct: float | None):
     """(energy-to-target table per run, the target used). The default target is the lowest
     best accuracy across finished runs, so every run has a value."""

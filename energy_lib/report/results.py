@@ -17,6 +17,7 @@ import pandas as pd
 from ..energy.derive import LABEL_COLUMNS, energy_label
 from ..energy.table import JOULES_PER_KWH
 from ..records import FINISHED, Runs
+from . import stats
 from .output import legend_name, plain_figure, save_csv, save_figure, say_empty
 
 FIGURES = {
@@ -34,66 +35,110 @@ TABLE_COLUMNS = ["cell", "status", "width", "precision", "compute_dtype", "epoch
                  "flags", "error"]
 
 
-def _per_cell_lines(epochs: pd.DataFrame, column: str, ylabel: str, title: str):
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for cell, rows in epochs.groupby("cell", sort=True):
-        ax.plot(rows["epoch"], rows[column], marker="o", markersize=3, label=legend_name(cell))
+#: With this many repeats or fewer, each repeat is drawn as a thin line under its setting's mean.
+THIN_LINES_UP_TO = 5
+
+
+def setting_names(runs_table: pd.DataFrame, setting_axes: list[str]) -> dict[str, str]:
+    """cell -> the name of its setting (the setting axes' values, seed left out): repeats of
+    one setting share a name, so a figure draws them as one setting."""
+    axes = [a for a in setting_axes if a in runs_table]
+    if not axes or runs_table.empty:
+        return {cell: cell for cell in runs_table.get("cell", [])}
+    return {row["cell"]: " ".join(f"{a}={_value(row[a])}" for a in axes)
+            for _, row in runs_table.iterrows()}
+
+
+def _value(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _setting_lines(ax, epochs: pd.DataFrame, settings: dict[str, str], column: str, *,
+                   scale: float = 1.0, cumulative: bool = False, style: str = "-",
+                   suffix: str = "", band: bool = True) -> bool:
+    """Per setting: the mean over its repeats per epoch (one colour per setting), its 95 %
+    interval as a band where N >= 2, and the repeats as thin lines where they are few. Returns
+    whether anything was drawn."""
+    if epochs.empty or column not in epochs:
+        return False
+    data = epochs.assign(_value=pd.to_numeric(epochs[column], errors="coerce") * scale,
+                         _setting=epochs["cell"].map(lambda cell: settings.get(cell, cell)))
+    data = data.sort_values(["cell", "epoch"])
+    if cumulative:
+        data["_value"] = data.groupby("cell")["_value"].cumsum()
+    drawn = False
+    for index, (name, rows) in enumerate(data.groupby("_setting", sort=True)):
+        color = f"C{index % 10}"
+        per_epoch = rows.groupby("epoch")["_value"]
+        ivs = {epoch: stats.interval(values) for epoch, values in per_epoch}
+        epochs_x = sorted(e for e, iv in ivs.items() if iv.mean is not None)
+        if not epochs_x:
+            continue
+        n = rows["cell"].nunique()
+        if n <= THIN_LINES_UP_TO and n > 1:
+            for _, repeat in rows.groupby("cell"):
+                ax.plot(repeat["epoch"].astype(float), repeat["_value"], style, color=color,
+                        linewidth=0.6, alpha=0.45)
+        ax.plot(epochs_x, [ivs[e].mean for e in epochs_x], style, marker="o", markersize=3,
+                color=color, linewidth=1.8, label=legend_name(f"{name}{suffix} (N={n})"))
+        banded = [e for e in epochs_x if ivs[e].low is not None]
+        if band and banded:
+            ax.fill_between(banded, [ivs[e].low for e in banded], [ivs[e].high for e in banded],
+                            color=color, alpha=0.15, linewidth=0)
+        drawn = True
+    return drawn
+
+
+def _finish_axes(ax, ylabel: str, title: str, drawn: bool, empty_reason: str) -> None:
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if not epochs.empty:
-        ax.legend(fontsize=7)
-    return fig
-
-
-@plain_figure
-def figure_metric(epochs: pd.DataFrame, name: str):
-    column, label = FIGURES[name]
-    return _per_cell_lines(epochs, column, label, label + " per epoch")
-
-
-def _energy_lines(epochs: pd.DataFrame, cumulative: bool, unit: str, title: str):
-    """Per cell: the headline energy (solid) beside the constant-power estimate (dashed)."""
-    scale = 1 / JOULES_PER_KWH if unit == "kWh" else 1.0
-    fig, ax = plt.subplots(figsize=(7.2, 4.4))
-    data = epochs.sort_values(["cell", "epoch"]) if not epochs.empty else epochs
-    drawn = False
-    for index, (cell, rows) in enumerate(data.groupby("cell", sort=True)):
-        color = f"C{index % 10}"
-        for column, style, suffix in (("energy_j", "-", ""),
-                                      ("constant_power_energy_j", "--", " (constant power)")):
-            if column not in rows:
-                continue
-            values = pd.to_numeric(rows[column], errors="coerce") * scale
-            if cumulative:
-                values = values.cumsum()
-            if values.notna().any():
-                ax.plot(rows["epoch"].astype(float), values, style, marker="o", markersize=3,
-                        color=color, label=legend_name(cell + suffix))
-                drawn = True
-    prefix = "cumulative energy" if cumulative else "energy per epoch"
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(f"{prefix} ({unit})")
-    ax.set_title(f"{title}\nsolid: {energy_label(data)}\n"
-                 "dashed: constant power (assumed board power x time; modelled)", fontsize=8)
+    ax.set_title(title, fontsize=8)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
-    if drawn:
-        ax.legend(fontsize=6, ncol=2)
+    if drawn:  # outside the data, right of the axes
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     else:
-        say_empty(ax, "no finished epochs with energy figures")
+        say_empty(ax, empty_reason)
+
+
+@plain_figure
+def figure_metric(epochs: pd.DataFrame, name: str, settings: dict[str, str] | None = None):
+    """One metric per epoch, per setting: mean line, 95 % band over repeats, thin repeats."""
+    column, label = FIGURES[name]
+    fig, ax = plt.subplots(figsize=(8.4, 4.0))
+    drawn = _setting_lines(ax, epochs, settings or {}, column)
+    _finish_axes(ax, label, f"{label} per epoch: mean per setting, 95 % interval over repeats "
+                            "(band), repeats thin", drawn, "no finished epochs")
+    fig.tight_layout()
+    return fig
+
+
+def _energy_lines(epochs: pd.DataFrame, settings: dict[str, str], cumulative: bool, unit: str,
+                  title: str):
+    """Per setting: the headline energy (solid, mean and 95 % band over repeats) beside the
+    constant-power estimate (dashed, mean)."""
+    scale = 1 / JOULES_PER_KWH if unit == "kWh" else 1.0
+    fig, ax = plt.subplots(figsize=(8.8, 4.4))
+    drawn = _setting_lines(ax, epochs, settings, "energy_j", scale=scale, cumulative=cumulative)
+    _setting_lines(ax, epochs, settings, "constant_power_energy_j", scale=scale,
+                   cumulative=cumulative, style="--", suffix=", constant power", band=False)
+    prefix = "cumulative energy" if cumulative else "energy per epoch"
+    _finish_axes(ax, f"{prefix} ({unit})",
+                 f"{title}: mean per setting, 95 % interval over repeats (band)\nsolid: "
+                 f"{energy_label(epochs)}\ndashed: constant power (assumed board power x time; "
+                 "modelled)", drawn, "no finished epochs with energy figures")
+    fig.tight_layout()
     return fig
 
 
 @plain_figure
-def figure_cumulative_energy(epochs: pd.DataFrame):
-    return _energy_lines(epochs, True, "kWh", "cumulative energy")
+def figure_cumulative_energy(epochs: pd.DataFrame, settings: dict[str, str] | None = None):
+    return _energy_lines(epochs, settings or {}, True, "kWh", "cumulative energy")
 
 
 @plain_figure
-def figure_energy_per_epoch(epochs: pd.DataFrame):
-    return _energy_lines(epochs, False, "J", "energy per epoch")
+def figure_energy_per_epoch(epochs: pd.DataFrame, settings: dict[str, str] | None = None):
+    return _energy_lines(epochs, settings or {}, False, "J", "energy per epoch")
 
 
 def _finished(table: pd.DataFrame) -> pd.DataFrame:
@@ -199,8 +244,10 @@ def compare_with_reference(table: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def write_report(runs: Runs, report_dir: str | Path, expected_cells: list[str] | None = None) -> dict:
-    """Write the seven figures and the results CSV; returns {name: path} and the figures."""
+def write_report(runs: Runs, report_dir: str | Path, expected_cells: list[str] | None = None,
+                 setting_axes: list[str] | None = None) -> dict:
+    """Write the seven figures and the results CSV; returns {name: path} and the figures. The
+    curves draw settings (`setting_axes`: repeats of one setting are one line with a band)."""
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     epochs = runs.epochs
@@ -209,9 +256,10 @@ def write_report(runs: Runs, report_dir: str | Path, expected_cells: list[str] |
                                        "constant_power_energy_j",
                                        *[c for c, _ in FIGURES.values()]])
     table = results_table(runs, expected_cells)
-    figures = {name: figure_metric(epochs, name) for name in FIGURES}
-    figures["cumulative_energy"] = figure_cumulative_energy(epochs)
-    figures["energy_per_epoch"] = figure_energy_per_epoch(epochs)
+    settings = setting_names(runs.runs, setting_axes or [])
+    figures = {name: figure_metric(epochs, name, settings) for name in FIGURES}
+    figures["cumulative_energy"] = figure_cumulative_energy(epochs, settings)
+    figures["energy_per_epoch"] = figure_energy_per_epoch(epochs, settings)
     figures["accuracy_vs_energy"] = figure_tradeoff(table)
     figures["power_assumed_vs_metered"] = figure_power(table)
     paths = {name: save_figure(fig, report_dir / f"{name}.png") for name, fig in figures.items()}

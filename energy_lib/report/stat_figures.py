@@ -57,9 +57,9 @@ def figure_pareto(summary: pd.DataFrame, runs: pd.DataFrame, x: str = "energy_j"
                   y: str = "best_val_acc_pct", label: str | None = None, energy_unit: str = "Wh",
                   y_label: str = "best validation accuracy (%)", confidence: float = 0.95):
     """Accuracy vs energy per setting (a `summarise_groups` table of `runs`, the finished runs
-    behind it): means with CI bars, the Pareto-optimal settings (least energy for their
-    accuracy) drawn larger, starred and joined by a step line; every setting named in the
-    legend beside the axes."""
+    behind it): means with CI bars, the Pareto-optimal settings (`stats.pareto_beyond_intervals`:
+    none better beyond both intervals; never a setting of one run) drawn larger, starred and
+    joined by a step line; every setting named in the legend beside the axes."""
     scale = _unit(energy_unit)
     fig, ax = plt.subplots(figsize=(8.0, 4.6))
     need = [f"{x}_mean", f"{y}_mean"]
@@ -71,8 +71,7 @@ def figure_pareto(summary: pd.DataFrame, runs: pd.DataFrame, x: str = "energy_j"
     if data.empty:
         return _empty(fig, ax, "no setting has a finished run with both energy and accuracy")
     names = _setting_names(data, label, {"runs", "failed", "energy_kind", "energy_methods"})
-    front = stats.pareto_front(pd.DataFrame({"x": data[f"{x}_mean"], "y": data[f"{y}_mean"]}),
-                               "x", "y").to_numpy()
+    front = stats.pareto_beyond_intervals(data, x, y).to_numpy()
     xerr, yerr = _errors(data, x, scale), _errors(data, y)
     for i, name in enumerate(names):
         n = int(data[f"{y}_n"].iloc[i]) if f"{y}_n" in data else None
@@ -94,8 +93,9 @@ def figure_pareto(summary: pd.DataFrame, runs: pd.DataFrame, x: str = "energy_j"
     ax.set_xlabel(f"energy per run ({energy_unit}) — {energy_label(runs)}")
     ax.set_ylabel(y_label)
     note = f"; {hidden} setting(s) without finished runs not shown" if hidden else ""
-    ax.set_title(f"accuracy vs energy: mean and {confidence:.0%} CI over repeats "
-                 f"(hollow: one run, no interval){note}", fontsize=9)
+    ax.set_title(f"accuracy vs energy: mean and {confidence:.0%} CI over repeats (hollow: one "
+                 f"run, no interval, never starred)\n★: no other setting better beyond both "
+                 f"intervals{note}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, borderaxespad=0,
               title="★ Pareto-optimal", title_fontsize=7)

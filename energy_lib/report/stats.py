@@ -413,3 +413,25 @@ def pareto_front(points: pd.DataFrame, x: str = "energy_j", y: str = "best_val_a
     mask = np.zeros(len(points), dtype=bool)
     mask[np.flatnonzero(valid)] = ~beats.any(axis=0)
     return pd.Series(mask, index=points.index, name="pareto")
+
+
+def pareto_beyond_intervals(summary: pd.DataFrame, x: str = "energy_j",
+                            y: str = "best_val_acc_pct") -> pd.Series:
+    """Boolean mask over the settings of a `summarise_groups` table: True for the settings
+    starred as Pareto-optimal when means alone cannot decide. A setting is dominated only when
+    another is better beyond both intervals (its whole x interval below, its whole y interval
+    above); a setting with fewer than two runs has no interval, so it is never starred and
+    dominates nothing. Means alone (`pareto_front`) would star a setting whose lead is noise."""
+    need = [f"{x}_ci_low", f"{x}_ci_high", f"{y}_ci_low", f"{y}_ci_high", f"{y}_n"]
+    _require(summary, need, "pareto_beyond_intervals")
+    x_low, x_high = (pd.to_numeric(summary[f"{x}_ci_{s}"], errors="coerce").to_numpy(float)
+                     for s in ("low", "high"))
+    y_low, y_high = (pd.to_numeric(summary[f"{y}_ci_{s}"], errors="coerce").to_numpy(float)
+                     for s in ("low", "high"))
+    n = pd.to_numeric(summary[f"{y}_n"], errors="coerce").fillna(0).to_numpy()
+    judged = (n >= 2) & np.isfinite(x_low) & np.isfinite(x_high) & np.isfinite(y_low) \
+        & np.isfinite(y_high)
+    # beats[j, i]: setting j is better than i beyond both intervals
+    beats = (x_high[:, None] < x_low[None, :]) & (y_low[:, None] > y_high[None, :])
+    beats &= judged[:, None] & judged[None, :]
+    return pd.Series(judged & ~beats.any(axis=0), index=summary.index, name="pareto")

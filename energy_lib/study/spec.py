@@ -87,6 +87,22 @@ def cell_name(point: dict[str, Any]) -> str:
     return "_".join(f"{axis}-{_format_value(value)}" for axis, value in point.items()) or "single"
 
 
+def locate(path: str | Path, start: str | Path | None = None) -> tuple[Path, Path]:
+    """(where `path` is, the folder it was found from). A relative path is tried from `start`
+    (the working directory) and then from each folder above it: JupyterLab starts a kernel in
+    notebooks/, where 'studies/quick.toml' is one level up. The folder it was found from is the
+    project root that the notebook's other relative paths (runs/, report/) mean. Not found
+    anywhere: the path from `start`, so the error names what was asked for."""
+    path = Path(path)
+    start = Path(start or Path.cwd()).resolve()
+    if path.is_absolute():
+        return path, start
+    for folder in (start, *start.parents):
+        if (folder / path).exists():
+            return folder / path, folder
+    return start / path, start
+
+
 def load_study(path: str | Path, *, max_cells: int = MAX_CELLS, repeats: int | None = None,
                **overrides: Any) -> Study:
     """Parse and validate a study file; `overrides` replace [fixed] values (e.g. epochs=1).

@@ -1,0 +1,78 @@
+"""The findings a report opens with: what the study found, in full sentences, before any table.
+
+A reader should not have to reach the last table to learn the verdicts, nor read a verdict
+without its numbers. So the findings come first (Markdown: the analysis notebook and its HTML
+show it as text, never as a truncated table cell; `findings.md` keeps it beside the figures):
+what was run and what was left out, what the energy figures are (kind, methods, scope), every
+claim's verdict with its evidence and N, every paired comparison, and the warnings about the
+target accuracy. Everything here is worded from tables other modules computed; nothing is
+computed twice.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..energy.derive import energy_label
+from ..records import FINISHED
+from .claims import VERDICT_RULES
+
+
+def _cells_line(runs: pd.DataFrame, state) -> str:
+    counts = pd.Series([str(s) for s in state.cells.values()]).value_counts()
+    finished = int(sum(counts.get(str(s), 0) for s in FINISHED))
+    other = ", ".join(f"{n} {status}" for status, n in counts.items()
+                      if status not in {str(s) for s in FINISHED})
+    line = f"{finished} of {len(state.cells)} cells finished"
+    return line + (f"; not in any figure or verdict: {other}" if other else "") + "."
+
+
+def _energy_line(runs: pd.DataFrame) -> str:
+    done = runs[runs["status"].isin(FINISHED)] if "status" in runs else runs
+    if done.empty:
+        return "No finished run: no energy figure yet."
+    label = energy_label(done)
+    scopes = sorted(done["energy_scope"].dropna().astype(str).unique()) if "energy_scope" in done else []
+    scope = {"process": "this cell's share of each machine-level figure",
+             "machine": "the whole machine's figures"}
+    said = "; ".join(scope.get(s, s) for s in scopes) or "not recorded"
+    return f"Energy figures are {label.kind} ({label.methods}); scope: {said}."
+
+
+def _claims_lines(claims) -> list[str]:
+    if isinstance(claims, str) or claims is None or claims.empty:
+        return [claims] if isinstance(claims, str) else []
+    return [f"- **{row['verdict']}**: {row['claim']} {row['evidence']} (N = {row['N']})"
+            for _, row in claims.iterrows()]
+
+
+def _paired_lines(paired) -> list[str]:
+    if isinstance(paired, str) or paired is None or paired.empty:
+        return [f"- {paired}"] if isinstance(paired, str) and paired else []
+    context = [c for c in paired.columns if c not in {
+        "axis", "a", "b", "value", "ratio", "ratio_ci_low", "ratio_ci_high", "n", "unpaired",
+        "pair_on", "confidence", "method", "verdict"}]
+    lines = []
+    for _, row in paired.iterrows():
+        where = ", ".join(f"{c} {row[c]:g}" if isinstance(row[c], float) else f"{c} {row[c]}"
+                          for c in context if pd.notna(row[c]))
+        lines.append(f"- {where + ': ' if where else ''}{row['b']} / {row['a']}, "
+                     f"{row['value']}: {row['verdict']} (N = {int(row['n'])} pairs)")
+    return lines
+
+
+def findings(*, study, runs: pd.DataFrame, state, contended: str, repeats_line: str,
+             claims, paired) -> str:
+    """The report's opening, as Markdown."""
+    out = [f"## Findings: {study.name}", "", study.description or "", "",
+           _cells_line(runs, state) + " " + contended, "", _energy_line(runs), "",
+           repeats_line[:1].upper() + repeats_line[1:] + ".", ""]
+    claim_lines = _claims_lines(claims)
+    if claim_lines:
+        out += ["### Claims tested", "", *claim_lines, "",
+                "Verdicts: " + "; ".join(f"*{v}*: {rule}" for v, rule in VERDICT_RULES.items())
+                + ".", ""]
+    paired_lines = _paired_lines(paired)
+    if paired_lines:
+        out += ["### Paired comparisons (by seed, 95 % intervals)", "", *paired_lines, ""]
+    return "\n".join(out)
