@@ -18,6 +18,10 @@ from ..records import FINISHED
 from .claims import VERDICT_RULES
 
 
+#: How a compared column reads in a sentence.
+VALUE_NAMES = {"energy_j": "energy", "total_s": "time", "best_val_acc_pct": "best accuracy"}
+
+
 def _cells_line(runs: pd.DataFrame, state) -> str:
     counts = pd.Series([str(s) for s in state.cells.values()]).value_counts()
     finished = int(sum(counts.get(str(s), 0) for s in FINISHED))
@@ -56,8 +60,9 @@ def _paired_lines(paired) -> list[str]:
     for _, row in paired.iterrows():
         where = ", ".join(f"{c} {row[c]:g}" if isinstance(row[c], float) else f"{c} {row[c]}"
                           for c in context if pd.notna(row[c]))
+        value = VALUE_NAMES.get(row["value"], row["value"])
         lines.append(f"- {where + ': ' if where else ''}{row['b']} / {row['a']}, "
-                     f"{row['value']}: {row['verdict']} (N = {int(row['n'])} pairs)")
+                     f"{value}: {row['verdict']} (N = {int(row['n'])} pairs)")
     return lines
 
 

@@ -37,6 +37,9 @@ TABLE_COLUMNS = ["cell", "status", "width", "precision", "compute_dtype", "epoch
 
 #: With this many repeats or fewer, each repeat is drawn as a thin line under its setting's mean.
 THIN_LINES_UP_TO = 5
+#: The fewest repeats whose 95 % band is drawn: at N = 2 the t factor is 12.7, a band that
+#: says nothing and hides every line (the thin repeats show the spread instead).
+BAND_FROM_N = 3
 
 
 def setting_names(runs_table: pd.DataFrame, setting_axes: list[str]) -> dict[str, str]:
@@ -57,8 +60,8 @@ def _setting_lines(ax, epochs: pd.DataFrame, settings: dict[str, str], column: s
                    scale: float = 1.0, cumulative: bool = False, style: str = "-",
                    suffix: str = "", band: bool = True) -> bool:
     """Per setting: the mean over its repeats per epoch (one colour per setting), its 95 %
-    interval as a band where N >= 2, and the repeats as thin lines where they are few. Returns
-    whether anything was drawn."""
+    interval as a band where N >= BAND_FROM_N, and the repeats as thin lines where they are
+    few. Returns whether anything was drawn."""
     if epochs.empty or column not in epochs:
         return False
     data = epochs.assign(_value=pd.to_numeric(epochs[column], errors="coerce") * scale,
@@ -81,7 +84,7 @@ def _setting_lines(ax, epochs: pd.DataFrame, settings: dict[str, str], column: s
                         linewidth=0.6, alpha=0.45)
         ax.plot(epochs_x, [ivs[e].mean for e in epochs_x], style, marker="o", markersize=3,
                 color=color, linewidth=1.8, label=legend_name(f"{name}{suffix} (N={n})"))
-        banded = [e for e in epochs_x if ivs[e].low is not None]
+        banded = [e for e in epochs_x if ivs[e].low is not None and ivs[e].n >= BAND_FROM_N]
         if band and banded:
             ax.fill_between(banded, [ivs[e].low for e in banded], [ivs[e].high for e in banded],
                             color=color, alpha=0.15, linewidth=0)
@@ -107,8 +110,9 @@ def figure_metric(epochs: pd.DataFrame, name: str, settings: dict[str, str] | No
     column, label = FIGURES[name]
     fig, ax = plt.subplots(figsize=(8.4, 4.0))
     drawn = _setting_lines(ax, epochs, settings or {}, column)
-    _finish_axes(ax, label, f"{label} per epoch: mean per setting, 95 % interval over repeats "
-                            "(band), repeats thin", drawn, "no finished epochs")
+    _finish_axes(ax, label, f"{label} per epoch: mean per setting; band: 95 % interval over "
+                            f"repeats (N >= {BAND_FROM_N}); thin: each repeat", drawn,
+                 "no finished epochs")
     fig.tight_layout()
     return fig
 
@@ -124,7 +128,8 @@ def _energy_lines(epochs: pd.DataFrame, settings: dict[str, str], cumulative: bo
                    cumulative=cumulative, style="--", suffix=", constant power", band=False)
     prefix = "cumulative energy" if cumulative else "energy per epoch"
     _finish_axes(ax, f"{prefix} ({unit})",
-                 f"{title}: mean per setting, 95 % interval over repeats (band)\nsolid: "
+                 f"{title}: mean per setting; band: 95 % interval over repeats (N >= "
+                 f"{BAND_FROM_N}); thin: each repeat\nsolid: "
                  f"{energy_label(epochs)}\ndashed: constant power (assumed board power x time; "
                  "modelled)", drawn, "no finished epochs with energy figures")
     fig.tight_layout()
