@@ -267,9 +267,10 @@ def test_cli_list_names_notebooks_that_are_not_part_of_the_study(mixed_folder, c
 
 def test_analysis_notebook_reads_the_study_with_its_overrides():
     source = (REPO / "notebooks" / "analysis.py").read_text()
-    assert "read_study(study, runs_dir)" in source and "read_runs(" not in source
-    assert "load_study(study_file, repeats=repeats, **overrides)" in source
-    assert "build(study, runs, state, report_dir)" in source  # figures plain: report.output
+    assert "read_study(study, root / runs_dir)" in source and "read_runs(" not in source
+    assert "study_path, root = locate(study_file)" in source  # from notebooks/ too (JupyterLab)
+    assert "load_study(study_path, repeats=repeats, **overrides)" in source
+    assert "build(study, runs, state, root / report_dir)" in source  # figures plain: report.output
 
 
 # ------------------------------------------------------------------------------------------
