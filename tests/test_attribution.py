@@ -167,7 +167,9 @@ def test_machine_load_sees_the_neighbour_and_leaves_out_excluded_pids(neighbour)
     load = machine_load(0.6, exclude_pids=everyone_else)
     assert load.cores == len([line for line in open("/proc/stat") if line[:3] == "cpu"
                               and line[3:4].isdigit()])
-    assert [pid for _, pid, _ in load.top] == [neighbour]
+    named = [pid for _, pid, _ in load.top]
+    assert named[0] == neighbour  # an ancestor (e.g. a CI runner as pid 1) may work a little too
+    assert set(named) <= {neighbour} | ancestors
     spinning = load.top[0][2]
     assert spinning > 10  # % of one core: all of one when the machine is quiet
     assert load.others_cpu_share > 0
