@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from . import repeats
+from .claim_registries import registry_note
 from .findings import findings as write_findings
 from .estimates import write_estimates
 from .export import write_export
@@ -103,7 +104,7 @@ def build(study, runs, state, out_dir: str | Path) -> Report:
         [repeats.target_note(statistics["target_acc_pct"], runs.runs)] if note))
     claims = (statistics["claims"][["claim", "verdict", "evidence", "N"]]
               if not statistics["claims"].empty else
-              "not a width x precision study: no claims to test")
+              registry_note(study.axes))
     paired_shown = (paired[[c for c in paired if c not in ("method", "confidence")]]
                     if not paired.empty else statistics["paired_why_not"] or
                     "no paired comparison: no setting has finished runs of both values")

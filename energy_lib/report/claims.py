@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -41,36 +42,30 @@ VERDICT_RULES = {
     NOT_TESTABLE: "the data lacks what the claim needs (a second width, repeats, both "
                   "precisions, measured energy for a claim about power)",
 }
-RESULT_COLUMNS = ("width", "precision", "seed", "best_val_acc_pct", "energy_j", "energy_kind",
-                  "total_s", "status")
+#: Columns every claim's table has; each test checks the axes it needs itself.
+RESULT_COLUMNS = ("seed", "best_val_acc_pct", "energy_j", "energy_kind", "total_s", "status")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a claim's test may use besides the runs: the confidence level and the study's
+    setting axes (a blocked comparison pairs runs that agree on every other axis)."""
+
+    confidence: float = 0.95
+    axes: tuple[str, ...] = ("width", "precision")
 
 
 @dataclass(frozen=True)
 class Claim:
-    """One conclusion of the original study, with the numbers it rested on."""
+    """One conclusion of a seed study, with the numbers it rested on and its test:
+    `test(data, context) -> (verdict, evidence, N)` on the finished runs."""
 
     id: str
     text: str
     source: str = ORIGINAL_SOURCE
     original_evidence: str = ""
+    test: Callable[[pd.DataFrame, Context], tuple[str, str, int]] | None = None
 
-
-_AMP_T4 = ("amp/fp32 energy 0.968 at width 3, 1.002 at width 2, 1.022 at width 1 "
-           "(one run per cell, energy = 70 W x time)")
-CLAIMS: tuple[Claim, ...] = (
-    Claim("wider-is-more-accurate", "Wider networks reach a higher validation accuracy.",
-          original_evidence="best val acc 69.96 / 77.59 / 81.87 % at widths 1 / 2 / 3 (fp32, "
-                            "one run each)"),
-    Claim("energy-proportional-to-time", "Energy is proportional to training time.",
-          original_evidence="energy was assumed as 70 W x time, so energy / time = 70 W in "
-                            "every cell by construction"),
-    Claim("amp-saves-only-at-largest-width",
-          "Mixed precision reduces energy only at the largest width (3).",
-          original_evidence=_AMP_T4),
-    Claim("amp-can-cost-at-small-widths",
-          "For small widths, mixed precision can slightly increase energy.",
-          original_evidence=_AMP_T4),
-)
 
 
 def _w(width) -> str:
@@ -139,10 +134,11 @@ def _energy_proportional_to_time(data: pd.DataFrame, confidence: float, threshol
     measured = rows[rows["energy_kind"] == "measured"]
     if measured.empty:
         label = energy_label(rows)
-        kinds = label.kind if label.kinds else "unknown"
+        kinds = (f"{label.kind} ({label.methods}), not wholly measured" if len(label.kinds) > 1
+                 else f"{label.kind}, not measured" if label.kinds else "of unknown kind")
         iv = stats.interval(rows["power_w"], confidence)
         return (NOT_TESTABLE,
-                f"energy here is {kinds}, not measured: under a constant-power model energy = "
+                f"energy here is {kinds}: under a constant-power model energy = "
                 f"power x time, so it is proportional to time by construction (energy / time = "
                 f"{stats.format_interval(iv, 1, 'W')} over runs)", iv.n)
     dropped = len(rows) - len(measured)
@@ -264,16 +260,41 @@ def _amp_can_cost_at_small_widths(data: pd.DataFrame, confidence: float):
     return INCONCLUSIVE, evidence, n
 
 
+_AMP_T4 = ("amp/fp32 energy 0.968 at width 3, 1.002 at width 2, 1.022 at width 1 "
+           "(one run per cell, energy = 70 W x time)")
+#: Seed 000's claims (the width x precision study).
+CLAIMS: tuple[Claim, ...] = (
+    Claim("wider-is-more-accurate", "Wider networks reach a higher validation accuracy.",
+          original_evidence="best val acc 69.96 / 77.59 / 81.87 % at widths 1 / 2 / 3 (fp32, "
+                            "one run each)",
+          test=lambda data, c: _wider_is_more_accurate(data, c.confidence)),
+    Claim("energy-proportional-to-time", "Energy is proportional to training time.",
+          original_evidence="energy was assumed as 70 W x time, so energy / time = 70 W in "
+                            "every cell by construction",
+          test=lambda data, c: _energy_proportional_to_time(data, c.confidence,
+                                                            POWER_SPREAD_THRESHOLD_PCT)),
+    Claim("amp-saves-only-at-largest-width",
+          "Mixed precision reduces energy only at the largest width (3).",
+          original_evidence=_AMP_T4,
+          test=lambda data, c: _amp_saves_only_at_largest(data, c.confidence)),
+    Claim("amp-can-cost-at-small-widths",
+          "For small widths, mixed precision can slightly increase energy.",
+          original_evidence=_AMP_T4,
+          test=lambda data, c: _amp_can_cost_at_small_widths(data, c.confidence)),
+)
+
+
 def evaluate_claims(results: pd.DataFrame, confidence: float = 0.95,
-                    power_spread_threshold_pct: float = POWER_SPREAD_THRESHOLD_PCT,
-                    claims: tuple[Claim, ...] = CLAIMS) -> pd.DataFrame:
-    """Our verdict on each claim from a results table (one row per run: width, precision
-    ('fp32'/'amp'), seed, best_val_acc_pct, energy_j, energy_kind, total_s, status).
+                    claims: tuple[Claim, ...] = CLAIMS,
+                    axes: tuple[str, ...] = ("width", "precision")) -> pd.DataFrame:
+    """Our verdict on each claim from a results table (one row per run: its setting axes,
+    seed, best_val_acc_pct, energy_j, energy_kind, total_s, status).
 
     Only finished runs (ok/diverged) count. Positive parts of a claim ('saves', 'is more
     accurate') need an interval that excludes no effect; negative parts ('only at width 3')
-    need that no contrary effect is detectable. N is the smallest number of runs or seed pairs
-    behind any one comparison of the claim.
+    need an equivalence test. N is the smallest number of runs or pairs behind any one
+    comparison of the claim. A claim whose data is missing is "not testable here", never an
+    error.
 
     Columns: id, claim, verdict, evidence, N, original_evidence, source.
     """
@@ -284,21 +305,14 @@ def evaluate_claims(results: pd.DataFrame, confidence: float = 0.95,
     data = results[results["status"].isin(FINISHED)].copy()
     for column in ("best_val_acc_pct", "energy_j", "total_s"):
         data[column] = pd.to_numeric(data[column], errors="coerce")
-    tests = {
-        "wider-is-more-accurate": lambda: _wider_is_more_accurate(data, confidence),
-        "energy-proportional-to-time": lambda: _energy_proportional_to_time(
-            data, confidence, power_spread_threshold_pct),
-        "amp-saves-only-at-largest-width": lambda: _amp_saves_only_at_largest(data, confidence),
-        "amp-can-cost-at-small-widths": lambda: _amp_can_cost_at_small_widths(data, confidence),
-    }
+    context = Context(confidence, tuple(axes))
     rows = []
     for claim in claims:
-        test = tests.get(claim.id)
-        if test is None:
+        if claim.test is None:
             verdict, evidence, n = NOT_TESTABLE, "no test is defined for this claim", 0
         else:
             try:
-                verdict, evidence, n = test()
+                verdict, evidence, n = claim.test(data, context)
             except ConfigError as error:  # e.g. no amp runs in this study
                 verdict, evidence, n = NOT_TESTABLE, str(error), 0
         rows.append({"id": claim.id, "claim": claim.text, "verdict": verdict,

@@ -15,6 +15,7 @@ import pandas as pd
 from ..energy.derive import energy_label
 from ..records import FINISHED
 from . import stat_figures, stats
+from .claim_registries import claims_for
 from .claims import RESULT_COLUMNS, evaluate_claims
 from .output import save_csv, save_figure
 
@@ -128,11 +129,14 @@ def study_statistics(runs_table: pd.DataFrame, epochs: pd.DataFrame, study) -> d
         out["paired"] = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame()
         out["paired_accuracy"] = stats.paired_difference(table, axis, a, b, "best_val_acc_pct",
                                                          by=others or None)
-    if {"width", "precision"} <= set(study.axes):
+    claims = claims_for(study.axes)
+    if claims:
         # cells without a usable record (missing, outdated) lack columns: their claims are
         # "not testable", never an error
-        usable = table.assign(**{c: None for c in RESULT_COLUMNS if c not in table})
-        out["claims"] = evaluate_claims(usable.assign(width=pd.to_numeric(usable["width"])))
+        usable = table.assign(**{c: None for c in (*RESULT_COLUMNS, *axes) if c not in table})
+        if "width" in usable:
+            usable = usable.assign(width=pd.to_numeric(usable["width"], errors="coerce"))
+        out["claims"] = evaluate_claims(usable, claims=claims, axes=tuple(axes))
     else:
         out["claims"] = pd.DataFrame()
     return out
