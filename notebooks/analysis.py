@@ -18,6 +18,8 @@ from energy_lib.report import build
 from energy_lib.study import load_study, locate, read_study
 
 pd.set_option("display.max_colwidth", None)  # a verdict's evidence is never cut
+pd.set_option("display.max_columns", None)  # nor a table's columns
+pd.set_option("display.max_rows", 200)
 
 
 def show(*items):
@@ -40,10 +42,10 @@ display(Markdown(report.findings))
 # %% [markdown]
 # ## Results
 #
-# The original study's Table 1 columns. `energy_kwh` is the best available figure per component -- measured where a meter could read the hardware, else modelled -- and `energy_kind` says which (`mixed` when the components differ; `energy_methods` names each, and `<component>_method` / `<component>_kind` give them per component). `constant_power_energy_kwh` is the original study's estimate (assumed board power × time), and `constant_power_acc_pct_per_wh` its efficiency figure; `acc_pct_per_wh` is best accuracy per Wh of the headline energy.
+# One row per cell: its status, best validation accuracy, time and headline energy. The energy is the best available figure per component -- measured where a meter could read the hardware, else modelled -- and `energy kind` says which (`mixed` when the components differ; the findings name each method). `results.csv` holds every column: the original study's Table 1 figures, each component's method, kind and scope, the original study's constant-power estimate (`constant_power_energy_kwh`, assumed board power × time) and its efficiency figure, and the emissions.
 
 # %%
-report.results
+report.results_shown
 
 # %% [markdown]
 # ## Where the cells ran, and what else ran there
@@ -82,9 +84,17 @@ show(report.paired, report.paired_accuracy, report.paired_figure)
 show(report.targets, report.energy_to_target, report.pareto)
 
 # %% [markdown]
-# ## The original study's claims, tested
+# ## Energy by model depth
 #
-# Each conclusion of the original width x precision study, with our verdict and the numbers and intervals behind it (width x precision studies only); the findings at the top say the same in sentences, with the rule behind each verdict. A claim of an effect needs a 95 % interval that excludes "no effect"; a claim of no effect ("only at width 3") needs an equivalence test (TOST within ±3 %). Where every energy component is modelled from time, the verdict is about training time, and says so.
+# Where the study varies the model: energy per run against the model, in order of its compute per image, one line per setting of the other axes (seed 002's energy-over-depth question).
+
+# %%
+show(report.energy_by_model)
+
+# %% [markdown]
+# ## The seed studies' claims, tested
+#
+# The claims of the seed study this grid reproduces (width x precision: the original study; ResNet shortcuts, pruning, learning rate, FFNN: seed 002; timm models x epochs x batch x dataset: seed 001), each with our verdict and the numbers and intervals behind it; the findings at the top say the same in sentences, with the rule behind each verdict. A claim of an effect needs a 95 % interval that excludes "no effect"; a claim of no effect needs an equivalence test (TOST within ±3 %). Factorial studies with one seed compare within blocks of the other axes. Where every energy component is modelled from time, the verdict is about training time, and says so.
 
 # %%
 show(report.claims)

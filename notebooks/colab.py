@@ -52,21 +52,35 @@ print(f'study {the_study.name!r}: {len(the_study.cells)} cells -> {the_study.run
 # %% [markdown]
 # ## Run the grid
 #
-# One papermill execution per cell, one at a time (energy must not share a device). A failed cell keeps its record and the others go on.
+# One papermill execution per cell, one at a time (energy must not share a device). A failed cell keeps its record and the others go on. One progress bar for the study; each cell's own output is in its lab record.
 
 # %%
-outcome = run_study(the_study, runs_root=runs_root)
+outcome = run_study(the_study, runs_root=runs_root, progress='bar')
 print(f'ran {outcome.ran}; skipped {outcome.skipped}; failed {outcome.failed}')
 
 # %% [markdown]
-# ## Analysis and figures
+# ## Findings
+#
+# The analysis notebook runs once (its executed copy and HTML are the report's lab record); the findings and the summary it wrote are shown here, then the main figures. Every file of the report is listed at the end.
 
 # %%
 import pandas as pd
-from IPython.display import Image, display
+from IPython.display import Image, Markdown, display
 
+from energy_lib.report.repeats import readable_summary
+
+pd.set_option('display.max_colwidth', None)
+pd.set_option('display.max_columns', None)
 report_dir = build_report(the_study, runs_root=runs_root, report_root=report_root)
-display(pd.read_csv(report_dir / 'results.csv'))
-for png in sorted(report_dir.glob('*.png')):
-    print(png.name)
-    display(Image(filename=str(png)))
+display(Markdown((report_dir / 'findings.md').read_text(encoding='utf-8')))
+display(readable_summary(pd.read_csv(report_dir / 'summary.csv'), the_study))
+
+# %%
+for name in ('pareto', 'energy_by_model', 'paired', 'val_accuracy', 'energy_per_epoch'):
+    png = report_dir / f'{name}.png'
+    if png.is_file():
+        display(Image(filename=str(png)))
+
+# %%
+print(f'the whole report: {report_dir / "analysis.html"}')
+print('its files:', ', '.join(sorted(p.name for p in report_dir.iterdir() if p.is_file())))

@@ -694,6 +694,10 @@ def test_real_study_report(tiny_study, tmp_path, monkeypatch):
     assert "Findings: " in html and html.index("Findings: ") < html.index("<img")
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
     assert images and len(images) == len(set(images))
+    # no table is cut: no elided column or row, no pandas "N rows x M columns" footer
+    assert "<td>...</td>" not in html and "<th>...</th>" not in html
+    assert not re.search(r"\d+ rows × \d+ columns", html)
+    assert "energy (Wh)" in html and "overflow-wrap: anywhere" in html
     for code_only in ("load_study", "read_runs", "write_report", "plt.close"):
         assert code_only not in html  # code cells are not exported, only their outputs
     assert '<div class="highlight' not in html

@@ -25,7 +25,8 @@ from .estimates import write_estimates
 from .export import write_export
 from .models import class_names, plot_confusion, write_model_report
 from .output import export_html
-from .results import compare_with_reference, plot_run, plot_timeline, results_table, write_report
+from .results import (compare_with_reference, plot_run, plot_timeline, results_table,
+                      shown_results, write_report)
 from .shared_machine import consistency, consistency_sentence, flag_contended, flag_shared_cpu
 
 CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -43,6 +44,7 @@ class Report:
     opening: str  # the study, its cells and description
     findings: str  # Markdown: the verdicts and comparisons in sentences, first (findings.md)
     results: pd.DataFrame  # results.csv: one row per cell, with status
+    results_shown: pd.DataFrame  # its columns a reader compares, nothing cut at 1280 px
     shared_cpu: str  # which cells shared a host's CPU (flagged in results' `flags`)
     contended: str  # which cells other load contended with, and whether they were left out
     consistency: pd.DataFrame | str  # timings that cannot both be right, or the sentence
@@ -56,6 +58,7 @@ class Report:
     targets: pd.DataFrame  # energy to the target accuracy per run
     energy_to_target: Any
     pareto: Any
+    energy_by_model: Any  # energy against model depth (compute), or why there is none
     claims: pd.DataFrame | str
     confusion_rule: str
     confusion: Any
@@ -118,6 +121,7 @@ def build(study, runs, state, out_dir: str | Path) -> Report:
         opening=f"study {study.name!r}: {len(study.cells)} cells; {study.description}",
         findings=opening,
         results=written["table"],
+        results_shown=shown_results(written["table"]),
         shared_cpu=shared_cpu,
         contended=contended_note,
         consistency=findings if not findings.empty else consistency_sentence(findings),
@@ -131,6 +135,8 @@ def build(study, runs, state, out_dir: str | Path) -> Report:
         targets=statistics["targets"],
         energy_to_target=statistics["figures"]["energy_to_target"],
         pareto=statistics["figures"]["pareto"],
+        energy_by_model=statistics["figures"].get(
+            "energy_by_model", "one model only: no energy-by-depth figure"),
         claims=claims,
         confusion_rule=f"confusion matrices: {models['confusion_rule']}",
         confusion=models["figures"]["confusion_matrices"],

@@ -64,6 +64,13 @@ OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{% block extra_css %}<style>
+/* a 1280-px window reads every table: long cells wrap, nothing is cut; a table wider than
+   the page scrolls inside its output instead of widening the page */
+.jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: normal; max-width: 30em;
+  overflow-wrap: anywhere; text-align: left; font-size: 12px; }
+.jp-OutputArea-output { overflow-x: auto; }
+</style>{% endblock extra_css %}
 """
 
 

@@ -147,7 +147,7 @@ def write_study_statistics(runs_table: pd.DataFrame, epochs: pd.DataFrame, study
     """Compute the study-level tables and figures and write them to `report_dir`:
     summary.csv (mean and 95 % interval per setting), paired.csv (ratios b/a of energy and
     time), paired_accuracy.csv (differences b - a in points), energy_to_target.csv, claims.csv,
-    pareto.png, paired.png, energy_to_target.png."""
+    pareto.png, paired.png, energy_to_target.png, and energy_by_model.png where models vary."""
     report_dir = Path(report_dir)
     result = study_statistics(runs_table, epochs, study)
     paths = {}
@@ -167,6 +167,9 @@ def write_study_statistics(runs_table: pd.DataFrame, epochs: pd.DataFrame, study
             else reached, finished[finished["cell"].isin(reached.get("cell", []))],
             group=axes or "cell"),
     }
+    if len(study.axes.get("model", [])) >= 2:
+        figures["energy_by_model"] = stat_figures.figure_energy_by_model(
+            result["summary"], finished, axes)
     for name, fig in figures.items():
         paths[f"{name}_png"] = save_figure(fig, report_dir / f"{name}.png")
     result["figures"] = figures

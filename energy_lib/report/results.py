@@ -217,6 +217,24 @@ def results_table(runs: Runs, expected_cells: list[str] | None = None) -> pd.Dat
     return table[TABLE_COLUMNS].sort_values("cell", ignore_index=True)
 
 
+#: The results table as the report shows it: what a reader compares across cells, readable at
+#: 1280 px with nothing cut; every column is in results.csv.
+SHOWN_COLUMNS = {"cell": "cell", "status": "status", "best_val_acc_pct": "best acc (%)",
+                 "s_per_epoch": "s / epoch", "total_s": "total (s)", "energy_wh": "energy (Wh)",
+                 "energy_kind": "energy kind", "flags": "flags", "error": "error"}
+
+
+def shown_results(table: pd.DataFrame) -> pd.DataFrame:
+    """`results_table` cut to SHOWN_COLUMNS (energy in Wh, figures rounded for reading)."""
+    shown = table.assign(energy_wh=pd.to_numeric(table["energy_kwh"], errors="coerce") * 1000)
+    for column, digits in (("best_val_acc_pct", 1), ("s_per_epoch", 2), ("total_s", 1),
+                           ("energy_wh", 3)):
+        shown[column] = pd.to_numeric(shown[column], errors="coerce").round(digits)
+    shown = shown[list(SHOWN_COLUMNS)].rename(columns=SHOWN_COLUMNS)
+    shown = shown.astype(object).where(shown.notna(), "")
+    return shown[[c for c in shown if (shown[c].astype(str) != "").any()]]
+
+
 def reference_table() -> pd.DataFrame:
     """The original study's published Table 1 (CIFAR-10, Colab T4, energy = 70 W x time)."""
     with resources.files("energy_lib").joinpath("data/original_t4_study_table1.csv").open() as f:

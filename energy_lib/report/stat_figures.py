@@ -203,3 +203,53 @@ def figure_energy_to_target(targets: pd.DataFrame, runs: pd.DataFrame,
 
 
 __all__ = ["figure_pareto", "figure_paired", "figure_energy_to_target"]
+
+
+@plain_figure
+def figure_energy_by_model(summary: pd.DataFrame, runs: pd.DataFrame, axes: Sequence[str],
+                           energy_unit: str = "Wh", confidence: float = 0.95):
+    """Energy per run against the model, models in order of their dense MACs per image (for the
+    ResNets: depth), one line per setting of the other axes: mean and interval over repeats
+    (hollow: one run). Seed 002's 'energy over depth' question, answered from our runs."""
+    scale = _unit(energy_unit)
+    fig, ax = plt.subplots(figsize=(8.0, 4.4))
+    need = ["model", "energy_j_mean"]
+    if summary is None or summary.empty or any(c not in summary for c in need):
+        return _empty(fig, ax, "no model axis or no energy per setting to plot")
+    data = summary.dropna(subset=["energy_j_mean"])
+    macs = (pd.to_numeric(runs.get("dense_macs_per_image", pd.Series(dtype=float)),
+                          errors="coerce").groupby(runs.get("model")).median()
+            if "model" in runs else pd.Series(dtype=float))
+    models = sorted(data["model"].unique(), key=lambda m: (macs.get(m, np.inf), str(m)))
+    if len(models) < 2:
+        return _empty(fig, ax, "fewer than two models with a finished run")
+    position = {m: i for i, m in enumerate(models)}
+    others = [a for a in axes if a not in ("model", "seed") and a in data]
+    groups = data.groupby(others, sort=True, dropna=False) if others else [((), data)]
+    for i, (key, rows) in enumerate(groups):
+        key = key if isinstance(key, tuple) else (key,)
+        rows = rows.sort_values("model", key=lambda c: c.map(position))
+        name = " ".join(f"{a}={v}" for a, v in zip(others, key)) or "all runs"
+        n = rows["energy_j_n"].astype(int) if "energy_j_n" in rows else pd.Series(1, rows.index)
+        x = rows["model"].map(position).to_numpy(dtype=float) + (i - len(groups) / 2) * 0.03
+        y = rows["energy_j_mean"].to_numpy(dtype=float) * scale
+        err = _errors(rows, "energy_j", scale)
+        err[:, (n < 2).to_numpy()] = np.nan
+        color = f"C{i % 10}"
+        ax.plot(x, y, "-", color=color, linewidth=1, alpha=0.7)
+        ax.errorbar(x, y, yerr=err, fmt=MARKERS[(i // 10) % len(MARKERS)], color=color,
+                    capsize=3, markerfacecolor=color if (n >= 2).all() else "none",
+                    label=legend_name(f"{name} (N={n.min()}–{n.max()})" if n.min() != n.max()
+                                      else f"{name} (N={n.min()})"))
+    ax.set_xticks(range(len(models)))
+    ax.set_xticklabels([f"{m}\n{macs[m] / 1e6:,.1f} MMAC/img" if m in macs and np.isfinite(
+        macs[m]) else str(m) for m in models], fontsize=8)
+    ax.set_ylabel(f"energy per run ({energy_unit})")
+    ax.set_xlabel(f"model, in order of compute per image — energy: {energy_label(runs)}",
+                  fontsize=8)
+    ax.set_title(f"energy by model depth: mean and {confidence:.0%} CI over repeats "
+                 f"(hollow: one run, no interval)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, borderaxespad=0)
+    fig.tight_layout()
+    return fig

@@ -55,7 +55,8 @@ class SerialExecutor:
             if self.wait_quiet_s:
                 wait_for_quiet(cell, self.wait_quiet_s, bar.write)
             done = run_cell(cell, folder, force=cell.name in force, seen=seen[cell.name],
-                            kernel_name=kernel_name, log_stream=sys.stderr if progress else None,
+                            kernel_name=kernel_name,
+                            log_stream=sys.stderr if progress is True else None,
                             runner={**runner, **(places or {}).get(cell.name, {})},
                             notebook=notebook)
             if done.result == "error":  # could not even try (e.g. no file locks): a user error

@@ -58,7 +58,7 @@ def check_rerun(rerun) -> None:
 
 def run_study(study: Study, *, force: bool = False, rerun: tuple[str, ...] = (),
               runs_root: str | Path = "runs", kernel_name: str | None = None,
-              progress: bool = True, only: list[str] | None = None,
+              progress: bool | str = True, only: list[str] | None = None,
               executor: Executor | None = None, look_first: bool = False) -> StudyOutcome:
     """Run every cell that has no finished record (or all with `force`; or, with
     `rerun=("contended",)`, also the finished cells other load contended with) on `executor`
@@ -66,7 +66,9 @@ def run_study(study: Study, *, force: bool = False, rerun: tuple[str, ...] = (),
     `dask_executor.DaskExecutor`). One failing cell never stops the others. A cell whose lock
     another runner holds is skipped (`outcome.busy`); one finished by another runner while this
     one worked (also under --force) is not run again. `look_first`: before the first cell, look
-    at the machine for a second and say in one line if other processes are busy."""
+    at the machine for a second and say in one line if other processes are busy. `progress`:
+    True (the study's bar, and each cell's own output on stderr), "bar" (the bar only: one
+    clean line in a notebook) or False."""
     check_rerun(rerun)
     folder = study.runs_dir(runs_root)
     check_writable(folder, "runs")
