@@ -201,8 +201,8 @@ def test_export_fills_eval_top5_from_the_final_top5():
 # the study files
 # ------------------------------------------------------------------------------------------
 
-STUDY_CELLS = {"efficient_dl": 24, "efficient_dl_quick": 12, "efficient_dl_baselines": 6,
-               "efficient_dl_baselines_quick": 6, "ee_training": 24, "ee_training_quick": 6}
+STUDY_CELLS = {"efficient_dl": 72, "efficient_dl_quick": 12, "efficient_dl_baselines": 18,
+               "efficient_dl_baselines_quick": 6, "ee_training": 72, "ee_training_quick": 12}
 
 
 @pytest.mark.parametrize("name,count", STUDY_CELLS.items())
@@ -224,6 +224,9 @@ def test_gpu_studies_follow_the_seeds():
     assert all(c.config.model.startswith("timm:") for c in ee.cells)
     assert {c.config.batch_size for c in ee.cells} == {32, 64, 128}
     assert {c.config.dataset for c in ee.cells} == {"cifar10", "cifar100"}
+    assert {c.config.epochs for c in ee.cells} == {50, 75, 100}  # separate runs, as the seed's
+    # the GPU studies give every setting an interval (ee_training answers within blocks)
+    assert efficient.repeats == baselines.repeats == 3 and ee.repeats == 1
     assert all("codecarbon" in c.config.meter_names and c.config.country for c in ee.cells)
 
 
@@ -240,8 +243,9 @@ def test_quick_twins_keep_their_studys_axes(gpu, cpu):
         del expected["init"]
         assert {c.config.init for c in load_study(REPO / "studies" / f"{cpu}.toml").cells} == {
             "xavier"}
-    if gpu == "ee_training":  # the twin keeps the two smallest timm CNNs of seed 001
+    if gpu == "ee_training":  # the twin keeps the two smallest timm CNNs of seed 001, 1-2 epochs
         expected["model"] = ["timm:resnet18", "timm:mobilenetv3_small_100"]
+        expected["epochs"] = [1, 2]
     assert axes[cpu] == expected
     assert {c.config.dataset for c in load_study(REPO / "studies" / f"{cpu}.toml").cells} == {
         "fashion_mnist"}
@@ -255,13 +259,14 @@ TINY = {"train_subset": 256, "test_subset": 200, "epochs": 2, "download": False}
     ("efficient_dl_quick", ["model-resnet18_shortcut-False_prune-unstructured",
                             "model-resnet18_shortcut-True_prune-structured"]),
     ("efficient_dl_baselines_quick", ["model-mlp_lr-0.001"]),
-    ("ee_training_quick", ["model-timm:mobilenetv3_small_100_batch_size-128"]),
+    ("ee_training_quick", ["model-timm:mobilenetv3_small_100_batch_size-128_epochs-1"]),
 ])
 def test_quick_twins_run_and_report(name, cells, tmp_path, monkeypatch):
     if not has_fashion_mnist():
         pytest.skip(needs_fashion_mnist.kwargs["reason"])
     monkeypatch.chdir(tmp_path)
-    study = load_study(REPO / "studies" / f"{name}.toml", **TINY)
+    tiny = {k: v for k, v in TINY.items() if k != "epochs" or name != "ee_training_quick"}
+    study = load_study(REPO / "studies" / f"{name}.toml", **tiny)  # epochs: an axis there
     outcome = run_study(study, runs_root="runs", progress=False, only=cells)
     assert sorted(outcome.ran) == sorted(cells) and outcome.failed == []
     for cell in cells:

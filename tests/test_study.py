@@ -116,7 +116,8 @@ def test_shipped_studies_load():
         "width-1_precision-fp32", "width-1_precision-amp"]
     assert quick.cells[0].config.dataset == "fashion_mnist"
     paper = load_study(REPO / "studies" / "paper.toml")
-    assert len(paper.cells) == 6 and paper.cells[-1].name == "width-3_precision-amp"
+    assert len(paper.cells) == 18 and paper.cells[-1].name == "width-3_precision-amp_seed-2"
+    assert paper.repeats == 3  # the original's one run per cell gives no interval
     assert {c.config.epochs for c in paper.cells} == {30}
 
 
