@@ -35,6 +35,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """What `precision = "amp"` computes in on this device: float16 with loss scaling on CUDA
+    (the original study), bfloat16 on a CPU (its autocast dtype)."""
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
 def resolve_runtime(config: RunConfig) -> Runtime:
     """Check that the device can run the precision, and say what to use instead if not."""
     device = resolve_device(config.device)
@@ -49,9 +55,7 @@ def resolve_runtime(config: RunConfig) -> Runtime:
                               "with loss scaling) or 'fp32'")
         return Runtime(device, torch.bfloat16, False, True)
     # amp: float16 + gradient scaling on CUDA (the original study); CPU autocast is bfloat16.
-    if on_cuda:
-        return Runtime(device, torch.float16, True, False)
-    return Runtime(device, torch.bfloat16, False, False)
+    return Runtime(device, amp_dtype(device), on_cuda, False)
 
 
 def device_name(device: torch.device) -> str:

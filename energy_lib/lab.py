@@ -20,10 +20,12 @@ variables, so an executed notebook shows everything it was given.
 from __future__ import annotations
 
 import ast
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
+from tqdm import TqdmWarning
 
 from .config import FIELD_NAMES, RunConfig
 from .energy import derive
@@ -32,6 +34,11 @@ from .errors import ConfigError
 from .records import Status, store, store_run
 from .train import RunResult, train as train_config
 
+
+# A papermill kernel has no front end for widgets: tqdm.auto, imported by timm's hub client,
+# warns on stderr in every timm cell that ipywidgets is missing. The record's own progress is
+# plain text (`progress = "text"`), so the warning says nothing about the run.
+warnings.filterwarnings("ignore", message="IProgress not found", category=TqdmWarning)
 
 _LITERALS = (str, int, float, bool, type(None), list, dict)
 #: Parameters of this execution, not of the run, with their defaults for a notebook opened by

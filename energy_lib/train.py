@@ -205,7 +205,8 @@ def train(config: RunConfig, *, progress: bool | str = True,
         model, input_size=input_size, batch_size=config.batch_size,
         eval_batch_size=config.eval_batch_size or config.batch_size,
         train_size=config.train_size, test_size=config.test_size, epochs=config.epochs,
-        bits=16 if runtime.autocast_dtype is not None else 32, device=device)
+        compute_dtype=(str(runtime.autocast_dtype).removeprefix("torch.")
+                       if runtime.autocast_dtype is not None else "float32"), device=device)
 
     result = RunResult(config=config)
     bar = (_progress(config.epochs, config.cell or config.study, "text" if progress == "text"

@@ -239,21 +239,55 @@ def read_rows(path):
 
 def test_calibration_appends_and_resumes_without_duplicates(tmp_path):
     path, written, already = cal.calibrate(TINY, out_dir=tmp_path, machine="m", progress=False)
-    assert (written, already) == (6, 0)  # 3 configurations x (forward, train_step)
+    assert (written, already) == (12, 0)  # 3 configurations x (forward, train_step) x 2 dtypes
     first = read_rows(path)
     assert set(first.phase) == {"forward", "train_step"} and (first.energy_j > 0).all()
+    assert set(first.dtype) == {"float32", "bfloat16"}  # fp32 and the CPU's amp dtype
     assert set(first.kind) <= {"measured", "modelled"} and first.method.str.len().min() > 0
 
     _, written, already = cal.calibrate(TINY, out_dir=tmp_path, machine="m", progress=False)
-    assert (written, already) == (0, 6)
+    assert (written, already) == (0, 12)
     with path.open("a") as handle:  # a calibration killed in the middle of a line
         handle.write("m,Conv2d,forw")
     _, written, already = cal.calibrate(replace(TINY, per_type=2), out_dir=tmp_path,
                                         machine="m", progress=False)
-    assert (written, already) == (6, 6)
+    assert (written, already) == (12, 12)
     table = read_rows(path)
-    assert len(table) == 12 and not table.duplicated(["config_id", "phase"]).any()
-    assert table.iloc[:6].equals(first)  # what was measured is kept as it was
+    assert len(table) == 24 and not table.duplicated(["config_id", "phase", "dtype"]).any()
+    assert table.iloc[:12].equals(first)  # what was measured is kept as it was
+
+
+def test_an_older_calibration_file_is_refused_for_appending_and_read_as_fp32(tmp_path):
+    from energy_lib.errors import WriteError
+    from energy_lib.estimators.layer_data import read_calibration
+
+    path, _, _ = cal.calibrate(replace(TINY, dtypes=("float32",)), out_dir=tmp_path,
+                               machine="m", progress=False)
+    old = pd.read_csv(path).drop(columns="dtype")
+    old.to_csv(path, index=False)  # as an earlier version wrote it
+    before = path.read_bytes()
+    with pytest.raises(WriteError, match="without the dtype column"):
+        cal.calibrate(TINY, out_dir=tmp_path, machine="m", progress=False)
+    assert path.read_bytes() == before
+    assert set(read_calibration(path)["dtype"]) == {"float32"}
+
+
+def test_the_fit_answers_in_the_runs_compute_dtype_or_says_it_cannot(tmp_path):
+    path, _, _ = cal.calibrate(replace(TINY, per_type=2), out_dir=tmp_path, machine="m",
+                               progress=False)
+    model = nn.Sequential(nn.Conv2d(2, 3, 2), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 4))
+    fp32 = layerwise_estimate(model, (2, 5, 5), 2, fit=path, training=True)
+    bf16 = layerwise_estimate(model, (2, 5, 5), 2, fit=path, training=True,
+                              compute_dtype="bfloat16")
+    assert fp32.flags == [] and bf16.flags == [] and bf16.compute_dtype == "bfloat16"
+    assert bf16.energy_j != fp32.energy_j  # two fits of two measurements
+    assert "in bfloat16" in bf16.source
+    getzner = layerwise_estimate(model, (2, 5, 5), 2, training=True, compute_dtype="bfloat16")
+    assert getzner.flags == ["answered-at-float32"]
+    assert "no bfloat16 data for Conv2d, Linear, ReLU" in " ".join(getzner.notes)
+    assert getzner.energy_j == layerwise_estimate(model, (2, 5, 5), 2, training=True).energy_j
+    with pytest.raises(ConfigError, match="compute_dtype='int8'"):
+        layerwise_estimate(model, (2, 5, 5), 2, compute_dtype="int8")
 
 
 def test_calibration_fit_predicts_with_measured_training_steps(tmp_path):
@@ -370,7 +404,8 @@ def test_whole_model_check_sums_layers_to_the_metered_whole(tmp_path, monkeypatc
                                                          "out_features"])
             macs = float(count_macs(table.astype({c: float for c in table.columns[1:]})).iloc[0])
             size = row["batch_size"] * row.get("elements", row.get("in_channels", 1) * row.get("image_size", 1) ** 2)
-            rows.append({**row, "phase": "forward", "macs": macs, "machine": "test",
+            rows.append({**row, "phase": "forward", "dtype": "float32", "macs": macs,
+                         "machine": "test",
                          "energy_j": 1e-9 * macs if macs else 1e-15 * size, "config_id": f"{i}"})
     path = tmp_path / "cal.csv"
     with path.open("w", newline="") as handle:
@@ -378,9 +413,11 @@ def test_whole_model_check_sums_layers_to_the_metered_whole(tmp_path, monkeypatc
         writer.writeheader()
         writer.writerows(rows)
 
+    cases = ({"model": "paper_cnn", "width": 0.5}, {"model": "paper_cnn", "width": 1.0})
     expected = []
-    for cell in whole_model.QUICK_CELLS:
-        model = create_model("paper_cnn", in_channels=1, image_size=28, num_classes=10, **cell)
+    for case in cases:
+        model = create_model("paper_cnn", in_channels=1, image_size=28, num_classes=10,
+                             width=case["width"])
         for batch in (4, 32):
             per_layer = layerwise_estimate(model, (1, 28, 28), batch, fit=path).per_layer
             expected.append(1e-9 * per_layer.loc[per_layer["type"].isin(["Conv2d", "Linear"]), "macs"].sum())
@@ -391,13 +428,16 @@ def test_whole_model_check_sums_layers_to_the_metered_whole(tmp_path, monkeypatc
         return next(charges) * repeats, 0.01 * repeats, "stand-in", "modelled"
 
     monkeypatch.setattr(calibrate_module, "_metered", stand_in)
-    table = whole_model.whole_model_check(path, batch_sizes=(4, 32), min_window_s=0.001)
+    table = whole_model.whole_model_check(path, cases=cases, batch_sizes=(4, 32), training=(False,),
+                                          dtypes=("float32",), repeats=1, min_window_s=0.001)
     assert len(table) == 4 and list(table["batch_size"]) == [4, 32, 4, 32]
-    assert table["cell_width"].tolist() == [0.5, 0.5, 1.0, 1.0]
+    assert table["width"].tolist() == [0.5, 0.5, 1.0, 1.0]
     assert table["metered_j"].tolist() == pytest.approx(expected)
     assert table["error_pct"].abs().max() < 2.0
     assert set(table["metered_kind"]) == {"modelled"} and (table["uncovered_layers"] == "").all()
     assert table["getzner_error_pct"].notna().all()
+    summary = whole_model.error_summary(table)
+    assert summary["n"].tolist() == [2, 2] and (summary["median_abs_error_pct"] < 2.0).all()
 
 
 def test_calibration_windows_on_a_gpu_outlast_the_energy_counter():

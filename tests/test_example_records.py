@@ -12,7 +12,7 @@ from energy_lib.report.shared_machine import INVERSION_FACTOR, consistency
 from energy_lib.study import load_study, read_study
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ["quick", "efficient_dl_quick", "gpu_widths"]  # gpu_widths: on an H200
+EXAMPLES = ["quick", "efficient_dl_quick", "ee_training_quick", "gpu_widths"]  # gpu_widths: H200
 #: Examples committed with fewer repeats than their study file now asks for (gpu_widths ran
 #: seeds 0 and 1 on the GPU lent then; the file asks for a third).
 COMMITTED_REPEATS = {"gpu_widths": 2}

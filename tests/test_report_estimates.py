@@ -238,8 +238,8 @@ def test_corrupt_cache_is_refitted_and_replaced(fresh_cache, tmp_path, damage):
     assert how == "fitted" and len(calls) == 2
     assert fit_cache.load(path) is not None  # replaced by a readable file
     x = table[table["layer_type"] == "Linear"].head(5)
-    model = again.models[("Linear", "forward")]
-    np.testing.assert_array_equal(model.predict(x)[0], first.models[("Linear", "forward")].predict(x)[0])
+    model = again.models[("Linear", "forward", "float32")]
+    np.testing.assert_array_equal(model.predict(x)[0], first.models[("Linear", "forward", "float32")].predict(x)[0])
 
 
 def test_other_data_gets_another_cache_file(fresh_cache):

@@ -298,7 +298,8 @@ def test_calibrate_resumes_its_own_file_and_cuts_a_half_line(tmp_path, capsys):
     code, _ = calibrate_main(capsys, *FAST, "--machine", "m", "--out-dir", str(out_dir))
     path = out_dir / "m.csv"
     text = path.read_text()
-    assert code == 0 and text.startswith(cal._header()) and len(text.splitlines()) == 3
+    # header + (forward, train_step) x (float32, bfloat16)
+    assert code == 0 and text.startswith(cal._header()) and len(text.splitlines()) == 5
     path.write_text(text + "ReLU,half a li")  # a killed write
     code, _ = calibrate_main(capsys, *FAST, "--machine", "m", "--out-dir", str(out_dir))
     assert code == 0 and path.read_text() == text  # cut, nothing measured twice
@@ -403,8 +404,8 @@ def test_a_folder_at_the_cache_files_path_leaves_no_temporary_file(tmp_path, mon
     assert (how, how_again, len(calls)) == ("fitted", "fitted", 2)  # refitted, each time
     assert list(path.parent.iterdir()) == [path] and list(path.iterdir()) == []  # nothing left
     x = table[table["layer_type"] == "Linear"].head(5)
-    expected = fit().models[("Linear", "forward")].predict(x)[0]
-    np.testing.assert_array_equal(second.models[("Linear", "forward")].predict(x)[0], expected)
+    expected = fit().models[("Linear", "forward", "float32")].predict(x)[0]
+    np.testing.assert_array_equal(second.models[("Linear", "forward", "float32")].predict(x)[0], expected)
 
 
 def test_the_cache_is_still_written_beside_no_leftovers(tmp_path, monkeypatch, small_fit):

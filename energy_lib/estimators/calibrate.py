@@ -1,7 +1,9 @@
 """Calibration: measure this machine's own per-layer energy, for the layer-regression fit.
 
 Randomly sampled single-layer configurations (seeded; ranges configurable) of the fitted layer
-types, each run as a forward pass and as a training step (forward, backward, SGD update), each
+types, each run as a forward pass and as a training step (forward, backward, SGD update), in
+fp32 and under the autocast dtype an amp run uses on the device (bfloat16 on a CPU, float16 on
+CUDA: a mixed-precision run's layers cost what they cost in that dtype, not fp32's), each
 timed and metered over enough repeats to fill a short window, and appended row by row to
 `calibration/<machine>.csv` in the long format of `layer_data.COLUMNS`. A killed calibration
 keeps every finished row (each is flushed and fsynced; a half-written last line is cut on the
@@ -91,6 +93,20 @@ class Plan:
     layer_types: tuple[str, ...] = tuple(LAYER_TYPES)
     min_window_s: float = 0.5  # each metered window lasts at least this long
     max_repeats: int = 1000
+    #: compute dtypes to measure; () = float32 and the device's amp dtype (`device.amp_dtype`)
+    dtypes: tuple[str, ...] = ()
+
+
+def plan_dtypes(plan: Plan, device: torch.device) -> tuple[str, ...]:
+    """The dtypes the plan measures on this device (checked: names torch autocast takes)."""
+    from ..device import amp_dtype
+    from .layer_data import DTYPES
+
+    dtypes = plan.dtypes or ("float32", str(amp_dtype(device)).removeprefix("torch."))
+    unknown = [d for d in dtypes if d not in DTYPES]
+    if unknown:
+        raise ConfigError(f"dtypes={list(dtypes)!r} is not allowed; choose from {DTYPES}")
+    return tuple(dict.fromkeys(dtypes))
 
 
 QUICK_PLAN = Plan(ranges=QUICK, per_type=6, min_window_s=0.15, max_repeats=200)
@@ -237,10 +253,26 @@ def _metered(fn, repeats: int, device: torch.device = torch.device("cpu")) -> tu
     return sum(r.energy_j for r in readings), window.duration_s, method, kind
 
 
-def measure(config: dict, phase: str, plan: Plan, device: torch.device) -> dict:
-    """One row: the energy and time of one pass (or step), averaged over a metered window."""
+def _in_dtype(fn, dtype: str, device: torch.device):
+    """fn under the device's autocast to `dtype` (as an amp run's forward and backward are:
+    autocast-recorded ops run their backward in the same dtype); fn itself for float32."""
+    if dtype == "float32":
+        return fn
+    cast = getattr(torch, dtype)
+
+    def run():
+        with torch.autocast(device.type, dtype=cast):
+            fn()
+    return run
+
+
+def measure(config: dict, phase: str, plan: Plan, device: torch.device,
+            dtype: str = "float32") -> dict:
+    """One row: the energy and time of one pass (or step) in `dtype`, averaged over a metered
+    window."""
     layer, x = build_layer(config, device)
-    fn = _forward_fn(layer, x) if phase == "forward" else _train_step_fn(layer, x)
+    fn = _in_dtype(_forward_fn(layer, x) if phase == "forward" else _train_step_fn(layer, x),
+                   dtype, device)
     fn()  # warm-up: first-call allocation and kernel selection stay out of the window
     start = time.perf_counter()
     fn()
@@ -253,7 +285,7 @@ def measure(config: dict, phase: str, plan: Plan, device: torch.device) -> dict:
     row.update({k: v for k, v in config.items() if k in row})
     if config["layer_type"] == "MaxPool2d":
         row["out_channels"] = config["in_channels"]
-    row.update(phase=phase, repeats=repeats, energy_j=energy_j / repeats, seconds=seconds / repeats,
+    row.update(phase=phase, dtype=dtype, repeats=repeats, energy_j=energy_j / repeats, seconds=seconds / repeats,
                method=method, kind=kind, seed=plan.seed)
     return row
 
@@ -284,6 +316,10 @@ def _check_ours(path: Path) -> str:
         data = path.read_bytes()
     except OSError as error:
         raise WriteError(f"{path} cannot be read: {error.strerror or error}") from None
+    if data.startswith(_header().replace("phase,dtype,", "phase,").encode()):
+        raise WriteError(f"{path} is a calibration file of an earlier energy-study, without the "
+                         "dtype column (all fp32); it was left as it is: move it away (it can "
+                         "still be read as a fit) and calibrate again")
     if not data.startswith(_header().encode()):
         first = data.split(b"\n", 1)[0][:60]
         raise WriteError(f"{path} exists and is not a calibration file of energy-study (its first "
@@ -305,8 +341,8 @@ def _repair(path: Path, text: str) -> str:
     return text
 
 
-def _done(text: str) -> set[tuple[str, str]]:
-    return {(row.get("config_id", ""), row.get("phase", ""))
+def _done(text: str) -> set[tuple[str, str, str]]:
+    return {(row.get("config_id", ""), row.get("phase", ""), row.get("dtype", ""))
             for row in csv.DictReader(io.StringIO(text, newline="")) if row.get("energy_j")}
 
 
@@ -366,18 +402,20 @@ def calibrate(plan: Plan = QUICK_PLAN, *, out_dir: str | Path = DEFAULT_DIR, mac
     device = _resolve_device(device)
     machine = machine or machine_name(device)
     path, text = _open_calibration(out_dir, machine)
+    dtypes = plan_dtypes(plan, device)
     done = _done(text)
-    todo = [(c, phase) for c in configs for phase in ("forward", "train_step")
-            if (c["config_id"], phase) not in done]
-    already = 2 * len(configs) - len(todo)
+    todo = [(c, phase, dtype) for c in configs for dtype in dtypes
+            for phase in ("forward", "train_step") if (c["config_id"], phase, dtype) not in done]
+    total = 2 * len(dtypes) * len(configs)
+    already = total - len(todo)
     from tqdm.auto import tqdm
 
     torch.manual_seed(plan.seed)
-    bar = tqdm(total=2 * len(configs), initial=already, desc=f"calibrating {machine}",
+    bar = tqdm(total=total, initial=already, desc=f"calibrating {machine}",
                unit="meas", disable=not progress)
     try:
-        for config, phase in todo:
-            row = measure(config, phase, plan, device)
+        for config, phase, dtype in todo:
+            row = measure(config, phase, plan, device, dtype)
             row["machine"] = machine
             row["macs"] = _macs(config)
             _append(path, row)
@@ -442,6 +480,8 @@ def _parser() -> OneLineParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--types", help=f"comma-separated subset of {','.join(LAYER_TYPES)}")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtypes", help="comma-separated compute dtypes to measure (default: "
+                                         "float32 and the device's amp dtype)")
     parser.add_argument("--machine", help="file name stem (default: derived from the CPU/GPU name)")
     parser.add_argument("--out-dir", default=str(DEFAULT_DIR))
     parser.add_argument("--min-window-s", type=float)
@@ -461,6 +501,8 @@ def _calibrate_command(args: argparse.Namespace) -> int:
         plan = replace(plan, min_window_s=args.min_window_s)
     if args.types:
         plan = replace(plan, layer_types=tuple(t.strip() for t in args.types.split(",")))
+    if args.dtypes:
+        plan = replace(plan, dtypes=tuple(d.strip() for d in args.dtypes.split(",")))
     start = time.perf_counter()
     path, written, already = calibrate(plan, out_dir=args.out_dir, machine=args.machine,
                                        device=args.device)

@@ -28,7 +28,7 @@ import pandas as pd
 from ..files import atomic_write
 from .layer_fit import LayerFit, TypeModel
 
-FORMAT = "energy-lib-fit-v1"
+FORMAT = "energy-lib-fit-v2"  # v2: a model per compute dtype
 
 
 def cache_dir() -> Path:
@@ -129,7 +129,8 @@ def save(path: Path, layer_fit: LayerFit) -> bool:
             arrays[f"{index}/{name}"] = values
         arrays[f"{index}/lows"] = model.lows.to_numpy(float)
         arrays[f"{index}/highs"] = model.highs.to_numpy(float)
-        models.append({"layer_type": model.layer_type, "phase": model.phase, "family": model.family,
+        models.append({"layer_type": model.layer_type, "phase": model.phase,
+                       "dtype": model.dtype, "family": model.family,
                        "columns": model.columns, "smear": model.smear, "report": model.report})
     meta = {"format": FORMAT, "source": layer_fit.source, "machine": layer_fit.machine, "models": models}
     arrays["meta"] = np.array(json.dumps(meta))
@@ -160,8 +161,8 @@ def load(path: Path) -> LayerFit | None:
             regressor = kind(*(arrays[f"{index}/{name}"] for name in kind.FIELDS))
             lows = pd.Series(arrays[f"{index}/lows"], index=m["columns"])
             highs = pd.Series(arrays[f"{index}/highs"], index=m["columns"])
-            models[(m["layer_type"], m["phase"])] = TypeModel(
-                m["layer_type"], m["phase"], m["family"], regressor, list(m["columns"]),
+            models[(m["layer_type"], m["phase"], m["dtype"])] = TypeModel(
+                m["layer_type"], m["phase"], m["dtype"], m["family"], regressor, list(m["columns"]),
                 float(m["smear"]), lows, highs, dict(m["report"]))
         return LayerFit(models, meta["source"], meta["machine"])
     except Exception:  # noqa: BLE001 - any unreadable cache (truncated, corrupt, old) is refitted

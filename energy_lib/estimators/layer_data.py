@@ -2,8 +2,10 @@
 this project's own calibration files (calibration/<machine>.csv) read into the same table, and
 the regression features computed from it.
 
-One row = one layer configuration measured in one phase (`forward` or `train_step`):
-layer parameters, its MACs, and the energy (J) and time (s) of ONE pass of one batch.
+One row = one layer configuration measured in one phase (`forward` or `train_step`) at one
+compute dtype (`float32`, or the autocast dtype a mixed-precision run computes in: `bfloat16` on
+a CPU, `float16` on CUDA): layer parameters, its MACs, and the energy (J) and time (s) of ONE
+pass of one batch.
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ from ..errors import ConfigError
 # The long format: also the header of a calibration file.
 PARAMETERS = ["batch_size", "in_channels", "out_channels", "image_size", "kernel_size", "stride",
               "padding", "in_features", "out_features", "elements"]
-COLUMNS = ["machine", "layer_type", "phase", *PARAMETERS, "macs", "repeats", "energy_j",
+COLUMNS = ["machine", "layer_type", "phase", "dtype", *PARAMETERS, "macs", "repeats", "energy_j",
            "seconds", "method", "kind", "seed", "config_id"]
+#: The compute dtypes a fit can know: fp32 and the autocast dtypes of amp runs.
+DTYPES = ["float32", "bfloat16", "float16"]
+FP32 = "float32"
 REQUIRED = ["layer_type", "phase", "batch_size", "macs", "energy_j"]
 LAYER_TYPES = ["Conv2d", "Linear", "MaxPool2d", "ReLU", "Sigmoid", "Tanh", "Softmax"]
 ACTIVATIONS = ["ReLU", "Sigmoid", "Tanh", "Softmax"]
@@ -87,6 +92,7 @@ def getzner2023() -> pd.DataFrame:
     table["macs"] = count_macs(table)
     table["machine"] = GETZNER_MACHINE
     table["method"], table["kind"] = "rapl-codecarbon", "measured"
+    table["dtype"] = FP32  # the authors measured fp32 layers only
     return table
 
 
@@ -105,16 +111,19 @@ def read_calibration(path: str | Path) -> pd.DataFrame:
         what = f"lacks columns {missing}" if missing and not table.empty else "is empty"
         raise ConfigError(f"calibration file {str(file)!r} {what}; a calibration needs the columns "
                           f"{','.join(COLUMNS)} (write one with `energy-study calibrate`)")
+    if "dtype" not in table:  # written before calibrations measured amp: every row is fp32
+        table["dtype"] = FP32
+    table["dtype"] = table["dtype"].fillna(FP32).astype(str)
     for column in PARAMETERS + ["macs", "energy_j", "seconds", "repeats"]:
         if column in table:
             table[column] = pd.to_numeric(table[column], errors="coerce")
         else:
             table[column] = np.nan
     valid = (table["layer_type"].isin(LAYER_TYPES) & table["phase"].isin(PHASES)
-             & (table["energy_j"] > 0) & (table["batch_size"] >= 1))
+             & table["dtype"].isin(DTYPES) & (table["energy_j"] > 0) & (table["batch_size"] >= 1))
     if not valid.any():
         raise ConfigError(f"calibration file {str(file)!r} has no usable rows; need layer_type in "
-                          f"{LAYER_TYPES}, phase in {PHASES}, energy_j > 0, batch_size >= 1")
+                          f"{LAYER_TYPES}, phase in {PHASES}, dtype in {DTYPES}, energy_j > 0, batch_size >= 1")
     return table[valid].reset_index(drop=True)
 
 

@@ -15,10 +15,11 @@ from .layer_data import features
 
 @dataclass
 class TypeModel:
-    """Energy of one pass of one layer type in one phase."""
+    """Energy of one pass of one layer type in one phase at one compute dtype."""
 
     layer_type: str
     phase: str
+    dtype: str
     family: str  # "trees" | "nnls"
     regressor: object
     columns: list[str]
@@ -39,12 +40,17 @@ class TypeModel:
 
 @dataclass
 class LayerFit:
-    models: dict[tuple[str, str], TypeModel]
+    models: dict[tuple[str, str, str], TypeModel]  # (layer type, phase, dtype)
     source: str  # which data and which hardware
     machine: str
 
+    @property
+    def dtypes(self) -> list[str]:
+        """The compute dtypes this fit has data for."""
+        return sorted({dtype for _, _, dtype in self.models})
+
     def report(self) -> pd.DataFrame:
-        """Held-out R² and MAPE per layer type and phase."""
+        """Held-out R² and MAPE per layer type, phase and dtype."""
         return pd.DataFrame([m.report for m in self.models.values()])
 
 

@@ -207,4 +207,5 @@ def ops_estimate(model: nn.Module, input_size, batch_size: int, *, bits: int = 3
         source=f"{ops_table.source}; {bits}-bit Conv2d/Linear; one {phase}; an idealised chip, "
                "not this machine",
         batch_size=batch_size, input_size=tuple(input_size), training=training,
-        uncovered_layers=uncovered, notes=notes)
+        uncovered_layers=uncovered, notes=notes,
+        compute_dtype="float32" if bits == 32 else "float16")  # Horowitz: fp32 and fp16 figures

@@ -42,21 +42,23 @@ def calibration_for(device: torch.device) -> Path | None:
 
 def predict_run(model: nn.Module, *, input_size: tuple[int, int, int], batch_size: int,
                 eval_batch_size: int, train_size: int, test_size: int, epochs: int,
-                bits: int, device: torch.device) -> tuple[list[dict], dict]:
-    """(energy rows, facts) predicted for a whole run before training. `facts` holds what each
-    estimate covers (layers left out, seconds taken) for the record."""
+                compute_dtype: str, device: torch.device) -> tuple[list[dict], dict]:
+    """(energy rows, facts) predicted for a whole run before training, for a run computing in
+    `compute_dtype` (float32, or amp's bfloat16 / float16). `facts` holds what each estimate
+    covers (layers left out, flags, seconds taken) for the record."""
     started = time.perf_counter()
     train_steps = math.ceil(train_size / batch_size)
     eval_steps = math.ceil(test_size / eval_batch_size)
     rows, facts = [], {}
+    bits = 32 if compute_dtype == "float32" else 16
     estimators = {
         Method.OPS_MODEL: lambda training, batch: ops_estimate(
-            model, input_size, batch, bits=bits if bits in (16, 32) else 32, training=training),
+            model, input_size, batch, bits=bits, training=training),
     }
     calibration = calibration_for(device)
     fit = str(calibration) if calibration is not None else "getzner2023"
     estimators[Method.LAYER_REGRESSION] = lambda training, batch: layerwise_estimate(
-        model, input_size, batch, fit=fit, training=training)
+        model, input_size, batch, fit=fit, training=training, compute_dtype=compute_dtype)
     for method, estimate in estimators.items():
         try:
             step = estimate(True, batch_size)
@@ -67,7 +69,7 @@ def predict_run(model: nn.Module, *, input_size: tuple[int, int, int], batch_siz
         energy_j = epochs * (train_steps * step.energy_j + eval_steps * forward.energy_j)
         left_out = (f"; left out {', '.join(step.uncovered_layers)} ({step.uncovered_macs_fraction:.1%}"
                     " of MACs)") if step.uncovered_layers else ""
-        flag = f"{step.source}{left_out}"
+        flag = f"{step.source}{left_out}" + "".join(f"; {f}" for f in step.flags)
         rows.append(EnergyRow(None, Phase.PREDICTED, MODEL, method, Kind.ESTIMATED, energy_j,
                               math.nan, flag).to_dict())
         facts[str(method)] = {"train_step_j": step.energy_j, "eval_forward_j": forward.energy_j,
@@ -75,6 +77,7 @@ def predict_run(model: nn.Module, *, input_size: tuple[int, int, int], batch_siz
                               "eval_steps_per_epoch": eval_steps, "source": step.source,
                               "uncovered_layers": step.uncovered_layers,
                               "uncovered_macs_fraction": step.uncovered_macs_fraction,
+                              "compute_dtype": compute_dtype, "flags": list(step.flags),
                               "notes": list(step.notes)}
     facts["seconds"] = time.perf_counter() - started
     return rows, facts

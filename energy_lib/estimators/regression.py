@@ -57,8 +57,8 @@ from torch import nn
 from ..errors import ConfigError
 from . import fit_cache
 from .fit_cache import ScaledLinear, TreeEnsemble
-from .layer_data import (GETZNER_FILES, LAYER_TYPES, available_fits_text, describe_call, features,
-                         getzner2023, read_calibration)
+from .layer_data import (DTYPES, FP32, GETZNER_FILES, LAYER_TYPES, available_fits_text,
+                         describe_call, features, getzner2023, read_calibration)
 from .layer_fit import LayerFit, TypeModel, linear_terms
 from .result import Estimate
 from .trace import trace_model
@@ -85,7 +85,7 @@ class _ScaledNonNegative:
         return ScaledLinear(scale, model.coef_)
 
 
-def fit_type(table: pd.DataFrame, layer_type: str, phase: str) -> TypeModel:
+def fit_type(table: pd.DataFrame, layer_type: str, phase: str, dtype: str = FP32) -> TypeModel:
     """Fit one type's model with scikit-learn (imported here only: a prediction from a cached
     fit never needs it), then keep it as numpy arrays (fit_cache) for prediction."""
     from sklearn.ensemble import HistGradientBoostingRegressor
@@ -113,9 +113,9 @@ def fit_type(table: pd.DataFrame, layer_type: str, phase: str) -> TypeModel:
     else:
         family, kind, smear = "nnls", "non-negative work + bytes + per-call, relative error", 1.0
         regressor = _ScaledNonNegative().fit(linear_terms(named, work)[train], energy[train])
-    report = {"layer_type": layer_type, "phase": phase, "model": kind, "n_train": len(train),
-              "n_test": len(test), "r2": np.nan, "mape_pct": np.nan}
-    model = TypeModel(layer_type, phase, family, regressor, columns, smear,
+    report = {"layer_type": layer_type, "phase": phase, "dtype": dtype, "model": kind,
+              "n_train": len(train), "n_test": len(test), "r2": np.nan, "mape_pct": np.nan}
+    model = TypeModel(layer_type, phase, dtype, family, regressor, columns, smear,
                       named.iloc[train].min(), named.iloc[train].max(), report)
     if len(test) >= 2:
         predicted, _ = model.predict(table.iloc[test])
@@ -126,17 +126,20 @@ def fit_type(table: pd.DataFrame, layer_type: str, phase: str) -> TypeModel:
 
 
 def fit_table(table: pd.DataFrame, source: str, machine: str) -> LayerFit:
-    """One model per (layer type, phase). One OpenMP thread: on a shared 2-core machine the
-    default threading made the same fit 10-20x slower."""
+    """One model per (layer type, phase, compute dtype). One OpenMP thread: on a shared 2-core
+    machine the default threading made the same fit 10-20x slower."""
     with threadpool_limits(1):
         return _fit_table(table, source, machine)
 
 
 def _fit_table(table: pd.DataFrame, source: str, machine: str) -> LayerFit:
     models = {}
-    for (layer_type, phase), rows in table.groupby(["layer_type", "phase"], sort=False):
+    table = table.assign(dtype=table["dtype"] if "dtype" in table else FP32)
+    for (layer_type, phase, dtype), rows in table.groupby(["layer_type", "phase", "dtype"],
+                                                          sort=False):
         if layer_type in LAYER_TYPES and len(rows) >= 1:
-            models[(layer_type, phase)] = fit_type(rows.reset_index(drop=True), layer_type, phase)
+            models[(layer_type, phase, dtype)] = fit_type(rows.reset_index(drop=True), layer_type,
+                                                          phase, dtype)
     return LayerFit(models, source, machine)
 
 
@@ -184,12 +187,18 @@ def _fit_calibration(path: str, mtime_ns: int, size: int) -> LayerFit:
 
 
 def layerwise_estimate(model: nn.Module, input_size, batch_size: int, *, fit="getzner2023",
-                       training: bool = False) -> Estimate:
+                       training: bool = False, compute_dtype: str = FP32) -> Estimate:
     """Energy of one forward pass (or one training step) of one batch on the fit's hardware, as
     the sum of per-layer predictions. Layers of types the fit does not know are left out and
-    named; their MACs are in `uncovered_macs_fraction`."""
+    named; their MACs are in `uncovered_macs_fraction`. `compute_dtype`: what the run computes
+    in (float32, or amp's bfloat16 / float16); a layer type the fit has no data for at that
+    dtype is answered from its fp32 data and flagged `answered-at-float32`, never silently."""
+    if compute_dtype not in DTYPES:
+        raise ConfigError(f"compute_dtype={compute_dtype!r} is not allowed; use one of {DTYPES}")
     layer_fit = load_fit(fit)
     phases = ["train_step", "forward"] if training else ["forward"]
+    dtypes = [compute_dtype] if compute_dtype == FP32 else [compute_dtype, FP32]
+    fallback: set[str] = set()
     trace = trace_model(model, input_size, batch_size)
     rows, described = [], []
     for call in trace.calls:
@@ -203,11 +212,14 @@ def layerwise_estimate(model: nn.Module, input_size, batch_size: int, *, fit="ge
         description = describe_call(call)
         if description is None:
             continue
-        for phase in phases:
-            model_for = layer_fit.models.get((description["layer_type"], phase))
-            if model_for is not None:
-                described.append((row, description, model_for, phase))
-                break
+        found = next(((layer_fit.models[key], key[1], key[2]) for key in
+                      ((description["layer_type"], p, d) for d in dtypes for p in phases)
+                      if key in layer_fit.models), None)
+        if found is not None:
+            model_for, phase, dtype = found
+            described.append((row, description, model_for, phase))
+            if dtype != compute_dtype:
+                fallback.add(description["layer_type"])
     by_model: dict[int, list] = {}
     for item in described:
         by_model.setdefault(id(item[2]), []).append(item)
@@ -232,13 +244,21 @@ def layerwise_estimate(model: nn.Module, input_size, batch_size: int, *, fit="ge
     uncovered = [r["name"] for r in rows if not r["covered"]]
     uncovered_macs = sum(r["macs"] for r in rows if not r["covered"]) + trace.unattributed_macs
     extrapolated = [r["name"] for r in rows if r["extrapolated"]]
-    notes = [f"fitted layer types: {', '.join(sorted({t for t, _ in layer_fit.models}))}",
+    notes = [f"fitted layer types: {', '.join(sorted({t for t, _, _ in layer_fit.models}))}",
              "operations outside modules (e.g. residual additions in forward()) are not counted"]
     if extrapolated:
         notes.append(f"outside the measured ranges (efficiency held at the nearest measured "
                      f"layers): {', '.join(extrapolated)}")
+    flags = []
+    if fallback:
+        flags.append(f"answered-at-{FP32}")
+        notes.append(f"no {compute_dtype} data for {', '.join(sorted(fallback))}: their energy "
+                     f"is the fit's {FP32} figure (the fit has data at "
+                     f"{', '.join(layer_fit.dtypes)})")
     what = "one training step" if training else "one forward pass"
-    source = f"{layer_fit.source}; hardware: {layer_fit.machine}; {what}"
+    source = f"{layer_fit.source}; hardware: {layer_fit.machine}; {what} in {compute_dtype}"
+    if fallback:
+        source += f" (answered at {FP32}: no {compute_dtype} data)"
     if used_factor:
         source += (f"; training step = {TRAINING_STEP_FACTOR:g} x forward (backward ~ 2 x forward "
                    "MACs; rule of thumb, not measured)")
@@ -246,4 +266,5 @@ def layerwise_estimate(model: nn.Module, input_size, batch_size: int, *, fit="ge
         energy_j=float(per_layer["energy_j"].sum()) if rows else 0.0, per_layer=per_layer,
         uncovered_macs_fraction=uncovered_macs / trace.total_macs if trace.total_macs else 0.0,
         method="layer-regression", source=source, batch_size=batch_size,
-        input_size=tuple(input_size), training=training, uncovered_layers=uncovered, notes=notes)
+        input_size=tuple(input_size), training=training, uncovered_layers=uncovered, notes=notes,
+        compute_dtype=compute_dtype, flags=flags)

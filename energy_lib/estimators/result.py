@@ -27,6 +27,10 @@ class Estimate:
     uncovered_layers: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     kind: str = "estimated"
+    compute_dtype: str = "float32"  # what the estimated run computes in
+    #: what the reader must know before using the figure, e.g. "answered-at-float32": the fit
+    #: had no data at the run's compute dtype
+    flags: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """One line for a notebook or a log."""
