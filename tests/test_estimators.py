@@ -257,6 +257,25 @@ def test_calibration_appends_and_resumes_without_duplicates(tmp_path):
     assert table.iloc[:12].equals(first)  # what was measured is kept as it was
 
 
+def test_a_calibration_covers_every_layer_type_of_the_zoo(tmp_path):
+    """BatchNorm2d, adaptive pooling and Dropout are calibrated beside Getzner's types, so the
+    paper CNN, the ResNets and the MLP leave no layer out (residual additions happen in
+    forward(), outside any module, and hold no MACs)."""
+    from energy_lib.estimators.layer_data import LAYER_TYPES
+    from energy_lib.models import create_model
+
+    path, _, _ = cal.calibrate(replace(TINY, layer_types=tuple(LAYER_TYPES)), out_dir=tmp_path,
+                               machine="m", progress=False)
+    assert {"BatchNorm2d", "AdaptiveAvgPool2d", "Dropout"} <= set(pd.read_csv(path)["layer_type"])
+    for name, knobs in (("paper_cnn", {}), ("resnet18", {"width": 0.25}),
+                        ("resnet34", {"width": 0.25, "shortcut": False}), ("mlp", {})):
+        model = create_model(name, in_channels=1, image_size=28, num_classes=10, **knobs)
+        for training in (False, True):
+            estimate = layerwise_estimate(model, (1, 28, 28), 4, fit=path, training=training)
+            assert estimate.uncovered_layers == [], (name, estimate.uncovered_layers)
+            assert estimate.uncovered_macs_fraction == 0
+
+
 def test_an_older_calibration_file_is_refused_for_appending_and_read_as_fp32(tmp_path):
     from energy_lib.errors import WriteError
     from energy_lib.estimators.layer_data import read_calibration

@@ -166,3 +166,26 @@ def test_curves_draw_settings_with_bands_not_runs():
     legend_box = ax.get_legend().get_window_extent()
     assert legend_box.x0 >= ax.get_window_extent().x1  # outside the data
     plt.close(fig)
+
+
+def test_many_settings_become_small_multiples_by_the_first_axis():
+    """12 settings in one axes cannot be told apart (10 colours): one panel per model, each with
+    its own legend; 4 settings stay one panel."""
+    import itertools
+
+    cells = [{"cell": f"m{m}-s{s}-p{p}", "model": m, "shortcut": s, "prune": p}
+             for m, s, p in itertools.product(("r18", "r34"), (True, False), ("a", "b", "c"))]
+    table = pd.DataFrame(cells)
+    axes = ["model", "shortcut", "prune"]
+    panels = results.panel_names(table, axes)
+    assert set(panels.values()) == {"model=r18", "model=r34"} and len(panels) == 12
+    assert results.panel_names(table[table["prune"] == "a"], axes) is None  # 4 settings
+    epochs = pd.DataFrame([{"cell": c["cell"], "epoch": e, "val_acc_pct": 50.0 + e}
+                           for c in cells for e in (1, 2)])
+    fig = results.figure_metric(epochs, "val_accuracy", results.setting_names(table, axes),
+                                panels)
+    assert len(fig.axes) == 2
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0].endswith("model=r18") and titles[1] == "model=r34"
+    assert all(len(ax.get_legend().get_texts()) == 6 for ax in fig.axes)
+    plt.close(fig)

@@ -82,9 +82,13 @@ def test_spearman_and_mape_have_the_hand_computed_values():
     # ranks [1, 2, 4, 3] vs [1, 2, 3, 4]: rho = 1 - 6 x 2 / (4 x 15) = 0.8
     assert regression["spearman_rho"] == pytest.approx(0.8)
     assert regression["mape_pct"] == pytest.approx(15.0)
+    assert regression["median_ape_pct"] == pytest.approx(15.0)  # errors 10, 10, 20, 20 %
+    assert regression["target_pct"] == 25.0 and regression["target_met"] == True  # noqa: E712
+    assert pd.isna(ops["target_met"])  # the ops model stands for other hardware: no goal
+    assert "Goal: median error <= 25 %: met." in regression["in_words"]
     assert "ranks the 4 cells right" in ops["in_words"] and "scale is off" in ops["in_words"]
     sentence = estimates_sentence(summary.reset_index())
-    assert "Ranks the cells right although its absolute scale is off: ops-model." in sentence
+    assert "Ranks the settings right although its absolute scale is off: ops-model." in sentence
     assert "Right in both order and scale: layer-regression." in sentence
 
 
@@ -92,8 +96,23 @@ def test_too_few_cells_are_not_ranked():
     runs = _runs({"a": "diverged", "b": "failed"})
     summary = estimates_summary(estimates_table(runs)).set_index("estimator")
     assert summary.loc["ops-model", "cells"] == 2
-    assert "cannot be ranked on 2 cell(s)" in summary.loc["ops-model", "in_words"]
-    assert "Ranks the cells right" not in estimates_sentence(summary.reset_index())
+    assert "cannot be ranked on 2 cells" in summary.loc["ops-model", "in_words"]
+    assert "Ranks the settings right" not in estimates_sentence(summary.reset_index())
+
+
+def test_ranks_are_over_setting_means_and_contended_cells_are_left_out():
+    """a and b are two seeds of one setting, c and d of another: two settings cannot be ranked,
+    however many seeds; a cell left out (contended) is not in any figure of the summary."""
+    table = estimates_table(_runs())
+    settings = {"a": "small", "b": "small", "c": "large", "d": "large", "e": "huge"}
+    summary = estimates_summary(table, settings).set_index("estimator")
+    assert summary.loc["layer-regression", "settings"] == 2
+    assert "cannot be ranked on 2 settings" in summary.loc["layer-regression", "in_words"]
+    without = estimates_summary(table, exclude={"c"}).set_index("estimator")
+    assert without.loc["layer-regression", "cells"] == 3
+    # errors 10, 10, 20 %: median 10, mean 13.3
+    assert without.loc["layer-regression", "median_ape_pct"] == pytest.approx(10.0)
+    assert without.loc["layer-regression", "mape_pct"] == pytest.approx(40 / 3)
 
 
 def test_figure_is_log_log_with_plain_labels_naming_the_kind():

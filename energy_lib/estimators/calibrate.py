@@ -147,6 +147,10 @@ def sample_configs(plan: Plan) -> list[dict]:
             config = {"layer_type": layer_type, "batch_size": _log_uniform(rng, r.batch_size)}
             if layer_type in ("Conv2d", "MaxPool2d"):
                 config.update(_spatial(rng, r, layer_type))
+            elif layer_type in ("BatchNorm2d", "AdaptiveAvgPool2d"):
+                channels, image = _log_uniform(rng, r.channels), _log_uniform(rng, r.image_size)
+                config.update(in_channels=channels, out_channels=channels, image_size=image,
+                              elements=channels * image * image)
             elif layer_type == "Linear":
                 config.update(in_features=_log_uniform(rng, r.features),
                               out_features=_log_uniform(rng, r.features))
@@ -197,8 +201,13 @@ def build_layer(config: dict, device: torch.device) -> tuple[nn.Module, torch.Te
     elif kind == "Linear":
         layer = nn.Linear(config["in_features"], config["out_features"])
         shape = (batch, config["in_features"])
+    elif kind in ("BatchNorm2d", "AdaptiveAvgPool2d"):
+        layer = (nn.BatchNorm2d(config["in_channels"]) if kind == "BatchNorm2d"
+                 else nn.AdaptiveAvgPool2d(1))
+        shape = (batch, config["in_channels"], config["image_size"], config["image_size"])
     else:
-        layer = {"ReLU": nn.ReLU, "Sigmoid": nn.Sigmoid, "Tanh": nn.Tanh}.get(kind, lambda: nn.Softmax(dim=-1))()
+        layer = {"ReLU": nn.ReLU, "Sigmoid": nn.Sigmoid, "Tanh": nn.Tanh,
+                 "Dropout": lambda: nn.Dropout(0.5)}.get(kind, lambda: nn.Softmax(dim=-1))()
         shape = (batch, config["elements"])
     return layer.to(device), torch.randn(shape, device=device)
 

@@ -29,7 +29,10 @@ COLUMNS = ["machine", "layer_type", "phase", "dtype", *PARAMETERS, "macs", "repe
 DTYPES = ["float32", "bfloat16", "float16"]
 FP32 = "float32"
 REQUIRED = ["layer_type", "phase", "batch_size", "macs", "energy_j"]
-LAYER_TYPES = ["Conv2d", "Linear", "MaxPool2d", "ReLU", "Sigmoid", "Tanh", "Softmax"]
+#: The element-wise types a calibration adds beside Getzner's (the ResNets' and the MLP's
+#: layers): their work is the elements they touch, like an activation's.
+ELEMENTWISE = ["BatchNorm2d", "AdaptiveAvgPool2d", "Dropout"]
+LAYER_TYPES = ["Conv2d", "Linear", "MaxPool2d", "ReLU", "Sigmoid", "Tanh", "Softmax", *ELEMENTWISE]
 ACTIVATIONS = ["ReLU", "Sigmoid", "Tanh", "Softmax"]
 PHASES = ["forward", "train_step"]
 
@@ -196,8 +199,11 @@ def describe_call(call) -> dict | None:
         row.update(layer_type="MaxPool2d", in_channels=math.prod(shape[1:-2]),
                    out_channels=math.prod(shape[1:-2]), image_size=_geo(shape[-2:]),
                    kernel_size=_geo(kernel), stride=_geo(stride), padding=_geo(_pairs(m.padding)))
-    elif isinstance(m, (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Softmax)):
+    elif isinstance(m, (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Softmax, nn.Dropout)):
         row.update(layer_type=type(m).__name__, elements=math.prod(shape[1:]))
+    elif isinstance(m, (nn.BatchNorm2d, nn.AdaptiveAvgPool2d)):
+        row.update(layer_type=type(m).__name__, in_channels=shape[1],
+                   image_size=_geo(shape[-2:]), elements=math.prod(shape[1:]))
     else:
         return None
     return row

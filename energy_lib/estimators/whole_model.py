@@ -132,7 +132,9 @@ def _check_command(args: argparse.Namespace) -> int:
         print(f"quick calibration: {written} rows in {time.perf_counter() - started:.0f} s -> {path}")
     table = whole_model_check(path, min_window_s=args.min_window_s, repeats=args.repeats)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
-        print(error_summary(table).round(1).to_string(index=False))
+        summary = error_summary(table)
+        pct = [c for c in summary if c.endswith("_pct")]
+        print(summary.assign(**summary[pct].round(1)).to_string(index=False))
     print(f"median |error| of the sum over layers: {table['error_pct'].abs().median():.1f} % over "
           f"{len(table)} windows (metered: {', '.join(sorted(set(table['metered_kind'])))}, "
           f"{', '.join(sorted(set(table['metered_method'])))}; torch {torch.__version__})")

@@ -26,7 +26,7 @@ from .export import write_export
 from .models import class_names, plot_confusion, write_model_report
 from .output import export_html
 from .results import (compare_with_reference, plot_run, plot_timeline, results_table,
-                      shown_results, write_report)
+                      setting_names, shown_results, write_report)
 from .shared_machine import consistency, consistency_sentence, flag_contended, flag_shared_cpu
 
 CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -91,7 +91,9 @@ def build(study, runs, state, out_dir: str | Path) -> Report:
     written = write_report(runs, out_dir, [c.name for c in study.cells], study.setting_axes)
     statistics = repeats.write_study_statistics(for_verdicts, runs.epochs, study, out_dir)
     models = write_model_report(runs, out_dir)
-    estimates = write_estimates(runs, out_dir)
+    left_out = frozenset(set(runs.runs.get("cell", [])) - set(for_verdicts.get("cell", [])))
+    estimates = write_estimates(runs, out_dir, setting_names(runs.runs, study.setting_axes),
+                                left_out)
     export = write_export(runs, study.name, out_dir / "emissions_log.csv")
     paths = {path.name: path for part in (written, statistics, models, estimates)
              for path in part["paths"].values()} | {export.name: export}

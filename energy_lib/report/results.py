@@ -56,6 +56,36 @@ def _value(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+#: More settings than this in one figure and the curves become small multiples: one panel per
+#: value of the first setting axis (10 colours cannot tell 12 lines apart).
+SETTINGS_PER_PANEL = 6
+
+
+def panel_names(runs_table: pd.DataFrame, setting_axes: list[str]) -> dict[str, str] | None:
+    """cell -> its panel (the first setting axis's value) when the settings are too many for
+    one axes (SETTINGS_PER_PANEL) and that axis splits them; None for one panel."""
+    axes = [a for a in setting_axes if a in runs_table]
+    if len(axes) < 2 or runs_table.empty:
+        return None
+    settings = runs_table[axes].astype(str).drop_duplicates()
+    if len(settings) <= SETTINGS_PER_PANEL or settings[axes[0]].nunique() < 2:
+        return None
+    return {row["cell"]: f"{axes[0]}={_value(row[axes[0]])}" for _, row in runs_table.iterrows()}
+
+
+def _panels(epochs: pd.DataFrame, panels: dict[str, str] | None, width: float, height: float):
+    """(figure, [(axes, that panel's epochs)]): one axes, or one per panel stacked, sharing
+    the epoch axis and the y scale."""
+    if not panels or epochs.empty:
+        fig, ax = plt.subplots(figsize=(width, height))
+        return fig, [(ax, epochs, "")]
+    names = sorted(set(panels.values()))
+    fig, axes = plt.subplots(len(names), 1, figsize=(width, 0.75 * height * len(names)),
+                             sharex=True, sharey=True, squeeze=False)
+    key = epochs["cell"].map(panels)
+    return fig, [(ax[0], epochs[key == name], name) for ax, name in zip(axes, names)]
+
+
 def _setting_lines(ax, epochs: pd.DataFrame, settings: dict[str, str], column: str, *,
                    scale: float = 1.0, cumulative: bool = False, style: str = "-",
                    suffix: str = "", band: bool = True) -> bool:
@@ -105,45 +135,52 @@ def _finish_axes(ax, ylabel: str, title: str, drawn: bool, empty_reason: str) ->
 
 
 @plain_figure
-def figure_metric(epochs: pd.DataFrame, name: str, settings: dict[str, str] | None = None):
-    """One metric per epoch, per setting: mean line, 95 % band over repeats, thin repeats."""
+def figure_metric(epochs: pd.DataFrame, name: str, settings: dict[str, str] | None = None,
+                  panels: dict[str, str] | None = None):
+    """One metric per epoch, per setting: mean line, 95 % band over repeats, thin repeats;
+    small multiples by `panels` (cell -> panel) where settings are many."""
     column, label = FIGURES[name]
-    fig, ax = plt.subplots(figsize=(8.4, 4.0))
-    drawn = _setting_lines(ax, epochs, settings or {}, column)
-    _finish_axes(ax, label, f"{label} per epoch: mean per setting; band: 95 % interval over "
-                            f"repeats (N >= {BAND_FROM_N}); thin: each repeat", drawn,
-                 "no finished epochs")
+    fig, parts = _panels(epochs, panels, 8.4, 4.0)
+    for index, (ax, part, panel) in enumerate(parts):
+        drawn = _setting_lines(ax, part, settings or {}, column)
+        title = (f"{label} per epoch: mean per setting; band: 95 % interval over repeats "
+                 f"(N >= {BAND_FROM_N}); thin: each repeat") if index == 0 else ""
+        _finish_axes(ax, label, "\n".join(t for t in (title, panel) if t), drawn,
+                     "no finished epochs")
     fig.tight_layout()
     return fig
 
 
 def _energy_lines(epochs: pd.DataFrame, settings: dict[str, str], cumulative: bool, unit: str,
-                  title: str):
+                  title: str, panels: dict[str, str] | None = None):
     """Per setting: the headline energy (solid, mean and 95 % band over repeats) beside the
-    constant-power estimate (dashed, mean)."""
+    constant-power estimate (dashed, mean); small multiples by `panels`."""
     scale = 1 / JOULES_PER_KWH if unit == "kWh" else 1.0
-    fig, ax = plt.subplots(figsize=(8.8, 4.4))
-    drawn = _setting_lines(ax, epochs, settings, "energy_j", scale=scale, cumulative=cumulative)
-    _setting_lines(ax, epochs, settings, "constant_power_energy_j", scale=scale,
-                   cumulative=cumulative, style="--", suffix=", constant power", band=False)
+    fig, parts = _panels(epochs, panels, 8.8, 4.4)
     prefix = "cumulative energy" if cumulative else "energy per epoch"
-    _finish_axes(ax, f"{prefix} ({unit})",
-                 f"{title}: mean per setting; band: 95 % interval over repeats (N >= "
-                 f"{BAND_FROM_N}); thin: each repeat\nsolid: "
-                 f"{energy_label(epochs)}\ndashed: constant power (assumed board power x time; "
-                 "modelled)", drawn, "no finished epochs with energy figures")
+    for index, (ax, part, panel) in enumerate(parts):
+        drawn = _setting_lines(ax, part, settings, "energy_j", scale=scale, cumulative=cumulative)
+        _setting_lines(ax, part, settings, "constant_power_energy_j", scale=scale,
+                       cumulative=cumulative, style="--", suffix=", constant power", band=False)
+        head = (f"{title}: mean per setting; band: 95 % interval over repeats (N >= "
+                f"{BAND_FROM_N}); thin: each repeat\nsolid: {energy_label(epochs)}\ndashed: "
+                "constant power (assumed board power x time; modelled)") if index == 0 else ""
+        _finish_axes(ax, f"{prefix} ({unit})", "\n".join(t for t in (head, panel) if t), drawn,
+                     "no finished epochs with energy figures")
     fig.tight_layout()
     return fig
 
 
 @plain_figure
-def figure_cumulative_energy(epochs: pd.DataFrame, settings: dict[str, str] | None = None):
-    return _energy_lines(epochs, settings or {}, True, "kWh", "cumulative energy")
+def figure_cumulative_energy(epochs: pd.DataFrame, settings: dict[str, str] | None = None,
+                             panels: dict[str, str] | None = None):
+    return _energy_lines(epochs, settings or {}, True, "kWh", "cumulative energy", panels)
 
 
 @plain_figure
-def figure_energy_per_epoch(epochs: pd.DataFrame, settings: dict[str, str] | None = None):
-    return _energy_lines(epochs, settings or {}, False, "J", "energy per epoch")
+def figure_energy_per_epoch(epochs: pd.DataFrame, settings: dict[str, str] | None = None,
+                            panels: dict[str, str] | None = None):
+    return _energy_lines(epochs, settings or {}, False, "J", "energy per epoch", panels)
 
 
 def _finished(table: pd.DataFrame) -> pd.DataFrame:
@@ -280,9 +317,10 @@ def write_report(runs: Runs, report_dir: str | Path, expected_cells: list[str] |
                                        *[c for c, _ in FIGURES.values()]])
     table = results_table(runs, expected_cells)
     settings = setting_names(runs.runs, setting_axes or [])
-    figures = {name: figure_metric(epochs, name, settings) for name in FIGURES}
-    figures["cumulative_energy"] = figure_cumulative_energy(epochs, settings)
-    figures["energy_per_epoch"] = figure_energy_per_epoch(epochs, settings)
+    panels = panel_names(runs.runs, setting_axes or [])
+    figures = {name: figure_metric(epochs, name, settings, panels) for name in FIGURES}
+    figures["cumulative_energy"] = figure_cumulative_energy(epochs, settings, panels)
+    figures["energy_per_epoch"] = figure_energy_per_epoch(epochs, settings, panels)
     figures["accuracy_vs_energy"] = figure_tradeoff(table)
     figures["power_assumed_vs_metered"] = figure_power(table)
     paths = {name: save_figure(fig, report_dir / f"{name}.png") for name, fig in figures.items()}
