@@ -59,6 +59,9 @@ def test_build_writes_and_returns_the_whole_report_of_the_committed_records(tmp_
     assert report.findings.startswith("## Findings: quick")
     assert (tmp_path / "findings.md").read_text().strip() == report.findings.strip()
     assert "12 of 12 cells finished." in report.findings
+    # how far each estimator was from the headline, with its goal, in the opening too
+    assert "### Estimates against the headline" in report.findings
+    assert "early-epochs ranks the 4 settings" in report.findings
     assert "Energy figures are modelled (" in report.findings and "scope: this cell's share" \
         in report.findings
     for _, row in claims.iterrows():

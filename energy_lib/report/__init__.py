@@ -114,7 +114,8 @@ def build(study, runs, state, out_dir: str | Path) -> Report:
                     if not paired.empty else statistics["paired_why_not"] or
                     "no paired comparison: no setting has finished runs of both values")
     opening = write_findings(study=study, runs=runs.runs, state=state, contended=contended_note,
-                             repeats_line=repeats_line, claims=claims, paired=paired_shown)
+                             repeats_line=repeats_line, claims=claims, paired=paired_shown,
+                             estimates=estimates["summary"])
     findings_path = out_dir / "findings.md"
     findings_path.write_text(opening + "\n", encoding="utf-8")
     paths[findings_path.name] = findings_path

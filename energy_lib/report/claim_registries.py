@@ -183,6 +183,7 @@ def _pruning_reduces_compute(data: pd.DataFrame, context: Context):
         except ConfigError:
             continue
         ns.append(int(cost.row["n"]))
+        reduction = ""
         if cost.row["n"] < 2:
             states.append("untested")
         else:
@@ -195,9 +196,10 @@ def _pruning_reduces_compute(data: pd.DataFrame, context: Context):
             lost = acc.row["diff_ci_high"] < -ACCURACY_MARGIN_PP
             states.append("against" if outside or lost else
                           "for" if in_range and kept else "unclear")
+            reduction = f", reduction {red_low:.0f} to {red_high:.0f} %"
         said = {"against": "against the claim", "for": "as claimed",
                 "unclear": "undecided", "untested": "no interval"}[states[-1]]
-        parts.append(f"{method} ({said}): {_ratio_text(cost, quantity, context)}; "
+        parts.append(f"{method} ({said}{reduction}): {_ratio_text(cost, quantity, context)}; "
                      f"{_diff_text(acc, 'best accuracy', context)}")
     if not parts:
         return NOT_TESTABLE, "no finished pruned run with an unpruned partner", 0
@@ -340,7 +342,7 @@ def _bigger_model_costs_more(data: pd.DataFrame, context: Context):
 SEED_001_CLAIMS: tuple[Claim, ...] = (
     Claim("energy-proportional-to-epochs",
           "Training energy grows in proportion to the number of epochs (equal energy per "
-          "epoch at 50, 75 and 100 epochs).", SEED_001,
+          "epoch whatever the epoch count; the seed ran 50, 75 and 100).", SEED_001,
           "195 CodeCarbon runs at 50/75/100 epochs; the seed reports no analysis",
           _energy_scales_with_epochs),
     Claim("larger-batch-saves-energy",

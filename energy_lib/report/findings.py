@@ -66,8 +66,14 @@ def _paired_lines(paired) -> list[str]:
     return lines
 
 
+def _estimates_lines(summary) -> list[str]:
+    if summary is None or summary.empty:
+        return []
+    return [f"- {sentence}" for sentence in summary["in_words"]]
+
+
 def findings(*, study, runs: pd.DataFrame, state, contended: str, repeats_line: str,
-             claims, paired) -> str:
+             claims, paired, estimates=None) -> str:
     """The report's opening, as Markdown."""
     out = [f"## Findings: {study.name}", "", study.description or "", "",
            _cells_line(runs, state) + " " + contended, "", _energy_line(runs), "",
@@ -80,4 +86,8 @@ def findings(*, study, runs: pd.DataFrame, state, contended: str, repeats_line: 
     paired_lines = _paired_lines(paired)
     if paired_lines:
         out += ["### Paired comparisons (by seed, 95 % intervals)", "", *paired_lines, ""]
+    estimate_lines = _estimates_lines(estimates)
+    if estimate_lines:
+        out += ["### Estimates against the headline (finished, uncontended cells)", "",
+                *estimate_lines, ""]
     return "\n".join(out)
