@@ -698,7 +698,7 @@ def test_real_study_report(tiny_study, tmp_path, monkeypatch):
     # no table is cut: no elided column or row, no pandas "N rows x M columns" footer
     assert "<td>...</td>" not in html and "<th>...</th>" not in html
     assert not re.search(r"\d+ rows × \d+ columns", html)
-    assert "energy (Wh)" in html and "overflow-wrap: anywhere" in html
+    assert "energy (Wh)" in html and "overflow-wrap: break-word" in html
     for code_only in ("load_study", "read_runs", "write_report", "plt.close"):
         assert code_only not in html  # code cells are not exported, only their outputs
     assert '<div class="highlight' not in html

@@ -143,7 +143,7 @@ def _ordered_comparisons(data, axis, pairs, context, *, wanted: str, column=None
     if not comparisons:
         return NOT_TESTABLE, f"no finished runs of both sides along {axis!r}", 0
     against = {"up": {"down"}, "down": {"up"}, "same": {"up", "down"}}[wanted]
-    evidence = note + "paired within blocks of the other axes and seed: " + "; ".join(
+    evidence = note + "Paired within blocks of the other axes and seed: " + "; ".join(
         _ratio_text(c, what, context) for c in comparisons) + "." + _mixed_note(data)
     n = min(int(c.row["n"]) for c in comparisons)
     verdict = _combine(states, wanted, against)
@@ -203,7 +203,7 @@ def _pruning_reduces_compute(data: pd.DataFrame, context: Context):
                      f"{_diff_text(acc, 'best accuracy', context)}")
     if not parts:
         return NOT_TESTABLE, "no finished pruned run with an unpruned partner", 0
-    evidence = (note + f"paired within blocks of the other axes and seed; supported where the "
+    evidence = (note + f"Paired within blocks of the other axes and seed; supported where the "
                 f"{quantity} reduction's interval lies within {low:g}–{high:g} % and accuracy "
                 f"falls by at most {ACCURACY_MARGIN_PP:g} pp (non-inferiority, "
                 f"{_level(1 - 2 * (1 - context.confidence))}): " + "; ".join(parts) + "."
@@ -242,7 +242,7 @@ def _lr_best(data: pd.DataFrame, context: Context):
         parts.append(_diff_text(c, "best accuracy", context))
     if not parts:
         return NOT_TESTABLE, "no finished pair of learning rates", 0
-    evidence = "paired within blocks of the other axes and seed: " + "; ".join(parts) + "."
+    evidence = "Paired within blocks of the other axes and seed: " + "; ".join(parts) + "."
     return _combine(states, "up", {"down"}), evidence, min(ns)
 
 

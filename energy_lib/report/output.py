@@ -65,10 +65,12 @@ OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
 {% block extra_css %}<style>
-/* a 1280-px window reads every table: long cells wrap, nothing is cut; a table wider than
-   the page scrolls inside its output instead of widening the page */
-.jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: normal; max-width: 30em;
-  overflow-wrap: anywhere; text-align: left; font-size: 12px; }
+/* a 1280-px window reads every table: long cells wrap between words (a word is never cut),
+   text reads from the left, nothing is elided; a table wider than the page scrolls inside its
+   output instead of widening the page */
+.jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: normal !important;
+  max-width: 40em; min-width: 5em; overflow-wrap: break-word; text-align: left !important;
+  font-size: 12px; }
 .jp-OutputArea-output { overflow-x: auto; }
 </style>{% endblock extra_css %}
 """
