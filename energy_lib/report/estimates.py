@@ -88,11 +88,11 @@ def _rank_words(rho: float, count: int, what: str) -> str:
     return f"does not rank the {count} {what} (Spearman {rho:.2f})"
 
 
-def _scale_words(median_ape_pct: float, median_ratio: float) -> str:
+def _scale_words(median_ape_pct: float, median_ratio: float, ranked: bool) -> str:
     if median_ape_pct <= GOOD_SCALE_MAPE_PCT:
-        return f"and its scale is right to {median_ape_pct:.0f} % (median error)"
-    return (f"but its scale is off: predicted/headline {median_ratio:.3g} at the median, "
-            f"median error {median_ape_pct:.0f} %")
+        return f"{'and' if ranked else 'but'} its scale is right to {median_ape_pct:.0f} % (median error)"
+    return (f"{'but' if ranked else 'and'} its scale is off: predicted/headline "
+            f"{median_ratio:.3g} at the median, median error {median_ape_pct:.0f} %")
 
 
 def _target_words(estimator: str, median_ape_pct: float) -> str:
@@ -132,7 +132,7 @@ def estimates_summary(table: pd.DataFrame, settings: dict[str, str] | None = Non
                      "median_ratio": median_ratio, "target_pct": goal,
                      "target_met": (median_ape <= goal) if estimator in TARGETS else pd.NA,
                      "in_words": f"{estimator} {_rank_words(rho, count, what)} "
-                                 f"{_scale_words(median_ape, median_ratio)}."
+                                 f"{_scale_words(median_ape, median_ratio, rho >= GOOD_RANK_RHO - _TOLERANCE)}."
                                  + _target_words(estimator, median_ape)})
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
