@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -129,6 +130,11 @@ def config_from(namespace: dict[str, Any], before: Iterable[str] | None = None) 
         raise ConfigError(f"parameter progress={_RUNNER['progress']!r} is not allowed; use 'auto' "
                           "or 'text'")
     config = RunConfig.from_dict({k: v for k, v in values.items() if k not in RUNNER_PARAMETERS})
+    data_dir = Path(config.data_dir).expanduser()
+    if not data_dir.is_absolute():  # opened by hand: JupyterLab's kernel starts in notebooks/
+        from .study.spec import root_above
+
+        config = replace(config, data_dir=str(root_above() / data_dir))
     store("config", config)
     return config
 

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import torch
 
+from .bundled import PROJECT_ROOT
 from .energy.power_models import total_ram_gb
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _git(*args: str) -> str | None:

@@ -113,11 +113,19 @@ def test_environment_has_nothing_pyproject_does_not_declare(environment):
     assert not extra, f"environment.yml has packages pyproject.toml does not declare: {extra}"
 
 
+def installed_extras() -> list[str]:
+    """The extras scripts/install.sh (the README's two commands) installs, read from it."""
+    match = re.search(r'-e "\.\[([\w,-]+)\]"', (REPO / "scripts" / "install.sh").read_text())
+    assert match, 'scripts/install.sh no longer installs -e ".[extras]"'
+    return match.group(1).split(",")
+
+
 def dev_requirements() -> dict[str, Requirement]:
-    """What `pip install -e ".[dev]"` installs (scripts/install.sh, the README's test command):
-    the dependencies and the dev extra."""
-    dev = [Requirement(r) for r in pyproject()["project"]["optional-dependencies"]["dev"]]
-    return {**{normalise(r.name): r for r in dev}, **pyproject_requirements()}
+    """What scripts/install.sh (the README's two commands) installs: the dependencies and the
+    extras it names."""
+    extras = pyproject()["project"]["optional-dependencies"]
+    chosen = [Requirement(r) for extra in installed_extras() for r in extras[extra]]
+    return {**{normalise(r.name): r for r in chosen}, **pyproject_requirements()}
 
 
 def test_environment_yml_matches_pyproject(environment):

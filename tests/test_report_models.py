@@ -267,7 +267,7 @@ def test_quick_twins_run_and_report(name, cells, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     tiny = {k: v for k, v in TINY.items() if k != "epochs" or name != "ee_training_quick"}
     study = load_study(REPO / "studies" / f"{name}.toml", **tiny)  # epochs: an axis there
-    outcome = run_study(study, runs_root="runs", progress=False, only=cells)
+    outcome = run_study(study, runs_root=tmp_path / "runs", progress=False, only=cells)
     assert sorted(outcome.ran) == sorted(cells) and outcome.failed == []
     for cell in cells:
         record = read_record(tmp_path / "runs" / name / f"{cell}.ipynb")

@@ -74,7 +74,7 @@ def test_load_study_cells_and_configs(tmp_path):
     assert first.study == "small" and first.cell == "width-0.5_precision-fp32"
     assert study.axes == {"width": [0.5, 1.0], "precision": ["fp32", "bf16"]}
     assert study.runs_dir(tmp_path) == tmp_path / "small"
-    assert study.report_dir("rep") == Path("rep") / "small"
+    assert study.report_dir("rep") == tmp_path / "rep" / "small"  # the project root's
 
 
 def test_cell_names_follow_axis_order_of_the_file(tmp_path):

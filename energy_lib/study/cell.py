@@ -83,9 +83,8 @@ def run_cell(cell: Cell, folder: Path, *, force: bool, seen, kernel_name: str | 
                     f"to superseded/: {_reason(error)} (nothing was removed)"))
             # the run's settings, and this execution's: a text progress bar (the kernel's stderr
             # goes to a terminal) and where the record goes (CodeCarbon's log lands beside it)
-            parameters = {**cell.config.to_dict(),
-                          "data_dir": str(Path(cell.config.data_dir).expanduser().resolve()),
-                          "progress": "text", "record_path": str(target.resolve())}
+            parameters = {**cell.config.to_dict(), "progress": "text",
+                          "record_path": str(target.resolve())}
             started = time.perf_counter()
             try:
                 problem = execute_notebook(notebook or execute.RUN_NOTEBOOK, target, parameters,

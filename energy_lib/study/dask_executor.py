@@ -205,15 +205,6 @@ def _outcome_of(future, cell: str):
                                                f"{type(error).__name__}: {error}")
 
 
-def _with_absolute_data_dir(cell):
-    """The cell with `data_dir` resolved here, on the runner: a worker's working folder is not
-    the runner's, and a relative path would name another folder there."""
-    from dataclasses import replace
-
-    data_dir = str(Path(cell.config.data_dir).expanduser().resolve())
-    return replace(cell, config=replace(cell.config, data_dir=data_dir))
-
-
 class DaskExecutor:
     """One cell per Dask worker at a time, on the cluster of `client` (`open_client`).
     `pin_cores`: the workers are this machine's CPU workers (a local cluster we started), so
@@ -266,7 +257,6 @@ def run_cells(client, cells, folder: Path, outcome: StudyOutcome, *, force: froz
                          "'device=1'])")
     if not cells:
         return outcome
-    cells = [_with_absolute_data_dir(cell) for cell in cells]  # workers start elsewhere
     run_id = uuid.uuid4().hex[:8]
     notebook = Path(notebook).resolve() if notebook else None
     futures = {}

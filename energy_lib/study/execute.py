@@ -17,11 +17,11 @@ from pathlib import Path
 
 from ..errors import Terminated
 from ..locks import RUNNING, runner_id
-from ..provenance import PROJECT_ROOT
+from ..bundled import shipped
 from ..records import note_runner
 from .folder import put_in_place
 
-NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+NOTEBOOKS_DIR = shipped("notebooks")  # the run and analysis notebooks this install carries
 RUN_NOTEBOOK = NOTEBOOKS_DIR / "run.ipynb"
 ANALYSIS_NOTEBOOK = NOTEBOOKS_DIR / "analysis.ipynb"
 

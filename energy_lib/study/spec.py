@@ -15,14 +15,14 @@ from __future__ import annotations
 import itertools
 import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..bundled import is_shipped, shipped
 from ..config import MAX_WHOLE_NUMBER, RunConfig
 from ..errors import ConfigError, StudyError
 from ..files import check_file_name
-from ..provenance import PROJECT_ROOT
 
 #: Largest grid `load_study` builds unless told otherwise (`max_cells=`, CLI `--max-cells`):
 #: checked from the axis lengths, before any cell exists.
@@ -32,7 +32,7 @@ MAX_CELLS_LIMIT = 1_000_000
 #: Set by the runner for every cell; a study file that sets them would make cells identical.
 RESERVED = ("study", "cell")
 
-STUDIES_DIR = PROJECT_ROOT / "studies"
+STUDIES_DIR = shipped("studies")  # the example studies this install carries
 
 
 def default_study_file() -> Path:
@@ -62,6 +62,7 @@ class Study:
     target_acc_pct: float | None = None  # None: the lowest best accuracy across cells
     order: str = "interleaved"  # the order `cells` run in (ORDERS)
     include_contended: bool = False  # whether verdicts and comparisons use contended cells
+    root: Path = field(default_factory=Path.cwd)  # what its relative paths mean (project_root)
 
     @property
     def setting_axes(self) -> list[str]:
@@ -70,10 +71,12 @@ class Study:
         return [a for a in self.axes if a != "seed"]
 
     def runs_dir(self, runs_root: str | Path = "runs") -> Path:
-        return Path(runs_root) / self.name
+        """Where its lab records go; a relative `runs_root` means the study's project root."""
+        return self.root / Path(runs_root).expanduser() / self.name
 
     def report_dir(self, report_root: str | Path = "report") -> Path:
-        return Path(report_root) / self.name
+        """Where its report goes; a relative `report_root` means the study's project root."""
+        return self.root / Path(report_root).expanduser() / self.name
 
 
 def _format_value(value: Any) -> str:
@@ -103,11 +106,33 @@ def locate(path: str | Path, start: str | Path | None = None) -> tuple[Path, Pat
     return start / path, start
 
 
+def project_root(study_file: Path) -> Path:
+    """The folder a study's relative paths (runs/, report/, data_dir) mean, whatever folder a
+    notebook's kernel or a shell started in: the one holding the studies/ folder the file is
+    in, else the file's own folder. For an example study shipped inside the installed package,
+    the working folder (records never go into site-packages)."""
+    path = Path(study_file).resolve()
+    if is_shipped(path):
+        return Path.cwd()
+    return path.parent.parent if path.parent.name == "studies" else path.parent
+
+
+def root_above(start: str | Path | None = None) -> Path:
+    """The project root for a notebook with no study file (the run notebook opened by hand):
+    the nearest folder at or above `start` (the working folder) holding a studies/ folder,
+    else `start` itself."""
+    start = Path(start or Path.cwd()).resolve()
+    return next((f for f in (start, *start.parents) if (f / "studies").is_dir()), start)
+
+
 def load_study(path: str | Path, *, max_cells: int = MAX_CELLS, repeats: int | None = None,
                **overrides: Any) -> Study:
     """Parse and validate a study file; `overrides` replace [fixed] values (e.g. epochs=1).
-    A grid of more than `max_cells` cells is refused before any cell is built."""
-    path = Path(path)
+    A relative path is found from the working folder or a folder above it (`locate`); a
+    relative data_dir is made absolute against the study's project root. A grid of more than
+    `max_cells` cells is refused before any cell is built."""
+    found, _ = locate(path)
+    path = found if found.exists() else Path(path)
     if isinstance(max_cells, bool) or not isinstance(max_cells, int) or \
             not 1 <= max_cells <= MAX_CELLS_LIMIT:
         raise StudyError(f"--max-cells {str(max_cells)[:40]}: use a whole number from 1 to "
@@ -173,6 +198,7 @@ def load_study(path: str | Path, *, max_cells: int = MAX_CELLS, repeats: int | N
         if key in axes:
             raise StudyError(f"{path}: {key!r} is an axis of this study; it cannot be set for all cells")
     all_fixed = {**fixed, **overrides}
+    root = project_root(path)
     cells = []
     for values in itertools.product(*axes.values()):
         point = dict(zip(axes, values))
@@ -185,14 +211,15 @@ def load_study(path: str | Path, *, max_cells: int = MAX_CELLS, repeats: int | N
             config = RunConfig.from_dict({**all_fixed, **point, "study": name, "cell": name_of_cell})
         except ConfigError as error:
             raise ConfigError(f"{path}: {error}") from None
-        cells.append(Cell(name_of_cell, config))
+        data_dir = root / Path(config.data_dir).expanduser()  # the same data on every worker
+        cells.append(Cell(name_of_cell, replace(config, data_dir=str(data_dir))))
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         raise StudyError(f"{path}: two cells share a name; make the axis values distinct")
     order, include_contended = _run_settings(path, meta)
     return Study(name, path, str(meta.get("description", "")), axes, all_fixed,
                  in_order(cells, order, axes.get("seed", [])), dict(overrides), repeats, compare,
-                 target, order, include_contended)
+                 target, order, include_contended, root)
 
 
 STUDY_KEYS = ("name", "description", "repeats", "compare", "target_acc_pct", "order",

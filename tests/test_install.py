@@ -1,0 +1,163 @@
+"""Installed the way users install it: a wheel that carries the notebooks and example studies,
+`energy-study init` for a starter folder, and paths that mean the study's project root
+wherever a shell or a notebook kernel started."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import sysconfig
+import textwrap
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from energy_lib.cli import main
+from energy_lib.study import load_study
+from energy_lib.study.spec import project_root, root_above
+from conftest import needs_fashion_mnist
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shipped_files(folder: str, pattern: str) -> set[str]:
+    return {p.name for p in (REPO / folder).glob(pattern)}
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """A wheel built from this checkout, as `pip install .` builds it (without fetching the
+    build backend again: the one installed here)."""
+    out = tmp_path_factory.mktemp("wheel")
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                           "-q", "-w", str(out), str(REPO)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [built] = out.glob("energy_lib-*.whl")
+    return built
+
+
+def test_every_package_is_listed_in_pyproject():
+    """pyproject.toml lists its packages (two are mapped from top-level folders): a new
+    subpackage must be added there, or a wheel would leave it out."""
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "energy_lib").rglob("__init__.py")}
+    assert found <= listed, f"not in pyproject.toml's packages: {sorted(found - listed)}"
+    assert listed - found == {"energy_lib.notebooks", "energy_lib.studies"}
+
+
+def test_the_wheel_carries_the_notebooks_studies_and_data(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    inside = lambda folder: {n.rsplit("/", 1)[1] for n in names if n.startswith(f"energy_lib/{folder}/")}
+    assert shipped_files("notebooks", "*.ipynb") <= inside("notebooks")
+    assert shipped_files("studies", "*.toml") == inside("studies")
+    assert {"getzner2023/LICENSE", "cpu_tdp.csv"} <= {n.split("energy_lib/data/", 1)[1]
+                                                       for n in names if "energy_lib/data/" in n}
+    assert not any(n.startswith(("runs/", "report/", "tests/", "energy_lib/runs")) for n in names)
+
+
+def test_init_writes_a_starter_folder_and_never_replaces_a_file(tmp_path, capsys):
+    folder = tmp_path / "my-study"
+    assert main(["init", str(folder)]) == 0
+    assert {p.name for p in (folder / "studies").iterdir()} == shipped_files("studies", "*.toml")
+    assert {p.name for p in (folder / "notebooks").iterdir()} == {"run.ipynb", "analysis.ipynb"}
+    assert (folder / "notebooks" / "run.ipynb").read_bytes() == (REPO / "notebooks" / "run.ipynb").read_bytes()
+    mine = folder / "studies" / "quick.toml"
+    mine.write_text("# my own edit\n")
+    capsys.readouterr()
+    assert main(["init", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert mine.read_text() == "# my own edit\n"
+    assert f"kept {mine} (already there)" in out and "wrote" not in out
+    assert not list(folder.rglob(".*.tmp"))
+
+
+def test_init_into_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "taken").write_text("x")
+    assert main(["init", str(tmp_path / "taken")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "init folder" in err[0] and "is not a folder" in err[0]
+
+
+def test_relative_paths_mean_the_study_s_project_root(tmp_path, monkeypatch):
+    """runs/, report/ and data_dir mean the folder holding studies/, wherever the shell or the
+    kernel started; a folder typed on the command line means the shell's folder."""
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "studies" / "s.toml").write_text('[fixed]\ndata_dir = "data"\n[axes]\nwidth = [1]\n')
+    monkeypatch.chdir(tmp_path / "notebooks")
+    study = load_study("studies/s.toml")  # found one folder up, as locate() finds it
+    assert study.root == tmp_path == project_root(study.path) == root_above()
+    assert study.runs_dir() == tmp_path / "runs" / "s"
+    assert study.report_dir() == tmp_path / "report" / "s"
+    assert study.cells[0].config.data_dir == str(tmp_path / "data")
+    alone = tmp_path / "elsewhere" / "t.toml"  # not in a studies/ folder: its own folder
+    alone.parent.mkdir()
+    alone.write_text("[axes]\nwidth = [1]\n")
+    assert load_study(alone).runs_dir() == alone.parent / "runs" / "t"
+    assert main(["list", "studies/s.toml"]) == 0
+    assert main(["list", "studies/s.toml", "--runs-dir", "here"]) == 0
+    assert not (tmp_path / "notebooks" / "runs").exists()  # list creates nothing
+
+
+TINY = """\
+    [study]
+    name = "tiny"
+    [fixed]
+    dataset = "fashion_mnist"
+    epochs = 1
+    train_subset = 256
+    test_subset = 128
+    batch_size = 64
+    eval_batch_size = 128
+    idle_s = 0
+    width = 0.5
+    [axes]
+    precision = ["fp32"]
+"""
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_a_wheel_in_a_fresh_venv_runs_a_study_from_an_empty_folder(wheel, tmp_path):
+    """`pip install` of the wheel (not editable) into a new venv; `energy-study init` and `run`
+    in an empty folder; then the analysis notebook executed with its kernel started in
+    notebooks/, as JupyterLab starts it. The venv sees this machine's packages
+    (--system-site-packages) so torch is not downloaded again; energy_lib is the wheel's."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    python, study_cli = venv / "bin" / "python", venv / "bin" / "energy-study"
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(wheel)],
+                   check=True, timeout=300)
+    where = subprocess.run([str(python), "-c", "import energy_lib; print(energy_lib.__file__)"],
+                           capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    assert where.startswith(str(venv)), where
+    # nbconvert's HTML templates are data files of the prefix it was installed in (this
+    # machine's, not the venv's): a venv with its own nbconvert has them in its own prefix
+    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path),
+           "JUPYTER_PATH": str(Path(sysconfig.get_paths()["data"]) / "share" / "jupyter")}
+    folder = tmp_path / "empty"
+    folder.mkdir()
+
+    def run(*args, cwd=folder):
+        done = subprocess.run([*map(str, args)], capture_output=True, text=True, cwd=cwd,
+                              env=env, timeout=600)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+        return done.stdout
+
+    run(study_cli, "init")
+    (folder / "studies" / "tiny.toml").write_text(textwrap.dedent(TINY))
+    out = run(study_cli, "run", "studies/tiny.toml", "--no-report")
+    assert "1 ran" in out
+    record = json.loads((folder / "runs" / "tiny" / "precision-fp32.ipynb").read_text())
+    assert record["metadata"]["papermill"]["input_path"].startswith(str(venv))  # the wheel's notebook
+    run(python, "-m", "papermill", "analysis.ipynb", str(tmp_path / "analysis-run.ipynb"),
+        "-p", "study_file", "studies/tiny.toml", "-p", "runs_dir", "runs/tiny",
+        "-p", "report_dir", "report/tiny", "--no-progress-bar", cwd=folder / "notebooks")
+    report = folder / "report" / "tiny"
+    assert {"results.csv", "findings.md", "pareto.png"} <= {p.name for p in report.iterdir()}
+    assert not (folder / "notebooks" / "runs").exists() and not (folder / "notebooks" / "report").exists()
+    assert "precision-fp32" in (report / "results.csv").read_text()
