@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 import tomllib
+from pathlib import Path
 
 from . import __version__
 from .errors import EnergyStudyError, StudyError, Terminated
@@ -29,7 +30,13 @@ examples:
   energy-study run studies/quick.toml           run unfinished cells, then the analysis
   energy-study run studies/quick.toml --force   rerun finished cells too (old records kept)
   energy-study list studies/quick.toml          each cell's status
+  energy-study init my-study                    a starter folder (studies/, notebooks/)
 A mistake prints one line and exits 2; failed cells exit 1 after the others ran."""
+
+
+#: `export --schema` values (report.export.SCHEMAS, the first the default; spelled here so that
+#: parsing the command line imports no pandas; tests/test_export.py checks they agree).
+EXPORT_SCHEMAS = ("experiment-log", "codecarbon3")
 
 
 class UsageError(Exception):
@@ -70,8 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("study", help="study file, e.g. studies/quick.toml")
     common.add_argument("--set", dest="overrides", metavar="KEY=VALUE", type=_override,
                         action="append", default=[], help="replace a [fixed] setting (repeatable)")
-    common.add_argument("--runs-dir", default="runs", help="root of the lab records (default: runs)")
-    common.add_argument("--report-dir", default="report", help="root of the reports (default: report)")
+    common.add_argument("--runs-dir", help="root of the lab records (default: runs/ in the "
+                        "study's project root, the folder holding its studies/ folder)")
+    common.add_argument("--report-dir", help="root of the reports (default: report/ in the "
+                        "study's project root)")
     common.add_argument("--repeats", type=int, default=None, metavar="N",
                         help="runs per setting (replaces the study file's repeats; seeds seed, seed+1, ...)")
     common.add_argument("--max-cells", type=int, default=None, metavar="N",
@@ -98,15 +107,38 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("report", parents=[common], help="rerun only the analysis")
     commands.add_parser("list", parents=[common], help="show the cells and their status")
     export = commands.add_parser("export", parents=[common],
-                                 help="write one row per run in the CodeCarbon experiment-log schema")
-    export.add_argument("--output", help="CSV path (default: report/<study>/emissions_log.csv)")
+                                 help="write one row per run in a CodeCarbon-style schema")
+    export.add_argument("--schema", choices=EXPORT_SCHEMAS, default=EXPORT_SCHEMAS[0],
+                        help="experiment-log (default): CodeCarbon's run columns plus the "
+                        "training's (model, dataset, epochs, losses, accuracies); codecarbon3: "
+                        "exactly CodeCarbon 3.x's emissions.csv columns")
+    export.add_argument("--output", help="CSV path (default: report/<study>/emissions_log.csv; "
+                        "with --schema codecarbon3: report/<study>/emissions_codecarbon3.csv)")
     export.add_argument("--overwrite", action="store_true",
                         help="replace an existing file that is not an earlier export")
+    init = commands.add_parser("init", help="write a starter folder: the example studies and "
+                               "the notebooks to open (for an install without a checkout)")
+    init.add_argument("folder", nargs="?", default=".", help="where (default: here); files "
+                      "already there are kept")
     commands.add_parser("selfcheck", help="measure a known workload; say what can be measured here")
     commands.add_parser("calibrate", add_help=False,
                         help="measure this machine's per-layer energy for the layer-regression "
                              "estimator (energy-study calibrate --help)")
     return parser
+
+
+def _cmd_init(folder: str) -> int:
+    from .bundled import write_starter
+
+    written, kept = write_starter(folder)
+    for path in written:
+        print(f"wrote {path}")
+    for path in kept:
+        print(f"kept {path} (already there)")
+    where = "" if Path(folder) == Path(".") else f"cd {folder} && "
+    print(f"next: {where}energy-study run studies/quick.toml  (runs/ and report/ go there too; "
+          "open notebooks/analysis.ipynb in JupyterLab to read the report)")
+    return 0
 
 
 def _cmd_list(study, args) -> int:
@@ -189,18 +221,18 @@ def _report(study, args) -> int:
 
 def _cmd_export(study, args) -> int:
     from .files import check_output_file
-    from .report.export import is_export, write_export
+    from .report.export import DEFAULT_FILE_NAMES, is_export, write_export
     from .study import read_study
 
-    path = args.output or study.report_dir(args.report_dir) / "emissions_log.csv"
+    path = args.output or study.report_dir(args.report_dir) / DEFAULT_FILE_NAMES[args.schema]
     check_output_file(path, "export file", ours=is_export, overwrite=args.overwrite,
-                      never_inside=[args.runs_dir])
+                      never_inside=[study.runs_dir(args.runs_dir).parent])
     runs, state = read_study(study, study.runs_dir(args.runs_dir))
     for problem in runs.problems:
         print(f"skipped: {problem}", file=sys.stderr)
     for foreign in state.foreign:
         print(f"skipped, not part of this study: {foreign}", file=sys.stderr)
-    print(f"export: {write_export(runs, study.name, path)}")
+    print(f"export: {write_export(runs, study.name, path, schema=args.schema)}")
     return 0
 
 
@@ -217,6 +249,13 @@ def main(argv: list[str] | None = None) -> int:
             from .selfcheck import main as selfcheck
 
             return selfcheck()
+        if args.command == "init":
+            return _cmd_init(args.folder)
+        # folders the user typed mean the shell's working folder; the defaults (None) the
+        # study's project root (Study.runs_dir)
+        for name, default in (("runs_dir", "runs"), ("report_dir", "report")):
+            typed = getattr(args, name)
+            setattr(args, name, Path(typed).expanduser().resolve() if typed else default)
         from .study import load_study
 
         limit = {} if args.max_cells is None else {"max_cells": args.max_cells}

@@ -181,3 +181,39 @@ def test_energy_fields_through_from_dict():
     assert isinstance(config.cpu_tdp_w, float)
     with pytest.raises(ConfigError, match="cpu_tdp_w"):
         RunConfig.from_dict({"cpu_tdp_w": "65"})
+
+
+# ------------------------------------------------------------------------------------------
+# Against the installed CodeCarbon: the figures its offline tracker would use for a country
+# ------------------------------------------------------------------------------------------
+
+def codecarbon_data_source():
+    """CodeCarbon's DataSource, when the installed version is the one the bundled table was taken
+    from (its header names it); skipped otherwise -- a newer CodeCarbon may have newer data, and
+    it is given our figure anyway (codecarbon_backend)."""
+    from energy_lib.energy.codecarbon_backend import _hide_broken_amdsmi
+
+    _hide_broken_amdsmi()
+    codecarbon = pytest.importorskip("codecarbon", reason="the codecarbon extra is not installed")
+    header = TABLE_CSV.read_text().splitlines()[1]
+    if f"CodeCarbon {codecarbon.__version__}," not in header:
+        pytest.skip(f"the table is from another CodeCarbon than {codecarbon.__version__}: {header}")
+    from codecarbon.input import DataSource
+
+    return DataSource()
+
+
+def test_country_table_is_codecarbons_country_data():
+    mix = codecarbon_data_source().get_global_energy_mix_data()
+    table = country_table()
+    assert set(table) == set(mix)
+    for code, (name, value, year) in table.items():
+        assert (name, value, year) == (mix[code]["country_name"], mix[code]["carbon_intensity"],
+                                       str(mix[code]["year"])), code
+
+
+def test_world_average_and_sources_are_codecarbons():
+    per_source = codecarbon_data_source().get_carbon_intensity_per_source_data()
+    assert WORLD_AVERAGE_G_PER_KWH == per_source["world_average"]
+    for source, value in SOURCE_G_PER_KWH.items():
+        assert value == per_source[source], source

@@ -1,16 +1,26 @@
 """The optional CodeCarbon backend, with the real library (installed by the dev extra): its
-offline tracker runs alongside our meters and leaves its emissions.csv next to the record."""
+offline tracker runs alongside our meters, leaves its emissions.csv next to the record, and is
+given our PUE and carbon intensity."""
 
 from __future__ import annotations
+
+import time
 
 import pandas as pd
 import pytest
 
 from conftest import needs_fashion_mnist
 from energy_lib import ConfigError, RunConfig
-from energy_lib.energy import derive
+from energy_lib.energy import codecarbon_backend, derive
+from energy_lib.energy.carbon import country_table
 
+codecarbon_backend._hide_broken_amdsmi()  # before CodeCarbon's import probes for AMD GPUs
 codecarbon = pytest.importorskip("codecarbon", reason="the codecarbon extra is not installed")
+from energy_lib.energy.codecarbon_backend import CodeCarbonRun
+
+needs_codecarbon3 = pytest.mark.skipif(
+    not codecarbon.__version__.startswith("3."),
+    reason=f"CodeCarbon {codecarbon.__version__}: an explicit intensity needs 3.x")
 
 
 def test_codecarbon_needs_a_country():
@@ -36,12 +46,93 @@ def test_codecarbon_runs_alongside_and_writes_beside_the_record(tmp_path):
     assert len(log) == 1 and log.loc[0, "country_iso_code"] == "FRA"
     assert log.loc[0, "emissions"] == pytest.approx(facts["emissions_kg"])
     assert facts["version"] == codecarbon.__version__
+    # it computed its emissions with our intensity (the country's: none was given) and its PUE
+    assert facts["intensity_g_per_kwh"] == result.carbon["intensity_g_per_kwh"]
+    assert log.loc[0, "emissions"] == pytest.approx(
+        log.loc[0, "energy_consumed"] * facts["intensity_g_per_kwh"] / 1000)
+    assert log.loc[0, "pue"] == facts["pue"]
     # CodeCarbon's whole-run figures are rows of the energy table, labelled as its own ...
     rows = [r for r in result.energy if r["method"] == "codecarbon"]
     assert {r["component"] for r in rows} >= {"cpu", "ram"} and "gpu" not in {r["component"] for r in rows}
     assert all(r["phase"] == "run" and r["epoch"] is None and r["energy_j"] > 0 for r in rows)
-    assert sum(r["energy_j"] for r in rows) / 3.6e6 == pytest.approx(log.loc[0, "energy_consumed"])
+    # (IT-equipment energy: CodeCarbon's figure divided by the PUE it multiplied it by)
+    assert sum(r["energy_j"] for r in rows) / 3.6e6 * log.loc[0, "pue"] == pytest.approx(
+        log.loc[0, "energy_consumed"])
     # ... and never enter our headline, which stays ours
     figures = derive.run_figures(result.energy, result.summary["best_val_acc_pct"], result.carbon)
     assert "codecarbon" not in figures["energy_methods"]
     assert figures["energy_kind"] in ("modelled", "measured", "mixed")
+
+
+# ------------------------------------------------------------------------------------------
+# Our PUE and carbon intensity, given to the real OfflineEmissionsTracker
+# ------------------------------------------------------------------------------------------
+
+@needs_codecarbon3
+def test_tracker_receives_our_pue_and_intensity(tmp_path):
+    """A real (offline, CPU) CodeCarbon run: its emissions.csv says our PUE, its emissions are
+    its energy x our intensity, and our rows are its energy less the PUE."""
+    run = CodeCarbonRun("fra", "p", tmp_path / "cc", pue=1.5, carbon_intensity_g_per_kwh=123.0)
+    assert run.tracker.force_carbon_intensity_g_co2e_kwh == 123.0
+    run.start()
+    time.sleep(0.5)
+    figures = run.stop()
+    log = pd.read_csv(tmp_path / "cc" / "emissions.csv")
+    assert len(log) == 1 and log.loc[0, "country_iso_code"] == "FRA"
+    assert log.loc[0, "pue"] == 1.5 and figures["pue"] == 1.5
+    consumed = log.loc[0, "energy_consumed"]
+    assert consumed > 0
+    assert log.loc[0, "emissions"] == pytest.approx(consumed * 123.0 / 1000)
+    assert figures["emissions_kg"] == pytest.approx(log.loc[0, "emissions"])
+    assert sum(figures["energy_kwh"].values()) == pytest.approx(consumed / 1.5)
+    assert figures["energy_kwh"]["ram"] == pytest.approx(log.loc[0, "ram_energy"] / 1.5)
+    facts = run.describe()
+    assert facts["pue"] == 1.5 and facts["intensity_g_per_kwh"] == 123.0
+    assert facts["intensity_source"] == "explicit" and "pue_note" not in facts
+
+
+@needs_codecarbon3
+def test_tracker_gets_the_country_intensity_by_default(tmp_path):
+    run = CodeCarbonRun("DEU", "p", tmp_path)
+    expected = country_table()["DEU"][1]
+    assert run.tracker.force_carbon_intensity_g_co2e_kwh == expected
+    assert run.tracker._pue == 1.0  # CodeCarbon's own attribute: what it multiplies by
+    facts = run.describe()
+    assert facts["intensity_g_per_kwh"] == expected and "country table" in facts["intensity_source"]
+
+
+@needs_codecarbon3
+def test_for_config_passes_the_run_settings(tmp_path):
+    config = RunConfig(meters="auto,codecarbon", country="deu", pue=1.3,
+                       carbon_intensity_g_per_kwh=200.0, study="s")
+    run = CodeCarbonRun.for_config(config, tmp_path)
+    assert run.given == {"pue": 1.3, "force_carbon_intensity_g_co2e_kwh": 200.0}
+    assert run.tracker._pue == 1.3 and run.tracker.force_carbon_intensity_g_co2e_kwh == 200.0
+    assert run.tracker._project_name == "s" and run.tracker._country_iso_code == "DEU"
+
+
+def test_a_codecarbon_without_an_intensity_parameter_records_both(tmp_path, monkeypatch):
+    """CodeCarbon 2.x takes a pue but no grid intensity: the record then says CodeCarbon used its
+    own country figure, beside ours."""
+    accepted = codecarbon_backend.tracker_parameters() - {"force_carbon_intensity_g_co2e_kwh"}
+    monkeypatch.setattr(codecarbon_backend, "tracker_parameters", lambda: accepted)
+    run = CodeCarbonRun("FRA", "p", tmp_path, pue=1.2, carbon_intensity_g_per_kwh=300.0)
+    assert run.given == {"pue": 1.2}
+    assert run.tracker.force_carbon_intensity_g_co2e_kwh is None  # CodeCarbon's own data
+    facts = run.describe()
+    assert facts["pue"] == 1.2 and facts["intensity_g_per_kwh"] is None
+    assert "own data for the country" in facts["intensity_source"]
+    assert "ours is 300 gCO2eq/kWh (explicit)" in facts["intensity_source"]
+
+
+def test_a_codecarbon_without_a_pue_parameter_says_so(tmp_path, monkeypatch):
+    accepted = codecarbon_backend.tracker_parameters() - {"pue", "force_carbon_intensity_g_co2e_kwh"}
+    monkeypatch.setattr(codecarbon_backend, "tracker_parameters", lambda: accepted)
+    facts = CodeCarbonRun("FRA", "p", tmp_path, pue=1.2).describe()
+    assert facts["pue"] is None and "ours is 1.2" in facts["pue_note"]
+
+
+@pytest.mark.parametrize("pue", [0, -1.0])
+def test_bad_pue_is_named(tmp_path, pue):
+    with pytest.raises(ConfigError, match="pue"):
+        CodeCarbonRun("FRA", "p", tmp_path, pue=pue)

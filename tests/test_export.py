@@ -1,5 +1,6 @@
-"""The CodeCarbon-style experiment log: one row per finished run, exact columns, units, empty
-fields for what cannot be known, and the `energy-study export` command."""
+"""The CodeCarbon-style exports: one row per finished run, exact columns, units, empty fields
+for what cannot be known, the two schemas (experiment-log, codecarbon3) and the
+`energy-study export` command."""
 
 from __future__ import annotations
 
@@ -13,7 +14,11 @@ import pytest
 from conftest import fake_executed_notebook
 from energy_lib import RunConfig
 from energy_lib.cli import main
-from energy_lib.report.export import EXPORT_COLUMNS, export_runs, write_export
+from energy_lib import ConfigError
+from energy_lib.report import export as export_module
+from energy_lib.report.export import (CODECARBON3_COLUMNS, EXPORT_COLUMNS, SCHEMAS,
+                                      codecarbon3_columns, export_row, export_runs,
+                                      installed_emissions_data_fields, is_export, write_export)
 from energy_lib.records import read_runs
 
 STUDY = "exportstudy"
@@ -71,7 +76,7 @@ def provenance_record(**changes) -> dict:
 
 
 def write_cell(folder, cell, *, summary=None, provenance=None, config=None, energy=None,
-               **kwargs):
+               meters=None, **kwargs):
     records = {"config": config or config_record(cell),
                "energy": energy or energy_record(), "carbon": CARBON,
                "timeline": {"samples": [{"t_s": 0.5, "component": "cpu", "power_w": 12.0,
@@ -80,6 +85,8 @@ def write_cell(folder, cell, *, summary=None, provenance=None, config=None, ener
                "provenance": provenance or provenance_record()}
     if summary is not False:
         records["summary"] = summary or summary_record()
+    if meters is not None:
+        records["meters"] = meters
     return fake_executed_notebook(folder / f"{cell}.ipynb", records=records, **kwargs)
 
 
@@ -250,3 +257,187 @@ def test_report_when_every_cell_diverged(tmp_path):
     texts = [t.get_text() for t in written["figures"]["accuracy_vs_energy"].axes[0].texts]
     assert any("no cell has both an accuracy and an energy figure" in t for t in texts)
     assert (tmp_path / "report" / "accuracy_vs_energy.png").is_file()
+
+
+# ------------------------------------------------------------------------------------------
+# The codecarbon3 schema: CodeCarbon 3.x's emissions.csv columns
+# ------------------------------------------------------------------------------------------
+
+#: codecarbon3 fields nothing in a record says: CodeCarbon's own version, its 1-s utilisation
+#: means, water, location and cloud.
+CODECARBON3_UNKNOWABLE = ["codecarbon_version", "water_consumed", "wue", "region",
+                          "cloud_provider", "cloud_region", "longitude", "latitude", "on_cloud",
+                          "cpu_utilization_percent", "gpu_utilization_percent",
+                          "ram_utilization_percent", "ram_used_gb"]
+
+
+def empty(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def installed_codecarbon3():
+    """CodeCarbon's EmissionsData, imported for real; the test is skipped without CodeCarbon 3.x."""
+    codecarbon = pytest.importorskip("codecarbon", reason="the codecarbon extra is not installed")
+    if not codecarbon.__version__.startswith("3."):
+        pytest.skip(f"CodeCarbon {codecarbon.__version__} is not 3.x")
+    from codecarbon.output_methods.emissions_data import EmissionsData
+
+    return EmissionsData
+
+
+def test_pinned_codecarbon3_columns_are_emissions_data_fields():
+    """The pinned list (used without CodeCarbon) is the installed EmissionsData's fields, in
+    order -- and so are the columns derived from the installed source without importing it."""
+    import dataclasses
+
+    from energy_lib.energy.codecarbon_backend import _hide_broken_amdsmi
+
+    _hide_broken_amdsmi()
+    fields = [f.name for f in dataclasses.fields(installed_codecarbon3())]
+    assert CODECARBON3_COLUMNS == fields
+    assert list(installed_emissions_data_fields()) == fields == codecarbon3_columns()
+    assert {"cpu_utilization_percent", "gpu_utilization_percent", "ram_utilization_percent",
+            "ram_used_gb", "water_consumed", "wue"} <= set(fields)
+
+
+def test_codecarbon3_columns_without_codecarbon(monkeypatch):
+    monkeypatch.setattr(export_module, "installed_emissions_data_fields", lambda: None)
+    assert codecarbon3_columns() == CODECARBON3_COLUMNS
+    assert export_module.columns("codecarbon3") == CODECARBON3_COLUMNS
+
+
+def test_codecarbon3_columns_and_finished_runs_only(study_runs):
+    frame = export_runs(read_runs(study_runs), STUDY, schema="codecarbon3")
+    assert list(frame.columns) == codecarbon3_columns()
+    assert sorted(frame["experiment_id"]) == ["precision-amp", "precision-cuda", "precision-fp32"]
+
+
+def test_codecarbon3_values_follow_codecarbon_conventions(study_runs):
+    """CodeCarbon 3.x multiplies power and energy by the PUE (1.2 here), so emissions =
+    energy_consumed x intensity; RAM in GiB. Emissions are ours, unchanged."""
+    row = by_cell(export_runs(read_runs(study_runs), STUDY, schema="codecarbon3"))["precision-fp32"]
+    assert row["duration"] == pytest.approx(40.0)
+    assert row["cpu_energy"] == pytest.approx(1800.0 / 3.6e6 * 1.2)
+    assert row["ram_energy"] == pytest.approx(360.0 / 3.6e6 * 1.2)
+    assert row["energy_consumed"] == pytest.approx((1800.0 + 360.0) / 3.6e6 * 1.2)
+    assert row["cpu_power"] == pytest.approx(1800.0 * 1.2 / 40.0)
+    assert row["ram_power"] == pytest.approx(360.0 * 1.2 / 40.0)
+    emissions = 2160.0 / 3.6e6 * 56.039 * 1.2 / 1000
+    assert row["emissions"] == pytest.approx(emissions)
+    assert row["emissions"] == pytest.approx(row["energy_consumed"] * 56.039 / 1000)
+    assert row["emissions_rate"] == pytest.approx(emissions / 40.0)
+    assert row["pue"] == 1.2
+    assert row["ram_total_size"] == pytest.approx(25.3e9 / 2 ** 30)
+    assert row["country_name"] == "France" and row["country_iso_code"] == "FRA"
+    assert row["project_name"] == STUDY and row["run_id"] == f"{STUDY}/precision-fp32"
+    assert row["timestamp"] == "2026-01-01T00:00:45+00:00"
+    assert row["os"].startswith("Linux") and row["python_version"] == "3.11.2"
+    assert row["cpu_count"] == 2 and row["cpu_model"] == "AMD EPYC"
+    assert row["gpu_count"] == 0 and empty(row["gpu_model"])
+    assert empty(row["gpu_energy"]) and empty(row["gpu_power"])
+    assert row["tracking_mode"] == "machine"
+    cuda = by_cell(export_runs(read_runs(study_runs), STUDY, schema="codecarbon3"))["precision-cuda"]
+    assert cuda["gpu_count"] == 1 and cuda["gpu_model"] == "Tesla T4"
+    assert cuda["gpu_energy"] == pytest.approx(7200.0 / 3.6e6 * 1.2)
+
+
+def test_codecarbon3_unknowable_fields_are_empty(study_runs):
+    row = by_cell(export_runs(read_runs(study_runs), STUDY, schema="codecarbon3"))["precision-fp32"]
+    for column in CODECARBON3_UNKNOWABLE:
+        assert empty(row[column]), column
+    path = write_export(read_runs(study_runs), STUDY, study_runs.parent / "cc3.csv",
+                        schema="codecarbon3")
+    fp32 = pd.read_csv(path).set_index("experiment_id").loc["precision-fp32"]
+    for column in CODECARBON3_UNKNOWABLE:
+        assert pd.isna(fp32[column]), column
+
+
+@pytest.mark.parametrize("schema", SCHEMAS)
+def test_codecarbon_version_is_empty_for_our_figures(tmp_path, schema):
+    """Even when CodeCarbon ran alongside (the record names its version), the exported row holds
+    our figures: codecarbon_version stays empty."""
+    folder = tmp_path / "runs" / STUDY
+    meters = {"codecarbon": {"version": "3.3.2", "csv": "x/emissions.csv", "emissions_kg": 1e-6,
+                             "pue": 1.2, "intensity_g_per_kwh": 56.039,
+                             "intensity_source": "country table"}}
+    write_cell(folder, "precision-fp32", meters=meters)
+    runs = read_runs(folder)
+    assert runs.runs.loc[0, "codecarbon_version"] == "3.3.2"  # the record does name it
+    row = export_runs(runs, STUDY, schema=schema).iloc[0]
+    assert empty(row["codecarbon_version"])
+    assert row["cpu_energy"] > 0  # the row is there, with our figures
+
+
+def test_tracking_mode_follows_the_headline_scope():
+    for scope, mode in (("process", "process"), ("machine", "machine"), ("mixed", None),
+                        ("none", None)):
+        for schema in SCHEMAS:
+            row = export_row(pd.Series({"cell": "a", "energy_scope": scope}), "s", schema)
+            assert row["tracking_mode"] == mode, (scope, schema)
+
+
+def test_export_unknown_schema_is_named(study_runs):
+    with pytest.raises(ConfigError) as error:
+        export_runs(read_runs(study_runs), STUDY, schema="codecarbon2")
+    message = str(error.value)
+    assert "codecarbon2" in message and all(name in message for name in SCHEMAS)
+
+
+def test_cli_schemas_are_the_modules():
+    from energy_lib import cli
+
+    assert cli.EXPORT_SCHEMAS == SCHEMAS and SCHEMAS[0] == export_module.DEFAULT_SCHEMA
+
+
+def test_cli_export_codecarbon3(study_runs, tmp_path, capsys):
+    study = write_study(tmp_path)
+    assert main(["export", str(study), "--runs-dir", str(tmp_path / "runs"),
+                 "--report-dir", str(tmp_path / "report"), "--schema", "codecarbon3"]) == 0
+    path = tmp_path / "report" / STUDY / "emissions_codecarbon3.csv"
+    assert str(path) in capsys.readouterr().out
+    frame = pd.read_csv(path)
+    assert list(frame.columns) == codecarbon3_columns()
+    assert set(frame["experiment_id"]) == {"precision-fp32", "precision-amp"}
+    assert frame["codecarbon_version"].isna().all()
+    assert not (tmp_path / "report" / STUDY / "emissions_log.csv").exists()
+
+
+def test_cli_export_replaces_an_earlier_export_of_either_schema(study_runs, tmp_path):
+    study = write_study(tmp_path)
+    target = tmp_path / "out.csv"
+    base = ["export", str(study), "--runs-dir", str(tmp_path / "runs"), "--output", str(target)]
+    assert main(base + ["--schema", "codecarbon3"]) == 0 and is_export(target)
+    assert main(base) == 0 and list(pd.read_csv(target).columns) == EXPORT_COLUMNS
+    assert main(base + ["--schema", "codecarbon3"]) == 0
+    assert list(pd.read_csv(target).columns) == codecarbon3_columns()
+    target.write_text("a,b\n1,2\n")
+    assert not is_export(target)
+    assert main(base + ["--schema", "codecarbon3"]) == 2  # not ours: needs --overwrite
+
+
+@pytest.mark.parametrize("value", ["codecarbon2", "CODECARBON3", ""])
+def test_cli_export_bad_schema(study_runs, tmp_path, capsys, value):
+    study = write_study(tmp_path)
+    code = main(["export", str(study), "--runs-dir", str(tmp_path / "runs"),
+                 "--report-dir", str(tmp_path / "report"), "--schema", value])
+    assert code == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err and out == ""
+    assert lines[0].startswith("energy-study: error: argument --schema: invalid choice")
+    assert all(f"'{name}'" in lines[0] for name in SCHEMAS)
+    assert not (tmp_path / "report").exists()
+
+
+def test_cli_export_bad_schema_in_a_real_process(tmp_path):
+    """As a user runs it: one line on stderr, exit 2, no traceback."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "energy_lib", "export", "missing.toml",
+                           "--schema", "nope"], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=120, check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        ("energy-study: error: argument --schema: invalid choice: 'nope' (choose from "
+         "'experiment-log', 'codecarbon3') (energy-study export --help shows the options)")]

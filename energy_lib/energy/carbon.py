@@ -1,9 +1,17 @@
 """Carbon: emissions = energy x carbon intensity x PUE. No network look-ups.
 
 Intensity comes, in order of preference, from an explicit value, a country's figure in the
-bundled table (energy_lib/data/carbon_intensity_by_country.csv: CodeCarbon's per-country data,
-MIT, derived from Our World in Data), or the world average. `intensity_from_mix` computes it from
-an energy mix when only the shares of each source are known.
+bundled table (energy_lib/data/carbon_intensity_by_country.csv: CodeCarbon 3.3.2's per-country
+`carbon_intensity` of codecarbon/data/private_infra/global_energy_mix.json, MIT, derived from Our
+World in Data), or the world average. For a country alone (no region), CodeCarbon 3.3.2's
+offline tracker uses that same figure (codecarbon/core/emissions.py,
+Emissions.get_country_emissions); it uses regional data only when given a region (US states,
+Canadian provinces, Chinese provinces, Nordic bidding zones), which we never pass it. When it
+runs alongside (codecarbon_backend) it is given our figure anyway. `intensity_from_mix` computes
+it from an energy mix when only the shares of each source are known.
+
+PUE multiplies emissions only: energies stay the IT equipment's. (CodeCarbon multiplies the
+reported power and energy by its `pue` too; see codecarbon_backend and report.export.)
 """
 
 from __future__ import annotations
@@ -14,12 +22,15 @@ from functools import lru_cache
 from ..bundled import read_csv
 from ..errors import ConfigError
 
-#: World average (gCO2eq/kWh), IEA Global Energy & CO2 Status Report 2019, as used by CodeCarbon.
+#: World average (gCO2eq/kWh), IEA Global Energy & CO2 Status Report 2019: CodeCarbon 3.3.2's
+#: `world_average` (codecarbon/data/private_infra/carbon_intensity_per_source.json), which it
+#: uses for a country missing from its data (core/emissions.py, Emissions.get_country_emissions).
 WORLD_AVERAGE_G_PER_KWH = 475.0
 
-#: Life-cycle emission factors per source (gCO2eq/kWh) -- CodeCarbon's
+#: Life-cycle emission factors per source (gCO2eq/kWh), from CodeCarbon 3.3.2's
 #: carbon_intensity_per_source.json (coal, petroleum, gas: energy-usage project; the rest: World
-#: Nuclear Association's life-cycle comparison).
+#: Nuclear Association's life-cycle comparison). A subset: that file also lists fossil (635,
+#: EPA eGRID) and biomass, biofuel and waste (230, IPCC AR5), which this table does not accept.
 SOURCE_G_PER_KWH = {
     "coal": 995.0, "petroleum": 816.0, "natural_gas": 743.0, "geothermal": 38.0,
     "hydroelectricity": 26.0, "nuclear": 29.0, "solar": 48.0, "wind": 26.0,

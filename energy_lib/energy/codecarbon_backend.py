@@ -2,18 +2,32 @@
 studies that publish CodeCarbon logs. It keeps its own emissions.csv next to the lab record
 (`runs/<study>/<cell>.codecarbon/`); its per-component energy for the whole run becomes rows of
 the energy table with method `codecarbon`. An extra: `pip install "energy-lib[codecarbon]"`.
+
+CodeCarbon is given the run's own PUE and carbon intensity (`pue`, and
+`force_carbon_intensity_g_co2e_kwh`: the explicit `carbon_intensity_g_per_kwh`, else the
+country's figure from our table, else the world average -- carbon.resolve_intensity), so its
+emissions differ from ours only through its energy. CodeCarbon 3.x multiplies power *and* energy
+by the PUE (codecarbon/emissions_tracker.py, BaseEmissionsTracker._do_measurements); ours is
+IT-equipment energy with the PUE applied to emissions only (carbon.emissions_kg). Its energy
+rows here are therefore divided by the PUE it applied, to compare like with like; its
+emissions.csv and `emissions_kg` keep CodeCarbon's own (facility-side) figures. What it was
+given is in `describe()` (the record's meters.codecarbon: `pue`, `intensity_g_per_kwh`,
+`intensity_source`) beside our own carbon facts.
 """
 
 from __future__ import annotations
 
 import ctypes.util
 import importlib.util
+import inspect
 import logging
 import os
 import sys
 import time
 from pathlib import Path
 
+from ..errors import ConfigError
+from .carbon import CarbonIntensity, resolve_intensity
 from .table import Kind
 
 _MEASURING_CPU_MODES = ("intel_rapl", "intel_power_gadget", "windows_emi")
@@ -33,21 +47,40 @@ class CodeCarbonRun:
     """Start/stop CodeCarbon's OfflineEmissionsTracker around a whole run (no network)."""
 
     def __init__(self, country_iso_code: str, project_name: str, folder: str | os.PathLike,
-                 sample_period_s: float = 15.0) -> None:
-        """`folder`: where CodeCarbon's emissions.csv goes (the runner: beside the record)."""
+                 sample_period_s: float = 15.0, *, pue: float = 1.0,
+                 carbon_intensity_g_per_kwh: float | None = None) -> None:
+        """`folder`: where CodeCarbon's emissions.csv goes (the runner: beside the record).
+        `pue` and `carbon_intensity_g_per_kwh` (None: the country's figure) as in RunConfig:
+        CodeCarbon computes its emissions with them."""
+        if not pue > 0:
+            raise ConfigError(f"pue={pue!r} must be > 0 (1.0 = no facility overhead)")
+        self.pue = float(pue)
+        self.intensity: CarbonIntensity = resolve_intensity(country_iso_code,
+                                                            carbon_intensity_g_per_kwh)
         _hide_broken_amdsmi()
         from codecarbon import OfflineEmissionsTracker
 
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         logging.getLogger("codecarbon").setLevel(logging.ERROR)
+        ours = {"pue": self.pue, "force_carbon_intensity_g_co2e_kwh": self.intensity.g_per_kwh}
+        #: what this CodeCarbon accepts of ours (3.x: both; 2.x: pue only)
+        self.given = {k: v for k, v in ours.items() if k in tracker_parameters()}
         self.tracker = OfflineEmissionsTracker(
-            country_iso_code=country_iso_code, project_name=project_name,
+            country_iso_code=self.intensity.country_iso_code or country_iso_code,
+            project_name=project_name,
             output_dir=str(self.folder), output_file="emissions.csv",
-            measure_power_secs=sample_period_s, log_level="error")
+            measure_power_secs=sample_period_s, log_level="error", **self.given)
         self.running = False
         self.figures: dict = {}
         self._started = 0.0
+
+    @classmethod
+    def for_config(cls, config, folder: str | os.PathLike) -> CodeCarbonRun:
+        """The tracker for a RunConfig: its country, study (as CodeCarbon's project name), PUE
+        and carbon intensity."""
+        return cls(config.country, config.study, folder, pue=config.pue,
+                   carbon_intensity_g_per_kwh=config.carbon_intensity_g_per_kwh)
 
     def start(self) -> None:
         self.tracker.start()
@@ -62,22 +95,50 @@ class CodeCarbonRun:
         return kinds
 
     def stop(self) -> dict:
-        """CodeCarbon's own figures for the run: per-component kWh and their kinds."""
+        """CodeCarbon's own figures for the run: per-component kWh (IT-equipment energy: divided
+        by the PUE CodeCarbon multiplied it by) and their kinds, and its emissions (kg)."""
         emissions_kg = self.tracker.stop()
         self.running = False
         data = self.tracker.final_emissions_data
+        applied_pue = float(getattr(data, "pue", None) or 1.0)
+        energy = {c: getattr(data, f"{c}_energy", None) for c in ("cpu", "gpu", "ram")}
         self.figures = {
-            "energy_kwh": {c: getattr(data, f"{c}_energy", None) for c in ("cpu", "gpu", "ram")},
+            "energy_kwh": {c: v / applied_pue for c, v in energy.items() if v is not None},
             "kinds": self._kinds(), "duration_s": time.perf_counter() - self._started,
-            "emissions_kg": emissions_kg,
+            "emissions_kg": emissions_kg, "pue": applied_pue,
         }
         # without a GPU CodeCarbon writes 0 kWh for it: that is no figure, not a measured zero
         self.figures["energy_kwh"] = {c: v for c, v in self.figures["energy_kwh"].items()
-                                      if v is not None and (v > 0 or c != "gpu")}
+                                      if v > 0 or c != "gpu"}
         return self.figures
 
     def describe(self) -> dict:
+        """What the record keeps of CodeCarbon (meters.codecarbon): its version and log, its
+        emissions, and the PUE and carbon intensity it computed them with -- ours where it
+        accepts them; else None and a note, our own figures being in the record's `carbon`."""
         import codecarbon
 
-        return {"version": codecarbon.__version__, "csv": str(self.folder / "emissions.csv"),
-                "emissions_kg": self.figures.get("emissions_kg")}
+        facts = {"version": codecarbon.__version__, "csv": str(self.folder / "emissions.csv"),
+                 "emissions_kg": self.figures.get("emissions_kg"),
+                 "pue": self.given.get("pue"),
+                 "intensity_g_per_kwh": self.given.get("force_carbon_intensity_g_co2e_kwh"),
+                 "intensity_source": self.intensity.source}
+        if facts["pue"] is None:
+            facts["pue_note"] = (f"CodeCarbon {codecarbon.__version__} takes no pue: its figures "
+                                 f"use its own default; ours is {self.pue:g}")
+        if facts["intensity_g_per_kwh"] is None:
+            facts["intensity_source"] = (
+                f"CodeCarbon {codecarbon.__version__}'s own data for the country (it takes no "
+                f"explicit intensity); ours is {self.intensity.g_per_kwh:g} gCO2eq/kWh "
+                f"({self.intensity.source})")
+        return facts
+
+
+def tracker_parameters() -> set[str]:
+    """The keyword arguments the installed CodeCarbon's trackers accept (OfflineEmissionsTracker
+    passes its own extra ones through to BaseEmissionsTracker)."""
+    _hide_broken_amdsmi()
+    from codecarbon.emissions_tracker import BaseEmissionsTracker, OfflineEmissionsTracker
+
+    names = set(inspect.signature(BaseEmissionsTracker.__init__).parameters)
+    return names | set(inspect.signature(OfflineEmissionsTracker.__init__).parameters)
