@@ -2,7 +2,8 @@
 # Install everything the study and its tests need on a fresh machine (idempotent: a second run
 # takes seconds). Fashion-MNIST comes from Debian's package where apt exists, so the quick study
 # works offline; torch/torchvision are the ordinary builds from the package index (the CUDA
-# build, ~5.5 GB, which also runs on a CPU; README "Install" gives the CPU-only route).
+# build, ~5.5 GB, which also runs on a CPU; TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# takes PyTorch's CPU-only build instead: README "Install").
 #
 # Where it installs (scripts/python then runs that Python, so the README's commands work on
 # every route):
@@ -43,6 +44,9 @@ if [ "$in_an_environment" = 0 ] && { [ -n "${VENV:-}" ] || [ "$refuses_pip" = 1 
 fi
 
 "$PYTHON" -m pip install --quiet --upgrade pip
+if [ -n "${TORCH_INDEX:-}" ]; then  # e.g. https://download.pytorch.org/whl/cpu: no CUDA libraries
+  "$PYTHON" -m pip install --quiet torch torchvision --index-url "$TORCH_INDEX"
+fi
 "$PYTHON" -m pip install --quiet -e ".[dev,lab]"
 "$PYTHON" -c "import energy_lib, torch, torchvision; print(f'installed energy_lib {energy_lib.__version__}, torch {torch.__version__}, torchvision {torchvision.__version__}')"
 echo "install.sh: installed into $("$PYTHON" -c 'import sys; print(sys.prefix)'); scripts/python runs it"

@@ -1,14 +1,23 @@
 """Modelled CPU and RAM energy, for machines whose counters cannot be read.
 
 CPU: TDP x utilisation x time. Utilisation is the whole machine's busy share between the window
-edges (/proc/stat; the hypervisor's steal time is not busy), as CodeCarbon's CPU-load model does
--- so its rows are the machine's (`scope` machine) and `attribution` gives the cell's share; the TDP comes from the user
-(`cpu_tdp_w`), else CodeCarbon's CPU table (bundled, MIT), else a default. It ignores idle power
+edges (/proc/stat; the hypervisor's steal time is not busy) -- so its rows are the machine's
+(`scope` machine) and `attribution` gives the cell's share; the TDP comes from the user
+(`cpu_tdp_w`), else CodeCarbon's CPU table (bundled, MIT), else 85 W. It ignores idle power
 and turbo, and on a VM it charges the host CPU's TDP to the visible cores' load: an upper-bound
 style estimate, labelled `modelled`.
 
-RAM: a constant power, by default 3 W per 8 GB of installed memory (CodeCarbon's former rule of
-thumb), or the user's `ram_power_w`.
+This is not CodeCarbon 3.3's model. Where CodeCarbon reads no counter it uses
+TDP x (0.1 + 0.9 x load^3), a cubic curve with a 10 % floor (codecarbon/external/hardware.py,
+CPU._get_power_from_cpu_load), and its load counts steal time as busy. Its TDP is its table's
+figure x the CPU sockets (core/resource_tracker.py); for a named CPU missing from its table it
+takes 4 W x logical CPUs (core/cpu.py, TDP._main), and 85 W only when it cannot read the CPU
+model at all. When CodeCarbon runs alongside (`meters = "...,codecarbon"`), its figures are
+rows of their own, so the two models can be read side by side.
+
+RAM: a constant power, by default 3 W per 8 GB of installed memory (CodeCarbon's rule before
+3.0), or the user's `ram_power_w`. CodeCarbon 3.3 instead estimates the DIMM count from the
+installed memory and charges about 5 W per x86 DIMM, less beyond four (external/ram.py).
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from ..bundled import read_csv
 from .monitor import Meter, Reading
 from .table import Kind, Method
 
-DEFAULT_CPU_TDP_W = 85.0  # CodeCarbon's fallback for a CPU missing from its table
+DEFAULT_CPU_TDP_W = 85.0  # ours for any CPU missing from the table (CodeCarbon 3.3: see above)
 RAM_W_PER_GB = 3.0 / 8.0
 
 
