@@ -467,3 +467,37 @@ def test_calibration_windows_on_a_gpu_outlast_the_energy_counter():
     assert repeats_for(30e-6, QUICK_PLAN, cpu) == QUICK_PLAN.max_repeats  # capped on a CPU
     assert repeats_for(30e-6, QUICK_PLAN, gpu) * 30e-6 >= GPU_MIN_WINDOW_S
     assert repeats_for(2.0, QUICK_PLAN, gpu) == 1
+
+
+def test_the_quick_plan_measures_every_distinct_layer_of_the_zoo():
+    """Around the shapes the models have: every layer call of each zoo model, at each zoo batch
+    size, is one of the plan's configurations (no fit extrapolates to them), once each."""
+    from energy_lib.estimators.layer_data import describe_call
+    from energy_lib.estimators.trace import trace_model
+    from energy_lib.models import create_model
+
+    configs = cal.sample_configs(cal.QUICK_PLAN)
+    ids = [c["config_id"] for c in configs]
+    assert len(ids) == len(set(ids))
+    zoo = [c for c in configs if c["config_id"].startswith("zoo-")]
+    shapes = {tuple(sorted((k, v) for k, v in c.items() if k != "config_id")) for c in zoo}
+    assert len(shapes) == len(zoo)  # distinct shapes only
+    assert cal.zoo_configs(cal.QUICK_PLAN) == zoo  # stable: the same ids on a rerun
+    seen = 0
+    for case in cal.ZOO:
+        knobs = {k: v for k, v in case.items() if k != "model"}
+        model = create_model(case["model"], in_channels=1, image_size=28, num_classes=10, **knobs)
+        for batch in cal.ZOO_BATCH_SIZES:
+            for call in trace_model(model, cal.ZOO_INPUT, batch).calls:
+                row = describe_call(call)
+                if row is None:
+                    continue
+                wanted = {k: int(round(v)) if isinstance(v, float) else v for k, v in row.items()
+                          if k in ("layer_type", "batch_size", "in_channels", "image_size",
+                                   "kernel_size", "stride", "in_features", "out_features",
+                                   "elements")}
+                assert any(wanted.items() <= c.items() for c in zoo), wanted
+                seen += 1
+    assert seen > len(zoo)  # layers repeat across models and blocks; each is measured once
+    linear_macs = [cal._macs(c) for c in zoo if c["layer_type"] == "Linear"]
+    assert max(linear_macs) > 50e6  # the MLP's large layers, beyond the random samples' 2 M

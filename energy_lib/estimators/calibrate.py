@@ -1,7 +1,8 @@
 """Calibration: measure this machine's own per-layer energy, for the layer-regression fit.
 
 Randomly sampled single-layer configurations (seeded; ranges configurable) of the fitted layer
-types, each run as a forward pass and as a training step (forward, backward, SGD update), in
+types, and the distinct layers the zoo's models call (`ZOO`, at `ZOO_BATCH_SIZES`: the shapes
+the predictions are made for, not only their neighbourhood), each run as a forward pass and as a training step (forward, backward, SGD update), in
 fp32 and under the autocast dtype an amp run uses on the device (bfloat16 on a CPU, float16 on
 CUDA: a mixed-precision run's layers cost what they cost in that dtype, not fp32's), each
 timed and metered over enough repeats to fill a short window, and appended row by row to
@@ -84,6 +85,18 @@ class Ranges:
 QUICK = Ranges(batch_size=(1, 32), image_size=(8, 32), channels=(1, 64), kernel_size=(1, 5),
                stride=(1, 2), padding=(0, 2), features=(16, 1024), elements=(1024, 65536))
 
+#: The zoo's models as the quick studies build them (Fashion-MNIST's 1 x 28 x 28 images), whose
+#: own layers a plan measures beside the random samples (`Plan.zoo`): a regression fitted only
+#: on random small layers extrapolates to the models' larger ones (the MLP's Linear layers are
+#: 4-51 M MACs; the quick ranges' Linear samples 0.05-2 M, where per-call overhead dominates).
+ZOO = ({"model": "paper_cnn", "width": 0.5}, {"model": "paper_cnn", "width": 1.0},
+       {"model": "resnet18", "width": 0.25}, {"model": "mlp", "width": 1.0})
+ZOO_INPUT = (1, 28, 28)
+#: batch sizes the zoo's layers are measured at: the quick studies train at 128 and evaluate at
+#: 1000 (512: near it in log space, without the cost of 1000-sample training steps); the random
+#: samples cover batches up to 32
+ZOO_BATCH_SIZES = (128, 512)
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -95,6 +108,9 @@ class Plan:
     max_repeats: int = 1000
     #: compute dtypes to measure; () = float32 and the device's amp dtype (`device.amp_dtype`)
     dtypes: tuple[str, ...] = ()
+    #: also measure the distinct layers of these models (ZOO's form) at zoo_batch_sizes
+    zoo: tuple[dict, ...] = ()
+    zoo_batch_sizes: tuple[int, ...] = ZOO_BATCH_SIZES
 
 
 def plan_dtypes(plan: Plan, device: torch.device) -> tuple[str, ...]:
@@ -109,7 +125,7 @@ def plan_dtypes(plan: Plan, device: torch.device) -> tuple[str, ...]:
     return tuple(dict.fromkeys(dtypes))
 
 
-QUICK_PLAN = Plan(ranges=QUICK, per_type=6, min_window_s=0.15, max_repeats=200)
+QUICK_PLAN = Plan(ranges=QUICK, per_type=6, min_window_s=0.15, max_repeats=200, zoo=ZOO)
 
 #: A GPU window lasts at least this long: NVML's energy counter moves about every 100 ms, so a
 #: window needs ten of its steps for a figure within about 10 %. On the H200 the quick plan's
@@ -158,7 +174,40 @@ def sample_configs(plan: Plan) -> list[dict]:
                 config["elements"] = _log_uniform(rng, r.elements)
             config["config_id"] = f"{plan.seed}-{r.key()}-{index}-{layer_type}"
             configs.append(config)
-    return configs
+    return configs + zoo_configs(plan)
+
+
+#: the parameters that make a layer configuration (its identity, for de-duplication)
+_SHAPE_KEYS = ("layer_type", "batch_size", "in_channels", "out_channels", "image_size",
+               "kernel_size", "stride", "padding", "in_features", "out_features", "elements")
+
+
+def zoo_configs(plan: Plan) -> list[dict]:
+    """The distinct layers (of the plan's types) that the plan's zoo models call for one batch
+    of each zoo batch size, as configurations; traced on the meta device, so nothing runs.
+    Each config_id names the layer's shape, stable across reruns and model orders."""
+    from ..models import create_model
+    from .layer_data import describe_call
+    from .trace import trace_model
+
+    configs: dict[tuple, dict] = {}
+    for case in plan.zoo:
+        knobs = {k: v for k, v in case.items() if k != "model"}
+        model = create_model(case["model"], in_channels=ZOO_INPUT[0], image_size=ZOO_INPUT[1],
+                             num_classes=10, seed=plan.seed, **knobs)
+        for batch in plan.zoo_batch_sizes:
+            for call in trace_model(model, ZOO_INPUT, batch).calls:
+                row = describe_call(call)
+                if row is None or row["layer_type"] not in plan.layer_types:
+                    continue
+                config = {k: (int(round(v)) if isinstance(v, float) else v)
+                          for k, v in row.items() if k in _SHAPE_KEYS}
+                if config["layer_type"] == "MaxPool2d":
+                    config.pop("out_channels", None)
+                shape = tuple(config.get(k) for k in _SHAPE_KEYS)
+                digest = hashlib.sha1(repr(shape).encode()).hexdigest()[:8]
+                configs.setdefault(shape, {**config, "config_id": f"zoo-{digest}-{config['layer_type']}"})
+    return list(configs.values())
 
 
 def check_window_s(value: float, name: str = "min_window_s") -> None:
@@ -484,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> OneLineParser:
     parser = OneLineParser(prog="energy-study calibrate", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small layers, 6 per type: a few minutes on a 2-core CPU")
+    parser.add_argument("--quick", action="store_true", help="small layers, 6 per type, and the zoo's own layers: minutes on a 2-core CPU")
     parser.add_argument("--per-type", type=int, help="configurations per layer type")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--types", help=f"comma-separated subset of {','.join(LAYER_TYPES)}")
@@ -494,6 +543,9 @@ def _parser() -> OneLineParser:
     parser.add_argument("--machine", help="file name stem (default: derived from the CPU/GPU name)")
     parser.add_argument("--out-dir", default=str(DEFAULT_DIR))
     parser.add_argument("--min-window-s", type=float)
+    parser.add_argument("--no-zoo", action="store_true", help="random samples only: leave out "
+                        "the zoo's own layers (paper CNN, ResNet-18, MLP at batch "
+                        f"{', '.join(map(str, ZOO_BATCH_SIZES))})")
     for f in fields(Ranges):
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=_range, metavar="LOW,HIGH",
                             help=f"range (default {getattr(Ranges(), f.name)}; --quick {getattr(QUICK, f.name)})")
@@ -501,7 +553,9 @@ def _parser() -> OneLineParser:
 
 
 def _calibrate_command(args: argparse.Namespace) -> int:
-    plan = QUICK_PLAN if args.quick else Plan()
+    plan = QUICK_PLAN if args.quick else Plan(zoo=ZOO)
+    if args.no_zoo:
+        plan = replace(plan, zoo=())
     overrides = {f.name: getattr(args, f.name) for f in fields(Ranges) if getattr(args, f.name) is not None}
     plan = replace(plan, ranges=replace(plan.ranges, **overrides), seed=args.seed)
     if args.per_type is not None:

@@ -30,13 +30,13 @@ import pandas as pd
 import torch
 
 from ..errors import ConfigError
+from .calibrate import ZOO, ZOO_INPUT
 
 #: The models checked, as the quick studies build them for Fashion-MNIST (1x28x28): the paper
 #: CNN at the quick study's widths, a ResNet as efficient_dl_quick builds it, and the 3-layer
 #: FFNN of efficient_dl_baselines_quick.
-CASES = ({"model": "paper_cnn", "width": 0.5}, {"model": "paper_cnn", "width": 1.0},
-         {"model": "resnet18", "width": 0.25}, {"model": "mlp", "width": 1.0})
-QUICK_INPUT = (1, 28, 28)
+CASES = ZOO  # the models the quick calibration also measures layer by layer
+QUICK_INPUT = ZOO_INPUT
 BATCH_SIZES = (16, 128)  # 16 inside the quick calibration's batch range (1-32), 128 beyond it
 MIN_WINDOW_S = 1.0
 REPEATS = 3  # metered windows per configuration: the error's spread, not one draw
