@@ -22,7 +22,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("none", "cosine", "step")
 PIPELINES = ("tensor", "torchvision")
 METER_NAMES = ("auto", "nvml", "rapl", "cpu-model", "ram-model", "constant-power", "codecarbon")
-_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
 #: The largest whole number any field takes (a signed 64-bit integer: what torch's generators
 #: and integer tensors hold, with room for `seed + 1`). Checked before anything is built.
 MAX_WHOLE_NUMBER = 2**63 - 1
@@ -57,7 +57,7 @@ class RunConfig:
     prune_amount: float = 0.2  # share of the remaining weights/channels removed per step
     prune_target_sparsity: float = 0.5
     seed: int = 0
-    device: str = "auto"
+    device: str = "auto"  # auto (CUDA if visible, else CPU) | cpu | cuda | cuda:N | mps
     train_subset: int | None = None
     test_subset: int | None = None
     data_dir: str = "data"
@@ -243,7 +243,8 @@ def _pruning(config: RunConfig) -> None:
 
 def _device_form(config: RunConfig) -> None:
     if not _DEVICE_PATTERN.match(config.device):
-        raise ConfigError(f"device={config.device!r} is not allowed; use auto, cpu, cuda or cuda:N")
+        raise ConfigError(f"device={config.device!r} is not allowed; use auto, cpu, cuda, cuda:N "
+                          "or mps")
 
 
 def _subsets_fit(config: RunConfig) -> None:

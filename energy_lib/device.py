@@ -21,9 +21,24 @@ class Runtime:
     eval_autocast: bool  # the original study evaluated AMP models without autocast
 
 
+def devices_here() -> list[str]:
+    """The device values this machine can run: what a refusal offers instead."""
+    here = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        here += ["cuda", f"cuda:0..cuda:{count - 1}" if count > 1 else "cuda:0"]
+    if torch.backends.mps.is_available():
+        here.append("mps")
+    return here
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device='mps' is not available here (torch.backends.mps.is_available() "
+                          "is False: not Apple silicon on macOS 12.3+, or a torch without MPS); "
+                          f"use one of: {', '.join(devices_here())}")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError(f"device={name!r} is not available here (no CUDA GPU visible); "
@@ -61,6 +76,8 @@ def resolve_runtime(config: RunConfig) -> Runtime:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple silicon GPU (MPS)"
     return "cpu"
 
 

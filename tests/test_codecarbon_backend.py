@@ -37,7 +37,7 @@ def test_codecarbon_runs_alongside_and_writes_beside_the_record(tmp_path):
     record.parent.mkdir(parents=True)
     config = RunConfig(dataset="fashion_mnist", train_subset=256, test_subset=128, epochs=1,
                        width=0.25, batch_size=64, idle_s=0, download=False, study="s",
-                       meters="auto,codecarbon", country="FRA")
+                       meters="auto,codecarbon", country="FRA", pue=1.2)
     result = train(config, progress=False, codecarbon_dir=record.with_suffix(".codecarbon"))
     facts = result.meters["codecarbon"]
     csv = tmp_path / "runs" / "s" / "cell-a.codecarbon" / "emissions.csv"
@@ -50,7 +50,7 @@ def test_codecarbon_runs_alongside_and_writes_beside_the_record(tmp_path):
     assert facts["intensity_g_per_kwh"] == result.carbon["intensity_g_per_kwh"]
     assert log.loc[0, "emissions"] == pytest.approx(
         log.loc[0, "energy_consumed"] * facts["intensity_g_per_kwh"] / 1000)
-    assert log.loc[0, "pue"] == facts["pue"]
+    assert log.loc[0, "pue"] == facts["pue"] == 1.2  # the run's own PUE, not CodeCarbon's 1.0
     # CodeCarbon's whole-run figures are rows of the energy table, labelled as its own ...
     rows = [r for r in result.energy if r["method"] == "codecarbon"]
     assert {r["component"] for r in rows} >= {"cpu", "ram"} and "gpu" not in {r["component"] for r in rows}

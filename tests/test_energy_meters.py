@@ -256,8 +256,8 @@ def test_timeline_samples_at_its_period():
     timeline.stop()
     assert not timeline.is_alive()
     # the assumed constant power has figures per window only: nothing of it in the timeline
-    assert timeline.samples and all(set(watts) == {"cpu"} for _, watts in timeline.samples)
-    times = [t for t, _ in timeline.samples]
+    assert timeline.samples and all(set(watts) == {"cpu"} for _, watts, _ in timeline.samples)
+    times = [t for t, *_ in timeline.samples]
     assert 3 <= len(times) <= 11
     gaps = [b - a for a, b in zip(times, times[1:])]
     assert all(g >= 0.045 for g in gaps)
@@ -279,7 +279,7 @@ def test_timeline_memory_is_bounded():
     assert timeline.period_s > 0.1
     halvings = round(math.log2(timeline.period_s / 0.1))
     assert timeline.period_s == pytest.approx(0.1 * 2 ** halvings) and halvings >= 5
-    times = [t for t, _ in timeline.samples]
+    times = [t for t, *_ in timeline.samples]
     assert times == sorted(times)
 
 

@@ -28,7 +28,8 @@ from .table import (ASSUMED_BOARD, COLUMNS, JOULES_PER_KWH, JOULES_PER_WH, MACHI
 
 _KIND_RANK = {Kind.MEASURED.value: 0, Kind.MODELLED.value: 1, Kind.ESTIMATED.value: 2}
 _WORK_PHASES = (Phase.TRAIN.value, Phase.EVAL.value)
-COMPONENTS = ("gpu", "cpu", "ram")
+#: "soc": an Apple silicon or Jetson chip's CPU, GPU and memory, measured together by its counters
+COMPONENTS = ("gpu", "cpu", "ram", "soc")
 #: Per component, the method, kind and scope of its headline figure (per_run's and per_epoch's
 #: columns that `energy_label` reads).
 LABEL_COLUMNS = [f"{c}_{what}" for c in COMPONENTS for what in ("method", "kind", "scope")]

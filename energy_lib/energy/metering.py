@@ -12,8 +12,10 @@ opens and closes windows:
 
 Every CPU and RAM figure of a machine-level meter (RAPL package/DRAM, the TDP and RAM models) is
 kept as a `machine` row and gets a `process` row beside it: the machine figure x the cell's
-share in that window (CPU: cell CPU time / machine busy time; RAM: cell RSS / used memory).
-Nothing here runs inside the training step.
+share in that window (CPU: cell CPU time / machine busy time; RAM: cell RSS / used memory). An
+SoC's row (CPU, GPU and memory in one figure) stays a `machine` row alone. The meters, and so
+the run's one ZeusMonitor, are built once here (`for_config`) and shared by the windows, the idle
+baseline and the power timeline. Nothing here runs inside the training step.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class Metering:
         if "codecarbon" in config.meter_names:
             from .codecarbon_backend import CodeCarbonRun
 
-            codecarbon = CodeCarbonRun(config.country, config.study, codecarbon_dir or "codecarbon")
+            codecarbon = CodeCarbonRun.for_config(config, codecarbon_dir or "codecarbon")
         return cls(meter_set, device, sample_period_s=config.sample_period_s, codecarbon=codecarbon)
 
     def __enter__(self) -> "Metering":
@@ -148,10 +150,10 @@ class Metering:
             scope = default_scope(r.component, r.method)
             rows.append(self._row(phase, epoch, window, r.component, r.method, r.kind, r.energy_j,
                                   r.flag, scope))
-            if share is None or scope != Scope.MACHINE or r.method == Method.CODECARBON:
-                continue
-            factor = (share.cpu_attribution_share if r.component == "cpu"
-                      else share.ram_attribution_share)
+            if share is None or r.component not in _SHARE or scope != Scope.MACHINE \
+                    or r.method == Method.CODECARBON:
+                continue  # an SoC's row stays the machine's: no share splits CPU, GPU and memory
+            factor = getattr(share, _SHARE[r.component])
             flag = "; ".join(f for f in (r.flag, share.flag) if f)
             rows.append(self._row(phase, epoch, window, r.component, r.method, r.kind,
                                   r.energy_j * factor, flag, Scope.PROCESS))
@@ -191,6 +193,10 @@ class Metering:
                             f"the cell's share of the machine could not be read "
                             f"({self.attribution_failure}): only machine-level CPU and RAM rows"),
         }
+
+
+#: The cell's share of each machine-level component (energy.attribution.WindowShare fields).
+_SHARE = {"cpu": "cpu_attribution_share", "ram": "ram_attribution_share"}
 
 
 def _idle_key(row: dict) -> str:

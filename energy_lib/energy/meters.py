@@ -1,13 +1,15 @@
 """Choose the meters for a run: measured where the hardware allows, modelled where not.
 
 `auto` picks, per component: GPU -> Zeus (NVML/amdsmi) for CUDA runs; CPU -> Zeus (RAPL), else
-the TDP model; RAM -> RAPL's DRAM domain, else the RAM model. The original study's
-constant-power estimate is added for comparison (a run always has it; the self-check does not).
+the TDP model; RAM -> RAPL's DRAM domain, else the RAM model; on Apple silicon or a Jetson, the
+SoC's counters through Zeus (one `soc` row with the chip's CPU, GPU and memory: no model stands in
+for what it contains). The original study's constant-power estimate is added for comparison (a
+run always has it; the self-check does not).
 Under `auto` every fallback is explained once in `notes`, never raised; a meter named explicitly
 (`nvml`, `rapl`) that cannot work here is a ConfigError before anything runs (`check_available`).
 
 `build_meters` is the one place a set of meters is assembled: runs, the self-check and the
-calibration all call it.
+calibration all call it. It builds the run's one ZeusMonitor; `check_available` builds none.
 """
 
 from __future__ import annotations
@@ -69,18 +71,20 @@ def _wants(names: list[str], device: torch.device) -> tuple[bool, bool]:
 
 
 def check_available(names: list[str], device: torch.device) -> None:
-    """Refuse, before any cell runs, a meter named explicitly that cannot work here."""
+    """Refuse, before any cell runs, a meter named explicitly that cannot work here. Zeus's
+    device layer answers; no ZeusMonitor is built (the run builds its one in `build_meters`)."""
     if "nvml" in names:
         if device.type != "cuda":
-            raise ConfigError("meters includes 'nvml' but this run uses the CPU (no CUDA GPU "
-                              "visible); use meters='auto' or drop 'nvml'")
-        meter, notes = ZeusMeter.probe([device.index or 0], measure_cpu=False)
-        if meter is None:
-            raise ConfigError(f"meters includes 'nvml' but {'; '.join(notes) or 'Zeus cannot read the GPU'}; "
+            where = "Apple's MPS" if device.type == "mps" else "the CPU (no CUDA GPU visible)"
+            raise ConfigError(f"meters includes 'nvml' but this run uses {where}; use "
+                              "meters='auto' or drop 'nvml'")
+        notes = ZeusMeter.unavailable([device.index or 0], measure_cpu=False)
+        if notes:
+            raise ConfigError(f"meters includes 'nvml' but {'; '.join(notes)}; "
                               "use meters='auto' to fall back to the models")
     if "rapl" in names:
-        meter, notes = ZeusMeter.probe([], measure_cpu=True)
-        if meter is None:
+        notes = ZeusMeter.unavailable([], measure_cpu=True)
+        if notes:
             raise ConfigError(f"meters includes 'rapl' but {'; '.join(notes)}; use meters='auto' "
                               "(the TDP and RAM models stand in) or drop 'rapl'")
 
@@ -95,15 +99,17 @@ def build_meters(names: list[str], device: torch.device, *, assumed_power_w: flo
     chosen = MeterSet(cpu_tdp_w=cpu_tdp_w, ram_power_w=ram_power_w, cpu_model=cpu_model)
     have: set[str] = set()
     want_gpu, want_cpu = _wants(names, device)
-    if auto and device.type != "cuda":
-        chosen.notes.append("GPU energy not measured: this run uses the CPU")
     if want_gpu or want_cpu:
         gpu_indices = [device.index or 0] if want_gpu and device.type == "cuda" else []
-        meter, notes = ZeusMeter.probe(gpu_indices, measure_cpu=want_cpu)
+        meter, notes = ZeusMeter.probe(gpu_indices, measure_cpu=want_cpu, measure_soc=auto)
         chosen.notes += notes
         if meter is not None:
             chosen.meters.append(meter)
-            have.update(meter.components)
+            have.update(meter.covered)
+    if auto and device.type != "cuda" and "gpu" not in have:
+        chosen.notes.insert(0, "GPU energy not measured: " + (
+            "Zeus found no Apple silicon energy counters (pip install 'zeus[apple]')"
+            if device.type == "mps" else "this run uses the CPU"))
     if (auto or "cpu-model" in names or "rapl" in names) and "cpu" not in have:
         chosen.meters.append(chosen.model_for("cpu"))
         have.add("cpu")

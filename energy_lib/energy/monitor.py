@@ -23,6 +23,8 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued kernels so a clock read afterwards measures finished work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,10 @@ class Meter(ABC):
 
     `end` gets the window's synchronised duration, for models that compute energy from time.
     `power_w` is the timeline's: power per component since the previous call ({} for a meter
-    whose figure exists only per window, such as the assumed constant power)."""
+    whose figure exists only per window, such as the assumed constant power); `power_notes`
+    labels a sample read in another way than usual."""
 
-    components: Sequence[str] = ()  # what it covers: "gpu", "cpu", "ram", "assumed-board"
+    components: Sequence[str] = ()  # what it covers: "gpu", "cpu", "ram", "soc", "assumed-board"
     method: str = ""  # Method value of every reading (a meter of several overrides `methods`)
     kind: str = ""  # Kind value: measured | modelled | estimated
 
@@ -78,6 +81,11 @@ class Meter(ABC):
         self.end(name, 0.0)
 
     def power_w(self) -> dict[str, float]:
+        return {}
+
+    def power_notes(self) -> dict[str, str]:
+        """component -> how its last `power_w` figure was read where that differs from the
+        usual (e.g. a GPU's average power where its instant power is unavailable)."""
         return {}
 
     def close(self) -> None:

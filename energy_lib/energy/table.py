@@ -46,8 +46,11 @@ class Phase(StrEnum):
 class Method(StrEnum):
     ZEUS_NVML = "zeus-nvml"  # Zeus: NVML total-energy counter (Volta and newer)
     ZEUS_NVML_POLLED = "zeus-nvml-polled"  # Zeus: NVML power polled and integrated (older GPUs)
-    ZEUS_AMDSMI = "zeus-amdsmi"  # Zeus: AMD GPUs through amdsmi
+    ZEUS_AMDSMI = "zeus-amdsmi"  # Zeus: amdsmi's energy counter (AMD GPUs where it is accurate)
+    ZEUS_AMDSMI_POLLED = "zeus-amdsmi-polled"  # Zeus: amdsmi power polled and integrated
     ZEUS_RAPL = "zeus-rapl"  # Zeus: RAPL package and DRAM counters (powercap)
+    ZEUS_APPLE_SILICON = "zeus-apple-silicon"  # Zeus: Apple silicon's IOReport energy counters
+    ZEUS_JETSON = "zeus-jetson"  # Zeus: Jetson's INA3221 power rails, integrated by Zeus
     TDP_MODEL = "tdp-model"  # CPU: TDP x utilisation
     RAM_MODEL = "ram-model"  # RAM: constant power per GB
     CONSTANT_POWER = "constant-power"  # the original study's assumed board power x time
@@ -68,8 +71,9 @@ class Scope(StrEnum):
     MACHINE = "machine"
 
 
-#: Components whose meters read the whole machine (RAPL package/DRAM, the TDP and RAM models).
-MACHINE_COMPONENTS = ("cpu", "ram")
+#: Components whose meters read the whole machine (RAPL package/DRAM, the TDP and RAM models,
+#: an SoC's counters: Apple silicon or Jetson, CPU, GPU and memory on one chip).
+MACHINE_COMPONENTS = ("cpu", "ram", "soc")
 
 
 def default_scope(component: str, method: str) -> Scope:

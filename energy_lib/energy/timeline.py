@@ -1,13 +1,17 @@
 """Power timeline: every meter's power sampled by one background thread, in bounded memory.
 
 The sampler wakes every `period_s` (<= 1 s), asks each meter for its power since the previous
-sample, and stores (seconds since start, component, watts). When `max_samples` is reached it
-keeps every other sample and doubles its period, so a run of any length fits in a fixed amount
-of memory with an even resolution. It never touches the training step.
+sample, and stores (seconds since start, component, watts), with a note where a figure was read
+in another way than usual (a GPU's average power where its instant power is unavailable: the
+series' label says so). A meter that fails leaves a gap for its own components only. When
+`max_samples` is reached it keeps every other sample and doubles its period, so a run of any
+length fits in a fixed amount of memory with an even resolution. It never touches the training
+step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Callable
@@ -26,7 +30,8 @@ class PowerTimeline(threading.Thread):
         self.methods = {c: f"{m['method']} ({m['kind']})" for c, m in methods.items()}
         self.period_s = period_s
         self.max_samples = max_samples
-        self.samples: list[tuple[float, dict[str, float]]] = []
+        # (seconds since start, component -> W, component -> note on how it was read)
+        self.samples: list[tuple[float, dict[str, float], dict[str, str]]] = []
         self.marks: list[tuple[float, str]] = []  # (time, label): epoch boundaries, idle end
         self._halt = threading.Event()
         self._lock = threading.Lock()
@@ -41,18 +46,22 @@ class PowerTimeline(threading.Thread):
 
     def sample(self) -> None:
         watts: dict[str, float] = {}
+        notes: dict[str, str] = {}
         for source in self.sources:
             try:
-                watts.update(source.power_w())
+                got = source.power_w()
             except Exception:  # a meter that fails to sample leaves a gap, not a crash
                 continue
+            watts.update(got)
+            with contextlib.suppress(Exception):
+                notes.update({c: n for c, n in source.power_notes().items() if c in got})
         for probe in self.probes:
             try:
                 probe()
             except Exception:  # noqa: BLE001
                 continue
         with self._lock:
-            self.samples.append((self.now_s(), watts))
+            self.samples.append((self.now_s(), watts, notes))
             if len(self.samples) >= self.max_samples:
                 self.samples = self.samples[::2]
                 self.period_s *= 2
@@ -67,10 +76,12 @@ class PowerTimeline(threading.Thread):
             self.join(timeout=2)
 
     def rows(self) -> list[dict]:
-        """Long form: one row per (time, component)."""
+        """Long form: one row per (time, component); `method` is the component's method and
+        kind, and how this figure was read where that differs from the usual."""
         with self._lock:
-            return [{"t_s": t, "component": c, "power_w": w, "method": self.methods.get(c, "")}
-                    for t, watts in self.samples for c, w in watts.items()]
+            return [{"t_s": t, "component": c, "power_w": w,
+                     "method": "; ".join(filter(None, (self.methods.get(c, ""), notes.get(c))))}
+                    for t, watts, notes in self.samples for c, w in watts.items()]
 
     def mark_rows(self) -> list[dict]:
         with self._lock:

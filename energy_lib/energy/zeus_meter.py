@@ -1,18 +1,25 @@
-"""Measured energy through Zeus (ml-energy/zeus): GPU by NVML (or amdsmi), CPU and DRAM by RAPL.
+"""Measured energy through Zeus (ml-energy/zeus): GPU by NVML or amdsmi, CPU and DRAM by RAPL,
+and an SoC (Apple silicon, Jetson) by its own counters.
 
 Zeus's `ZeusMonitor` reads the GPU's total-energy counter at window edges (polling power in a
-helper process on GPUs without one) and RAPL's package and DRAM counters with wrap-around
-tracking. We add what a lab record needs around it: a reason in words for every component it
-cannot measure (so the model that stands in is explained), a flag on windows shorter than the
-counter's update period, a flag on windows during which NVML listed other processes computing on
-the cell's GPU (its rows are the cell's -- scope `process` -- because the device is pinned to one
-cell; another process on it would make that untrue), and instantaneous power for the timeline.
+helper process on GPUs without a usable one: NVIDIA before Volta, AMD GPUs whose counter failed
+Zeus's check), RAPL's package and DRAM counters with wrap-around tracking, and the SoC's counters
+(`zeus_soc`). We add what a lab record needs around it: the method Zeus really used per GPU, a
+reason in words for every component it cannot measure (so the model that stands in is
+explained), a flag on windows shorter than the counter's update period, a flag on windows during
+which NVML listed other processes computing on the cell's GPU (its rows are the cell's -- scope
+`process` -- because the device is pinned to one cell; another process on it would make that
+untrue), and power for the timeline, each source read on its own so one failing read never
+drops another's.
 
-Zeus is imported only when a meter is built: `probe` says in one line why it cannot measure.
+A run builds one ZeusMonitor, in its metering context (`probe`); checking beforehand whether an
+explicitly named meter can work (`unavailable`) reads Zeus's device layer and builds none.
+Zeus is imported only when needed: both say in one line why it cannot measure.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
@@ -20,6 +27,7 @@ from typing import Any
 
 from .monitor import Meter, Reading
 from .table import Kind, Method
+from .zeus_soc import describe_soc, present_soc, soc_covers, soc_energy_j, soc_method
 
 #: NVML's energy counter updates about every 20-100 ms; a shorter window reads noise.
 MIN_RELIABLE_WINDOW_S = 0.1
@@ -73,28 +81,113 @@ def other_gpu_processes(pids: list[int] | None) -> tuple[set[int], bool]:
     return (set(), False) if len(listed) == 1 else (listed, True)
 
 
-def _gpu_method(gpus: Any, index: int) -> Method:
-    vendor = type(gpus).__name__.lower()
-    if "amd" in vendor:
-        return Method.ZEUS_AMDSMI
+def gpu_method(gpus: Any, index: int) -> Method:
+    """How Zeus measures GPU `index`, as its device layer decided: the energy counter where
+    `supports_get_total_energy_consumption` says so (NVML: Volta and newer; amdsmi: where the
+    counter agreed with power x 0.5 s when Zeus started, see zeus.device.gpu.amd), else power
+    polled in a helper process and integrated (ZeusMonitor's PowerMonitor)."""
+    from zeus.device.gpu.amd import AMDGPUs
+
+    counter = gpus.supports_get_total_energy_consumption(index)
+    if isinstance(gpus, AMDGPUs):
+        return Method.ZEUS_AMDSMI if counter else Method.ZEUS_AMDSMI_POLLED
+    return Method.ZEUS_NVML if counter else Method.ZEUS_NVML_POLLED
+
+
+def gpu_unmeasurable(gpus: Any, index: int) -> str:
+    """Why Zeus can measure GPU `index` neither by counter nor by power ("" when it can): e.g.
+    the second die of an MI250, whose power AMD reports on the first (Zeus's own words)."""
     if gpus.supports_get_total_energy_consumption(index):
-        return Method.ZEUS_NVML
-    return Method.ZEUS_NVML_POLLED
+        return ""
+    reason = ""
+    for read in (gpus.get_instant_power_usage, gpus.get_average_power_usage):
+        try:
+            read(index)
+            return ""
+        except Exception as error:  # noqa: BLE001 - Zeus's not-supported errors and others
+            reason = f"{type(error).__name__}: {error}".strip().splitlines()[0]
+    return reason
+
+
+def usable_gpus(gpu_indices: list[int]) -> tuple[list[int], list[str]]:
+    """The GPUs among `gpu_indices` Zeus can measure, and a note for each one it cannot."""
+    if not gpu_indices:
+        return [], []
+    from zeus.device import get_gpus
+    from zeus.device.gpu.common import ZeusGPUInitError
+
+    try:
+        gpus = get_gpus()
+    except ZeusGPUInitError:
+        gpus = None
+    seen = [i for i in gpu_indices if gpus is not None and i < len(gpus)]
+    if not seen:
+        return [], [("GPU energy not measured: Zeus sees no GPU through NVML or amdsmi "
+                     "(no driver loaded, or not an NVIDIA/AMD GPU)")]
+    usable, notes = [], []
+    for index in seen:
+        reason = gpu_unmeasurable(gpus, index)
+        if reason:
+            notes.append(f"GPU energy not measured: GPU {index} has no usable energy counter and "
+                         f"Zeus cannot read its power ({reason})")
+        else:
+            usable.append(index)
+    return usable, notes
+
+
+def rapl_packages() -> int:
+    """How many RAPL packages Zeus's device layer can read (0 where it cannot)."""
+    from zeus.device import get_cpus
+
+    try:
+        return len(get_cpus())
+    except Exception:  # noqa: BLE001 - no RAPL, no permission: nothing to read
+        return 0
+
+
+def _no_cpu_note() -> str:
+    return f"CPU energy not measured: {rapl_unreadable_reason() or 'Zeus found no RAPL package'}"
+
+
+def _dual_die_note(gpus: Any, index: int) -> str:
+    """AMD reports a dual-die MI250's power on one die for both (zeus.device.gpu.amd)."""
+    name = str(gpus.get_name(index)) if hasattr(gpus, "get_name") else ""
+    if "MI250" not in name:
+        return ""
+    return (f"GPU {index} ({name}) is one die of a dual-die MI250: AMD reports both dies' power "
+            "on one of them, so its figure may include the other die's work")
+
+
+_GPU_HOW = {Method.ZEUS_NVML: "NVML total-energy counter",
+            Method.ZEUS_NVML_POLLED: "NVML {power} power polled and integrated (no energy counter)",
+            Method.ZEUS_AMDSMI: "amdsmi energy counter",
+            Method.ZEUS_AMDSMI_POLLED: ("amdsmi {power} power polled and integrated (its energy "
+                                        "counter is missing or failed Zeus's check)")}
+#: The timeline's note on a GPU sample read as average power.
+AVERAGE_POWER_NOTE = "average power (instant power unavailable)"
 
 
 class ZeusMeter(Meter):
-    """GPU and/or CPU+DRAM energy per window, read through one ZeusMonitor."""
+    """GPU, CPU+DRAM and/or SoC energy per window, read through one ZeusMonitor."""
 
     kind = Kind.MEASURED
 
-    def __init__(self, monitor: Any, gpu_indices: list[int], measure_cpu: bool) -> None:
+    def __init__(self, monitor: Any, gpu_indices: list[int], measure_cpu: bool,
+                 measure_soc: bool = False) -> None:
         self.monitor = monitor
         self.gpu_indices = list(gpu_indices)
         self.measure_cpu = measure_cpu and len(monitor.cpu_indices) > 0
-        self.has_dram = self.measure_cpu and any(
-            monitor.cpus.supports_get_dram_energy_consumption(i) for i in monitor.cpu_indices)
-        self.gpu_method = _gpu_method(monitor.gpus, self.gpu_indices[0]) if self.gpu_indices else None
-        self._last_cpu: tuple[float, dict[str, float]] | None = None
+        self.dram_packages = [i for i in monitor.cpu_indices if self.measure_cpu and
+                              monitor.cpus.supports_get_dram_energy_consumption(i)]
+        self.has_dram = bool(self.dram_packages)
+        methods = [gpu_method(monitor.gpus, i) for i in self.gpu_indices]
+        # one GPU row sums the GPUs: where Zeus measures them differently, the coarser method
+        polled = [m for m in methods if m.endswith("-polled")]
+        self.gpu_method = (polled or methods or [None])[0]
+        self.soc = monitor.soc if measure_soc and getattr(monitor, "soc_is_present", False) else None
+        self.soc_method = soc_method(self.soc) if self.soc is not None else None
+        self._last_j: dict[str, tuple[float, float]] = {}  # component -> (time, cumulative J)
+        self._power_notes: dict[str, str] = {}
         self._gpu_others: dict[str, tuple[set[int], bool]] = {}  # open window -> others seen
 
     def _see_gpu_processes(self, names) -> None:
@@ -125,40 +218,50 @@ class ZeusMeter(Meter):
         return (f"other processes computed on this GPU during the window (pids {listed}): its "
                 "energy is not only this cell's")
 
-    @classmethod
-    def probe(cls, gpu_indices: list[int], measure_cpu: bool) -> tuple["ZeusMeter | None", list[str]]:
-        """A meter for these CUDA devices (framework indices) and/or the CPU packages, or None;
-        and one note per component it cannot measure, saying why."""
-        notes: list[str] = []
+    @staticmethod
+    def unavailable(gpu_indices: list[int], measure_cpu: bool) -> list[str]:
+        """Why Zeus cannot measure these GPUs and/or the CPU here ([] when it can), read from its
+        device layer alone: no ZeusMonitor is built, so a run's check before it starts costs no
+        second monitor (and no second power-polling process)."""
         try:
-            from zeus.device import get_gpus
-            from zeus.device.gpu.common import ZeusGPUInitError
+            notes = usable_gpus(gpu_indices)[1]
+        except ImportError as error:
+            return [f"Zeus is not importable ({error}); pip install zeus"]
+        if measure_cpu and not rapl_packages():
+            notes.append(_no_cpu_note())
+        return notes
+
+    @classmethod
+    def probe(cls, gpu_indices: list[int], measure_cpu: bool,
+              measure_soc: bool = False) -> tuple["ZeusMeter | None", list[str]]:
+        """A meter for these CUDA devices (framework indices), the CPU packages and/or the SoC
+        (Apple silicon, Jetson), built on one new ZeusMonitor, or None; and one note per
+        component it cannot measure, saying why."""
+        try:
             from zeus.monitor import ZeusMonitor
+
+            usable, notes = usable_gpus(gpu_indices)
+            soc = present_soc() if measure_soc else None
         except ImportError as error:
             return None, [f"Zeus is not importable ({error}); pip install zeus"]
-        usable: list[int] = []
-        if gpu_indices:
-            try:
-                gpus_seen = len(get_gpus())
-            except ZeusGPUInitError:
-                gpus_seen = 0
-            usable = [i for i in gpu_indices if i < gpus_seen]
-            if not usable:
-                notes.append("GPU energy not measured: Zeus sees no GPU through NVML or amdsmi "
-                             "(no driver loaded, or not an NVIDIA/AMD GPU)")
+        covered = soc_covers(soc) if soc is not None else set()
+        if "gpu" in covered:  # a Jetson's GPU is inside its SoC row: NVML would count it twice
+            usable, notes = [], [n for n in notes if not n.startswith("GPU energy")]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
                 monitor = ZeusMonitor(gpu_indices=usable, cpu_indices=None if measure_cpu else [],
                                       sync_execution_with="torch")
-            except Exception as error:  # e.g. a GPU lost between the probe and here
+            except Exception as error:  # noqa: BLE001 - e.g. a GPU lost since the device check
                 return None, notes + [f"Zeus could not start: {type(error).__name__}: {error}"]
-        if measure_cpu and not monitor.cpu_indices:
-            notes.append(f"CPU energy not measured: {rapl_unreadable_reason() or 'Zeus found no RAPL package'}")
-        if not usable and not monitor.cpu_indices:
+        soc = soc is not None and monitor.soc_is_present
+        if measure_cpu and not monitor.cpu_indices and "cpu" not in covered:
+            notes.append(_no_cpu_note())
+        if not usable and not monitor.cpu_indices and not soc:
             return None, notes
-        meter = cls(monitor, usable, measure_cpu)
-        if measure_cpu and meter.measure_cpu and not meter.has_dram:
+        notes += [n for n in (_dual_die_note(monitor.gpus, i) for i in usable) if n]
+        meter = cls(monitor, usable, measure_cpu, measure_soc=soc)
+        if measure_cpu and meter.measure_cpu and not meter.has_dram and "ram" not in covered:
             notes.append("RAM energy not measured: RAPL exposes no DRAM domain on this CPU")
         return meter, notes
 
@@ -167,7 +270,13 @@ class ZeusMeter(Meter):
         parts = ["gpu"] if self.gpu_indices else []
         if self.measure_cpu:
             parts += ["cpu", "ram"] if self.has_dram else ["cpu"]
-        return parts
+        return parts + (["soc"] if self.soc is not None else [])
+
+    @property
+    def covered(self) -> set[str]:
+        """Every component whose energy some row of this meter contains: its own, and the CPU,
+        GPU and memory inside the SoC's row (no model may stand in for those as well)."""
+        return set(self.components) | (soc_covers(self.soc) if self.soc is not None else set())
 
     def methods(self) -> dict[str, tuple[str, str]]:
         out = {}
@@ -176,20 +285,31 @@ class ZeusMeter(Meter):
         for component in ("cpu", "ram"):
             if component in self.components:
                 out[component] = (str(Method.ZEUS_RAPL), str(self.kind))
+        if self.soc is not None:
+            out["soc"] = (str(self.soc_method), str(self.kind))
         return out
+
+    def _polled_power(self) -> str:
+        """Which power Zeus's PowerMonitor integrates: instant where it can, else average."""
+        from zeus.monitor.power import PowerDomain
+
+        domains = getattr(getattr(self.monitor, "power_monitor", None), "measurement_domains", ())
+        return "average" if PowerDomain.DEVICE_INSTANT not in domains else "instant"
 
     def describe(self) -> str:
         parts = []
-        if self.gpu_indices:
-            names = ", ".join(str(self.monitor.gpus.get_name(i)) if hasattr(self.monitor.gpus, "get_name")
-                              else f"GPU {i}" for i in self.gpu_indices)
-            how = {Method.ZEUS_NVML: "NVML total-energy counter",
-                   Method.ZEUS_NVML_POLLED: "NVML power polled and integrated (no energy counter)",
-                   Method.ZEUS_AMDSMI: "amdsmi energy counter"}[self.gpu_method]
-            parts.append(f"GPU: Zeus, {how} on {names}")
+        gpus = self.monitor.gpus
+        for index in self.gpu_indices:
+            name = str(gpus.get_name(index)) if hasattr(gpus, "get_name") else f"GPU {index}"
+            how = _GPU_HOW[gpu_method(gpus, index)]
+            if "{power}" in how:
+                how = how.format(power=self._polled_power())
+            parts.append(f"GPU: Zeus, {how} on {name}")
         if self.measure_cpu:
             parts.append(f"CPU{' and DRAM' if self.has_dram else ''}: Zeus, RAPL counters of "
                          f"{len(self.monitor.cpu_indices)} package(s)")
+        if self.soc is not None:
+            parts.append(describe_soc(self.soc))
         return "; ".join(parts)
 
     def begin(self, name: str) -> None:
@@ -226,27 +346,63 @@ class ZeusMeter(Meter):
             if self.has_dram:
                 readings.append(Reading("ram", sum((measurement.dram_energy or {}).values()),
                                         Method.ZEUS_RAPL, self.kind))
+        if self.soc is not None:
+            readings.append(Reading("soc", soc_energy_j(measurement.soc_energy), self.soc_method,
+                                    self.kind))
         return readings
 
+    # -- the power timeline ----------------------------------------------------------------
+
     def power_w(self) -> dict[str, float]:
-        """Instantaneous GPU power; CPU/DRAM power as the counters' rate since the last call."""
+        """GPU power as the device reports it; CPU, DRAM and SoC power as their counters' rate
+        since the last read. Each source is read on its own: one that fails leaves only its
+        own gap in this sample."""
         watts: dict[str, float] = {}
-        gpus, cpus = self.monitor.gpus, self.monitor.cpus
         if self.gpu_indices:
-            watts["gpu"] = sum(gpus.get_instant_power_usage(i) for i in self.gpu_indices) / 1000.0
+            with contextlib.suppress(Exception):
+                watts["gpu"] = self._gpu_power_w()
             if self._gpu_others:
                 self._see_gpu_processes(list(self._gpu_others))
         if self.measure_cpu:
-            now = time.perf_counter()
-            readings = [cpus.get_total_energy_consumption(i) for i in self.monitor.cpu_indices]
-            joules = {"cpu": sum(r.cpu_mj for r in readings) / 1000.0}
-            if self.has_dram:
-                joules["ram"] = sum(r.dram_mj or 0.0 for r in readings) / 1000.0
-            previous, self._last_cpu = self._last_cpu, (now, joules)
-            if previous is not None and now > previous[0]:
-                for component, value in joules.items():
-                    watts[component] = (value - previous[1][component]) / (now - previous[0])
+            with contextlib.suppress(Exception):
+                readings = {i: self.monitor.cpus.get_total_energy_consumption(i)
+                            for i in self.monitor.cpu_indices}
+                watts.update(self._rate("cpu", sum(r.cpu_mj for r in readings.values()) / 1000.0))
+                if self.has_dram:  # a DRAM domain that gives no figure leaves RAM's gap alone
+                    watts.update(self._rate("ram", sum(readings[i].dram_mj
+                                                       for i in self.dram_packages) / 1000.0))
+        if self.soc is not None:
+            with contextlib.suppress(Exception):
+                watts.update(self._rate("soc", soc_energy_j(self.soc.get_total_energy_consumption())))
         return watts
+
+    def power_notes(self) -> dict[str, str]:
+        return dict(self._power_notes)
+
+    def _gpu_power_w(self) -> float:
+        """The GPUs' instant power; a GPU whose instant read fails or is unsupported gives its
+        average power instead, as Zeus's PowerMonitor falls back (zeus.monitor.power), and the
+        sample says so."""
+        gpus, total_mw, averaged = self.monitor.gpus, 0.0, False
+        for index in self.gpu_indices:
+            try:
+                total_mw += gpus.get_instant_power_usage(index)
+            except Exception:  # noqa: BLE001 - unsupported or failed: the average may still read
+                total_mw += gpus.get_average_power_usage(index)
+                averaged = True
+        if averaged:
+            self._power_notes["gpu"] = AVERAGE_POWER_NOTE
+        else:
+            self._power_notes.pop("gpu", None)
+        return total_mw / 1000.0
+
+    def _rate(self, component: str, joules: float) -> dict[str, float]:
+        """Watts of a cumulative counter since its last read ({} on the first read)."""
+        now = time.perf_counter()
+        previous, self._last_j[component] = self._last_j.get(component), (now, joules)
+        if previous is None or now <= previous[0]:
+            return {}
+        return {component: (joules - previous[1]) / (now - previous[0])}
 
     def close(self) -> None:
         power_monitor = getattr(self.monitor, "power_monitor", None)

@@ -1,0 +1,569 @@
+"""Hardware this machine lacks, faked at the layer Zeus itself calls: Apple silicon
+(the `zeus_apple_silicon` library's AppleEnergyMonitor), a Jetson (the helper process that
+integrates its INA3221 rails), AMD GPUs (the `amdsmi` library), NVIDIA GPUs (`pynvml`), Apple's
+MPS (torch.backends.mps). Above that layer everything is real: Zeus's device classes (AMDGPUs'
+energy-counter check, AppleSilicon, Jetson's windows, NVIDIAGPUs), ZeusMonitor and its
+PowerMonitor, our meter, meter selection, the metering context, the timeline and the energy
+table. Also: a run builds exactly one ZeusMonitor."""
+
+from __future__ import annotations
+
+import copy
+import gc
+import multiprocessing
+import time
+from types import SimpleNamespace
+
+import pytest
+import torch
+import zeus.device.cpu as zeus_cpu
+import zeus.device.gpu as zeus_gpu
+import zeus.device.gpu.amd as zeus_amd
+import zeus.device.soc as zeus_soc
+import zeus.device.soc.apple as zeus_apple
+import zeus.monitor
+import zeus.monitor.power as zeus_power
+from zeus.device.cpu.common import CpuDramMeasurement
+from zeus.device.soc.jetson import Jetson, JetsonMeasurement
+
+from conftest import needs_fashion_mnist
+from energy_lib import ConfigError, RunConfig
+from energy_lib.energy.derive import per_run
+from energy_lib.energy.metering import Metering
+from energy_lib.energy.meters import build_meters, check_available
+from energy_lib.energy.table import Phase
+from energy_lib.energy.timeline import PowerTimeline
+from energy_lib.energy.zeus_meter import AVERAGE_POWER_NOTE, ZeusMeter
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def no_rapl(monkeypatch):
+    """No RAPL (true of this VM; said outright so that no test depends on it)."""
+    monkeypatch.setattr(zeus_cpu, "_cpus", None)
+    monkeypatch.setattr(zeus_cpu, "rapl_is_available", lambda: False)
+
+
+@pytest.fixture
+def no_gpus(monkeypatch):
+    """Neither NVML nor amdsmi answers (true of this VM)."""
+    monkeypatch.setattr(zeus_gpu, "_gpus", None)
+    monkeypatch.setattr(zeus_gpu, "nvml_is_available", lambda: False)
+    monkeypatch.setattr(zeus_gpu, "amdsmi_is_available", lambda: False)
+
+
+class FakeCPUs:
+    """Zeus's CPUs interface: RAPL package and DRAM counters in mJ (as test_zeus_meter)."""
+
+    def __init__(self):
+        self.cpu_mj, self.dram_mj, self.fail = [500.0], [100.0], False
+
+    def __len__(self):
+        return len(self.cpu_mj)
+
+    def get_total_energy_consumption(self, index):
+        if self.fail:
+            raise OSError("RAPL: energy_uj vanished")
+        return CpuDramMeasurement(cpu_mj=self.cpu_mj[index], dram_mj=self.dram_mj[index])
+
+    def supports_get_dram_energy_consumption(self, index):
+        return True
+
+
+# ------------------------------------------------------------------------------------------
+# Apple silicon: zeus_apple_silicon's AppleEnergyMonitor over counters the test advances
+# ------------------------------------------------------------------------------------------
+
+APPLE_FIELDS = ("cpu_total_mj", "efficiency_cores_mj", "performance_cores_mj",
+                "efficiency_cluster_mj", "performance_cluster_mj", "efficiency_core_manager_mj",
+                "performance_core_manager_mj", "dram_mj", "gpu_mj", "gpu_sram_mj", "ane_mj")
+
+
+class AppleChip:
+    """The zeus-apple-silicon library: cumulative IOReport energy per channel in mJ (ints; core
+    lists are parts of cpu_total), windows returning the difference."""
+
+    def __init__(self):
+        self.mj = {"cpu_total_mj": 10_000, "efficiency_cores_mj": [1_000, 1_000],
+                   "performance_cores_mj": [4_000, 4_000], "dram_mj": 2_000, "gpu_mj": 5_000,
+                   "gpu_sram_mj": 300, "ane_mj": 0}
+        self.windows: dict[str, dict] = {}
+
+    def add(self, **mj):
+        for field, value in mj.items():
+            old = self.mj[field]
+            self.mj[field] = [a + value for a in old] if isinstance(old, list) else old + value
+
+    def AppleEnergyMonitor(self):  # the library's class, called by its name
+        return self
+
+    def _metrics(self, values):
+        return SimpleNamespace(**{f: copy.copy(values.get(f)) for f in APPLE_FIELDS})
+
+    def get_cumulative_energy(self):
+        return self._metrics(self.mj)
+
+    def begin_window(self, key, restart=False):
+        if key in self.windows and not restart:
+            raise RuntimeError("Measurement with specified key already exists.")
+        self.windows[key] = copy.deepcopy(self.mj)
+
+    def end_window(self, key):
+        start = self.windows.pop(key)
+        delta = {f: ([a - b for a, b in zip(v, start[f])] if isinstance(v, list) else v - start[f])
+                 for f, v in self.mj.items()}
+        return self._metrics(delta)
+
+
+@pytest.fixture
+def apple(monkeypatch, no_rapl, no_gpus):
+    chip = AppleChip()
+    monkeypatch.setattr(zeus_apple, "zeus_apple_silicon", chip)
+    monkeypatch.setattr(zeus_soc, "_soc", zeus_apple.AppleSilicon())  # Zeus's own class
+    return chip
+
+
+def test_apple_soc_window_is_one_row_in_joules(apple):
+    meter, notes = ZeusMeter.probe([], measure_cpu=True, measure_soc=True)
+    assert notes == [] and meter.components == ["soc"]
+    assert meter.methods() == {"soc": ("zeus-apple-silicon", "measured")}
+    assert meter.covered == {"soc", "cpu", "gpu", "ram"}
+    meter.begin("train-1")
+    # 1.5 J CPU (its cores are parts of it), 2.5 J GPU, 0.1 J GPU SRAM, 0.4 J DRAM, 0.2 J ANE
+    apple.add(cpu_total_mj=1_500, efficiency_cores_mj=250, performance_cores_mj=500,
+              gpu_mj=2_500, gpu_sram_mj=100, dram_mj=400, ane_mj=200)
+    (reading,) = meter.end("train-1", duration_s=1.0)
+    assert (reading.component, reading.method, reading.kind) == ("soc", "zeus-apple-silicon", "measured")
+    assert reading.energy_j == pytest.approx(4.7)  # mJ -> J, cores not counted twice
+    assert "Apple silicon IOReport energy counters (cpu_total + gpu + gpu_sram + dram + ane)" \
+        in meter.describe()
+
+
+def test_apple_auto_meters_let_no_model_count_the_chip_twice(apple):
+    chosen = build_meters(["auto"], CPU, assumed_power_w=70)
+    assert chosen.methods() == {"soc": {"method": "zeus-apple-silicon", "kind": "measured"},
+                                "assumed-board": {"method": "constant-power", "kind": "modelled"}}
+    assert chosen.notes == []  # the CPU, GPU and DRAM are inside the SoC's row
+    on_mps = build_meters(["auto"], torch.device("mps"), assumed_power_w=70)
+    assert "soc" in on_mps.methods() and on_mps.notes == []
+
+
+def test_mps_without_apple_counters_says_so(no_rapl, no_gpus, monkeypatch):
+    monkeypatch.setattr(zeus_soc, "_soc", None)
+    monkeypatch.setattr(zeus_soc, "apple_silicon_is_available", lambda: False)
+    monkeypatch.setattr(zeus_soc, "jetson_is_available", lambda: False)
+    chosen = build_meters(["auto"], torch.device("mps"), assumed_power_w=70)
+    assert chosen.notes[0] == ("GPU energy not measured: Zeus found no Apple silicon energy "
+                               "counters (pip install 'zeus[apple]')")
+    assert {c: m["method"] for c, m in chosen.methods().items()} == {
+        "cpu": "tdp-model", "ram": "ram-model", "assumed-board": "constant-power"}
+
+
+def test_apple_soc_rows_in_the_energy_table_and_the_headline(apple):
+    with Metering(build_meters(["auto"], CPU, assumed_power_w=70), CPU, sample_period_s=1) as metering:
+        with metering.window(Phase.TRAIN, 1):
+            apple.add(cpu_total_mj=3_000, gpu_mj=1_000)
+        with pytest.raises(ZeroDivisionError):
+            with metering.window(Phase.EVAL, 1):
+                apple.add(gpu_mj=9_000)
+                1 / 0  # noqa: B018 - cancelled: Zeus ends the SoC window, nothing is kept
+        assert apple.windows == {}
+    soc = [r for r in metering.rows if r["component"] == "soc"]
+    assert [(r["phase"], r["method"], r["kind"], r["scope"]) for r in soc] == [
+        ("train", "zeus-apple-silicon", "measured", "machine")]  # no share splits the chip
+    assert soc[0]["energy_j"] == pytest.approx(4.0)
+    totals = per_run(metering.rows).iloc[0]
+    assert totals["energy_j"] == pytest.approx(4.0) and totals["energy_kind"] == "measured"
+    assert (totals["soc_method"], totals["soc_kind"], totals["soc_scope"]) == (
+        "zeus-apple-silicon", "measured", "machine")
+    assert "soc: zeus-apple-silicon (measured, machine)" in totals["energy_methods"]
+
+
+def test_apple_soc_power_for_the_timeline(apple):
+    meter, _ = ZeusMeter.probe([], measure_cpu=True, measure_soc=True)
+    assert meter.power_w() == {}  # a rate needs two reads
+    time.sleep(0.05)
+    apple.add(gpu_mj=1_000)
+    watts = meter.power_w()
+    assert set(watts) == {"soc"} and 0 < watts["soc"] <= 1.0 / 0.05  # 1 J over >= 50 ms
+
+
+# ------------------------------------------------------------------------------------------
+# Jetson: Zeus's Jetson class, its rail-integrating helper process replaced by counters
+# ------------------------------------------------------------------------------------------
+
+class JetsonRails(Jetson):
+    """Zeus's Jetson with the helper process that integrates the INA3221 rails (mJ) replaced
+    by counters the test advances; its windows and metrics are Zeus's own."""
+
+    def __init__(self, total: bool):  # no sysfs, no helper process
+        self.measurement_states = {}
+        self.available_metrics = None
+        self.mj = JetsonMeasurement(cpu_energy_mj=1_000.0, gpu_energy_mj=2_000.0,
+                                    total_energy_mj=6_000.0 if total else None)
+
+    def get_total_energy_consumption(self, timeout: float = 15.0) -> JetsonMeasurement:
+        return copy.copy(self.mj)
+
+
+@pytest.mark.parametrize("total", [True, False])
+def test_jetson_soc_row(monkeypatch, no_rapl, no_gpus, total):
+    rails = JetsonRails(total)
+    monkeypatch.setattr(zeus_soc, "_soc", rails)
+    chosen = build_meters(["auto"], CPU, assumed_power_w=70)
+    (meter,) = [m for m in chosen.meters if isinstance(m, ZeusMeter)]
+    assert meter.methods() == {"soc": ("zeus-jetson", "measured")}
+    meter.begin("w")
+    rails.mj.cpu_energy_mj += 1_000.0
+    rails.mj.gpu_energy_mj += 3_000.0
+    if total:
+        rails.mj.total_energy_mj += 5_500.0  # the module's input: CPU, GPU and the rest
+    (reading,) = meter.end("w", 1.0)
+    assert reading.energy_j == pytest.approx(5.5 if total else 4.0)  # rails never summed twice
+    # the input rail covers the memory too; without it the RAM model stands in
+    assert chosen.methods().get("ram", {}).get("method") == (None if total else "ram-model")
+    assert "cpu" not in chosen.methods()  # inside the SoC's row either way
+
+
+def test_jetson_gpu_is_not_read_twice(nvml, monkeypatch):
+    """Where NVML also answers, the Jetson's GPU stays inside the SoC's row alone."""
+    monkeypatch.setattr(zeus_soc, "_soc", JetsonRails(total=True))
+    chosen = build_meters(["auto"], torch.device("cuda:0"), assumed_power_w=70)
+    assert set(chosen.methods()) == {"soc", "assumed-board"} and chosen.notes == []
+    (meter,) = [m for m in chosen.meters if isinstance(m, ZeusMeter)]
+    assert meter.monitor.gpu_indices == []
+
+
+# ------------------------------------------------------------------------------------------
+# AMD: the amdsmi library faked; Zeus's AMDGPUs decides counter or power polling
+# ------------------------------------------------------------------------------------------
+
+class AmdSmiError(Exception):
+    def get_error_code(self):
+        return 2
+
+    def get_error_info(self):
+        return "not supported"
+
+
+class FakeAmdSmi:
+    """The amdsmi library on a machine of AMD GPUs: power in W ("N/A" where unsupported),
+    energy counter in ticks of `counter_resolution` uJ that advances at the GPU's power
+    (`counter="accurate"`), stands still (`"stuck"`: the known amdsmi bug Zeus checks for)."""
+
+    AmdSmiInitFlags = SimpleNamespace(INIT_AMD_GPUS=1)
+    AmdSmiLibraryException = AmdSmiError
+    AmdSmiException = AmdSmiError
+
+    def __init__(self, names, powers_w, counter="accurate"):
+        self.names, self.powers_w, self.counter = names, powers_w, counter
+        self.t0 = time.monotonic()
+
+    def amdsmi_init(self, flags):
+        pass
+
+    def amdsmi_shut_down(self):
+        pass
+
+    def amdsmi_get_processor_handles(self):
+        return list(range(len(self.names)))
+
+    def amdsmi_get_gpu_enumeration_info(self, handle):
+        return {"hip_id": handle}
+
+    def amdsmi_get_gpu_asic_info(self, handle):
+        return {"market_name": self.names[handle]}
+
+    def _power_w(self, handle):
+        base = self.powers_w[handle]
+        # changes every 20 ms, as a real sensor does (Zeus's poller keeps only changes)
+        return base + int(time.monotonic() * 50) % 2 if base else 0
+
+    def amdsmi_get_power_info(self, handle):
+        watts = self._power_w(handle)
+        return {"current_socket_power": watts, "average_socket_power": watts}
+
+    def amdsmi_get_energy_count(self, handle):
+        elapsed = time.monotonic() - self.t0 if self.counter == "accurate" else 0.0
+        return {"energy_accumulator": int(elapsed * self.powers_w[handle] * 1e6),
+                "counter_resolution": 1.0}
+
+
+def _amd_gpus(monkeypatch, library):
+    """Zeus's real AMDGPUs over `library`, installed as Zeus's GPU singleton."""
+    monkeypatch.setattr(zeus_amd, "amdsmi", library)
+    monkeypatch.delenv("HIP_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    zeus_amd._hip_to_amdsmi_handle.cache_clear()
+    gpus = zeus_amd.AMDGPUs()  # measures each counter against power for 0.5 s
+    monkeypatch.setattr(zeus_gpu, "_gpus", gpus)
+    return gpus
+
+
+@pytest.fixture
+def forked_poller(monkeypatch):
+    """Zeus's power poller is a spawned process, which would not see a fake installed here:
+    it is forked instead, so that it polls the same fake."""
+    monkeypatch.setattr(zeus_power, "mp", SimpleNamespace(
+        get_context=lambda method: multiprocessing.get_context("fork")))
+
+
+@pytest.fixture
+def amd(monkeypatch, no_rapl, forked_poller):
+    """Make AMD GPUs: `amd(names, powers_w, counter)`."""
+    yield lambda *args, **kw: _amd_gpus(monkeypatch, FakeAmdSmi(*args, **kw))
+    zeus_gpu._gpus = None  # (monkeypatch restores None too, after the fake amdsmi is gone)
+    gc.collect()  # AMDGPUs.__del__ shuts amdsmi down: while the fake is still in place
+    zeus_amd._hip_to_amdsmi_handle.cache_clear()
+
+
+def test_amd_gpu_with_an_accurate_counter_is_read_by_it(amd):
+    amd(["AMD Instinct MI210"], [100])
+    meter, notes = ZeusMeter.probe([0], measure_cpu=False)
+    assert notes == [] and meter.monitor.power_monitor is None
+    assert meter.methods() == {"gpu": ("zeus-amdsmi", "measured")}
+    assert "GPU: Zeus, amdsmi energy counter on AMD Instinct MI210" == meter.describe()
+    meter.begin("w")
+    time.sleep(0.2)
+    (reading,) = meter.end("w", 0.2)
+    assert reading.energy_j == pytest.approx(100 * 0.2, rel=0.25)  # the counter's difference
+
+
+def test_amd_gpu_whose_counter_fails_zeus_check_is_polled(amd):
+    amd(["AMD Instinct MI210"], [100], counter="stuck")
+    meter, notes = ZeusMeter.probe([0], measure_cpu=False)
+    try:
+        assert notes == [] and meter.methods() == {"gpu": ("zeus-amdsmi-polled", "measured")}
+        assert "amdsmi instant power polled and integrated" in meter.describe()
+        time.sleep(0.1)
+        meter.begin("w")
+        time.sleep(0.4)
+        (reading,) = meter.end("w", 0.4)
+        # Zeus's PowerMonitor integrated ~100.5 W (the stuck counter would have said 0 J)
+        assert 100 * 0.3 < reading.energy_j < 101 * 0.45
+    finally:
+        processes = list(meter.monitor.power_monitor.processes.values())
+        meter.close()
+    assert processes and not any(p.is_alive() for p in processes)
+
+
+def test_mi250_second_die_is_not_measured_and_says_why(amd):
+    amd(["AMD Instinct MI250X", "AMD Instinct MI250X"], [300, 0])  # die 1's power is on die 0
+    meter, notes = ZeusMeter.probe([1], measure_cpu=False)
+    assert meter is None
+    assert notes[0].startswith("GPU energy not measured: GPU 1 has no usable energy counter and "
+                               "Zeus cannot read its power (ZeusGPUNotSupportedError: GPU 1 is "
+                               "a chiplet of a dual-die AMD Instinct MI250/MI250X")
+    with pytest.raises(ConfigError, match="meters includes 'nvml' but GPU energy not measured: GPU 1"):
+        check_available(["nvml"], torch.device("cuda:1"))
+    first, notes = ZeusMeter.probe([0], measure_cpu=False)
+    assert first.methods() == {"gpu": ("zeus-amdsmi", "measured")}
+    assert notes == ["GPU 0 (AMD Instinct MI250X) is one die of a dual-die MI250: AMD reports "
+                     "both dies' power on one of them, so its figure may include the other "
+                     "die's work"]
+
+
+# ------------------------------------------------------------------------------------------
+# NVIDIA: pynvml faked; the timeline's GPU power falls back to average power
+# ------------------------------------------------------------------------------------------
+
+class FakeNVML:
+    """pynvml's calls that Zeus's NVIDIAGPUs makes, for one Volta-or-newer GPU: the energy
+    counter in mJ, and power fields in mW that answer or fail as the test says."""
+
+    def __init__(self, pynvml):
+        self.pynvml = pynvml
+        self.energy_mj, self.instant_mw, self.average_mw = 1_000_000, 250_000, 200_000
+        self.instant, self.average = pynvml.NVML_SUCCESS, pynvml.NVML_SUCCESS
+        self.architecture = pynvml.NVML_DEVICE_ARCH_AMPERE
+
+    def install(self, monkeypatch):
+        nv = self.pynvml
+
+        def unsupported(*_):
+            raise nv.NVMLError(nv.NVML_ERROR_NOT_SUPPORTED)
+
+        def fields(handle, wanted):
+            (field, _scope), = wanted
+            status, value = ((self.instant, self.instant_mw) if field == nv.NVML_FI_DEV_POWER_INSTANT
+                             else (self.average, self.average_mw))
+            return [SimpleNamespace(nvmlReturn=status, value=SimpleNamespace(uiVal=value))]
+
+        for name, call in {
+            "nvmlInit": lambda: None, "nvmlShutdown": lambda: None,
+            "nvmlDeviceGetCount": lambda: 1, "nvmlDeviceGetHandleByIndex": lambda i: f"gpu{i}",
+            "nvmlDeviceGetC2cModeInfoV": unsupported,
+            "nvmlDeviceGetName": lambda h: "Fake NVIDIA GPU",
+            "nvmlDeviceGetArchitecture": lambda h: self.architecture,
+            "nvmlDeviceGetTotalEnergyConsumption": lambda h: self.energy_mj,
+            "nvmlDeviceGetFieldValues": fields,
+            "nvmlDeviceGetComputeRunningProcesses": lambda h: [],
+            "nvmlErrorString": lambda code: f"NVML error {code}",
+        }.items():
+            monkeypatch.setattr(nv, name, call)
+
+
+@pytest.fixture
+def nvml(monkeypatch, no_rapl):
+    import pynvml
+    from zeus.device.gpu.nvidia import NVIDIAGPUs
+
+    fake = FakeNVML(pynvml)
+    fake.install(monkeypatch)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("ZEUSD_SOCK_PATH", raising=False)
+    monkeypatch.setattr(zeus_gpu, "_gpus", NVIDIAGPUs())  # Zeus's own class over the fake
+    return fake
+
+
+def test_nvidia_gpu_without_an_energy_counter_is_polled(nvml, forked_poller):
+    nvml.architecture = nvml.pynvml.NVML_DEVICE_ARCH_PASCAL  # before Volta: no counter
+    meter, notes = ZeusMeter.probe([0], measure_cpu=False)
+    try:
+        assert notes == [] and meter.methods() == {"gpu": ("zeus-nvml-polled", "measured")}
+        assert meter.describe() == ("GPU: Zeus, NVML instant power polled and integrated (no "
+                                    "energy counter) on Fake NVIDIA GPU")
+    finally:
+        meter.close()
+
+
+TIMELINE_METHODS = {"gpu": {"method": "zeus-nvml", "kind": "measured"},
+                    "cpu": {"method": "zeus-rapl", "kind": "measured"},
+                    "ram": {"method": "zeus-rapl", "kind": "measured"}}
+
+
+def test_gpu_power_falls_back_to_average_and_the_series_says_so(nvml):
+    meter, _ = ZeusMeter.probe([0], measure_cpu=False)
+    timeline = PowerTimeline([meter], TIMELINE_METHODS, period_s=1)
+    timeline.sample()  # instant power reads: 250 W
+    nvml.instant = nvml.pynvml.NVML_ERROR_NOT_SUPPORTED
+    timeline.sample()  # unsupported: the average, 200 W, labelled
+    nvml.instant = nvml.pynvml.NVML_ERROR_GPU_IS_LOST
+    timeline.sample()  # failed: the average again
+    nvml.instant = nvml.pynvml.NVML_SUCCESS
+    timeline.sample()
+    assert [(r["power_w"], r["method"]) for r in timeline.rows()] == [
+        (250.0, "zeus-nvml (measured)"),
+        (200.0, f"zeus-nvml (measured); {AVERAGE_POWER_NOTE}"),
+        (200.0, f"zeus-nvml (measured); {AVERAGE_POWER_NOTE}"),
+        (250.0, "zeus-nvml (measured)")]
+
+
+def test_one_failed_source_leaves_the_others_in_the_sample(nvml, monkeypatch):
+    cpus = FakeCPUs()
+    monkeypatch.setattr(zeus_cpu, "_cpus", cpus)
+    meter, _ = ZeusMeter.probe([0], measure_cpu=True)
+    timeline = PowerTimeline([meter], TIMELINE_METHODS, period_s=1)
+    timeline.sample()  # the counters' first read: GPU alone
+    nvml.instant = nvml.average = nvml.pynvml.NVML_ERROR_GPU_IS_LOST
+    cpus.cpu_mj[0] += 1_000
+    timeline.sample()  # no GPU figure at all: CPU and RAM stay
+    nvml.instant = nvml.average = nvml.pynvml.NVML_SUCCESS
+    cpus.fail = True
+    timeline.sample()  # RAPL fails: the GPU stays
+    cpus.fail = False
+    cpus.dram_mj[0] = None
+    timeline.sample()  # a package without its DRAM figure: CPU and GPU stay
+    got = [sorted(watts) for _, watts, _ in timeline.samples]
+    assert got == [["gpu"], ["cpu", "ram"], ["gpu"], ["cpu", "gpu"]]
+    assert timeline.samples[1][1]["cpu"] > 0 and timeline.samples[1][1]["ram"] == 0
+
+
+# ------------------------------------------------------------------------------------------
+# device = "mps"
+# ------------------------------------------------------------------------------------------
+
+def test_mps_refused_where_torch_has_none():
+    from energy_lib.device import devices_here, resolve_device, resolve_runtime
+
+    assert not torch.backends.mps.is_available()  # this machine: Linux
+    config = RunConfig(device="mps")  # a valid config: it may be meant for a Mac
+    with pytest.raises(ConfigError) as refused:
+        resolve_runtime(config)  # refused where it must run, before any data is loaded
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith("device='mps' is not available here")
+    assert message.endswith("use one of: " + ", ".join(devices_here()))
+    assert devices_here()[:2] == ["auto", "cpu"] and "mps" not in devices_here()
+    with pytest.raises(ConfigError, match="device='mps' is not available here"):
+        resolve_device("mps")
+    with pytest.raises(ConfigError, match="device='mps0' is not allowed; use auto, cpu, cuda, "
+                                          "cuda:N or mps"):
+        RunConfig(device="mps0")
+
+
+def test_mps_accepted_where_torch_has_it(monkeypatch, apple):
+    from energy_lib.device import device_name, devices_here, resolve_runtime
+    from energy_lib.energy.monitor import EnergyMonitor
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    syncs = []
+    monkeypatch.setattr(torch.mps, "synchronize", lambda: syncs.append(1))
+    runtime = resolve_runtime(RunConfig(device="mps", precision="fp32"))
+    assert runtime.device == torch.device("mps") and "mps" in devices_here()
+    assert device_name(runtime.device) == "Apple silicon GPU (MPS)"
+    monitor = EnergyMonitor(build_meters(["auto"], runtime.device, assumed_power_w=70).meters,
+                            runtime.device)
+    monitor.begin_window("w")
+    apple.add(gpu_mj=2_000)
+    window = monitor.end_window("w")
+    assert len(syncs) == 2  # each edge waits for the queued MPS kernels
+    assert {r.component: r.energy_j for r in window.readings}["soc"] == pytest.approx(2.0)
+    with pytest.raises(ConfigError, match="'nvml' but this run uses Apple's MPS"):
+        resolve_runtime(RunConfig(device="mps", meters="nvml"))
+
+
+# ------------------------------------------------------------------------------------------
+# One ZeusMonitor per run
+# ------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def monitors_built(monkeypatch):
+    """Each ZeusMonitor built (Zeus's own __init__ still runs)."""
+    built = []
+    real = zeus.monitor.ZeusMonitor.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(kwargs)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(zeus.monitor.ZeusMonitor, "__init__", counting)
+    return built
+
+
+def test_a_metered_run_builds_one_zeus_monitor(monitors_built, no_gpus, monkeypatch):
+    """The explicit 'rapl' is checked before the run (Zeus's device layer answers) and the
+    metering context builds the one monitor its windows, idle baseline and timeline share."""
+    from energy_lib.device import resolve_runtime
+
+    cpus = FakeCPUs()
+    monkeypatch.setattr(zeus_cpu, "_cpus", cpus)
+    config = RunConfig(device="cpu", meters="rapl", sample_period_s=0.05)
+    runtime = resolve_runtime(config)
+    assert monitors_built == []
+    with Metering.for_config(config, runtime.device) as metering:
+        metering.measure_idle(0.1)
+        with metering.window(Phase.RUN):
+            with metering.window(Phase.TRAIN, 1):
+                cpus.cpu_mj[0] += 2_000
+                time.sleep(0.1)
+    assert len(monitors_built) == 1
+    (meter,) = [m for m in metering.meter_set.meters if isinstance(m, ZeusMeter)]
+    assert metering.timeline.sources[0] is meter
+    train = [r for r in metering.rows if r["phase"] == "train" and r["scope"] == "machine"
+             and r["component"] == "cpu"]
+    assert train[0]["method"] == "zeus-rapl" and train[0]["energy_j"] == pytest.approx(2.0)
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_a_training_run_builds_one_zeus_monitor(monitors_built, no_gpus, monkeypatch):
+    from energy_lib.train import train
+
+    monkeypatch.setattr(zeus_cpu, "_cpus", FakeCPUs())
+    config = RunConfig(dataset="fashion_mnist", train_subset=128, test_subset=64, epochs=1,
+                       width=0.25, batch_size=64, idle_s=0.1, idle_after_s=0.1, download=False,
+                       device="cpu", meters="rapl")
+    result = train(config, progress=False)
+    assert result.status == "ok" and len(monitors_built) == 1
+    assert result.meters["methods"]["cpu"]["method"] == "zeus-rapl"
