@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .bundled import PROJECT_ROOT
+from .device import device_name
 from .energy.power_models import total_ram_gb
 
 
@@ -59,7 +60,7 @@ def collect(device: torch.device) -> dict:
         "torchvision_version": _version("torchvision"),  # without importing it (1-2 s)
         "cuda_version": torch.version.cuda,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "device_name": device_name(device),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "ram_total_gb": round(total_ram_gb(), 2),

@@ -134,7 +134,7 @@ def check_cpu(idle_s: float = 2.0, busy_s: float = 3.0) -> int:
     if isinstance(covered["ram"], RamPowerModel):
         print(f"RAM: not measured (no RAPL DRAM domain) -- {covered['ram'].describe()}")
     if not torch.cuda.is_available():
-        _, gpu_notes = ZeusMeter.probe([0], measure_cpu=False)
+        gpu_notes = ZeusMeter.unavailable([0], measure_cpu=False)  # no monitor needed to say why
         print(f"GPU: none visible to torch ({'; '.join(gpu_notes) or 'no CUDA device'})")
     try:
         _report(_measure(chosen.meters, device, idle_s, busy_s))
