@@ -501,3 +501,25 @@ def test_the_quick_plan_measures_every_distinct_layer_of_the_zoo():
     assert seen > len(zoo)  # layers repeat across models and blocks; each is measured once
     linear_macs = [cal._macs(c) for c in zoo if c["layer_type"] == "Linear"]
     assert max(linear_macs) > 50e6  # the MLP's large layers, beyond the random samples' 2 M
+
+
+def test_alone_vs_inside_times_every_leaf_call_and_the_whole_model():
+    """Getzner's protocol on both sides: each leaf call alone (in-place activations also out of
+    place, as the per-layer data measured them) and the whole model; the summary's ratios."""
+    from torch import nn
+
+    from energy_lib.estimators.alone_vs_inside import alone_vs_inside, summary
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(4 * 7 * 7, 5), nn.ReLU())
+    table = alone_vs_inside(model, "tiny", 2, input_size=(3, 16, 16), min_window_s=0.01)
+    assert list(table["layer_type"]) == ["Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear",
+                                         "ReLU", "(whole model)"]
+    assert list(table["inplace"]) == [False, True, False, False, False, False, False]
+    assert (table["alone_s"] > 0).all() and (table["alone_out_of_place_s"] > 0).all()
+    same = table[~table["inplace"]]
+    assert (same["alone_s"] == same["alone_out_of_place_s"]).all()
+    assert model[1].inplace  # the model's own module is left as it was
+    [row] = summary(table).to_dict("records")
+    assert row["sum_over_whole"] == pytest.approx(row["sum_alone_s"] / row["whole_s"])
+    assert 0 < row["relu_share_of_sum_pct"] < 100

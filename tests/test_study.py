@@ -650,8 +650,8 @@ def test_real_study_force_supersedes(tiny_study, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     folder = tmp_path / "runs" / "tiny"
     old = (folder / "precision-fp32.ipynb").read_bytes()
-    outcome = run_study(study, force=True, runs_root="runs", progress=False,
-                        only=["precision-fp32"])
+    outcome = run_study(study, force=True, runs_root=tmp_path / "runs", progress=False,
+                        only=["precision-fp32"])  # the copy: relative would mean the study's root
     assert outcome.ran == ["precision-fp32"] and outcome.skipped == []
     superseded = list((folder / "superseded").iterdir())
     assert len(superseded) == 1 and superseded[0].read_bytes() == old

@@ -262,7 +262,7 @@ def test_fashion_mnist_images_and_labels_must_agree(tmp_path):
 # ------------------------------------------------------------------------------------------
 
 #: a calibration of two rows (one ReLU, forward and train step) in well under a second
-FAST = ["--quick", "--per-type", "1", "--types", "ReLU", "--min-window-s", "0.001"]
+FAST = ["--quick", "--no-zoo", "--per-type", "1", "--types", "ReLU", "--min-window-s", "0.001"]
 CALIBRATE = "energy-study calibrate"
 
 
