@@ -161,3 +161,18 @@ def test_a_wheel_in_a_fresh_venv_runs_a_study_from_an_empty_folder(wheel, tmp_pa
     assert {"results.csv", "findings.md", "pareto.png"} <= {p.name for p in report.iterdir()}
     assert not (folder / "notebooks" / "runs").exists() and not (folder / "notebooks" / "report").exists()
     assert "precision-fp32" in (report / "results.csv").read_text()
+
+
+def test_the_run_notebook_opened_in_notebooks_reads_the_project_s_data_folder(tmp_path, monkeypatch):
+    """JupyterLab starts the run notebook's kernel in notebooks/: its default data_dir='data'
+    means the project root's data/, not notebooks/data (an absolute one is kept as given)."""
+    import energy_lib.lab as lab
+
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    monkeypatch.setattr(lab, "store", lambda name, value: None)  # no record being written here
+    config = lab.config_from({"data_dir": "data", "dataset": "fashion_mnist"}, before=())
+    assert config.data_dir == str(tmp_path / "data")
+    elsewhere = tmp_path / "elsewhere"
+    assert lab.config_from({"data_dir": str(elsewhere)}, before=()).data_dir == str(elsewhere)
