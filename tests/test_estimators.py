@@ -523,3 +523,15 @@ def test_alone_vs_inside_times_every_leaf_call_and_the_whole_model():
     [row] = summary(table).to_dict("records")
     assert row["sum_over_whole"] == pytest.approx(row["sum_alone_s"] / row["whole_s"])
     assert 0 < row["relu_share_of_sum_pct"] < 100
+
+
+def test_in_place_activations_are_named_as_priced_out_of_place():
+    """The per-layer data measured ReLU out of place; a model applying it in place is told so."""
+    from torch import nn
+
+    in_place = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(inplace=True), nn.Flatten(),
+                             nn.Linear(4 * 26 * 26, 10))
+    note = "1 activation(s) applied in place are priced from out-of-place measurements"
+    assert any(n.startswith(note) for n in layerwise_estimate(in_place, (1, 28, 28), 8).notes)
+    in_place[1].inplace = False
+    assert not any("applied in place" in n for n in layerwise_estimate(in_place, (1, 28, 28), 8).notes)

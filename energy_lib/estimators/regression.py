@@ -249,6 +249,12 @@ def layerwise_estimate(model: nn.Module, input_size, batch_size: int, *, fit="ge
     if extrapolated:
         notes.append(f"outside the measured ranges (efficiency held at the nearest measured "
                      f"layers): {', '.join(extrapolated)}")
+    in_place = [r["name"] for call, r in zip(trace.calls, rows)
+                if r["covered"] and getattr(call.module, "inplace", False)]
+    if in_place:  # measured alone as nn.ReLU(): a new output tensor per call
+        notes.append(f"{len(in_place)} activation(s) applied in place are priced from "
+                     "out-of-place measurements, an over-estimate (README: what a layer alone "
+                     "pays)")
     flags = []
     if fallback:
         flags.append(f"answered-at-{FP32}")
