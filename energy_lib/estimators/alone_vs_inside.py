@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .trace import trace_model
 
 MODELS = ("alexnet", "vgg11", "vgg13", "vgg16")  # the architectures Getzner et al. summed
 INPUT = (3, 224, 224)
@@ -48,21 +49,6 @@ def _seconds_per_call(fn, min_window_s: float) -> float:
             return elapsed / calls
 
 
-def _leaf_inputs(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, torch.Size]]:
-    """(name, module, input shape) of every leaf-module call in one forward pass."""
-    calls = []
-    names = {m: n for n, m in model.named_modules()}
-    hooks = [m.register_forward_pre_hook(lambda m, args: calls.append((names[m], m, args[0].shape)))
-             for m in model.modules() if not any(True for _ in m.children())]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return calls
-
-
 def alone_vs_inside(model: nn.Module, name: str, batch_size: int, *, input_size=INPUT,
                     min_window_s: float = MIN_WINDOW_S, seed: int = 0) -> pd.DataFrame:
     """One row per leaf-layer call of `model` (eval, no_grad, one random input reused, as the
@@ -73,9 +59,9 @@ def alone_vs_inside(model: nn.Module, name: str, batch_size: int, *, input_size=
     model = model.eval()
     x = torch.rand(batch_size, *input_size)
     rows = []
-    for layer, module, shape in _leaf_inputs(model, x):
-        data = torch.rand(shape)
-        row = {"model": name, "batch_size": batch_size, "layer": layer,
+    for call in trace_model(model, input_size, batch_size).calls:
+        module, data = call.module, torch.rand(call.input_shape)
+        row = {"model": name, "batch_size": batch_size, "layer": call.name,
                "layer_type": type(module).__name__, "inplace": bool(getattr(module, "inplace", False))}
         with torch.no_grad():
             row["alone_s"] = _seconds_per_call(lambda: module(data), min_window_s)

@@ -121,8 +121,8 @@ def root_above(start: str | Path | None = None) -> Path:
     """The project root for a notebook with no study file (the run notebook opened by hand):
     the nearest folder at or above `start` (the working folder) holding a studies/ folder,
     else `start` itself."""
-    start = Path(start or Path.cwd()).resolve()
-    return next((f for f in (start, *start.parents) if (f / "studies").is_dir()), start)
+    found, root = locate("studies", start)
+    return root if found.is_dir() else Path(start or Path.cwd()).resolve()
 
 
 def load_study(path: str | Path, *, max_cells: int = MAX_CELLS, repeats: int | None = None,
