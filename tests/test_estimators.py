@@ -241,7 +241,9 @@ def test_calibration_appends_and_resumes_without_duplicates(tmp_path):
     path, written, already = cal.calibrate(TINY, out_dir=tmp_path, machine="m", progress=False)
     assert (written, already) == (12, 0)  # 3 configurations x (forward, train_step) x 2 dtypes
     first = read_rows(path)
-    assert set(first.phase) == {"forward", "train_step"} and (first.energy_j > 0).all()
+    references = (first.phase == "reference").to_numpy()
+    assert references.tolist() == [True] + [False] * 12 + [True]  # the state before and after
+    assert set(first.phase[~references]) == {"forward", "train_step"} and (first.energy_j > 0).all()
     assert set(first.dtype) == {"float32", "bfloat16"}  # fp32 and the CPU's amp dtype
     assert set(first.kind) <= {"measured", "modelled"} and first.method.str.len().min() > 0
 
@@ -253,8 +255,9 @@ def test_calibration_appends_and_resumes_without_duplicates(tmp_path):
                                         machine="m", progress=False)
     assert (written, already) == (12, 12)
     table = read_rows(path)
-    assert len(table) == 24 and not table.duplicated(["config_id", "phase", "dtype"]).any()
-    assert table.iloc[:12].equals(first)  # what was measured is kept as it was
+    layers = table[table.phase != "reference"]
+    assert len(layers) == 24 and not layers.duplicated(["config_id", "phase", "dtype"]).any()
+    assert table.iloc[:14].equals(first)  # what was measured is kept as it was
 
 
 def test_a_calibration_covers_every_layer_type_of_the_zoo(tmp_path):
@@ -274,6 +277,64 @@ def test_a_calibration_covers_every_layer_type_of_the_zoo(tmp_path):
             estimate = layerwise_estimate(model, (1, 28, 28), 4, fit=path, training=training)
             assert estimate.uncovered_layers == [], (name, estimate.uncovered_layers)
             assert estimate.uncovered_macs_fraction == 0
+
+
+def test_reference_rows_take_the_machines_state_out_of_the_fit():
+    """Two sessions, the second on a machine twice as slow (its reference step costs 2 J, the
+    first's 1 J): the same layer measured in both comes out equal, at the median state (1.5 J);
+    a row between references of 1 and 2 J stands for 1.5 J; rows before the first reference
+    take its state. Without reference rows nothing is rescaled."""
+    from energy_lib.estimators.reference import normalise
+
+    phases = ["forward", "reference", "forward", "reference", "forward", "reference",
+              "forward", "reference"]
+    energy = [3.0, 1.0, 2.0, 1.0, 7.0, 2.0, 4.0, 2.0]
+    table = pd.DataFrame({"phase": phases, "energy_j": energy, "config_id": list("abcdefgh")})
+    layers, median_j = normalise(table)
+    assert median_j == 1.5 and list(layers.config_id) == ["a", "c", "e", "g"]
+    assert layers.energy_j.tolist() == pytest.approx([4.5, 3.0, 7.0, 3.0])
+    assert layers.state_factor.tolist() == pytest.approx([1 / 1.5, 1 / 1.5, 1.0, 2 / 1.5])
+    plain, none = normalise(table[table.phase != "reference"])
+    assert none is None and plain.energy_j.tolist() == [3.0, 2.0, 7.0, 4.0]
+
+
+def test_a_prediction_is_carried_to_the_machines_present_state(tmp_path, monkeypatch):
+    """A run's layer-regression prediction is the fit's figure times (reference step metered
+    now / the calibration's median reference), and says so; a calibration without reference
+    rows is used as it is, and says that."""
+    from energy_lib.estimators.calibrate import machine_name
+    from energy_lib.estimators.predict import predict_run
+
+    cpu = torch.device("cpu")
+    monkeypatch.chdir(tmp_path)
+    path, _, _ = cal.calibrate(replace(TINY, reference_every=4), out_dir="calibration",
+                               machine=machine_name(cpu), progress=False)
+    raw = pd.read_csv(path)
+    assert (raw.phase == "reference").sum() == 4  # before rows 1, 5 and 9, after row 12
+    assert load_fit(path).reference_j == pytest.approx(raw.loc[raw.phase == "reference", "energy_j"].median())
+    model = nn.Sequential(nn.Conv2d(2, 3, 2), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 4))
+    run = dict(input_size=(2, 5, 5), batch_size=2, eval_batch_size=2, train_size=4, test_size=2,
+               epochs=1, compute_dtype="float32", device=cpu)
+
+    def predicted(rows, facts):
+        row = next(r for r in rows if r["method"] == "layer-regression")
+        return row, facts["layer-regression"]
+
+    row, facts = predicted(*predict_run(model, **run))
+    state = facts["machine_state"]
+    assert state["reference_calibration_j"] == load_fit(path).reference_j
+    assert state["factor"] == pytest.approx(state["reference_now_j"] / state["reference_calibration_j"])
+    assert 0.2 < state["factor"] < 5  # the same machine, minutes apart
+    fit_step_j = layerwise_estimate(model, (2, 5, 5), 2, fit=path, training=True).energy_j
+    assert facts["train_step_j"] == pytest.approx(state["factor"] * fit_step_j)
+    assert row["energy_j"] == pytest.approx(2 * facts["train_step_j"] + facts["eval_forward_j"])
+    assert "for the machine's present state" in row["flag"]
+
+    raw[raw.phase != "reference"].to_csv(path, index=False)  # as a calibration before references
+    row, facts = predicted(*predict_run(model, **run))
+    assert facts["machine_state"] is None and "not rescaled" in row["flag"]
+    assert facts["train_step_j"] == pytest.approx(
+        layerwise_estimate(model, (2, 5, 5), 2, fit=path, training=True).energy_j)
 
 
 def test_an_older_calibration_file_is_refused_for_appending_and_read_as_fp32(tmp_path):

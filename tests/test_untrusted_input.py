@@ -298,8 +298,8 @@ def test_calibrate_resumes_its_own_file_and_cuts_a_half_line(tmp_path, capsys):
     code, _ = calibrate_main(capsys, *FAST, "--machine", "m", "--out-dir", str(out_dir))
     path = out_dir / "m.csv"
     text = path.read_text()
-    # header + (forward, train_step) x (float32, bfloat16)
-    assert code == 0 and text.startswith(cal._header()) and len(text.splitlines()) == 5
+    # header + reference + (forward, train_step) x (float32, bfloat16) + reference
+    assert code == 0 and text.startswith(cal._header()) and len(text.splitlines()) == 7
     path.write_text(text + "ReLU,half a li")  # a killed write
     code, _ = calibrate_main(capsys, *FAST, "--machine", "m", "--out-dir", str(out_dir))
     assert code == 0 and path.read_text() == text  # cut, nothing measured twice

@@ -6,7 +6,10 @@ the predictions are made for, not only their neighbourhood), each run as a forwa
 fp32 and under the autocast dtype an amp run uses on the device (bfloat16 on a CPU, float16 on
 CUDA: a mixed-precision run's layers cost what they cost in that dtype, not fp32's), each
 timed and metered over enough repeats to fill a short window, and appended row by row to
-`calibration/<machine>.csv` in the long format of `layer_data.COLUMNS`. A killed calibration
+`calibration/<machine>.csv` in the long format of `layer_data.COLUMNS`. A fixed reference step
+is metered before the first row, every `Plan.reference_every` rows and after the last (rows of
+phase `reference`): the machine's state around each row, which reference.py takes out of the
+fit and puts back at prediction time. A killed calibration
 keeps every finished row (each is flushed and fsynced; a half-written last line is cut on the
 next start), and a rerun with the same seed and ranges skips what is already there. A file that
 does not start with exactly our header was not written here and is never appended to or replaced;
@@ -37,6 +40,7 @@ from torch import nn
 from ..errors import ConfigError, EnergyStudyError, WriteError
 from ..files import check_file_name, check_output_file, create_new
 from .layer_data import COLUMNS, LAYER_TYPES, count_macs
+from .reference import PROBE_WINDOW_S, REFERENCE_CONFIG, REFERENCE_PHASE, REFERENCE_WINDOWS
 
 DEFAULT_DIR = Path("calibration")
 
@@ -111,6 +115,8 @@ class Plan:
     #: also measure the distinct layers of these models (ZOO's form) at zoo_batch_sizes
     zoo: tuple[dict, ...] = ()
     zoo_batch_sizes: tuple[int, ...] = ZOO_BATCH_SIZES
+    #: layer rows between two measurements of the reference step (reference.py)
+    reference_every: int = 32
 
 
 def plan_dtypes(plan: Plan, device: torch.device) -> tuple[str, ...]:
@@ -155,6 +161,8 @@ def sample_configs(plan: Plan) -> list[dict]:
     check_window_s(plan.min_window_s)
     if plan.max_repeats < 1:
         raise ConfigError(f"max_repeats={plan.max_repeats!r} is not allowed; must be >= 1")
+    if plan.reference_every < 1:
+        raise ConfigError(f"reference_every={plan.reference_every!r} is not allowed; must be >= 1")
     rng = np.random.default_rng(plan.seed)
     r = plan.ranges
     configs = []
@@ -348,6 +356,21 @@ def measure(config: dict, phase: str, plan: Plan, device: torch.device,
     return row
 
 
+def measure_reference(plan: Plan, device: torch.device) -> dict:
+    """One reference row (reference.py): the reference training step in fp32, the median of
+    REFERENCE_WINDOWS metered windows of the plan's length."""
+    rows = sorted((measure(REFERENCE_CONFIG, "train_step", plan, device)
+                   for _ in range(REFERENCE_WINDOWS)), key=lambda row: row["energy_j"])
+    return {**rows[len(rows) // 2], "phase": REFERENCE_PHASE, "macs": _macs(REFERENCE_CONFIG)}
+
+
+def probe(device: torch.device) -> dict:
+    """The reference step metered now, before a prediction: {"energy_j", "seconds"} per step."""
+    row = measure_reference(replace(QUICK_PLAN, min_window_s=PROBE_WINDOW_S, max_repeats=10_000),
+                            device)
+    return {"energy_j": row["energy_j"], "seconds": row["seconds"]}
+
+
 def machine_name(device: torch.device) -> str:
     """A file-name-safe name for the hardware a calibration stands for."""
     from ..provenance import cpu_model
@@ -472,12 +495,16 @@ def calibrate(plan: Plan = QUICK_PLAN, *, out_dir: str | Path = DEFAULT_DIR, mac
     bar = tqdm(total=total, initial=already, desc=f"calibrating {machine}",
                unit="meas", disable=not progress)
     try:
-        for config, phase, dtype in todo:
+        for index, (config, phase, dtype) in enumerate(todo):
+            if index % plan.reference_every == 0:  # the machine's state around these rows
+                _append(path, {**measure_reference(plan, device), "machine": machine})
             row = measure(config, phase, plan, device, dtype)
             row["machine"] = machine
             row["macs"] = _macs(config)
             _append(path, row)
             bar.update(1)
+        if todo:
+            _append(path, {**measure_reference(plan, device), "machine": machine})
     finally:
         bar.close()
     return path, len(todo), already

@@ -49,7 +49,7 @@ def fit_key(data: list[bytes]) -> str:
     except metadata.PackageNotFoundError:
         digest.update(b"no-sklearn")
     here = Path(__file__).resolve().parent
-    for name in ("regression.py", "layer_fit.py", "layer_data.py", "fit_cache.py"):
+    for name in ("regression.py", "layer_fit.py", "layer_data.py", "reference.py", "fit_cache.py"):
         digest.update((here / name).read_bytes())
     for chunk in data:
         digest.update(hashlib.sha256(chunk).digest())
@@ -132,7 +132,8 @@ def save(path: Path, layer_fit: LayerFit) -> bool:
         models.append({"layer_type": model.layer_type, "phase": model.phase,
                        "dtype": model.dtype, "family": model.family,
                        "columns": model.columns, "smear": model.smear, "report": model.report})
-    meta = {"format": FORMAT, "source": layer_fit.source, "machine": layer_fit.machine, "models": models}
+    meta = {"format": FORMAT, "source": layer_fit.source, "machine": layer_fit.machine,
+            "reference_j": layer_fit.reference_j, "models": models}
     arrays["meta"] = np.array(json.dumps(meta))
 
     def write(temporary: Path) -> None:
@@ -164,7 +165,7 @@ def load(path: Path) -> LayerFit | None:
             models[(m["layer_type"], m["phase"], m["dtype"])] = TypeModel(
                 m["layer_type"], m["phase"], m["dtype"], m["family"], regressor, list(m["columns"]),
                 float(m["smear"]), lows, highs, dict(m["report"]))
-        return LayerFit(models, meta["source"], meta["machine"])
+        return LayerFit(models, meta["source"], meta["machine"], meta.get("reference_j"))
     except Exception:  # noqa: BLE001 - any unreadable cache (truncated, corrupt, old) is refitted
         return None
 

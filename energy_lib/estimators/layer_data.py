@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
+from .reference import normalise
 
 # The long format: also the header of a calibration file.
 PARAMETERS = ["batch_size", "in_channels", "out_channels", "image_size", "kernel_size", "stride",
@@ -100,8 +101,15 @@ def getzner2023() -> pd.DataFrame:
 
 
 def read_calibration(path: str | Path) -> pd.DataFrame:
-    """A calibration file in the long format. Missing, empty or malformed -> ConfigError, one
-    line naming the file and what it needs."""
+    """A calibration file's layer rows in the long format, rescaled to its median reference
+    state (`reference`). Missing, empty or malformed -> ConfigError, one line naming the file
+    and what it needs."""
+    return read_calibration_with_reference(path)[0]
+
+
+def read_calibration_with_reference(path: str | Path) -> tuple[pd.DataFrame, float | None]:
+    """(read_calibration's rows, the file's median reference step in J: the machine state its
+    rows now stand for; None when the file holds no reference rows)."""
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"calibration file {str(file)!r} does not exist; {available_fits_text()}")
@@ -114,6 +122,7 @@ def read_calibration(path: str | Path) -> pd.DataFrame:
         what = f"lacks columns {missing}" if missing and not table.empty else "is empty"
         raise ConfigError(f"calibration file {str(file)!r} {what}; a calibration needs the columns "
                           f"{','.join(COLUMNS)} (write one with `energy-study calibrate`)")
+    table, reference_j = normalise(table)
     if "dtype" not in table:  # written before calibrations measured amp: every row is fp32
         table["dtype"] = FP32
     table["dtype"] = table["dtype"].fillna(FP32).astype(str)
@@ -127,7 +136,7 @@ def read_calibration(path: str | Path) -> pd.DataFrame:
     if not valid.any():
         raise ConfigError(f"calibration file {str(file)!r} has no usable rows; need layer_type in "
                           f"{LAYER_TYPES}, phase in {PHASES}, dtype in {DTYPES}, energy_j > 0, batch_size >= 1")
-    return table[valid].reset_index(drop=True)
+    return table[valid].reset_index(drop=True), reference_j
 
 
 def available_fits_text(calibration_dir: str | Path = "calibration") -> str:

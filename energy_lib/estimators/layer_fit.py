@@ -43,6 +43,9 @@ class LayerFit:
     models: dict[tuple[str, str, str], TypeModel]  # (layer type, phase, dtype)
     source: str  # which data and which hardware
     machine: str
+    #: the median reference step of the calibration (J): the machine state the fit stands for
+    #: (reference.py); None for data without reference rows
+    reference_j: float | None = None
 
     @property
     def dtypes(self) -> list[str]:

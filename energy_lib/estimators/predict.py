@@ -21,7 +21,7 @@ from torch import nn
 from ..energy.table import EnergyRow, Kind, Method, Phase
 from .extrapolate import SteadyPart, extrapolate_epochs
 from .ops import ops_estimate
-from .regression import layerwise_estimate
+from .regression import layerwise_estimate, load_fit
 
 #: The component of a prediction: the model's compute (structural estimators), or the whole
 #: headline figure (early-epoch extrapolation of the measured/modelled total).
@@ -38,6 +38,30 @@ def calibration_for(device: torch.device) -> Path | None:
         if (folder / name).is_file():
             return folder / name
     return None
+
+
+def machine_state(fit: str | Path, device: torch.device) -> dict | None:
+    """How the machine runs now against the hours `fit` was calibrated in (reference.py): the
+    reference step metered now (about a second), its calibration median, and their ratio
+    `factor`, by which the fit's predictions are multiplied. None for a fit without reference
+    rows (older calibrations, the Getzner data): its figures stand for the hours it was made."""
+    from .calibrate import probe
+
+    layer_fit = load_fit(fit)
+    if layer_fit.reference_j is None:
+        return None
+    now = probe(device)
+    return {"factor": now["energy_j"] / layer_fit.reference_j, "reference_now_j": now["energy_j"],
+            "reference_calibration_j": layer_fit.reference_j}
+
+
+def state_text(state: dict | None) -> str:
+    """What the machine-state factor did, for an estimate's source."""
+    if state is None:
+        return "; not rescaled to the machine's present state (no reference rows in the fit)"
+    return (f"; x{state['factor']:.2f} for the machine's present state (reference step "
+            f"{state['reference_now_j']:.3g} J now, {state['reference_calibration_j']:.3g} J in "
+            "calibration)")
 
 
 def predict_run(model: nn.Module, *, input_size: tuple[int, int, int], batch_size: int,
@@ -60,19 +84,26 @@ def predict_run(model: nn.Module, *, input_size: tuple[int, int, int], batch_siz
     estimators[Method.LAYER_REGRESSION] = lambda training, batch: layerwise_estimate(
         model, input_size, batch, fit=fit, training=training, compute_dtype=compute_dtype)
     for method, estimate in estimators.items():
+        # only this machine's calibration can be carried to its present state
+        rescaled = method == Method.LAYER_REGRESSION and calibration is not None
         try:
             step = estimate(True, batch_size)
             forward = estimate(False, eval_batch_size)
+            state = machine_state(calibration, device) if rescaled else None
         except Exception as error:  # noqa: BLE001 - an estimator never stops a run
             facts[str(method)] = {"error": f"{type(error).__name__}: {error}".splitlines()[0]}
             continue
-        energy_j = epochs * (train_steps * step.energy_j + eval_steps * forward.energy_j)
+        scale = state["factor"] if state else 1.0
+        step_j, forward_j = scale * step.energy_j, scale * forward.energy_j
+        energy_j = epochs * (train_steps * step_j + eval_steps * forward_j)
         left_out = (f"; left out {', '.join(step.uncovered_layers)} ({step.uncovered_macs_fraction:.1%}"
                     " of MACs)") if step.uncovered_layers else ""
-        flag = f"{step.source}{left_out}" + "".join(f"; {f}" for f in step.flags)
+        flag = (f"{step.source}{state_text(state) if rescaled else ''}{left_out}"
+                + "".join(f"; {f}" for f in step.flags))
         rows.append(EnergyRow(None, Phase.PREDICTED, MODEL, method, Kind.ESTIMATED, energy_j,
                               math.nan, flag).to_dict())
-        facts[str(method)] = {"train_step_j": step.energy_j, "eval_forward_j": forward.energy_j,
+        facts[str(method)] = {"train_step_j": step_j, "eval_forward_j": forward_j,
+                              "machine_state": state,
                               "train_steps_per_epoch": train_steps,
                               "eval_steps_per_epoch": eval_steps, "source": step.source,
                               "uncovered_layers": step.uncovered_layers,

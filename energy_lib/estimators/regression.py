@@ -58,7 +58,7 @@ from ..errors import ConfigError
 from . import fit_cache
 from .fit_cache import ScaledLinear, TreeEnsemble
 from .layer_data import (DTYPES, FP32, GETZNER_FILES, LAYER_TYPES, available_fits_text,
-                         describe_call, features, getzner2023, read_calibration)
+                         describe_call, features, getzner2023, read_calibration_with_reference)
 from .layer_fit import LayerFit, TypeModel, linear_terms
 from .result import Estimate
 from .trace import trace_model
@@ -125,14 +125,16 @@ def fit_type(table: pd.DataFrame, layer_type: str, phase: str, dtype: str = FP32
     return model
 
 
-def fit_table(table: pd.DataFrame, source: str, machine: str) -> LayerFit:
+def fit_table(table: pd.DataFrame, source: str, machine: str,
+              reference_j: float | None = None) -> LayerFit:
     """One model per (layer type, phase, compute dtype). One OpenMP thread: on a shared 2-core
     machine the default threading made the same fit 10-20x slower."""
     with threadpool_limits(1):
-        return _fit_table(table, source, machine)
+        return _fit_table(table, source, machine, reference_j)
 
 
-def _fit_table(table: pd.DataFrame, source: str, machine: str) -> LayerFit:
+def _fit_table(table: pd.DataFrame, source: str, machine: str,
+               reference_j: float | None) -> LayerFit:
     models = {}
     table = table.assign(dtype=table["dtype"] if "dtype" in table else FP32)
     for (layer_type, phase, dtype), rows in table.groupby(["layer_type", "phase", "dtype"],
@@ -140,7 +142,7 @@ def _fit_table(table: pd.DataFrame, source: str, machine: str) -> LayerFit:
         if layer_type in LAYER_TYPES and len(rows) >= 1:
             models[(layer_type, phase, dtype)] = fit_type(rows.reset_index(drop=True), layer_type,
                                                           phase, dtype)
-    return LayerFit(models, source, machine)
+    return LayerFit(models, source, machine, reference_j)
 
 
 def load_fit(fit: str | os.PathLike = "getzner2023") -> LayerFit:
@@ -175,12 +177,12 @@ def _fit_getzner() -> LayerFit:
 @lru_cache(maxsize=8)
 def _fit_calibration(path: str, mtime_ns: int, size: int) -> LayerFit:
     def fit() -> LayerFit:
-        table = read_calibration(path)
+        table, reference_j = read_calibration_with_reference(path)
         machines = sorted(table["machine"].dropna().astype(str).unique()) if "machine" in table else []
         methods = sorted(table["method"].dropna().astype(str).unique()) if "method" in table else []
         machine = ", ".join(machines) or Path(path).stem
         return fit_table(table, f"fit on calibration {path} (meters: {', '.join(methods) or 'unknown'})",
-                         machine)
+                         machine, reference_j)
 
     label = "calibration-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in Path(path).stem)
     return fit_cache.cached(label, [path.encode(), Path(path).read_bytes()], fit)[0]

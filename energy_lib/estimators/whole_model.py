@@ -5,7 +5,8 @@ For the quick studies' models (the paper CNN at widths 0.5 and 1, a width-0.25 R
 device's amp dtype, the layer-regression fitted on this machine's calibration predicts the
 energy of the whole model; the project's meters (calibrate._metered -- the same meters the
 calibration used: measured where the hardware allows, modelled where not) meter the same passes,
-several windows each. The relative error (predicted / metered - 1), its median and spread per
+several windows each. Each prediction is carried to the machine's present state by the
+reference step (reference.py), metered just before, as a run's prediction is. The relative error (predicted / metered - 1), its median and spread per
 model, phase and dtype, is the whole-model error the README reports.
 
 Why it is worth doing even where the meters are models (a VM without RAPL: TDP x utilisation):
@@ -54,6 +55,7 @@ def whole_model_check(calibration: str | Path, *, cases=CASES, input_size=QUICK_
     from ..device import amp_dtype
     from ..models import create_model
     from .calibrate import _forward_fn, _in_dtype, _metered, _train_step_fn
+    from .predict import machine_state
     from .regression import layerwise_estimate
 
     device = torch.device(device)
@@ -66,6 +68,8 @@ def whole_model_check(calibration: str | Path, *, cases=CASES, input_size=QUICK_
                              num_classes=10, seed=seed, **knobs).to(device)
         for step, dtype, batch in itertools.product(training, dtypes, batch_sizes):
             model.train(step)
+            state = machine_state(calibration, device)  # as a run's prediction is made
+            factor = state["factor"] if state else 1.0
             predicted = layerwise_estimate(model, input_size, batch, fit=calibration,
                                            training=step, compute_dtype=dtype)
             getzner = layerwise_estimate(model, input_size, batch, training=step)
@@ -81,8 +85,9 @@ def whole_model_check(calibration: str | Path, *, cases=CASES, input_size=QUICK_
                 metered_j = energy_j / calls
                 rows.append({**case, "phase": "train_step" if step else "forward",
                              "dtype": dtype, "batch_size": batch, "repeat": repeat,
-                             "predicted_j": predicted.energy_j, "metered_j": metered_j,
-                             "error_pct": 100 * (predicted.energy_j / metered_j - 1),
+                             "predicted_j": factor * predicted.energy_j, "metered_j": metered_j,
+                             "error_pct": 100 * (factor * predicted.energy_j / metered_j - 1),
+                             "state_factor": factor,
                              "getzner_j": getzner.energy_j,
                              "getzner_error_pct": 100 * (getzner.energy_j / metered_j - 1),
                              "seconds_per_pass": seconds / calls, "calls": calls,
