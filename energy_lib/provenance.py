@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from . import allocator
 from .bundled import PROJECT_ROOT
 from .device import device_name
 from .energy.power_models import total_ram_gb
@@ -65,6 +66,7 @@ def collect(device: torch.device) -> dict:
         "cpu_count": os.cpu_count(),
         "ram_total_gb": round(total_ram_gb(), 2),
         "torch_threads": torch.get_num_threads(),
+        **allocator.settings(),
         "hostname": platform.node(),
         "os": platform.platform(),
         "executable": sys.executable,

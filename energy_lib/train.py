@@ -32,6 +32,7 @@ from .estimators.predict import early_epochs_row, predict_run
 from .model_stats import model_stats
 from .models import create_model
 from .records import Status
+from .allocator import steady_allocator
 from .pruning import finalise, prune_step, rebuild_optimizer, should_prune
 
 
@@ -183,6 +184,7 @@ def train(config: RunConfig, *, progress: bool | str = True,
     when among the meters, writes its log (default ./codecarbon)."""
     runtime = resolve_runtime(config)  # raises ConfigError before any data is loaded
     device = runtime.device
+    steady_allocator()  # a step costs what it costs in any process, not a fresh one's page faults
     started = _now()
     torch.manual_seed(config.seed)
     if device.type == "cuda":

@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..allocator import steady_allocator
 from ..errors import ConfigError
 from .trace import trace_model
 
@@ -55,6 +56,7 @@ def alone_vs_inside(model: nn.Module, name: str, batch_size: int, *, input_size=
     per-layer data were measured): its seconds per call alone, and for activations applied in
     place also alone out of place (as the per-layer data measured them); plus one row for the
     whole model."""
+    steady_allocator()  # as the calibration and the runs (allocator.py)
     torch.manual_seed(seed)
     model = model.eval()
     x = torch.rand(batch_size, *input_size)

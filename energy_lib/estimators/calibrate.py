@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..allocator import steady_allocator
 from ..errors import ConfigError, EnergyStudyError, WriteError
 from ..files import check_file_name, check_output_file, create_new
 from .layer_data import COLUMNS, LAYER_TYPES, count_macs
@@ -366,6 +367,7 @@ def measure_reference(plan: Plan, device: torch.device) -> dict:
 
 def probe(device: torch.device) -> dict:
     """The reference step metered now, before a prediction: {"energy_j", "seconds"} per step."""
+    steady_allocator()
     row = measure_reference(replace(QUICK_PLAN, min_window_s=PROBE_WINDOW_S, max_repeats=10_000),
                             device)
     return {"energy_j": row["energy_j"], "seconds": row["seconds"]}
@@ -481,6 +483,7 @@ def calibrate(plan: Plan = QUICK_PLAN, *, out_dir: str | Path = DEFAULT_DIR, mac
     written now, rows already there)."""
     configs = sample_configs(plan)  # validates everything before any measurement
     device = _resolve_device(device)
+    steady_allocator()  # rows priced as a training process pays them (allocator.py)
     machine = machine or machine_name(device)
     path, text = _open_calibration(out_dir, machine)
     dtypes = plan_dtypes(plan, device)

@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from ..allocator import steady_allocator
 from ..errors import ConfigError
 from .calibrate import ZOO, ZOO_INPUT
 
@@ -59,6 +60,7 @@ def whole_model_check(calibration: str | Path, *, cases=CASES, input_size=QUICK_
     from .regression import layerwise_estimate
 
     device = torch.device(device)
+    steady_allocator()  # as the calibration and the runs (allocator.py)
     dtypes = dtypes or ("float32", str(amp_dtype(device)).removeprefix("torch."))
     torch.manual_seed(seed)
     rows = []
