@@ -279,23 +279,15 @@ def test_a_calibration_covers_every_layer_type_of_the_zoo(tmp_path):
             assert estimate.uncovered_macs_fraction == 0
 
 
-def test_reference_rows_take_the_machines_state_out_of_the_fit():
-    """Two sessions, the second on a machine twice as slow (its reference step costs 2 J, the
-    first's 1 J): the same layer measured in both comes out equal, at the median state (1.5 J);
-    a row between references of 1 and 2 J stands for 1.5 J; rows before the first reference
-    take its state. Without reference rows nothing is rescaled."""
-    from energy_lib.estimators.reference import normalise
+def test_the_fit_stands_for_the_median_reference_and_keeps_its_rows_as_measured():
+    from energy_lib.estimators.reference import reference_state
 
-    phases = ["forward", "reference", "forward", "reference", "forward", "reference",
-              "forward", "reference"]
-    energy = [3.0, 1.0, 2.0, 1.0, 7.0, 2.0, 4.0, 2.0]
-    table = pd.DataFrame({"phase": phases, "energy_j": energy, "config_id": list("abcdefgh")})
-    layers, median_j = normalise(table)
-    assert median_j == 1.5 and list(layers.config_id) == ["a", "c", "e", "g"]
-    assert layers.energy_j.tolist() == pytest.approx([4.5, 3.0, 7.0, 3.0])
-    assert layers.state_factor.tolist() == pytest.approx([1 / 1.5, 1 / 1.5, 1.0, 2 / 1.5])
-    plain, none = normalise(table[table.phase != "reference"])
-    assert none is None and plain.energy_j.tolist() == [3.0, 2.0, 7.0, 4.0]
+    phases = ["forward", "reference", "forward", "reference", "train_step", "reference"]
+    table = pd.DataFrame({"phase": phases, "energy_j": [3.0, 1.0, 2.0, 4.0, 7.0, 2.0]})
+    layers, median_j = reference_state(table)
+    assert median_j == 2.0 and layers.energy_j.tolist() == [3.0, 2.0, 7.0]
+    plain, none = reference_state(layers)
+    assert none is None and plain.energy_j.tolist() == [3.0, 2.0, 7.0]
 
 
 def test_a_prediction_is_carried_to_the_machines_present_state(tmp_path, monkeypatch):

@@ -41,7 +41,7 @@ from ..allocator import steady_allocator
 from ..errors import ConfigError, EnergyStudyError, WriteError
 from ..files import check_file_name, check_output_file, create_new
 from .layer_data import COLUMNS, LAYER_TYPES, count_macs
-from .reference import PROBE_WINDOW_S, REFERENCE_CONFIG, REFERENCE_PHASE, REFERENCE_WINDOWS
+from .reference import REFERENCE_CONFIG, REFERENCE_PHASE, REFERENCE_WINDOW_S, REFERENCE_WINDOWS
 
 DEFAULT_DIR = Path("calibration")
 
@@ -357,9 +357,11 @@ def measure(config: dict, phase: str, plan: Plan, device: torch.device,
     return row
 
 
-def measure_reference(plan: Plan, device: torch.device) -> dict:
+def measure_reference(device: torch.device, seed: int = 0) -> dict:
     """One reference row (reference.py): the reference training step in fp32, the median of
-    REFERENCE_WINDOWS metered windows of the plan's length."""
+    REFERENCE_WINDOWS metered windows of at least REFERENCE_WINDOW_S (on a GPU, of its longer
+    least window), the same in a calibration and before a prediction."""
+    plan = Plan(min_window_s=REFERENCE_WINDOW_S, max_repeats=10_000, seed=seed)
     rows = sorted((measure(REFERENCE_CONFIG, "train_step", plan, device)
                    for _ in range(REFERENCE_WINDOWS)), key=lambda row: row["energy_j"])
     return {**rows[len(rows) // 2], "phase": REFERENCE_PHASE, "macs": _macs(REFERENCE_CONFIG)}
@@ -368,8 +370,7 @@ def measure_reference(plan: Plan, device: torch.device) -> dict:
 def probe(device: torch.device) -> dict:
     """The reference step metered now, before a prediction: {"energy_j", "seconds"} per step."""
     steady_allocator()
-    row = measure_reference(replace(QUICK_PLAN, min_window_s=PROBE_WINDOW_S, max_repeats=10_000),
-                            device)
+    row = measure_reference(device)
     return {"energy_j": row["energy_j"], "seconds": row["seconds"]}
 
 
@@ -500,14 +501,14 @@ def calibrate(plan: Plan = QUICK_PLAN, *, out_dir: str | Path = DEFAULT_DIR, mac
     try:
         for index, (config, phase, dtype) in enumerate(todo):
             if index % plan.reference_every == 0:  # the machine's state around these rows
-                _append(path, {**measure_reference(plan, device), "machine": machine})
+                _append(path, {**measure_reference(device, plan.seed), "machine": machine})
             row = measure(config, phase, plan, device, dtype)
             row["machine"] = machine
             row["macs"] = _macs(config)
             _append(path, row)
             bar.update(1)
         if todo:
-            _append(path, {**measure_reference(plan, device), "machine": machine})
+            _append(path, {**measure_reference(device, plan.seed), "machine": machine})
     finally:
         bar.close()
     return path, len(todo), already

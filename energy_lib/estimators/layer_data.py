@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
-from .reference import normalise
+from .reference import reference_state
 
 # The long format: also the header of a calibration file.
 PARAMETERS = ["batch_size", "in_channels", "out_channels", "image_size", "kernel_size", "stride",
@@ -101,9 +101,8 @@ def getzner2023() -> pd.DataFrame:
 
 
 def read_calibration(path: str | Path) -> pd.DataFrame:
-    """A calibration file's layer rows in the long format, rescaled to its median reference
-    state (`reference`). Missing, empty or malformed -> ConfigError, one line naming the file
-    and what it needs."""
+    """A calibration file's layer rows in the long format. Missing, empty or malformed ->
+    ConfigError, one line naming the file and what it needs."""
     return read_calibration_with_reference(path)[0]
 
 
@@ -122,7 +121,7 @@ def read_calibration_with_reference(path: str | Path) -> tuple[pd.DataFrame, flo
         what = f"lacks columns {missing}" if missing and not table.empty else "is empty"
         raise ConfigError(f"calibration file {str(file)!r} {what}; a calibration needs the columns "
                           f"{','.join(COLUMNS)} (write one with `energy-study calibrate`)")
-    table, reference_j = normalise(table)
+    table, reference_j = reference_state(table)
     if "dtype" not in table:  # written before calibrations measured amp: every row is fp32
         table["dtype"] = FP32
     table["dtype"] = table["dtype"].fillna(FP32).astype(str)

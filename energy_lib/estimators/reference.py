@@ -9,12 +9,17 @@ paper-CNN training step (width 1, fp32, batch 128) took 224 ms in the committed 
 rows were measured in, and a calibration file grows over several sessions.
 
 So `energy-study calibrate` meters the reference (rows with phase `reference`) before its first
-layer, every `Plan.reference_every` layers and after its last. Each layer row is rescaled from
-the reference around it (the mean of the nearest one before and after it in the file) to the
-file's median reference: the drift during and between calibration sessions is taken out of the
-fit. A prediction is then multiplied by (reference metered now / that median), the
+layer, every `Plan.reference_every` layers and after its last; their median is the state the
+fit stands for. A prediction is multiplied by (reference metered now / that median), the
 machine-state factor, which the estimate's source states. A calibration without reference rows
 (older files, the Getzner data) is used as it is, and says so.
+
+Why a median of many short windows: the reference's cost jitters by +-20 % from one 0.15-second
+window to the next on this VM. Three such windows per probe gave machine-state factors from
+0.77 to 1.70 within one 3-minute whole-model check, and made its median error worse (15.1 %
+against 12.4 % unscaled). The median of nine 0.1-second windows varied by +-4 % over six probes
+in a row. Layer rows are not rescaled one by one for the same reason: each would take on the
+jitter of the references beside it.
 
 What this cannot see: a change that slows the run's own layers and not the reference (a
 memory-bound model on a host whose memory bandwidth is taken), or load that arrives after the
@@ -34,32 +39,18 @@ REFERENCE_PHASE = "reference"
 REFERENCE_CONFIG = {"layer_type": "Conv2d", "batch_size": 32, "in_channels": 16,
                     "out_channels": 16, "image_size": 28, "kernel_size": 3, "stride": 1,
                     "padding": 1, "config_id": "reference"}
-#: metered windows per reference measurement (their median is kept: one window can be hit by a
+#: metered windows per reference measurement, and the least length of each: the median of many
+#: short windows, in calibration and before a prediction alike (one window can be hit by a
 #: neighbour's burst)
-REFERENCE_WINDOWS = 3
-#: the least length of a probe window before a prediction (the quick plan's windows; a calibration
-#: uses its plan's)
-PROBE_WINDOW_S = 0.15
+REFERENCE_WINDOWS = 9
+REFERENCE_WINDOW_S = 0.1
 
 
-def normalise(table: pd.DataFrame) -> tuple[pd.DataFrame, float | None]:
-    """(the layer rows, each rescaled to the file's median reference; that median in J per
-    reference step), from a calibration table in file order. Without reference rows: (the
-    layer rows unchanged, None). Rows before the first reference take the first one's state."""
+def reference_state(table: pd.DataFrame) -> tuple[pd.DataFrame, float | None]:
+    """(the layer rows of a calibration table, the median of its reference rows in J per
+    reference step: the machine state the fit stands for; None without reference rows)."""
     is_reference = (table["phase"] == REFERENCE_PHASE).to_numpy()
     energy = pd.to_numeric(table["energy_j"], errors="coerce").to_numpy(float)
     usable = is_reference & np.isfinite(energy) & (energy > 0)
-    layers = table[~is_reference].copy()
-    if not usable.any():
-        return layers.reset_index(drop=True), None
-    positions = np.flatnonzero(usable)
-    values = energy[usable]
-    median_j = float(np.median(values))
-    after = np.searchsorted(positions, np.flatnonzero(~is_reference))
-    before_j = values[np.clip(after - 1, 0, len(values) - 1)]
-    after_j = values[np.clip(after, 0, len(values) - 1)]
-    local_j = np.where((after > 0) & (after < len(values)), (before_j + after_j) / 2,
-                       np.where(after > 0, before_j, after_j))
-    layers["energy_j"] = pd.to_numeric(layers["energy_j"], errors="coerce") * (median_j / local_j)
-    layers["state_factor"] = local_j / median_j
-    return layers.reset_index(drop=True), median_j
+    median_j = float(np.median(energy[usable])) if usable.any() else None
+    return table[~is_reference].reset_index(drop=True), median_j
