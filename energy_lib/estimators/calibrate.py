@@ -41,7 +41,8 @@ from ..allocator import steady_allocator
 from ..errors import ConfigError, EnergyStudyError, WriteError
 from ..files import check_file_name, check_output_file, create_new
 from .layer_data import COLUMNS, LAYER_TYPES, count_macs
-from .reference import REFERENCE_CONFIG, REFERENCE_PHASE, REFERENCE_WINDOW_S, REFERENCE_WINDOWS
+from .reference import (REFERENCE_CONFIG, REFERENCE_PHASE, REFERENCE_WINDOW_S, REFERENCE_WINDOWS,
+                        REFERENCE_WINDOWS_GPU)
 
 DEFAULT_DIR = Path("calibration")
 
@@ -359,11 +360,12 @@ def measure(config: dict, phase: str, plan: Plan, device: torch.device,
 
 def measure_reference(device: torch.device, seed: int = 0) -> dict:
     """One reference row (reference.py): the reference training step in fp32, the median of
-    REFERENCE_WINDOWS metered windows of at least REFERENCE_WINDOW_S (on a GPU, of its longer
-    least window), the same in a calibration and before a prediction."""
+    REFERENCE_WINDOWS metered windows of at least REFERENCE_WINDOW_S (on a GPU, fewer windows of
+    its longer least length), the same in a calibration and before a prediction."""
     plan = Plan(min_window_s=REFERENCE_WINDOW_S, max_repeats=10_000, seed=seed)
+    windows = REFERENCE_WINDOWS_GPU if device.type == "cuda" else REFERENCE_WINDOWS
     rows = sorted((measure(REFERENCE_CONFIG, "train_step", plan, device)
-                   for _ in range(REFERENCE_WINDOWS)), key=lambda row: row["energy_j"])
+                   for _ in range(windows)), key=lambda row: row["energy_j"])
     return {**rows[len(rows) // 2], "phase": REFERENCE_PHASE, "macs": _macs(REFERENCE_CONFIG)}
 
 

@@ -44,6 +44,9 @@ REFERENCE_CONFIG = {"layer_type": "Conv2d", "batch_size": 32, "in_channels": 16,
 #: neighbour's burst)
 REFERENCE_WINDOWS = 9
 REFERENCE_WINDOW_S = 0.1
+#: on a GPU each window lasts calibrate.GPU_MIN_WINDOW_S (the energy counter's resolution), so
+#: fewer of them: a probe of about 3 s instead of 9
+REFERENCE_WINDOWS_GPU = 3
 
 
 def reference_state(table: pd.DataFrame) -> tuple[pd.DataFrame, float | None]:
