@@ -32,10 +32,10 @@ import torch
 from torch import nn
 
 from energy_lib.config import RunConfig
-from energy_lib.data import Split, TensorLoader, torchvision_loader
-from energy_lib.datasets import DATASETS
+from energy_lib.training.data import Split, TensorLoader, torchvision_loader
+from energy_lib.training.datasets import DATASETS
 from energy_lib.energy.monitor import synchronize
-from energy_lib.models import create_model
+from energy_lib.training.models import create_model
 
 CIFAR = DATASETS["cifar10"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,9 +179,9 @@ def _take(batches, steps: int):
 
 
 def _shipped_epoch(model, device, runtime, memory_format):
-    """The shipped training core (energy_lib.train.train_epoch) with train()'s own optimiser,
+    """The shipped training core (energy_lib.training.train.train_epoch) with train()'s own optimiser,
     gradient scaler and autocast: what P2 and P3 time."""
-    from energy_lib.train import autocast_for, train_epoch
+    from energy_lib.training.train import autocast_for, train_epoch
 
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     scaler = torch.amp.GradScaler(device.type, enabled=runtime.use_grad_scaler)
@@ -217,7 +217,7 @@ def _make_step(model, optimizer, autocast_dtype, device, memory_format, sync_los
 
 
 def _p2_cell(device, split, width, precision, steps, repeats, batch, workers, peaks) -> dict:
-    from energy_lib.device import resolve_runtime
+    from energy_lib.training.device import resolve_runtime
 
     runtime = resolve_runtime(RunConfig(precision=precision, device=str(device)))
     torch.manual_seed(0)
@@ -258,7 +258,7 @@ def p3_meter_overhead(pairs: int, block_steps: int) -> dict:
     picks, a window around each block, the power timeline sampling in the background) vs off,
     in alternating blocks of one training process, so that run-to-run variance cancels. Also
     the meters' own costs, timed directly: one window edge pair and one timeline sample."""
-    from energy_lib.device import resolve_runtime
+    from energy_lib.training.device import resolve_runtime
     from energy_lib.energy.metering import Metering
     from energy_lib.energy.table import Phase
 
@@ -313,7 +313,7 @@ TINY_CELL = dict(dataset="fashion_mnist", train_subset=256, test_subset=128, epo
 
 def p4_orchestration(repeats: int) -> dict:
     from energy_lib.study import RUN_NOTEBOOK, execute_notebook
-    from energy_lib.train import train
+    from energy_lib.training.train import train
 
     config = RunConfig(**TINY_CELL)
     in_process, papermill = [], []
@@ -358,10 +358,10 @@ def _p6_child(fit: str, repeats: int) -> None:
     training batch, a forward pass at the evaluation batch -- timed cold (first call) and warm
     (median of `repeats` more). Prints one JSON line."""
     started = time.perf_counter()
-    import energy_lib.train  # noqa: F401 - imports the estimators, as a cell does
+    import energy_lib.training.train  # noqa: F401 - imports the estimators, as a cell does
     from energy_lib.estimators import layerwise_estimate, ops_estimate
-    from energy_lib.model_stats import model_stats
-    from energy_lib.models import create_model
+    from energy_lib.training.model_stats import model_stats
+    from energy_lib.training.models import create_model
 
     c = P6_CELL
     model = create_model("paper_cnn", width=c["width"], in_channels=c["input_size"][0],
@@ -421,11 +421,10 @@ FAIL_SEED = 666  # a stand-in cell with this seed raises, for failure-isolation 
 
 STAND_IN_SOURCE = f"""\
 import os, time
-from energy_lib.config import FIELD_NAMES, RunConfig
+import energy_lib.lab as lab
 from energy_lib.records import RECORD_FORMAT, store
 
-config = RunConfig.from_dict({{k: v for k, v in dict(globals()).items() if k in FIELD_NAMES}})
-store("config", config)
+config = lab.config_from(config, globals())
 started = time.time()
 time.sleep(config.idle_s)  # the stand-in's only work: idle_s seconds of nothing
 if config.seed == {FAIL_SEED}:
@@ -446,11 +445,10 @@ def stand_in_notebook(folder: str | Path) -> Path:
     notebook = nbformat.v4.new_notebook()
     notebook.metadata.kernelspec = {"name": "python3", "display_name": "Python 3",
                                     "language": "python"}
-    from energy_lib.lab import RUNNER_PARAMETERS
+    from energy_lib.lab import PARAMETERS
 
-    # every parameter declared, as in run.ipynb (fields and the runner's): no warnings
-    defaults = {**RunConfig().to_dict(), **RUNNER_PARAMETERS}
-    parameters = nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in defaults.items()))
+    # every parameter declared, as in run.ipynb: no warnings
+    parameters = nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in PARAMETERS.items()))
     parameters.metadata["tags"] = ["parameters"]
     notebook.cells = [parameters, nbformat.v4.new_code_cell(STAND_IN_SOURCE)]
     path = Path(folder) / "stand_in.ipynb"
@@ -601,7 +599,7 @@ def p9_contention(pairs: int, train_subset: int, epochs: int) -> dict:
     (its longer time, its threads waiting for a core); the gap between them is what the
     attribution keeps off the cell's bill."""
     from energy_lib.energy.attribution import machine_load
-    from energy_lib.train import train
+    from energy_lib.training.train import train
 
     config = RunConfig(**{**TINY_CELL, "train_subset": train_subset, "epochs": epochs,
                           "idle_after_s": 0, "cell": "p9"})

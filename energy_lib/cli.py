@@ -4,9 +4,10 @@ A study file (studies/*.toml) names a grid of training runs. `energy-study run S
 one notebook per grid cell into runs/<study>/ (a lab record you can read later) and then the
 analysis into report/<study>/ (figures, results.csv, analysis.html).
 
-(For developers: argument parsing and messages only; the work is in the study/ package. A user mistake
-prints one line and exits 2; failed cells exit 1 after every other cell ran; an interrupt
-exits 130 and the next run resumes.)
+(For developers: argument parsing and messages only; the work is in the study/ package, and
+`calibrate`'s in estimators/calibrate.py. A user mistake prints one line and exits 2; failed cells
+exit 1 after every other cell ran; an interrupt exits 130, SIGTERM 143, and the next run resumes.
+`OneLineParser` and `run_tool` give the experiments in benchmarks/ the same contract.)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import signal
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
@@ -43,13 +45,63 @@ class UsageError(Exception):
     """An argument the parser cannot take: said in the CLI's one line, not a usage block."""
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line mistakes: `energy-study: error: ...` and exit 2, whichever
-    subcommand the mistake is in (argparse prints a usage block under the subcommand's name)."""
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with one-line mistakes: it raises UsageError (which `run_tool` prints as
+    `<prog>: error: ...`, exit 2) instead of printing a usage block and exiting, whichever
+    subcommand the mistake is in. Where the prog has several words (`energy-study run`,
+    `python -m benchmarks.whole_model`) the message ends with `(<prog> --help shows the options)`.
+    `options`, if given, adds the parser's arguments the first time it parses or shows its help:
+    a subcommand whose options come from a module slow to import (`calibrate`: torch) costs
+    nothing when another command is parsed."""
+
+    def __init__(self, *args, options: Callable[[argparse.ArgumentParser], None] | None = None,
+                 **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._options = options
+
+    def _add_options(self) -> None:
+        if self._options is not None:
+            add, self._options = self._options, None
+            add(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._add_options()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._add_options()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._add_options()
+        return super().format_help()
 
     def error(self, message: str):
-        raise UsageError(f"{message} (energy-study {self.prog.split(' ', 1)[-1]} --help shows "
-                         "the options)" if " " in self.prog else message)
+        message = " ".join(message.splitlines())
+        raise UsageError(f"{message} ({self.prog} --help shows the options)"
+                         if " " in self.prog else message)
+
+
+def run_tool(prog: str, work: Callable[[], int], *, resume: str = "") -> int:
+    """Run `work()` (parsing included) as a command-line tool and return its exit status: a user
+    mistake (EnergyStudyError, UsageError) prints one line, `<prog>: error: <message>`, and
+    returns 2; SIGTERM prints `<prog>: terminated (SIGTERM)<resume>` and returns 128 + 15; Ctrl-C
+    prints `<prog>: interrupted<resume>` and returns 130. No traceback for any of these. `resume`
+    says what a rerun does, e.g. "; run the same command again to resume (...)"."""
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return work()
+    except (EnergyStudyError, UsageError) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    except Terminated:
+        print(f"{prog}: terminated (SIGTERM){resume}", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted{resume}", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _on_sigterm(signum, frame) -> None:
@@ -69,11 +121,11 @@ def _override(text: str) -> tuple[str, object]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="energy-study", description=DESCRIPTION, epilog=EPILOG,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="energy-study", description=DESCRIPTION, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common = _Parser(add_help=False)
+    common = OneLineParser(add_help=False)
     common.add_argument("study", help="study file, e.g. studies/quick.toml")
     common.add_argument("--set", dest="overrides", metavar="KEY=VALUE", type=_override,
                         action="append", default=[], help="replace a [fixed] setting (repeatable)")
@@ -121,10 +173,49 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("folder", nargs="?", default=".", help="where (default: here); files "
                       "already there are kept")
     commands.add_parser("selfcheck", help="measure a known workload; say what can be measured here")
-    commands.add_parser("calibrate", add_help=False,
+    commands.add_parser("calibrate", options=_calibrate_options,
                         help="measure this machine's per-layer energy for the layer-regression "
                              "estimator (energy-study calibrate --help)")
     return parser
+
+
+def _range(text: str) -> tuple[int, int]:
+    """`LOW,HIGH` (or LOW:HIGH) integers: a calibration range."""
+    parts = text.replace(":", ",").split(",")
+    try:
+        low, high = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LOW,HIGH integers") from None
+    return low, high
+
+
+def _calibrate_options(parser: argparse.ArgumentParser) -> None:
+    """`energy-study calibrate`'s options, with the plan's defaults from estimators/calibrate.py
+    (which imports torch: added only when `calibrate` is parsed, see OneLineParser)."""
+    from dataclasses import fields
+
+    from .estimators import calibrate
+    from .estimators.layer_data import LAYER_TYPES
+
+    parser.description = calibrate.__doc__.splitlines()[0]
+    parser.add_argument("--quick", action="store_true", help="small layers, 6 per type, and the "
+                        "zoo's own layers: minutes on a 2-core CPU")
+    parser.add_argument("--per-type", type=int, help="configurations per layer type")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--types", help=f"comma-separated subset of {','.join(LAYER_TYPES)}")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtypes", help="comma-separated compute dtypes to measure (default: "
+                                         "float32 and the device's amp dtype)")
+    parser.add_argument("--machine", help="file name stem (default: derived from the CPU/GPU name)")
+    parser.add_argument("--out-dir", default=str(calibrate.DEFAULT_DIR))
+    parser.add_argument("--min-window-s", type=float)
+    parser.add_argument("--no-zoo", action="store_true", help="random samples only: leave out "
+                        "the zoo's own layers (paper CNN, ResNet-18, MLP at batch "
+                        f"{', '.join(map(str, calibrate.ZOO_BATCH_SIZES))})")
+    for f in fields(calibrate.Ranges):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=_range, metavar="LOW,HIGH",
+                            help=f"range (default {getattr(calibrate.Ranges(), f.name)}; --quick "
+                                 f"{getattr(calibrate.QUICK, f.name)})")
 
 
 def _cmd_init(folder: str) -> int:
@@ -219,6 +310,22 @@ def _report(study, args) -> int:
     return 0
 
 
+def _cmd_calibrate(args) -> int:
+    from dataclasses import fields
+
+    from .estimators.calibrate import Ranges, calibrate, make_plan
+
+    plan = make_plan(quick=args.quick, no_zoo=args.no_zoo, per_type=args.per_type, seed=args.seed,
+                     types=args.types, dtypes=args.dtypes, min_window_s=args.min_window_s,
+                     ranges={f.name: getattr(args, f.name) for f in fields(Ranges)})
+    start = time.perf_counter()
+    path, written, already = calibrate(plan, out_dir=args.out_dir, machine=args.machine,
+                                       device=args.device)
+    print(f"calibration: {written} new rows ({already} already there) in {path} "
+          f"in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
 def _cmd_export(study, args) -> int:
     from .files import check_output_file
     from .report.export import DEFAULT_FILE_NAMES, is_export, write_export
@@ -238,46 +345,35 @@ def _cmd_export(study, args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["calibrate"]:  # its own options: passed through whole
-        from .estimators.calibrate import main as calibrate
+    kept = "finished calibration rows" if argv[:1] == ["calibrate"] else "finished cells"
+    return run_tool("energy-study", lambda: _command(argv),
+                    resume=f"; run the same command again to resume ({kept} are kept)")
 
-        return calibrate(argv[1:])
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        args = _parser().parse_args(argv)
-        if args.command == "selfcheck":
-            from .selfcheck import main as selfcheck
 
-            return selfcheck()
-        if args.command == "init":
-            return _cmd_init(args.folder)
-        # folders the user typed mean the shell's working folder; the defaults (None) the
-        # study's project root (Study.runs_dir)
-        for name, default in (("runs_dir", "runs"), ("report_dir", "report")):
-            typed = getattr(args, name)
-            setattr(args, name, Path(typed).expanduser().resolve() if typed else default)
-        from .study import load_study
+def _command(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "selfcheck":
+        from .selfcheck import main as selfcheck
 
-        limit = {} if args.max_cells is None else {"max_cells": args.max_cells}
-        if args.repeats is not None:
-            limit["repeats"] = args.repeats
-        study = load_study(args.study, **limit, **dict(args.overrides))
-        command = {"run": _cmd_run, "report": _report, "list": _cmd_list,
-                   "export": _cmd_export}[args.command]
-        return command(study, args)
-    except (EnergyStudyError, UsageError) as error:
-        print(f"energy-study: error: {error}", file=sys.stderr)
-        return 2
-    except Terminated:
-        print("energy-study: terminated (SIGTERM); run the same command again to resume "
-              "(finished cells are kept)", file=sys.stderr)
-        return 128 + signal.SIGTERM
-    except KeyboardInterrupt:
-        print("energy-study: interrupted; run the same command again to resume "
-              "(finished cells are kept)", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        return selfcheck()
+    if args.command == "init":
+        return _cmd_init(args.folder)
+    if args.command == "calibrate":
+        return _cmd_calibrate(args)
+    # folders the user typed mean the shell's working folder; the defaults (None) the
+    # study's project root (Study.runs_dir)
+    for name, default in (("runs_dir", "runs"), ("report_dir", "report")):
+        typed = getattr(args, name)
+        setattr(args, name, Path(typed).expanduser().resolve() if typed else default)
+    from .study import load_study
+
+    limit = {} if args.max_cells is None else {"max_cells": args.max_cells}
+    if args.repeats is not None:
+        limit["repeats"] = args.repeats
+    study = load_study(args.study, **limit, **dict(args.overrides))
+    command = {"run": _cmd_run, "report": _report, "list": _cmd_list,
+               "export": _cmd_export}[args.command]
+    return command(study, args)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-from .datasets import DATASETS
+from .training.datasets import DATASETS
 from .errors import ConfigError
 
 PRECISIONS = ("fp32", "amp", "bf16")
@@ -226,7 +226,7 @@ def _momentum_fits_optimizer(config: RunConfig) -> None:
 
 
 def _model_and_knobs(config: RunConfig) -> None:
-    from .models import check_init_scheme, check_model_knobs, check_model_name
+    from .training.models import check_init_scheme, check_model_knobs, check_model_name
 
     check_model_name(config.model)
     check_model_knobs(config.model, width=config.width, **config.model_knobs)
@@ -234,7 +234,7 @@ def _model_and_knobs(config: RunConfig) -> None:
 
 
 def _pruning(config: RunConfig) -> None:
-    from .pruning import check_prune_settings
+    from .training.pruning import check_prune_settings
 
     check_prune_settings(config.prune, amount=config.prune_amount,
                          every_epochs=config.prune_every_epochs,

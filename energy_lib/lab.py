@@ -1,39 +1,33 @@
 """The few calls the run notebook makes (`import energy_lib.lab as lab`), kept here so the
 notebook stays thin and tested.
 
-Papermill injects parameters as plain assignments (`width = 2`) in a cell after the
-parameters cell, and only *warns* about names the notebook does not declare. So the notebook
-marks the point before its parameters (`mark_parameters(globals())`), and `config_from` reads
-the assignments of the cells run since then -- the parameters cell and papermill's injected
-one -- from IPython's input history. Every name assigned there must be a RunConfig field: a
-misspelt `-p widht 2` or a private-looking `-p _width 3` fails with a clear error instead of
-being silently ignored, and `-p lab 1` (which would replace a name the notebook itself uses)
-is refused by name instead of breaking a later cell. Reading the sources rather than the
-namespace is what makes the last case detectable: the config cell imports `lab` again, so the
-injected value is gone from the namespace by the time it could be checked there.
-
-Besides the RunConfig fields, the runner passes `RUNNER_PARAMETERS` (how this execution shows
-progress, where its record goes): papermill parameters like the others, never environment
-variables, so an executed notebook shows everything it was given.
+The hand-off to the kernel is three papermill parameters (`PARAMETERS`): `config`, a mapping of
+RunConfig fields (`energy-study run` passes a cell's whole validated configuration; a hand-run
+notebook passes the fields it changes), and this execution's `progress` and `record_path`. The
+notebook passes them on explicitly: `lab.config_from(config, globals())` validates, and
+`lab.train(run_config, record_path=..., progress=...)` trains. Papermill only *warns* about a
+name the notebook does not declare, so `config_from` also refuses any other value papermill
+injected (`-p width 2`, `-p widht 2`): a misspelt or misplaced setting stops the run with one line
+instead of being ignored.
 """
 
 from __future__ import annotations
 
-import ast
+import re
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Mapping
 
 import pandas as pd
 from tqdm import TqdmWarning
 
-from .config import FIELD_NAMES, RunConfig
+from .config import RunConfig
 from .energy import derive
 from .energy.table import Phase
 from .errors import ConfigError
 from .records import Status, store, store_run
-from .train import RunResult, train as train_config
+from .training.train import RunResult, train as train_config
 
 
 # A papermill kernel has no front end for widgets: tqdm.auto, imported by timm's hub client,
@@ -41,109 +35,71 @@ from .train import RunResult, train as train_config
 # plain text (`progress = "text"`), so the warning says nothing about the run.
 warnings.filterwarnings("ignore", message="IProgress not found", category=TqdmWarning)
 
-_LITERALS = (str, int, float, bool, type(None), list, dict)
-#: Parameters of this execution, not of the run, with their defaults for a notebook opened by
-#: hand: `progress` "auto" (a widget where the front end shows one) or "text" (the runner
-#: streams the kernel's stderr to a terminal); `record_path`, the record being written, so a
-#: CodeCarbon log lands beside it (`<record>.codecarbon/`; "" = ./codecarbon).
-RUNNER_PARAMETERS = {"progress": "auto", "record_path": ""}
-_RUNNER: dict[str, Any] = dict(RUNNER_PARAMETERS)  # this execution's, set by config_from
+#: The run notebook's papermill parameters, with their defaults for a notebook opened by hand:
+#: `config`, the RunConfig fields to set (none: RunConfig's defaults, the original T4 study's
+#: fp32 width-1 cell); `progress`, "auto" (a widget where the front end shows one) or "text"
+#: (the runner streams the kernel's stderr to a terminal); `record_path`, the record being
+#: written, so a CodeCarbon log lands beside it (`<record>.codecarbon/`; "" = ./codecarbon).
+PARAMETERS: dict[str, Any] = {"config": {}, "progress": "auto", "record_path": ""}
+PROGRESS = ("auto", "text")
+
+_LITERALS = (str, int, float, bool, type(None), list, dict, tuple)
+#: Names IPython itself binds in a kernel's namespace (history, outputs, helpers)
+_IPYTHON_NAMES = re.compile(r"_+|_[ioh]+\d*|_\d+|_[dio]h|__\w+__|In|Out|get_ipython|exit|quit|open")
 
 
-def parameters_from(namespace: dict[str, Any], before: Iterable[str]) -> dict[str, Any]:
-    """Literal values (what papermill injects) bound to public names since the snapshot
-    `before`. Objects the notebook makes later (config, result, tables) are not literals, so
-    re-running a cell interactively does not mistake them for parameters."""
-    before = set(before)
-    return {k: v for k, v in namespace.items()
-            if k not in before and not k.startswith("_") and isinstance(v, _LITERALS)}
+def injected_names(namespace: Mapping[str, Any]) -> list[str]:
+    """Values bound in the notebook's namespace that are neither its parameters nor IPython's
+    own: what papermill injected for a name the notebook does not declare. Objects the notebook
+    makes later (config, result, tables) are not literals, so re-running a cell by hand does not
+    mistake them for parameters."""
+    return sorted(name for name, value in namespace.items()
+                  if name not in PARAMETERS and isinstance(value, _LITERALS)
+                  and not _IPYTHON_NAMES.fullmatch(name))
 
 
-_MARK: dict[str, Any] = {}  # set by mark_parameters: names defined before, execution count
-
-
-def _ipython():
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return None
-    return get_ipython()
-
-
-def mark_parameters(namespace: dict[str, Any]) -> None:
-    """Call in the cell just before the parameters cell: remembers the names the notebook
-    defined so far (which no parameter may replace) and where the parameter cells start."""
-    shell = _ipython()
-    _MARK.clear()
-    _MARK.update(names=set(namespace), count=getattr(shell, "execution_count", None))
-
-
-def assigned_parameters() -> dict[str, Any] | None:
-    """name -> literal value of every top-level `name = literal` in the cells run since
-    `mark_parameters` and before the current one, later assignments winning; None when there
-    is no IPython history to read (then the namespace is used)."""
-    shell = _ipython()
-    start = _MARK.get("count")
-    if shell is None or start is None:
-        return None
-    history = shell.history_manager.input_hist_parsed
-    found: dict[str, Any] = {}
-    for source in history[start + 1: shell.execution_count]:
-        try:
-            tree = ast.parse(source)
-        except SyntaxError:
-            continue
-        for node in tree.body:
-            if not isinstance(node, ast.Assign):
-                continue
-            try:
-                value = ast.literal_eval(node.value)
-            except (ValueError, SyntaxError, TypeError):
-                continue
-            for target in node.targets:
-                if isinstance(target, ast.Name):
-                    found.pop(target.id, None)
-                    found[target.id] = value
-    return found
-
-
-def config_from(namespace: dict[str, Any], before: Iterable[str] | None = None) -> RunConfig:
-    """Validate the notebook's parameters and store the resolved config in the record.
-    After `mark_parameters`, the parameters are the assignments since the mark (see the module
-    docstring); otherwise the literal values bound since the snapshot `before`."""
-    assigned = assigned_parameters()
-    if assigned is None:
-        values = parameters_from(namespace, before or ())
-    else:
-        allowed = f"allowed: {', '.join(FIELD_NAMES)} (and the runner's {', '.join(RUNNER_PARAMETERS)})"
-        for name in assigned:
-            if name.startswith("_"):
-                raise ConfigError(f"parameter {name!r} is not a RunConfig field (no field name "
-                                  f"starts with '_'); {allowed}")
-            if name in _MARK["names"]:
-                raise ConfigError(f"parameter {name!r} is not a RunConfig field: it would "
-                                  f"replace the notebook's own {name!r}; {allowed}")
-        values = assigned
-    _RUNNER.clear()
-    _RUNNER.update({name: values.get(name, default) for name, default in RUNNER_PARAMETERS.items()})
-    if _RUNNER["progress"] not in ("auto", "text"):
-        raise ConfigError(f"parameter progress={_RUNNER['progress']!r} is not allowed; use 'auto' "
-                          "or 'text'")
-    config = RunConfig.from_dict({k: v for k, v in values.items() if k not in RUNNER_PARAMETERS})
-    data_dir = Path(config.data_dir).expanduser()
+def config_from(config: Mapping[str, Any] | RunConfig, namespace: Mapping[str, Any] | None = None
+                ) -> RunConfig:
+    """Validate the run's settings and store the resolved config in the record. `namespace`
+    (the notebook's `globals()`): refuse any other value papermill injected."""
+    stray = injected_names(namespace or {})
+    if stray:
+        fields = [name for name in stray if name in RunConfig.__dataclass_fields__]
+        hint = (f"{', '.join(fields)} {'is a' if len(fields) == 1 else 'are'} RunConfig "
+                f"field{'s' if len(fields) > 1 else ''}: pass {'it' if len(fields) == 1 else 'them'} "
+                f"inside `config`, e.g. papermill -y \"config: {{{fields[0]}: ...}}\""
+                if fields else "RunConfig fields go inside `config`")
+        raise ConfigError(f"parameter{'s' if len(stray) > 1 else ''} {', '.join(map(repr, stray))} "
+                          f"not allowed: the run notebook's parameters are "
+                          f"{', '.join(PARAMETERS)}; {hint}")
+    if namespace and "progress" in namespace:
+        check_progress(namespace["progress"])
+    if isinstance(config, RunConfig):
+        config = config.to_dict()
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"parameter config={config!r} is not allowed: it is a mapping of RunConfig "
+                          "fields to values, e.g. {'width': 2, 'precision': 'amp'}")
+    run_config = RunConfig.from_dict(config)
+    data_dir = Path(run_config.data_dir).expanduser()
     if not data_dir.is_absolute():  # opened by hand: JupyterLab's kernel starts in notebooks/
         from .study.spec import root_above
 
-        config = replace(config, data_dir=str(root_above() / data_dir))
-    store("config", config)
-    return config
+        run_config = replace(run_config, data_dir=str(root_above() / data_dir))
+    store("config", run_config)
+    return run_config
 
 
-def train(config: RunConfig) -> RunResult:
-    """`train.train` as this execution asks: its progress bar, and the CodeCarbon folder beside
-    the record being written."""
-    record_path = _RUNNER.get("record_path") or ""
-    return train_config(config, progress=_RUNNER.get("progress", "auto"),
+def check_progress(progress: Any) -> None:
+    if progress not in PROGRESS:
+        raise ConfigError(f"parameter progress={progress!r} is not allowed; use one of: "
+                          f"{', '.join(PROGRESS)}")
+
+
+def train(config: RunConfig, *, record_path: str | Path = "", progress: str = "auto") -> RunResult:
+    """Train `config` as this execution asks: its progress bar, and the CodeCarbon folder beside
+    the record being written (`record_path`; "" = ./codecarbon)."""
+    check_progress(progress)
+    return train_config(config, progress=progress,
                         codecarbon_dir=Path(record_path).with_suffix(".codecarbon")
                         if record_path else None)
 

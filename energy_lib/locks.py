@@ -33,8 +33,8 @@ from typing import Iterator
 from filelock import FileLock, Timeout
 
 from .errors import StudyError
+from .folders import RUNNING
 
-RUNNING = ".running"
 
 
 def _host() -> str:

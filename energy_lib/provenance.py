@@ -12,10 +12,7 @@ from pathlib import Path
 
 import torch
 
-from . import allocator
 from .bundled import PROJECT_ROOT
-from .device import device_name
-from .energy.power_models import total_ram_gb
 
 
 def _git(*args: str) -> str | None:
@@ -45,7 +42,25 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple silicon GPU (MPS)"
+    return "cpu"
+
+
+def total_ram_gb() -> float:
+    """Installed memory (8 GB where the OS does not say): the RAM model's size and a record fact."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    except (ValueError, OSError, AttributeError):
+        return 8.0
+
+
 def collect(device: torch.device) -> dict:
+    """The machine, software and commit facts; the caller adds what it set up itself (the
+    allocator's settings, the data sources)."""
     from . import __version__
 
     commit = _git("rev-parse", "HEAD")
@@ -66,7 +81,6 @@ def collect(device: torch.device) -> dict:
         "cpu_count": os.cpu_count(),
         "ram_total_gb": round(total_ram_gb(), 2),
         "torch_threads": torch.get_num_threads(),
-        **allocator.settings(),
         "hostname": platform.node(),
         "os": platform.platform(),
         "executable": sys.executable,

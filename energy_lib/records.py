@@ -233,6 +233,26 @@ class Runs:
     problems: list[str]
     confusion: dict[str, list] = field(default_factory=dict)
 
+    def finished(self):
+        """The rows of `runs` whose run finished (`finished_rows`)."""
+        return finished_rows(self.runs)
+
+
+def is_finished(table):
+    """The one test of which rows of a runs table are results: status in FINISHED (a diverged
+    run's numbers are real too). A table without `status` is one already made of finished runs
+    (a per-setting summary): every row."""
+    import pandas as pd
+
+    if "status" not in table:
+        return pd.Series(True, index=table.index)
+    return table["status"].isin(FINISHED)
+
+
+def finished_rows(table):
+    """The rows of `table` whose run finished (`is_finished`)."""
+    return table[is_finished(table)]
+
 
 def _where_it_ran(note: dict) -> dict:
     return {"executor": note.get("executor"),
@@ -242,12 +262,14 @@ def _where_it_ran(note: dict) -> dict:
             "shared_cpu": note.get("shared_cpu")}
 
 
-def read_runs(folder: str | Path, cells: Mapping[str, str] | None = None) -> Runs:
+def read_runs(folder: str | Path, cells: Mapping[str, str] | None = None,
+              records: Mapping[str, LabRecord] | None = None) -> Runs:
     """Read every executed notebook directly in `folder` (not sub-folders: superseded attempts
     and in-progress copies live there). With `cells` (cell name -> status, e.g. from
     `study.study_state`), read only those cells' notebooks and report the status given: a
     study's report holds exactly its cells, as `list` sees them; a cell without a notebook is a
-    row with its status and no values."""
+    row with its status and no values. `records`: cell -> its record already read (by
+    `study_state`, deciding its status), so that no record is parsed twice."""
     import pandas as pd
 
     from .energy import derive
@@ -261,11 +283,12 @@ def read_runs(folder: str | Path, cells: Mapping[str, str] | None = None) -> Run
         if status is not None and not path.is_file():
             rows.append({"cell": path.stem, "status": Status(status), "error": "", "path": ""})
             continue
-        rec = read_record(path)
+        rec = (records or {}).get(path.stem) or read_record(path)
         if rec.status == Status.UNREADABLE:
             problems.append(f"{path}: {rec.error}")
         status = Status(status or rec.status)
-        config = rec.config or rec.parameters
+        config = rec.config or rec.parameters.get("config")  # a cell that failed before storing it
+        config = config if isinstance(config, dict) else {}
         summary = {k: v for k, v in rec.summary.items() if k != "status"}
         provenance = {f"provenance_{k}": v for k, v in rec.provenance.items()
                       if not isinstance(v, (dict, list))}

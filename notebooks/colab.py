@@ -31,7 +31,7 @@ if importlib.util.find_spec('energy_lib') is None:
 # %%
 from pathlib import Path
 
-from energy_lib.device import describe_accelerator
+from energy_lib.training.device import describe_accelerator
 from energy_lib.study import STUDIES_DIR, build_report, default_study_file, load_study, run_study
 
 print(describe_accelerator())

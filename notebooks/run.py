@@ -7,85 +7,31 @@
 #
 # Every figure is one row of the run's **energy table** (window, component, `method`, `kind`, joules, seconds, flag, joules above idle). That table is what this record stores; every total below (per epoch, per run, kWh, mean power, efficiency, carbon) is derived from it by `energy_lib.energy.derive`. The values stored (`energy_lib.records`, which owns the record's schema) are what the analysis reads back.
 
-# %%
-import energy_lib.lab as lab
-
-lab.mark_parameters(globals())  # every name assigned from here to the config cell must be a parameter
-
 # %% tags=["parameters"]
-# Parameters (papermill replaces these; every name is a RunConfig field).
-# Defaults reproduce the original T4 study's fp32 width-1 cell.
-# Written from RunConfig by tools/make_notebooks.py: edit RunConfig, not this cell.
-study = 'adhoc'
-cell = ''
-model = 'paper_cnn'
-width = 1.0
-shortcut = None
-depth = None
-resize = None
-init = 'default'
-precision = 'fp32'
-dataset = 'cifar10'
-epochs = 30
-batch_size = 128
-eval_batch_size = None
-optimizer = 'sgd'
-lr = 0.1
-momentum = None
-weight_decay = 0.0005
-lr_schedule = 'none'
-lr_step_epochs = 10
-lr_gamma = 0.1
-prune = 'none'
-prune_every_epochs = 5
-prune_amount = 0.2
-prune_target_sparsity = 0.5
-seed = 0
-device = 'auto'
-train_subset = None
-test_subset = None
-data_dir = 'data'
-download = True
-pipeline = 'tensor'
-random_crop = True
-crop_padding = 4
-random_flip = True
-channels_last = True
-torch_compile = False
-num_workers = 2
-assumed_power_w = 70.0
-meters = 'auto'
-cpu_tdp_w = None
-ram_power_w = None
-idle_s = 3.0
-idle_after_s = 1.0
-sample_period_s = 0.5
-country = ''
-pue = 1.0
-carbon_intensity_g_per_kwh = None
-predict_after_epochs = 1
-contention_threshold = 0.25
-# This execution's, set by `energy-study run` (energy_lib.lab.RUNNER_PARAMETERS):
-# the progress bar's style, and the record being written.
+# Parameters (papermill replaces these; energy_lib.lab.PARAMETERS).
+# config: the RunConfig fields to set, e.g. {'width': 2, 'precision': 'amp'};
+# none set = RunConfig's defaults, the original T4 study's fp32 width-1 cell.
+# progress, record_path: this execution's, set by `energy-study run`.
+config = {}
 progress = 'auto'
 record_path = ''
 
 # %% [markdown]
 # ## Configuration
 #
-# Validated before any data is loaded; an unknown parameter name or a bad value stops here with a one-line error.
+# Validated before any data is loaded; an unknown field, a bad value, or a setting passed beside `config` instead of inside it stops here with a one-line error.
 
 # %%
-import energy_lib.lab as lab  # again: a parameter named `lab` is refused, not obeyed
+import energy_lib.lab as lab
 
-config = lab.config_from(globals())
-lab.config_table(config)
+run_config = lab.config_from(config, globals())
+lab.config_table(run_config)
 
 # %% [markdown]
 # ## Training
 
 # %%
-result = lab.train(config)
+result = lab.train(run_config, record_path=record_path, progress=progress)
 
 # %% [markdown]
 # ## Predicted before training
@@ -122,7 +68,7 @@ epochs
 # %%
 from energy_lib.report import class_names, plot_confusion
 
-plot_confusion(result.confusion, class_names(config.dataset, len(result.confusion)));
+plot_confusion(result.confusion, class_names(run_config.dataset, len(result.confusion)));
 
 # %% [markdown]
 # ## The energy table

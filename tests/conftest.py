@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from energy_lib.datasets import DEBIAN_FASHION_MNIST_DIR
+from energy_lib.training.datasets import DEBIAN_FASHION_MNIST_DIR
 from energy_lib.records import MIME_TYPE, RECORD_FORMAT
 
 CIFAR_PER_BATCH = 20  # images per data_batch_i / test_batch in the fixture

@@ -1,4 +1,4 @@
-"""The fixed malloc thresholds (energy_lib/allocator.py), checked in real processes: a fresh
+"""The fixed malloc thresholds (energy_lib/training/allocator.py), checked in real processes: a fresh
 process that trains a layer page-faults its tensors again on every step; with the thresholds
 fixed it reuses them."""
 
@@ -13,7 +13,7 @@ import pytest
 STEPS = """
 import resource, sys, torch
 if sys.argv[1] == "steady":
-    from energy_lib.allocator import steady_allocator
+    from energy_lib.training.allocator import steady_allocator
     assert steady_allocator()["allocator"] == "glibc, fixed thresholds"
 conv, x = torch.nn.Conv2d(16, 16, 3, padding=1), torch.randn(32, 16, 28, 28)
 for _ in range(3):
@@ -40,7 +40,7 @@ def test_fixed_thresholds_stop_a_fresh_process_faulting_its_tensors_in_again():
 
 
 def test_the_record_says_what_the_allocator_was():
-    from energy_lib import allocator
+    from energy_lib.training import allocator
 
     facts = allocator.steady_allocator()
     assert allocator.settings() == facts

@@ -227,7 +227,7 @@ def _cpu_j(result, scope):
 @needs_fashion_mnist
 def test_a_run_beside_a_busy_process_is_contended_and_billed_its_share():
     from benchmarks.suite import busy_neighbour
-    from energy_lib.train import train
+    from energy_lib.training.train import train
 
     config = _tiny_config()
     train(config, progress=False)  # warm: imports and the data cache

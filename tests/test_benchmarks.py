@@ -47,14 +47,14 @@ def test_unknown_part_is_one_line_error():
 
 @needs_fashion_mnist
 def test_benchmarks_and_train_call_the_same_epoch_function(monkeypatch):
-    """P2 and P3 time energy_lib.train.train_epoch itself, the function train() runs."""
+    """P2 and P3 time energy_lib.training.train.train_epoch itself, the function train() runs."""
     import torch
 
-    import energy_lib.train as core
+    import energy_lib.training.train as core
     from benchmarks import suite
     from energy_lib import RunConfig
-    from energy_lib.device import resolve_runtime
-    from energy_lib.models import create_model
+    from energy_lib.training.device import resolve_runtime
+    from energy_lib.training.models import create_model
 
     calls = []
     shipped = core.train_epoch

@@ -31,7 +31,7 @@ def test_codecarbon_needs_a_country():
 @pytest.mark.slow
 @needs_fashion_mnist
 def test_codecarbon_runs_alongside_and_writes_beside_the_record(tmp_path):
-    from energy_lib.train import train
+    from energy_lib.training.train import train
 
     record = tmp_path / "runs" / "s" / "cell-a.ipynb"
     record.parent.mkdir(parents=True)

@@ -10,7 +10,7 @@ import torch
 
 from energy_lib import ConfigError, RunConfig
 from energy_lib.config import FIELD_NAMES
-from energy_lib.device import resolve_device, resolve_runtime
+from energy_lib.training.device import resolve_device, resolve_runtime
 
 
 def make(**values) -> RunConfig:

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 from conftest import CIFAR_PER_BATCH, fashion_mnist_dir, needs_fashion_mnist
 from energy_lib import ConfigError, DatasetNotFound, RunConfig
-from energy_lib.data import Split, TensorLoader, load_split, make_loaders
-from energy_lib.datasets import DATASETS, DatasetSpec
+from energy_lib.training.data import Split, TensorLoader, load_split, make_loaders
+from energy_lib.training.datasets import DATASETS, DatasetSpec
 
 CPU = torch.device("cpu")
 
@@ -150,7 +150,7 @@ def test_missing_fashion_mnist_one_line_every_place_nothing_created(tmp_path, mo
     and fails with a message over several lines, as it does offline)."""
     import torchvision.datasets as tvd
 
-    from energy_lib import data as data_module
+    from energy_lib.training import data as data_module
 
     class OfflineFashionMNIST:
         def __init__(self, root, train, download):

@@ -15,7 +15,7 @@ from energy_lib import RunConfig  # noqa: E402
 from energy_lib.energy import JOULES_PER_KWH, derive  # noqa: E402
 from energy_lib.energy.table import COLUMNS  # noqa: E402
 from energy_lib.report import plot_timeline  # noqa: E402
-from energy_lib.train import train  # noqa: E402
+from energy_lib.training.train import train  # noqa: E402
 
 TINY = dict(dataset="fashion_mnist", train_subset=512, test_subset=256, epochs=2, width=0.25,
             batch_size=64, idle_s=0.6, sample_period_s=0.1, device="cpu", download=False,

@@ -19,7 +19,7 @@ from energy_lib.estimators import extrapolate_epochs, layerwise_estimate, load_f
 from energy_lib.estimators import calibrate as cal
 from energy_lib.estimators.layer_data import COLUMNS, count_macs, getzner2023
 from energy_lib.estimators.regression import TRAINING_STEP_FACTOR
-from energy_lib.models import create_model
+from energy_lib.training.models import create_model
 
 PJ = 1e-12
 MUL32, ADD32, SRAM8K_32 = 3.7, 0.9, 5.0  # Horowitz table: pJ at 32 bits, tensors < 8 KB
@@ -265,7 +265,7 @@ def test_a_calibration_covers_every_layer_type_of_the_zoo(tmp_path):
     paper CNN, the ResNets and the MLP leave no layer out (residual additions happen in
     forward(), outside any module, and hold no MACs)."""
     from energy_lib.estimators.layer_data import LAYER_TYPES
-    from energy_lib.models import create_model
+    from energy_lib.training.models import create_model
 
     path, _, _ = cal.calibrate(replace(TINY, layer_types=tuple(LAYER_TYPES)), out_dir=tmp_path,
                                machine="m", progress=False)
@@ -382,10 +382,56 @@ def test_empty_or_inverted_ranges_measure_nothing(tmp_path, bad):
     assert not (tmp_path / "c").exists()
 
 
-def test_calibrate_main_returns_2_on_a_bad_range(tmp_path, capsys):
-    code = cal.main(["--quick", "--batch-size", "5,2", "--out-dir", str(tmp_path / "c")])
+def test_energy_study_calibrate_returns_2_on_a_bad_range(tmp_path, capsys):
+    from energy_lib.cli import main
+
+    code = main(["calibrate", "--quick", "--batch-size", "5,2", "--out-dir", str(tmp_path / "c")])
     assert code == 2 and "inverted" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_make_plan_turns_the_calibrate_options_into_a_plan():
+    plan = cal.make_plan(quick=True, no_zoo=True, per_type=2, seed=3, types="ReLU, Linear",
+                         dtypes=["float32"], min_window_s=0.01,
+                         ranges={"batch_size": (1, 4), "channels": None})
+    assert plan == replace(cal.QUICK_PLAN, zoo=(), per_type=2, seed=3,
+                           layer_types=("ReLU", "Linear"), dtypes=("float32",), min_window_s=0.01,
+                           ranges=replace(cal.QUICK, batch_size=(1, 4)))
+    assert cal.make_plan() == cal.Plan(zoo=cal.ZOO)  # no options: the full plan with the zoo
+    with pytest.raises(ConfigError, match="bogus"):
+        cal.make_plan(ranges={"bogus": (1, 2)})
+
+
+@pytest.mark.slow
+def test_energy_study_calibrate_stops_on_sigterm_and_keeps_its_rows(tmp_path):
+    """SIGTERM (what `kill`, `timeout` and SLURM send) in the middle of a calibration: exit
+    128 + 15, one line that says the finished calibration rows are kept, no traceback; the rows
+    already written stay, whole, for the rerun to continue from."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "c" / "m.csv"
+    run = subprocess.Popen([sys.executable, "-m", "energy_lib", "calibrate", "--quick", "--no-zoo",
+                            "--types", "Linear", "--per-type", "20", "--min-window-s", "0.2",
+                            "--machine", "m", "--out-dir", str(path.parent)],
+                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while run.poll() is None and time.monotonic() < deadline:
+        if path.is_file() and len(path.read_text().splitlines()) >= 2:  # a row is in
+            break
+        time.sleep(0.05)
+    assert run.poll() is None, run.communicate()  # 80 rows to go: minutes of calibrating
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip() and "%|" not in line]  # no bar
+    assert lines == ["energy-study: terminated (SIGTERM); run the same command again to resume "
+                     "(finished calibration rows are kept)"], err
+    text = path.read_text()
+    assert text.startswith(cal._header()) and text.endswith("\n")
+    assert len(pd.read_csv(path)) >= 1 and sorted(p.name for p in path.parent.iterdir()) == ["m.csv"]
 
 
 def test_sampling_is_seeded():
@@ -429,7 +475,7 @@ def test_extrapolation_from_epoch_one_prices_later_epochs_at_its_steady_part():
 
 
 def test_epoch_one_steady_window_leaves_out_warmup_and_the_last_step():
-    from energy_lib.train import MIN_WARMUP_STEPS, _steady_steps
+    from energy_lib.training.train import MIN_WARMUP_STEPS, _steady_steps
 
     assert _steady_steps(157) == range(16, 156)  # a tenth of 157, rounded up
     assert _steady_steps(47) == range(MIN_WARMUP_STEPS, 46)
@@ -450,10 +496,10 @@ def test_whole_model_check_sums_layers_to_the_metered_whole(tmp_path, monkeypatc
     layers must come out within 2 % of the metered figure: no layer double-counted or missed."""
     import csv
 
+    from benchmarks import whole_model
     from energy_lib.estimators import calibrate as calibrate_module
-    from energy_lib.estimators import whole_model
     from energy_lib.estimators.layer_data import COLUMNS, count_macs
-    from energy_lib.models import create_model
+    from energy_lib.training.models import create_model
 
     rng = np.random.default_rng(1)
     rows = []
@@ -499,7 +545,7 @@ def test_whole_model_check_sums_layers_to_the_metered_whole(tmp_path, monkeypatc
         fn()  # the whole model's forward pass runs
         return next(charges) * repeats, 0.01 * repeats, "stand-in", "modelled"
 
-    monkeypatch.setattr(calibrate_module, "_metered", stand_in)
+    monkeypatch.setattr(calibrate_module, "metered", stand_in)
     table = whole_model.whole_model_check(path, cases=cases, batch_sizes=(4, 32), training=(False,),
                                           dtypes=("float32",), repeats=1, min_window_s=0.001)
     assert len(table) == 4 and list(table["batch_size"]) == [4, 32, 4, 32]
@@ -527,7 +573,7 @@ def test_the_quick_plan_measures_every_distinct_layer_of_the_zoo():
     size, is one of the plan's configurations (no fit extrapolates to them), once each."""
     from energy_lib.estimators.layer_data import describe_call
     from energy_lib.estimators.trace import trace_model
-    from energy_lib.models import create_model
+    from energy_lib.training.models import create_model
 
     configs = cal.sample_configs(cal.QUICK_PLAN)
     ids = [c["config_id"] for c in configs]
@@ -561,7 +607,7 @@ def test_alone_vs_inside_times_every_leaf_call_and_the_whole_model():
     place, as the per-layer data measured them) and the whole model; the summary's ratios."""
     from torch import nn
 
-    from energy_lib.estimators.alone_vs_inside import alone_vs_inside, summary
+    from benchmarks.alone_vs_inside import alone_vs_inside, summary
 
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
                           nn.Flatten(), nn.Linear(4 * 7 * 7, 5), nn.ReLU())

@@ -250,7 +250,7 @@ def test_report_when_every_cell_diverged(tmp_path):
     for cell in ("precision-fp32", "precision-amp"):
         write_cell(folder, cell, summary=diverged,
                    config=config_record(cell, precision=cell.split("-")[1]))
-    written = write_report(read_runs(folder), tmp_path / "report", ["precision-fp32", "precision-amp"])
+    written = write_report(read_runs(folder), tmp_path / "report")
     table = pd.read_csv(tmp_path / "report" / "results.csv")
     assert sorted(table["status"]) == ["diverged", "diverged"]
     assert table["energy_kwh"].notna().all()  # the energy spent before diverging is reported

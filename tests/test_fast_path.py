@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from conftest import needs_fashion_mnist
 from energy_lib.config import RunConfig
-from energy_lib.data import TensorLoader, load_split
-from energy_lib.datasets import DATASETS
-from energy_lib.models import create_model
+from energy_lib.training.data import TensorLoader, load_split
+from energy_lib.training.datasets import DATASETS
+from energy_lib.training.models import create_model
 
 pytestmark = [needs_fashion_mnist]
 SPEC = DATASETS["fashion_mnist"]

@@ -7,12 +7,16 @@ or absolute, that names a module of the package."""
 from __future__ import annotations
 
 import ast
+import importlib
+import json
+import re
 from pathlib import Path
 
 import energy_lib
 
 PACKAGE_DIR = Path(energy_lib.__file__).resolve().parent
 PACKAGE = PACKAGE_DIR.name
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def module_files() -> dict[str, Path]:
@@ -124,7 +128,7 @@ def _closed_path(graph: dict[str, set[str]], members: set[str], start: str) -> l
 def test_the_graph_sees_every_kind_of_import():
     graph = import_graph()
     assert "energy_lib.energy.monitor" in graph["energy_lib.energy"]  # relative, in a package init
-    assert "energy_lib.errors" in graph["energy_lib.device"]  # `from .errors import ...`
+    assert "energy_lib.errors" in graph["energy_lib.training.device"]  # `from .errors import ...`
     assert "energy_lib.estimators.calibrate" in graph["energy_lib.estimators.predict"]  # lazy
     assert "energy_lib.energy" in graph["energy_lib.estimators.predict"]  # a package init runs too
 
@@ -138,3 +142,53 @@ def test_find_cycles_reports_a_closed_path():
 def test_no_import_cycles():
     cycles = find_cycles(import_graph())
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+# Every import a committed notebook (lab records, reports, the notebooks themselves) or the
+# README makes resolves: no old module path is served by an alias any more.
+
+
+def _committed_sources() -> list[tuple[str, str]]:
+    """(where, Python source) of every code cell of every committed notebook, and of every
+    python code block of the README and of the documentation pages (docs/*.md)."""
+    found = []
+    for path in sorted([*ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("runs/*/*.ipynb"),
+                        *ROOT.glob("report/*/*.ipynb")]):
+        for index, cell in enumerate(json.loads(path.read_text())["cells"]):
+            if cell["cell_type"] == "code":
+                found.append((f"{path.relative_to(ROOT)} cell {index}", "".join(cell["source"])))
+    for page in [ROOT / "README.md", *sorted(ROOT.glob("docs/*.md"))]:
+        for index, block in enumerate(re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)):
+            found.append((f"{page.relative_to(ROOT)} python block {index}", block))
+    return found
+
+
+def _imports(source: str) -> list[tuple[str, list[str]]]:
+    """(module, names imported from it) for every energy_lib import in `source`."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # IPython magics: not our imports
+        return []
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(alias.name, []) for alias in node.names if alias.name.startswith("energy_lib")]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("energy_lib"):
+            out.append((node.module, [alias.name for alias in node.names]))
+    return out
+
+
+def test_every_committed_import_resolves():
+    checked, broken = 0, set()
+    for where, source in _committed_sources():
+        for module_name, names in _imports(source):
+            checked += 1
+            try:
+                module = importlib.import_module(module_name)
+                for name in names:
+                    if not hasattr(module, name):  # `from package import submodule`
+                        importlib.import_module(f"{module_name}.{name}")
+            except ImportError as error:
+                broken.add(f"{where}: {error}")
+    assert checked > 100  # the records, reports, notebooks and README were all read
+    assert not broken, "\n".join(sorted(broken))

@@ -172,7 +172,7 @@ def test_the_run_notebook_opened_in_notebooks_reads_the_project_s_data_folder(tm
     (tmp_path / "notebooks").mkdir()
     monkeypatch.chdir(tmp_path / "notebooks")
     monkeypatch.setattr(lab, "store", lambda name, value: None)  # no record being written here
-    config = lab.config_from({"data_dir": "data", "dataset": "fashion_mnist"}, before=())
+    config = lab.config_from({"data_dir": "data", "dataset": "fashion_mnist"})
     assert config.data_dir == str(tmp_path / "data")
     elsewhere = tmp_path / "elsewhere"
-    assert lab.config_from({"data_dir": str(elsewhere)}, before=()).data_dir == str(elsewhere)
+    assert lab.config_from({"data_dir": str(elsewhere)}).data_dir == str(elsewhere)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from energy_lib.errors import ConfigError
-from energy_lib.models import (
+from energy_lib.training.models import (
     MLP, MODELS, PaperCNN, ResidualBlock, Resized, UnknownModel, check_model_knobs,
     check_model_name, create_model, initialise, model_knobs, model_names, register_model, scaled,
 )
@@ -92,8 +92,8 @@ def test_registry_unknown_name():
 
 
 def test_register_model_adds_a_constructor(monkeypatch):
-    monkeypatch.setattr("energy_lib.models.MODELS", dict(MODELS))
-    from energy_lib import models
+    monkeypatch.setattr("energy_lib.training.models.MODELS", dict(MODELS))
+    from energy_lib.training import models
 
     @register_model("tiny_test_model")
     def tiny(width, in_channels, image_size, num_classes):
@@ -317,7 +317,7 @@ def fake_timm(monkeypatch):
         return model
     fake = types.SimpleNamespace(create_model=create, is_model=lambda n: n == "fixed224",
                                  list_models=lambda: ["fixed224", "fixed256"])
-    monkeypatch.setattr("energy_lib.models._import_timm", lambda: fake)
+    monkeypatch.setattr("energy_lib.training.models._import_timm", lambda: fake)
     return fake
 
 

@@ -196,18 +196,14 @@ def literal_assignments(source: str) -> dict:
     return values
 
 
-def test_run_notebook_defaults_are_runconfig_defaults():
-    from energy_lib.lab import RUNNER_PARAMETERS
+def test_run_notebook_parameters_are_lab_s():
+    """The parameters cell declares exactly energy_lib.lab.PARAMETERS, with their defaults; the
+    empty config means RunConfig's defaults."""
+    from energy_lib.lab import PARAMETERS
 
     values = literal_assignments(parameters_cell(REPO / "notebooks" / "run.ipynb").source)
-    defaults = RunConfig().to_dict()
-    # every field, in RunConfig's order, then the runner's own (energy_lib.lab.RUNNER_PARAMETERS)
-    assert tuple(values) == FIELD_NAMES + tuple(RUNNER_PARAMETERS)
-    assert {name: values.pop(name) for name in RUNNER_PARAMETERS} == RUNNER_PARAMETERS
-    assert values == defaults
-    for name, value in values.items():  # 1 and 1.0 compare equal; their types must too
-        assert type(value) is type(defaults[name]), name
-    assert RunConfig.from_dict(values) == RunConfig()
+    assert values == PARAMETERS and tuple(values) == tuple(PARAMETERS)
+    assert RunConfig.from_dict(values["config"]) == RunConfig()
 
 
 def test_analysis_notebook_has_its_parameters():

@@ -11,12 +11,12 @@ import torch
 from torch import nn
 
 from energy_lib.errors import ConfigError
-from energy_lib.model_stats import (
+from energy_lib.training.model_stats import (
     count_macs, model_size_bytes, model_stats, nonzero_parameter_count, parameter_count,
     weight_sparsity,
 )
-from energy_lib.models import create_model
-from energy_lib.pruning import (
+from energy_lib.training.models import create_model
+from energy_lib.training.pruning import (
     check_prune_settings, current_sparsity, finalise, prune_step, rebuild_optimizer, should_prune,
 )
 

@@ -199,9 +199,9 @@ def test_read_runs_tables(tmp_path):
                      "duration_s": 1.0, "flag": "", "above_idle_j": None}],
          "provenance": {"torch_version": "9.9", "data_sources": {"train": "x"}},
          "summary": {"status": "ok", "best_val_acc_pct": 80.0}},
-        parameters={"width": 5.0})
+        parameters={"config": {"width": 5.0}})
     fake_executed_notebook(tmp_path / "a.ipynb", {"config": {"width": 2.0}}, finished=False,
-                           parameters={"width": 2.0, "precision": "amp"})
+                           parameters={"config": {"width": 2.0, "precision": "amp"}})
     fake_executed_notebook(tmp_path / "superseded" / "b.20260101T000000.ipynb",
                            {"summary": {"status": "ok"}})
     fake_executed_notebook(tmp_path / ".running" / "c.ipynb", {})
@@ -242,8 +242,8 @@ def test_record_of_an_older_format_is_outdated_not_a_crash(tmp_path):
 
 
 def test_read_runs_uses_parameters_without_config_record(tmp_path):
-    fake_executed_notebook(tmp_path / "x.ipynb", {}, parameters={"width": 3.0,
-                                                                 "precision": "bf16"})
+    fake_executed_notebook(tmp_path / "x.ipynb", {}, parameters={
+        "config": {"width": 3.0, "precision": "bf16"}, "progress": "text"})
     row = read_runs(tmp_path).runs.iloc[0]
     assert row["width"] == 3.0 and row["precision"] == "bf16"
 

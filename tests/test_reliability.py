@@ -248,7 +248,7 @@ def test_report_and_export_hold_only_the_study_cells(mixed_folder, tmp_path):
     study, folder = mixed_folder
     runs, state = read_study(study, folder)
     assert set(runs.epochs["cell"]) == {"width-0.5"}  # stale epochs never reach a figure
-    written = report.write_report(runs, tmp_path / "rep", [c.name for c in study.cells])
+    written = report.write_report(runs, tmp_path / "rep")
     table = pd.read_csv(written["paths"]["results"])
     assert dict(zip(table["cell"], table["status"])) == {
         "width-0.5": "ok", "width-1": "stale", "width-2": "missing", "width-3": "incomplete"}
@@ -434,18 +434,24 @@ def test_cell_and_study_cannot_be_set(tmp_path, capsys, where, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, value, message", [
-    ("_width", 3, "parameter '_width' is not a RunConfig field (no field name starts with '_')"),
-    ("lab", 1, "parameter 'lab' is not a RunConfig field: it would replace the notebook's own 'lab'"),
-    ("widht", 2, "unknown parameter 'widht'"),
+@pytest.mark.parametrize("parameters, message", [
+    ({"_width": 3}, "parameter '_width' not allowed: the run notebook's parameters are config, "
+                    "progress, record_path; RunConfig fields go inside `config`"),
+    ({"width": 2}, "parameter 'width' not allowed: the run notebook's parameters are config, "
+                   "progress, record_path; width is a RunConfig field: pass it inside `config`"),
+    ({"config": {"widht": 2}}, "unknown parameter 'widht'"),
+    ({"config": 2}, "parameter config=2 is not allowed: it is a mapping of RunConfig fields"),
+    ({"progress": "bar"}, "parameter progress='bar' is not allowed; use one of: auto, text"),
 ])
-def test_papermill_parameters_that_are_not_fields_are_refused(tmp_path, name, value, message):
+def test_papermill_parameters_that_are_not_fields_are_refused(tmp_path, parameters, message):
     import papermill as pm
 
     out = tmp_path / "out.ipynb"
+    settings = {"config": {"dataset": "fashion_mnist", "epochs": 1, "train_subset": 64,
+                           "test_subset": 64, "idle_s": 0, "idle_after_s": 0}}
     with pytest.raises(pm.PapermillExecutionError) as info:
         pm.execute_notebook(str(NOTEBOOKS_DIR / "run.ipynb"), str(out), progress_bar=False,
-                            parameters={name: value, "dataset": "fashion_mnist"}, cwd=str(tmp_path))
+                            parameters={**settings, **parameters}, cwd=str(tmp_path))
     assert info.value.ename == "ConfigError"
     assert info.value.evalue.startswith(message) and "\n" not in info.value.evalue
     record = read_record(out)

@@ -148,7 +148,7 @@ def test_write_estimates_writes_the_csv_without_leftovers(tmp_path):
 
 def _result(status: str = "ok"):
     from energy_lib.config import RunConfig
-    from energy_lib.train import RunResult
+    from energy_lib.training.train import RunResult
 
     energy = [{k: v for k, v in r.items() if k != "cell"}
               for r in _energy_rows("", 10.0, {"ops-model": 0.1, "layer-regression": 12.0})]
@@ -164,7 +164,7 @@ def _result(status: str = "ok"):
 
 
 def test_lab_record_tables_before_and_beside():
-    import energy_lib.notebook as lab
+    import energy_lib.lab as lab
 
     before = lab.predictions_before(_result()).set_index("estimator")
     assert list(before.index) == ["ops-model", "layer-regression"]  # not the early-epoch row
@@ -214,7 +214,7 @@ def fresh_cache(tmp_path, monkeypatch):
 
 def test_getzner_fit_is_cached_and_predicts_the_same(fresh_cache):
     from energy_lib.estimators import layerwise_estimate, regression
-    from energy_lib.models import create_model
+    from energy_lib.training.models import create_model
 
     model = create_model("paper_cnn", width=1, in_channels=1, image_size=28, num_classes=10)
     started = time.perf_counter()

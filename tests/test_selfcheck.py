@@ -12,7 +12,8 @@ import torch
 
 from energy_lib import selfcheck
 from energy_lib.cli import main
-from energy_lib.energy.power_models import lookup_cpu_tdp, total_ram_gb
+from energy_lib.energy.power_models import lookup_cpu_tdp
+from energy_lib.provenance import total_ram_gb
 from energy_lib.energy.zeus_meter import ZeusMeter
 from energy_lib.provenance import cpu_model
 

@@ -23,7 +23,7 @@ from energy_lib.study import execute as execute_module
 from energy_lib.study import folder as folder_module
 from energy_lib.study import runner as runner_module
 from energy_lib.cli import main
-from energy_lib.lab import RUNNER_PARAMETERS
+from energy_lib.lab import PARAMETERS
 from energy_lib.records import RECORD_FORMAT, read_record, to_json
 from energy_lib.study import (build_report, cell_name, cell_status, execute_notebook,
                               load_study, run_study)
@@ -222,8 +222,8 @@ def test_killed_first_attempt_is_incomplete_not_missing(tmp_path):
     """No record at the target, but an in-progress copy in .running/: a run was killed."""
     study = load_study(write_study(tmp_path, SMALL))
     folder = study.runs_dir(tmp_path)
-    (folder / ".running").mkdir(parents=True)
-    (folder / ".running" / f"{study.cells[1].name}.ipynb").write_text('{"half": ')
+    (folder / ".running" / "deadhost-9").mkdir(parents=True)
+    (folder / ".running" / "deadhost-9" / f"{study.cells[1].name}.ipynb").write_text('{"half": ')
     statuses = cell_status(study, tmp_path)
     assert statuses[study.cells[1].name] == "incomplete"
     assert statuses[study.cells[0].name] == "missing"
@@ -379,14 +379,12 @@ def stand_in_run_notebook(path: Path) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [
-        nbformat.v4.new_code_cell("import os\nimport energy_lib.lab as lab\nfrom energy_lib import records\n"
-                                  "_names_before_parameters = set(globals())"),
         nbformat.v4.new_code_cell(
-            "\n".join(f"{k} = {v!r}" for k, v in {**RunConfig().to_dict(),
-                                                   **RUNNER_PARAMETERS}.items()),
+            "\n".join(f"{k} = {v!r}" for k, v in PARAMETERS.items()),
             metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell(
-            "config = lab.config_from(globals(), _names_before_parameters)\n"
+            "import os\nimport energy_lib.lab as lab\nfrom energy_lib import records\n"
+            "config = lab.config_from(config, globals())\n"
             "if config.precision in os.environ.get('FAKE_RUN_FAIL', '').split(','):\n"
             "    raise RuntimeError(f'fake failure in {config.cell}')\n"
             "if config.precision in os.environ.get('FAKE_RUN_CRASH', '').split(','):\n"
@@ -624,7 +622,7 @@ def test_real_study_runs_every_cell(tiny_study):
         assert labels["ram"] in {("ram-model", "modelled"), ("zeus-rapl", "measured")}
         assert record.timeline["marks"][0]["label"] == "epoch 1"  # idle_s=0 here
         assert "git_commit" in record.provenance
-        assert record.parameters["data_dir"] == str((base / "data").resolve())
+        assert record.parameters["config"]["data_dir"] == str((base / "data").resolve())
         # this execution's settings reach the kernel as papermill parameters, not environment
         assert record.parameters["progress"] == "text"
         assert record.parameters["record_path"] == str((folder / f"{name}.ipynb").resolve())

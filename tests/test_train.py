@@ -13,7 +13,7 @@ from conftest import needs_fashion_mnist
 from energy_lib import ConfigError, RunConfig
 from energy_lib.energy import JOULES_PER_KWH, derive
 from energy_lib.records import Status
-from energy_lib.train import summarise, train
+from energy_lib.training.train import summarise, train
 
 pytestmark = [needs_fashion_mnist]
 

@@ -475,7 +475,7 @@ def test_one_failed_source_leaves_the_others_in_the_sample(nvml, monkeypatch):
 # ------------------------------------------------------------------------------------------
 
 def test_mps_refused_where_torch_has_none():
-    from energy_lib.device import devices_here, resolve_device, resolve_runtime
+    from energy_lib.training.device import devices_here, resolve_device, resolve_runtime
 
     assert not torch.backends.mps.is_available()  # this machine: Linux
     config = RunConfig(device="mps")  # a valid config: it may be meant for a Mac
@@ -493,7 +493,8 @@ def test_mps_refused_where_torch_has_none():
 
 
 def test_mps_accepted_where_torch_has_it(monkeypatch, apple):
-    from energy_lib.device import device_name, devices_here, resolve_runtime
+    from energy_lib.provenance import device_name
+    from energy_lib.training.device import devices_here, resolve_runtime
     from energy_lib.energy.monitor import EnergyMonitor
 
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
@@ -534,7 +535,7 @@ def monitors_built(monkeypatch):
 def test_a_metered_run_builds_one_zeus_monitor(monitors_built, no_gpus, monkeypatch):
     """The explicit 'rapl' is checked before the run (Zeus's device layer answers) and the
     metering context builds the one monitor its windows, idle baseline and timeline share."""
-    from energy_lib.device import resolve_runtime
+    from energy_lib.training.device import resolve_runtime
 
     cpus = FakeCPUs()
     monkeypatch.setattr(zeus_cpu, "_cpus", cpus)
@@ -558,7 +559,7 @@ def test_a_metered_run_builds_one_zeus_monitor(monitors_built, no_gpus, monkeypa
 @pytest.mark.slow
 @needs_fashion_mnist
 def test_a_training_run_builds_one_zeus_monitor(monitors_built, no_gpus, monkeypatch):
-    from energy_lib.train import train
+    from energy_lib.training.train import train
 
     monkeypatch.setattr(zeus_cpu, "_cpus", FakeCPUs())
     config = RunConfig(dataset="fashion_mnist", train_subset=128, test_subset=64, epochs=1,

@@ -173,7 +173,7 @@ def test_explicit_meters_that_cannot_work_are_refused(no_rapl):
         check_available(["rapl"], CPU)
     check_available(["auto"], CPU)  # auto falls back, never refuses
     config = RunConfig(meters="rapl", device="cpu")  # a valid config ...
-    from energy_lib.device import resolve_runtime
+    from energy_lib.training.device import resolve_runtime
 
     with pytest.raises(ConfigError, match="meters includes 'rapl'"):
         resolve_runtime(config)  # ... refused where it must run (before any cell starts)
@@ -188,7 +188,7 @@ def test_explicit_rapl_accepted_where_it_works(cpus):
 def test_training_run_measured_through_zeus(cpus, monkeypatch):
     """A real tiny training run on the CPU whose CPU/DRAM counters are the fake ones: every
     train/eval row is a Zeus RAPL reading and the headline says measured."""
-    from energy_lib.train import train
+    from energy_lib.training.train import train
 
     def tick(*_):
         cpus.cpu_mj = [v + 5_000 for v in cpus.cpu_mj]  # 10 J per counter read over 2 packages

@@ -3,9 +3,8 @@
 The .py files are the notebooks' source of truth: real Python, lintable, reviewed as text. Each
 pair is an ordinary jupytext pair (jupytext.toml at the repository root), so
 `jupytext --sync notebooks/run.ipynb` and Jupyter with jupytext keep them in step; this script
-is a small step on top. The run notebook's parameters cell is filled in from RunConfig's fields
-and defaults here, in the notebook and in run.py alike (so the pair stays in step), and the list
-papermill users see can never drift from the config. Cell ids are stable (`run-00`, ...) and
+is a small step on top. The run notebook's parameters cell is filled in from
+energy_lib.lab.PARAMETERS here, in the notebook and in run.py alike (so the pair stays in step). Cell ids are stable (`run-00`, ...) and
 cells keep no metadata but tags, so rebuilding an unchanged source changes nothing. The .py is
 rewritten as jupytext writes it (what `jupytext --sync` would write).
 
@@ -31,16 +30,13 @@ EXTRA_METADATA = {"colab.py": {"accelerator": "GPU", "colab": {"gpuType": "T4", 
 
 
 def run_parameters() -> str:
-    from energy_lib.config import RunConfig
-    from energy_lib.lab import RUNNER_PARAMETERS
+    from energy_lib.lab import PARAMETERS
 
-    lines = ["# Parameters (papermill replaces these; every name is a RunConfig field).",
-             "# Defaults reproduce the original T4 study's fp32 width-1 cell.",
-             "# Written from RunConfig by tools/make_notebooks.py: edit RunConfig, not this cell."]
-    lines += [f"{name} = {value!r}" for name, value in RunConfig().to_dict().items()]
-    lines += ["# This execution's, set by `energy-study run` (energy_lib.lab.RUNNER_PARAMETERS):",
-              "# the progress bar's style, and the record being written."]
-    lines += [f"{name} = {value!r}" for name, value in RUNNER_PARAMETERS.items()]
+    lines = ["# Parameters (papermill replaces these; energy_lib.lab.PARAMETERS).",
+             "# config: the RunConfig fields to set, e.g. {'width': 2, 'precision': 'amp'};",
+             "# none set = RunConfig's defaults, the original T4 study's fp32 width-1 cell.",
+             "# progress, record_path: this execution's, set by `energy-study run`."]
+    lines += [f"{name} = {value!r}" for name, value in PARAMETERS.items()]
     return "\n".join(lines)
 
 

@@ -29,6 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..bundled import read_csv
+from ..provenance import total_ram_gb
 from .monitor import Meter, Reading
 from .table import Kind, Method
 
@@ -82,12 +83,6 @@ def utilisation(start: tuple[float, float], end: tuple[float, float]) -> float:
     busy, total = end[0] - start[0], end[1] - start[1]
     return min(1.0, max(0.0, busy / total)) if total > 0 else 0.0
 
-
-def total_ram_gb() -> float:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
-    except (ValueError, OSError, AttributeError):
-        return 8.0
 
 
 class CpuTdpModel(Meter):

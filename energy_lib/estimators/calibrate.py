@@ -12,24 +12,26 @@ phase `reference`): the machine's state around each row, which reference.py take
 fit and puts back at prediction time. A killed calibration
 keeps every finished row (each is flushed and fsynced; a half-written last line is cut on the
 next start), and a rerun with the same seed and ranges skips what is already there. A file that
-does not start with exactly our header was not written here and is never appended to or replaced;
-that, like every other mistake (arguments included), is one line and exit status 2.
+does not start with exactly our header was not written here and is never appended to or replaced
+(WriteError); every mistake is an EnergyStudyError raised before anything is measured.
 
-Metering goes through `_metered` alone, so pointing calibration at another metering API is a
-change of one function.
+`energy-study calibrate` (cli.py) parses the command line; `make_plan` turns its options into a
+`Plan` and `calibrate` measures it. Metering goes through `metered` alone, so pointing
+calibration at another metering API is a change of one function; `forward_fn`, `train_step_fn`,
+`in_dtype` and `metered` are public for experiments that meter other code the same way
+(benchmarks/whole_model.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import io
 import math
 import os
 import re
-import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -37,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..allocator import steady_allocator
+from ..training.allocator import steady_allocator
 from ..errors import ConfigError, EnergyStudyError, WriteError
 from ..files import check_file_name, check_output_file, create_new
 from .layer_data import COLUMNS, LAYER_TYPES, count_macs
@@ -123,7 +125,7 @@ class Plan:
 
 def plan_dtypes(plan: Plan, device: torch.device) -> tuple[str, ...]:
     """The dtypes the plan measures on this device (checked: names torch autocast takes)."""
-    from ..device import amp_dtype
+    from ..training.device import amp_dtype
     from .layer_data import DTYPES
 
     dtypes = plan.dtypes or ("float32", str(amp_dtype(device)).removeprefix("torch."))
@@ -134,6 +136,39 @@ def plan_dtypes(plan: Plan, device: torch.device) -> tuple[str, ...]:
 
 
 QUICK_PLAN = Plan(ranges=QUICK, per_type=6, min_window_s=0.15, max_repeats=200, zoo=ZOO)
+
+
+def make_plan(*, quick: bool = False, no_zoo: bool = False, per_type: int | None = None,
+              seed: int = 0, types: str | Sequence[str] | None = None,
+              dtypes: str | Sequence[str] | None = None, min_window_s: float | None = None,
+              ranges: dict[str, tuple[int, int] | None] | None = None) -> Plan:
+    """The plan `energy-study calibrate`'s options name: QUICK_PLAN with `quick`, else the full
+    plan with the zoo's layers (none with `no_zoo`); a None option (or range) keeps the plan's
+    own value. `types` and `dtypes`: names, or one comma-separated text. The values themselves
+    are checked by `calibrate` (through `sample_configs`), before anything is measured."""
+    plan = QUICK_PLAN if quick else Plan(zoo=ZOO)
+    if no_zoo:
+        plan = replace(plan, zoo=())
+    overrides = {name: value for name, value in (ranges or {}).items() if value is not None}
+    unknown = sorted(set(overrides) - {f.name for f in fields(Ranges)})
+    if unknown:
+        raise ConfigError(f"calibration range(s) {', '.join(unknown)} unknown; ranges: "
+                          f"{', '.join(f.name for f in fields(Ranges))}")
+    plan = replace(plan, ranges=replace(plan.ranges, **overrides), seed=seed)
+    if per_type is not None:
+        plan = replace(plan, per_type=per_type)
+    if min_window_s is not None:
+        plan = replace(plan, min_window_s=min_window_s)
+    if types:
+        plan = replace(plan, layer_types=_names(types))
+    if dtypes:
+        plan = replace(plan, dtypes=_names(dtypes))
+    return plan
+
+
+def _names(value: str | Sequence[str]) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (value.split(",") if isinstance(value, str) else value))
+
 
 #: A GPU window lasts at least this long: NVML's energy counter moves about every 100 ms, so a
 #: window needs ten of its steps for a figure within about 10 %. On the H200 the quick plan's
@@ -196,7 +231,7 @@ def zoo_configs(plan: Plan) -> list[dict]:
     """The distinct layers (of the plan's types) that the plan's zoo models call for one batch
     of each zoo batch size, as configurations; traced on the meta device, so nothing runs.
     Each config_id names the layer's shape, stable across reruns and model orders."""
-    from ..models import create_model
+    from ..training.models import create_model
     from .layer_data import describe_call
     from .trace import trace_model
 
@@ -271,14 +306,15 @@ def build_layer(config: dict, device: torch.device) -> tuple[nn.Module, torch.Te
     return layer.to(device), torch.randn(shape, device=device)
 
 
-def _forward_fn(layer, x):
+def forward_fn(layer, x):
+    """One forward pass of `layer` on `x` without gradients, as a function of no arguments."""
     def run():
         with torch.no_grad():
             layer(x)
     return run
 
 
-def _train_step_fn(layer, x):
+def train_step_fn(layer, x):
     """One training step as the project's loop does it: forward, backward (also w.r.t. the
     input, as for any layer but the first), SGD with momentum and weight decay."""
     x = x.detach().requires_grad_(True)
@@ -298,7 +334,7 @@ def _train_step_fn(layer, x):
 _METERS: dict[str, object] = {}
 
 
-def _metered(fn, repeats: int, device: torch.device = torch.device("cpu")) -> tuple[float, float, str, str]:
+def metered(fn, repeats: int, device: torch.device = torch.device("cpu")) -> tuple[float, float, str, str]:
     """(energy_j, seconds, method, kind) of `repeats` calls of fn, in one window of the project's
     meters (energy.meters.build_meters + EnergyMonitor): measured where the hardware allows,
     modelled where not. The energy is the sum of the component readings (cpu, gpu, ram); the
@@ -321,7 +357,7 @@ def _metered(fn, repeats: int, device: torch.device = torch.device("cpu")) -> tu
     return sum(r.energy_j for r in readings), window.duration_s, method, kind
 
 
-def _in_dtype(fn, dtype: str, device: torch.device):
+def in_dtype(fn, dtype: str, device: torch.device):
     """fn under the device's autocast to `dtype` (as an amp run's forward and backward are:
     autocast-recorded ops run their backward in the same dtype); fn itself for float32."""
     if dtype == "float32":
@@ -339,7 +375,7 @@ def measure(config: dict, phase: str, plan: Plan, device: torch.device,
     """One row: the energy and time of one pass (or step) in `dtype`, averaged over a metered
     window."""
     layer, x = build_layer(config, device)
-    fn = _in_dtype(_forward_fn(layer, x) if phase == "forward" else _train_step_fn(layer, x),
+    fn = in_dtype(forward_fn(layer, x) if phase == "forward" else train_step_fn(layer, x),
                    dtype, device)
     fn()  # warm-up: first-call allocation and kernel selection stay out of the window
     start = time.perf_counter()
@@ -348,7 +384,7 @@ def measure(config: dict, phase: str, plan: Plan, device: torch.device,
         torch.cuda.synchronize(device)
     once_s = max(time.perf_counter() - start, 1e-6)
     repeats = repeats_for(once_s, plan, device)
-    energy_j, seconds, method, kind = _metered(fn, repeats, device)
+    energy_j, seconds, method, kind = metered(fn, repeats, device)
     row = {c: "" for c in COLUMNS}
     row.update({k: v for k, v in config.items() if k in row})
     if config["layer_type"] == "MaxPool2d":
@@ -444,7 +480,7 @@ def _create(path: Path) -> None:
 
 def _resolve_device(name: str | torch.device) -> torch.device:
     """The device to calibrate: the CPU or a CUDA GPU that exists here; ConfigError otherwise."""
-    from ..device import resolve_device
+    from ..training.device import resolve_device
 
     try:
         device = resolve_device(str(name))
@@ -524,88 +560,3 @@ def _macs(config: dict) -> int:
                                                      "stride", "padding", "in_features",
                                                      "out_features"])
     return int(count_macs(table.astype({c: float for c in table.columns if c != "layer_type"})).iloc[0])
-
-
-def _range(text: str) -> tuple[int, int]:
-    parts = text.replace(":", ",").split(",")
-    try:
-        low, high = (int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected LOW,HIGH integers") from None
-    return low, high
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose mistakes raise ConfigError (shown as one line by `run_main`) instead of
-    printing the usage block and exiting."""
-
-    def error(self, message: str):
-        raise ConfigError(f"{' '.join(message.split())} (see {self.prog} --help)")
-
-
-def run_main(prog: str, work) -> int:
-    """Run `work()` (parsing included) for a command line tool: a user mistake prints one line,
-    `<prog>: error: ...`, and returns 2; Ctrl-C returns 130, finished rows kept."""
-    try:
-        return work()
-    except EnergyStudyError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; rerun to continue (finished calibration rows are kept)",
-              file=sys.stderr)
-        return 130
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`energy-study calibrate`: measure this machine's per-layer energy. A user mistake prints
-    one line and returns 2."""
-    parser = _parser()
-    return run_main(parser.prog, lambda: _calibrate_command(parser.parse_args(argv)))
-
-
-def _parser() -> OneLineParser:
-    parser = OneLineParser(prog="energy-study calibrate", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small layers, 6 per type, and the zoo's own layers: minutes on a 2-core CPU")
-    parser.add_argument("--per-type", type=int, help="configurations per layer type")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--types", help=f"comma-separated subset of {','.join(LAYER_TYPES)}")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtypes", help="comma-separated compute dtypes to measure (default: "
-                                         "float32 and the device's amp dtype)")
-    parser.add_argument("--machine", help="file name stem (default: derived from the CPU/GPU name)")
-    parser.add_argument("--out-dir", default=str(DEFAULT_DIR))
-    parser.add_argument("--min-window-s", type=float)
-    parser.add_argument("--no-zoo", action="store_true", help="random samples only: leave out "
-                        "the zoo's own layers (paper CNN, ResNet-18, MLP at batch "
-                        f"{', '.join(map(str, ZOO_BATCH_SIZES))})")
-    for f in fields(Ranges):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=_range, metavar="LOW,HIGH",
-                            help=f"range (default {getattr(Ranges(), f.name)}; --quick {getattr(QUICK, f.name)})")
-    return parser
-
-
-def _calibrate_command(args: argparse.Namespace) -> int:
-    plan = QUICK_PLAN if args.quick else Plan(zoo=ZOO)
-    if args.no_zoo:
-        plan = replace(plan, zoo=())
-    overrides = {f.name: getattr(args, f.name) for f in fields(Ranges) if getattr(args, f.name) is not None}
-    plan = replace(plan, ranges=replace(plan.ranges, **overrides), seed=args.seed)
-    if args.per_type is not None:
-        plan = replace(plan, per_type=args.per_type)
-    if args.min_window_s is not None:
-        plan = replace(plan, min_window_s=args.min_window_s)
-    if args.types:
-        plan = replace(plan, layer_types=tuple(t.strip() for t in args.types.split(",")))
-    if args.dtypes:
-        plan = replace(plan, dtypes=tuple(d.strip() for d in args.dtypes.split(",")))
-    start = time.perf_counter()
-    path, written, already = calibrate(plan, out_dir=args.out_dir, machine=args.machine,
-                                       device=args.device)
-    print(f"calibration: {written} new rows ({already} already there) in {path} "
-          f"in {time.perf_counter() - start:.0f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

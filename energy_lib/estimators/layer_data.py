@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
+from ..folders import CALIBRATION
 from .reference import reference_state
 
 # The long format: also the header of a calibration file.
@@ -138,7 +139,7 @@ def read_calibration_with_reference(path: str | Path) -> tuple[pd.DataFrame, flo
     return table[valid].reset_index(drop=True), reference_j
 
 
-def available_fits_text(calibration_dir: str | Path = "calibration") -> str:
+def available_fits_text(calibration_dir: str | Path = CALIBRATION) -> str:
     found = sorted(str(p) for p in Path(calibration_dir).glob("*.csv"))
     return ("available fits: 'getzner2023'" + (f" and calibration files {found}" if found else
             f" (no calibration files under {str(calibration_dir)!r})"))

@@ -88,7 +88,7 @@ def build(study, runs, state, out_dir: str | Path) -> Report:
     shared_cpu = flag_shared_cpu(runs.runs)  # before the results table: its `flags` say it
     for_verdicts, contended_note = flag_contended(runs.runs, study.include_contended)
     findings = consistency(runs.runs, study.setting_axes)
-    written = write_report(runs, out_dir, [c.name for c in study.cells], study.setting_axes)
+    written = write_report(runs, out_dir, study.setting_axes)
     statistics = repeats.write_study_statistics(for_verdicts, runs.epochs, study, out_dir)
     models = write_model_report(runs, out_dir)
     left_out = frozenset(set(runs.runs.get("cell", [])) - set(for_verdicts.get("cell", [])))

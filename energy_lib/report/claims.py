@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..energy.derive import energy_label
 from ..errors import ConfigError
-from ..records import FINISHED
+from ..records import finished_rows
 from . import stats
 
 ORIGINAL_SOURCE = "original T4 study (seed 000)"
@@ -302,7 +302,7 @@ def evaluate_claims(results: pd.DataFrame, confidence: float = 0.95,
     if missing:
         raise ConfigError(f"evaluate_claims: results lack column(s) {missing}; "
                           f"needs {list(RESULT_COLUMNS)}")
-    data = results[results["status"].isin(FINISHED)].copy()
+    data = finished_rows(results).copy()
     for column in ("best_val_acc_pct", "energy_j", "total_s"):
         data[column] = pd.to_numeric(data[column], errors="coerce")
     context = Context(confidence, tuple(axes))

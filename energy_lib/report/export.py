@@ -34,7 +34,7 @@ import pandas as pd
 from ..energy import joules_to_kwh
 from ..energy.derive import COMPONENTS
 from ..errors import ConfigError
-from ..records import FINISHED, Runs
+from ..records import Runs, finished_rows
 from .output import save_csv
 
 EXPORT_COLUMNS = [
@@ -196,7 +196,7 @@ def export_runs(runs: Runs, study_name: str, schema: str = DEFAULT_SCHEMA) -> pd
     """Finished runs (records.FINISHED) as a table with exactly `columns(schema)`."""
     wanted = columns(schema)
     table = runs.runs
-    done = table[table["status"].isin(FINISHED)] if not table.empty else table
+    done = finished_rows(table)
     rows = [export_row(row, study_name, schema) for _, row in done.iterrows()]
     return pd.DataFrame(rows, columns=wanted)
 

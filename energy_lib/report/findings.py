@@ -14,7 +14,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..energy.derive import energy_label
-from ..records import FINISHED
+from ..records import FINISHED, finished_rows
 from .claims import VERDICT_RULES
 
 
@@ -32,7 +32,7 @@ def _cells_line(runs: pd.DataFrame, state) -> str:
 
 
 def _energy_line(runs: pd.DataFrame) -> str:
-    done = runs[runs["status"].isin(FINISHED)] if "status" in runs else runs
+    done = finished_rows(runs)
     if done.empty:
         return "No finished run: no energy figure yet."
     label = energy_label(done)

@@ -21,9 +21,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..datasets import DATASETS
+from ..training.datasets import DATASETS
 from ..energy.derive import energy_label
-from ..records import FINISHED, Runs
+from ..records import Runs, finished_rows
 from .output import legend_name, plain_figure, save_csv, save_figure
 
 MAX_PANELS = 16  # confusion matrices drawn side by side before the report singles cells out
@@ -159,7 +159,7 @@ def pruned_epochs(runs: Runs) -> pd.DataFrame:
     needed = {"cell", "epoch", "energy_j", "dense_macs_per_image", "sparse_macs_per_image"}
     if table.empty or epochs.empty or "prune" not in table or not needed <= set(epochs):
         return pd.DataFrame(columns=sorted(needed | {"prune"}))
-    pruned = table[table["prune"].fillna("none").ne("none") & table["status"].isin(FINISHED)]
+    pruned = finished_rows(table)[lambda t: t["prune"].fillna("none").ne("none")]
     rows = epochs.merge(pruned[["cell", "prune"]], on="cell", how="inner")
     return rows.sort_values(["cell", "epoch"], ignore_index=True)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..energy.derive import energy_label
-from ..records import FINISHED
+from ..records import finished_rows
 from . import stat_figures, stats
 from .claim_registries import claims_for
 from .claims import RESULT_COLUMNS, evaluate_claims
@@ -37,7 +37,7 @@ def unpaired_reason(table: pd.DataFrame, study, axis: str | None) -> str:
     names no two-valued axis, or one of its values has no finished run so far."""
     if not axis:
         return "no paired comparison: the study has no two-valued compare axis"
-    done = table[stats.finished(table)]
+    done = finished_rows(table)
     missing = [value for value in study.axes[axis]
                if axis not in done or not (done[axis] == value).any()]
     if missing:
@@ -54,7 +54,7 @@ NEAR_CHANCE_PP = 10.0
 def target_note(target_acc_pct: float | None, runs_table: pd.DataFrame) -> str:
     """'' or a warning that the target sits within NEAR_CHANCE_PP of chance (100 / classes)
     for a dataset of the study."""
-    from ..datasets import DATASETS
+    from ..training.datasets import DATASETS
 
     if target_acc_pct is None or "dataset" not in runs_table:
         return ""
@@ -74,7 +74,7 @@ def target_note(target_acc_pct: float | None, runs_table: pd.DataFrame) -> str:
 def targets(runs_table: pd.DataFrame, epochs: pd.DataFrame, target_acc_pct: float | None):
     """(energy-to-target table per run, the target used). The default target is the lowest
     best accuracy across finished runs, so every run has a value."""
-    done = runs_table[runs_table["status"].isin(FINISHED)]
+    done = finished_rows(runs_table)
     if target_acc_pct is None:
         best = pd.to_numeric(done.get("best_val_acc_pct", pd.Series(dtype=float)), errors="coerce")
         if best.notna().sum() == 0:
@@ -94,7 +94,7 @@ def with_energy_labels(summary: pd.DataFrame, table: pd.DataFrame, by: list[str]
     """The summary (`stats.summarise_groups` of `table` by `by`: one row per group, in group
     order) with, per setting, `energy_kind` and `energy_methods` of its finished runs
     (`energy.derive.energy_label`), so a table or figure of settings says what it averages."""
-    labels = [energy_label(rows[stats.finished(rows)])
+    labels = [energy_label(finished_rows(rows))
               for _, rows in table.groupby(by, sort=True, dropna=False)]
     return summary.assign(energy_kind=[label.kind for label in labels],
                           energy_methods=[label.methods for label in labels])
@@ -157,7 +157,7 @@ def write_study_statistics(runs_table: pd.DataFrame, epochs: pd.DataFrame, study
         paths[name] = save_csv(frame, report_dir / file)
     table = result["table"]
     axes = [a for a in study.setting_axes if a in table]
-    finished = table[stats.finished(table)]
+    finished = finished_rows(table)
     reached = result["targets"]
     figures = {
         "pareto": stat_figures.figure_pareto(result["summary"], finished),

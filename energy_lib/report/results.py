@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..energy.derive import LABEL_COLUMNS, energy_label
 from ..energy.table import JOULES_PER_KWH
-from ..records import FINISHED, Runs
+from ..records import Runs, Status, finished_rows
 from . import stats
 from .output import legend_name, plain_figure, save_csv, save_figure, say_empty
 
@@ -183,14 +183,10 @@ def figure_energy_per_epoch(epochs: pd.DataFrame, settings: dict[str, str] | Non
     return _energy_lines(epochs, settings or {}, False, "J", "energy per epoch", panels)
 
 
-def _finished(table: pd.DataFrame) -> pd.DataFrame:
-    return table[table["status"].isin(FINISHED)]
-
-
 @plain_figure
 def figure_power(table: pd.DataFrame):
     """Assumed board power vs the headline's mean power (train + eval) per cell."""
-    done = _finished(table)
+    done = finished_rows(table)
     fig, ax = plt.subplots(figsize=(7.2, 4.0))
     assumed = pd.to_numeric(done["assumed_power_w"], errors="coerce")
     metered = pd.to_numeric(done["mean_power_w"], errors="coerce")
@@ -217,7 +213,7 @@ def figure_power(table: pd.DataFrame):
 def figure_tradeoff(table: pd.DataFrame):
     """Best validation accuracy vs headline energy, one point per finished cell."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    done = _finished(table).copy()
+    done = finished_rows(table).copy()
     done["_wh"] = pd.to_numeric(done["energy_kwh"], errors="coerce") * 1000
     done["_acc"] = pd.to_numeric(done["best_val_acc_pct"], errors="coerce")
     usable = done.dropna(subset=["_wh", "_acc"])
@@ -238,16 +234,12 @@ def figure_tradeoff(table: pd.DataFrame):
     return fig
 
 
-def results_table(runs: Runs, expected_cells: list[str] | None = None) -> pd.DataFrame:
+def results_table(runs: Runs) -> pd.DataFrame:
     """The original Table 1's columns (best val acc, s/epoch, total s, kWh, %/Wh) per cell, with
-    status; cells of the study with no notebook appear as `missing`."""
+    status (a study's cells without a record are rows of `runs` already: `read_study`)."""
     table = runs.runs.copy()
     if table.empty:
         table = pd.DataFrame(columns=["cell", "status"])
-    if expected_cells:
-        absent = [c for c in expected_cells if c not in set(table["cell"])]
-        table = pd.concat([table, pd.DataFrame({"cell": absent, "status": "missing"})],
-                          ignore_index=True)
     for column in TABLE_COLUMNS:
         if column not in table:
             table[column] = pd.NA
@@ -300,12 +292,11 @@ def compare_with_reference(table: pd.DataFrame) -> pd.DataFrame:
         "energy_kwh (ours)": merged["energy_kwh"],
         "energy_kind (ours)": merged["energy_kind"],
         "acc_pct_per_wh (ours)": merged["acc_pct_per_wh"],
-        "status (ours)": merged["status"].fillna("missing"),
+        "status (ours)": merged["status"].fillna(str(Status.MISSING)),  # a paper row we did not run
     })
 
 
-def write_report(runs: Runs, report_dir: str | Path, expected_cells: list[str] | None = None,
-                 setting_axes: list[str] | None = None) -> dict:
+def write_report(runs: Runs, report_dir: str | Path, setting_axes: list[str] | None = None) -> dict:
     """Write the seven figures and the results CSV; returns {name: path} and the figures. The
     curves draw settings (`setting_axes`: repeats of one setting are one line with a band)."""
     report_dir = Path(report_dir)
@@ -315,7 +306,7 @@ def write_report(runs: Runs, report_dir: str | Path, expected_cells: list[str] |
         epochs = pd.DataFrame(columns=["cell", "epoch", "energy_j", "energy_kind",
                                        "constant_power_energy_j",
                                        *[c for c, _ in FIGURES.values()]])
-    table = results_table(runs, expected_cells)
+    table = results_table(runs)
     settings = setting_names(runs.runs, setting_axes or [])
     panels = panel_names(runs.runs, setting_axes or [])
     figures = {name: figure_metric(epochs, name, settings, panels) for name in FIGURES}

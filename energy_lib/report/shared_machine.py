@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..datasets import DATASETS
-from ..records import FINISHED
+from ..training.datasets import DATASETS
+from ..records import finished_rows, is_finished
 
 SHARED_CPU_FLAG = "shared_cpu"
 CONTENDED_FLAG = "contended"
@@ -63,7 +63,7 @@ def contended(table: pd.DataFrame) -> pd.Series:
     """The finished cells whose record says other load contended with their training."""
     if table.empty or "contended" not in table:
         return pd.Series(False, index=table.index)
-    return table["contended"].eq(True) & table["status"].isin(FINISHED)
+    return table["contended"].eq(True) & is_finished(table)
 
 
 def flag_contended(table: pd.DataFrame, include: bool) -> tuple[pd.DataFrame, str]:
@@ -120,7 +120,7 @@ def consistency(table: pd.DataFrame, setting_axes: list[str]) -> pd.DataFrame:
     needed = {"train_s_total", "dense_macs_per_image", "epochs_completed", "cell"}
     if table.empty or not needed <= set(table):
         return pd.DataFrame(columns=columns)
-    done = table[table["status"].isin(FINISHED)].copy()
+    done = finished_rows(table).copy()
     done["_s_per_mac"] = _seconds_per_mac(done)
     done = done[done["_s_per_mac"] > 0]
     axes = [a for a in setting_axes if a in done]

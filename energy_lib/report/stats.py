@@ -16,7 +16,7 @@ import pandas as pd
 from scipy import stats as _scipy_stats
 
 from ..errors import ConfigError
-from ..records import FINISHED
+from ..records import is_finished
 
 T_METHOD = "student-t"
 SINGLE_RUN = "single run: no interval"
@@ -93,13 +93,6 @@ def _as_list(by: str | Sequence[str] | None) -> list[str]:
     return [by] if isinstance(by, str) else list(by)
 
 
-def finished(table: pd.DataFrame) -> pd.Series:
-    """Rows whose run finished (records.FINISHED: a diverged run's numbers are real too); a table
-    without `status` counts as finished."""
-    if "status" not in table:
-        return pd.Series(True, index=table.index)
-    return table["status"].isin(FINISHED)
-
 
 def _require(table: pd.DataFrame, columns: Iterable[str], what: str) -> None:
     missing = [c for c in columns if c not in table]
@@ -117,7 +110,7 @@ def summarise_groups(table: pd.DataFrame, by: str | Sequence[str], columns: Sequ
     """
     by = _as_list(by)
     _require(table, [*by, *columns], "summarise_groups")
-    done = finished(table)
+    done = is_finished(table)
     rows = []
     for key, group in table.groupby(by, sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
@@ -171,7 +164,7 @@ def _pairs(table: pd.DataFrame, axis: str, a, b, value: str, pair_on: str,
     if a not in values or b not in values:
         raise ConfigError(f"paired comparison: axis {axis!r} has values {sorted(map(str, values))}; "
                           f"both {a!r} and {b!r} must be present")
-    data = table[finished(table) & table[axis].isin([a, b])]
+    data = table[is_finished(table) & table[axis].isin([a, b])]
     data = data.assign(_v=pd.to_numeric(data[value], errors="coerce"))
     data = data[np.isfinite(data["_v"])]
     dupes = data.duplicated([*by, pair_on, axis], keep=False)

@@ -8,7 +8,7 @@
 - `runner`: `run_study` on a given executor, then `build_report`.
 """
 
-from .cell import CellRun, StudyOutcome, run_cell
+from .cell import CellRun, Outcome, StudyOutcome, run_cell
 from .execute import ANALYSIS_NOTEBOOK, NOTEBOOKS_DIR, RUN_NOTEBOOK, execute_notebook
 from .executors import EXECUTORS, Executor, SerialExecutor, check_executor, open_executor
 from .folder import FolderState, cell_status, read_study, study_state
@@ -18,6 +18,6 @@ from .spec import (MAX_CELLS, STUDIES_DIR, Cell, Study, cell_name, default_study
 
 __all__ = ["ANALYSIS_NOTEBOOK", "EXECUTORS", "MAX_CELLS", "NOTEBOOKS_DIR", "RUN_NOTEBOOK",
            "STUDIES_DIR", "Cell", "CellRun", "Executor", "FolderState", "SerialExecutor", "Study",
-           "StudyOutcome", "build_report", "cell_name", "cell_status", "check_cells_can_run",
+           "Outcome", "StudyOutcome", "build_report", "cell_name", "cell_status", "check_cells_can_run",
            "check_executor", "default_study_file", "execute_notebook", "load_study",
            "locate", "open_executor", "read_study", "run_cell", "run_study", "study_state"]

@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from ..errors import StudyError
-from ..locks import RUNNING, CellBusy, cell_lock, is_dead_runner
+from ..folders import RUNNING, SUPERSEDED
+from ..locks import CellBusy, cell_lock, is_dead_runner
 from ..records import FINISHED
 from . import execute
 from .execute import execute_notebook
@@ -30,12 +32,23 @@ class StudyOutcome:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+class Outcome(StrEnum):
+    """What one attempt at a cell came to (a cell's *status* is records.Status: what its record
+    says; this is what the runner did about it)."""
+
+    RAN = "ran"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # finished already (here or by another runner meanwhile)
+    BUSY = "busy"  # another runner holds its lock
+    ERROR = "error"  # could not even try (e.g. a filesystem without file locks)
+
+
 @dataclass
 class CellRun:
     """What happened to one cell, returned by `run_cell` (picklable: Dask workers return it)."""
 
     cell: str
-    result: str  # ran | failed | skipped | busy | error (could not even try: e.g. no locks)
+    result: Outcome
     seconds: float = 0.0
     message: str = ""  # one line for the user, when there is something to say
     owner: str = ""  # the runner holding the lock, when busy
@@ -45,15 +58,15 @@ class CellRun:
 def tally(outcome: StudyOutcome, done: CellRun, say) -> None:
     """Add one cell's result to the outcome and say its line, if any."""
     where = f" [on {done.worker}]" if done.worker else ""
-    if done.result == "busy":
+    if done.result == Outcome.BUSY:
         outcome.busy[done.cell] = done.owner
-    elif done.result == "skipped":
+    elif done.result == Outcome.SKIPPED:
         outcome.skipped.append(done.cell)
-    elif done.result == "ran":
+    elif done.result == Outcome.RAN:
         outcome.ran.append(done.cell)
     else:
         outcome.failed.append(done.cell)
-    if done.result in ("ran", "failed", "error"):
+    if done.result in (Outcome.RAN, Outcome.FAILED, Outcome.ERROR):
         outcome.seconds[done.cell] = done.seconds
     if done.message:
         say(done.message + where)
@@ -74,16 +87,16 @@ def run_cell(cell: Cell, folder: Path, *, force: bool, seen, kernel_name: str | 
             now = status_of(cell, folder, locked=True)
             finished_elsewhere = now in FINISHED and identity(target) != seen
             if now in FINISHED and (not force or finished_elsewhere):
-                return CellRun(cell.name, "skipped")
+                return CellRun(cell.name, Outcome.SKIPPED)
             try:
                 _move_older_copies_aside(folder, cell.name, target)
             except OSError as error:  # e.g. no space left for superseded/
-                return CellRun(cell.name, "failed", message=(
+                return CellRun(cell.name, Outcome.FAILED, message=(
                     f"cell {cell.name} failed before it ran: its older record could not be moved "
                     f"to superseded/: {_reason(error)} (nothing was removed)"))
             # the run's settings, and this execution's: a text progress bar (the kernel's stderr
             # goes to a terminal) and where the record goes (CodeCarbon's log lands beside it)
-            parameters = {**cell.config.to_dict(), "progress": "text",
+            parameters = {"config": cell.config.to_dict(), "progress": "text",
                           "record_path": str(target.resolve())}
             started = time.perf_counter()
             try:
@@ -91,26 +104,26 @@ def run_cell(cell: Cell, folder: Path, *, force: bool, seen, kernel_name: str | 
                                            kernel_name=kernel_name, log_stream=log_stream,
                                            runner_record=runner)
             except pm.PapermillExecutionError as error:
-                return CellRun(cell.name, "failed", time.perf_counter() - started,
+                return CellRun(cell.name, Outcome.FAILED, time.perf_counter() - started,
                                f"cell {cell.name} failed: {error.ename}: {error.evalue} "
                                f"({_kept(folder, cell.name, target)})")
             except Exception as error:  # the kernel died (out of memory), a write failed: go on
-                return CellRun(cell.name, "failed", time.perf_counter() - started,
+                return CellRun(cell.name, Outcome.FAILED, time.perf_counter() - started,
                                f"cell {cell.name} failed: {type(error).__name__}: "
                                f"{_reason(error)} ({_kept(folder, cell.name, target)})")
-            return CellRun(cell.name, "ran", time.perf_counter() - started,
+            return CellRun(cell.name, Outcome.RAN, time.perf_counter() - started,
                            f"cell {cell.name}: record complete, but {problem}" if problem else "")
     except CellBusy as busy:
-        return CellRun(cell.name, "busy", owner=busy.owner,
+        return CellRun(cell.name, Outcome.BUSY, owner=busy.owner,
                        message=f"cell {cell.name}: running elsewhere ({busy.owner}); skipped here")
     except StudyError as error:  # e.g. a filesystem without file locks
-        return CellRun(cell.name, "error", message=str(error))
+        return CellRun(cell.name, Outcome.ERROR, message=str(error))
 
 
 def _move_older_copies_aside(folder: Path, cell: str, target: Path) -> None:
     """Killed runners' in-progress copies and the old record go to superseded/ (kept)."""
     for leftover in leftovers(folder, cell):
-        supersede(leftover, cell, folder / "superseded")
+        supersede(leftover, cell, folder / SUPERSEDED)
         if leftover.parent.name != RUNNING and is_dead_runner(leftover.parent.name):
             with contextlib.suppress(OSError):
                 leftover.parent.rmdir()  # only if empty

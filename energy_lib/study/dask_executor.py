@@ -37,7 +37,7 @@ from urllib.parse import urlparse
 
 from ..errors import EnergyStudyError, StudyError
 from ..files import check_writable
-from .cell import CellRun, StudyOutcome, run_cell, tally
+from .cell import CellRun, Outcome, StudyOutcome, run_cell, tally
 
 INSTALL = 'pip install "energy-lib[dask]"'
 RESOURCE = {"device": 1}
@@ -182,9 +182,9 @@ def _cell_task(cell, folder: Path, force: bool, seen, kernel_name, notebook, slo
         done = run_cell(cell, folder, force=force, seen=seen, kernel_name=kernel_name,
                         runner=runner, notebook=notebook)
     except EnergyStudyError as error:  # e.g. the runs folder is not writable from this worker
-        done = CellRun(cell.name, "failed", message=f"cell {cell.name} failed: {error}")
-    if done.result == "error":
-        done.result = "failed"
+        done = CellRun(cell.name, Outcome.FAILED, message=f"cell {cell.name} failed: {error}")
+    if done.result == Outcome.ERROR:
+        done.result = Outcome.FAILED
     done.worker = f"worker {worker.name}@{socket.gethostname()}"
     return done
 
@@ -197,11 +197,11 @@ def _outcome_of(future, cell: str):
         return future.result()
     except KilledWorker as error:
         last = getattr(getattr(error, "last_worker", None), "address", "")
-        return CellRun(cell, "failed", worker=str(last), message=(
+        return CellRun(cell, Outcome.FAILED, worker=str(last), message=(
             f"cell {cell} failed: its worker died while running it (killed, or out of memory); "
             "it reads incomplete and the next run reruns it"))
     except Exception as error:
-        return CellRun(cell, "failed", message=f"cell {cell} failed on its worker: "
+        return CellRun(cell, Outcome.FAILED, message=f"cell {cell} failed on its worker: "
                                                f"{type(error).__name__}: {error}")
 
 

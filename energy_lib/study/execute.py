@@ -11,12 +11,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import threading
 from pathlib import Path
 
 from ..errors import Terminated
-from ..locks import RUNNING, runner_id
+from ..folders import RUNNING
+from ..locks import runner_id
 from ..bundled import shipped
 from ..records import note_runner
 from .folder import put_in_place
@@ -92,7 +95,8 @@ def execute_notebook(source: Path, target: Path, parameters: dict, *, kernel_nam
     own.mkdir(parents=True, exist_ok=True)
     kernel_name = kernel_name or nbformat.read(str(source), as_version=4).metadata.kernelspec.name
     watch = _KernelWatch()
-    watch.km = AsyncKernelManager(kernel_name=kernel_name)
+    sockets = _socket_folder()
+    watch.km = AsyncKernelManager(kernel_name=kernel_name, **_transport(sockets))
     try:
         with watch:
             pm.execute_notebook(str(source), str(running), parameters=parameters,
@@ -112,12 +116,37 @@ def execute_notebook(source: Path, target: Path, parameters: dict, *, kernel_nam
         raise  # the original error, never one of keeping the record
     finally:
         _stop_kernel(watch.km)
+        if sockets:
+            shutil.rmtree(sockets, ignore_errors=True)
     if watch.interrupted is not None:
         raise watch.stop()
     problem = _keep(running, target, runner_record)
     with contextlib.suppress(OSError):
         own.rmdir()  # this runner's own folder: no other runner writes there
     return problem
+
+
+def _socket_folder() -> str | None:
+    """A private folder for one kernel's sockets (POSIX), with a short path: a Unix socket's
+    path holds at most ~100 bytes."""
+    if os.name != "posix":
+        return None
+    return tempfile.mkdtemp(prefix="energy-kernel-")
+
+
+def _transport(sockets: str | None) -> dict:
+    """The kernel's channels as Unix sockets in `sockets` (ZeroMQ's ipc transport), not TCP
+    ports on loopback. jupyter_client picks a TCP port by binding a free one and releasing it
+    before the kernel binds it again, so on a machine where other kernels start at the same time
+    (two runners, Dask workers, a test suite) two kernels can be handed the same port: a
+    heartbeat fails with "Address already in use", or one kernel's control channel receives
+    another's messages and logs `DELIM not in msg_list` tracebacks (papermill #511). A socket
+    file in a folder of its own cannot be taken by anyone else. Where there are no Unix sockets
+    (Windows), TCP as before."""
+    if sockets is None:
+        return {}
+    return {"transport": "ipc", "connection_file": os.path.join(sockets, "kernel.json"),
+            "ip": os.path.join(sockets, "k")}
 
 
 def _keep(running: Path, target: Path, runner_record: dict | None) -> str:

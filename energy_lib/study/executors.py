@@ -17,7 +17,7 @@ from typing import Iterator, Protocol
 
 from ..errors import StudyError
 from ..locks import runner_id
-from .cell import StudyOutcome, run_cell, tally
+from .cell import Outcome, StudyOutcome, run_cell, tally
 from .spec import Cell
 
 
@@ -59,7 +59,7 @@ class SerialExecutor:
                             log_stream=sys.stderr if progress is True else None,
                             runner={**runner, **(places or {}).get(cell.name, {})},
                             notebook=notebook)
-            if done.result == "error":  # could not even try (e.g. no file locks): a user error
+            if done.result == Outcome.ERROR:  # could not even try (e.g. no file locks): a user error
                 raise StudyError(done.message)
             tally(outcome, done, bar.write)
         return outcome

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..files import move_no_replace
-from ..locks import RUNNING, is_running
-from ..records import Runs, Status, read_record, read_runs
+from ..folders import RUNNING, RUNS, SUPERSEDED
+from ..locks import is_running
+from ..records import FINISHED, LabRecord, Runs, Status, read_record, read_runs
 from .spec import Cell, Study
 
 def _same_settings(recorded: dict | None, config: RunConfig) -> bool:
@@ -27,14 +28,12 @@ def _same_settings(recorded: dict | None, config: RunConfig) -> bool:
 
 
 def leftovers(folder: Path, cell: str) -> list[Path]:
-    """In-progress copies of `cell` in `.running/` (runners that were killed, or one running
-    now): `.running/<runner>/<cell>.ipynb`, and `.running/<cell>.ipynb` of older versions."""
+    """In-progress copies of `cell` in `.running/<runner>/` (runners that were killed, or one
+    running now)."""
     running = folder / RUNNING
     if not running.is_dir():
         return []
-    found = [p for p in running.glob(f"*/{glob.escape(cell)}.ipynb") if p.is_file()]
-    legacy = running / f"{cell}.ipynb"
-    return sorted(found + ([legacy] if legacy.is_file() else []))
+    return sorted(p for p in running.glob(f"*/{glob.escape(cell)}.ipynb") if p.is_file())
 
 
 def status_of(cell: Cell, folder: Path, *, locked: bool = False) -> Status:
@@ -42,17 +41,18 @@ def status_of(cell: Cell, folder: Path, *, locked: bool = False) -> Status:
     return _classify(cell, folder, locked=locked)[0]
 
 
-def _classify(cell: Cell, folder: Path, *, locked: bool = False) -> tuple[Status, bool]:
-    """(the cell's status, whether its finished record says other load contended with it)."""
+def _classify(cell: Cell, folder: Path, *, locked: bool = False
+              ) -> tuple[Status, LabRecord | None]:
+    """The cell's status -- decided here alone -- and its record, read once (None without one)."""
     path = folder / f"{cell.name}.ipynb"
     if not locked and is_running(folder, cell.name):
-        return Status.RUNNING, False
+        return Status.RUNNING, None
     if not path.exists():  # a copy in .running/ is a run that was killed
-        return (Status.INCOMPLETE if leftovers(folder, cell.name) else Status.MISSING), False
+        return (Status.INCOMPLETE if leftovers(folder, cell.name) else Status.MISSING), None
     record = read_record(path)
     if record.finished and not _same_settings(record.config, cell.config):
-        return Status.STALE, False
-    return record.status, record.finished and bool(record.summary.get("contended"))
+        return Status.STALE, record
+    return record.status, record
 
 
 @dataclass
@@ -64,6 +64,8 @@ class FolderState:
     cells: dict[str, Status]
     foreign: list[Path]
     contended: set[str] = field(default_factory=set)
+    #: cell -> its record, as read to decide its status (cells without a record are absent)
+    records: dict[str, LabRecord] = field(default_factory=dict, repr=False)
 
     def describe(self, cell: str) -> str:
         """`ok`, or `ok, contended`: how `list` shows a cell."""
@@ -79,11 +81,14 @@ def study_state(study: Study, folder: str | Path) -> FolderState:
     names = {c.name for c in study.cells}
     foreign = sorted(p for p in folder.glob("*.ipynb") if p.stem not in names) if folder.is_dir() else []
     found = {c.name: _classify(c, folder) for c in study.cells}
-    return FolderState({name: status for name, (status, _) in found.items()}, foreign,
-                       {name for name, (_, contended) in found.items() if contended})
+    records = {name: record for name, (_, record) in found.items() if record is not None}
+    contended = {name for name, (status, record) in found.items()
+                 if status in FINISHED and bool(record.summary.get("contended"))}
+    return FolderState({name: status for name, (status, _) in found.items()}, foreign, contended,
+                       records)
 
 
-def cell_status(study: Study, runs_root: str | Path = "runs") -> dict[str, Status]:
+def cell_status(study: Study, runs_root: str | Path = RUNS) -> dict[str, Status]:
     """Status of every cell (see `study_state`)."""
     return study_state(study, study.runs_dir(runs_root)).cells
 
@@ -93,7 +98,7 @@ def read_study(study: Study, folder: str | Path) -> tuple[Runs, FolderState]:
     each with its `list` status. A stale record keeps its row (status `stale`) but its epochs,
     energy and timeline are left out: they were measured with other settings."""
     state = study_state(study, folder)
-    runs = read_runs(folder, cells=state.cells)
+    runs = read_runs(folder, cells=state.cells, records=state.records)  # each record read once
     # every row names its setting, also a cell without a record yet: the study file knows it
     for axis in study.axes:
         known = runs.runs["cell"].map({c.name: getattr(c.config, axis) for c in study.cells})
@@ -110,7 +115,7 @@ def supersede(path: Path, stem: str | None = None, into: Path | None = None) -> 
     """Move an old record aside (kept, never deleted, never overwriting a kept one) before its
     cell runs again: into `into` (default: superseded/ beside it) as `<stem>.<time>.ipynb`."""
     stamp = datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y%m%dT%H%M%S")
-    folder = into or path.parent / "superseded"
+    folder = into or path.parent / SUPERSEDED
     folder.mkdir(exist_ok=True)
     stem = stem or path.stem
     attempt = 1

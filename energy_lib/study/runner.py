@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import StudyError, WriteError
 from ..files import check_writable
+from ..folders import REPORT, RUNS
 from ..locks import report_lock, runner_id
 from ..records import FINISHED
 from .cell import StudyOutcome
@@ -23,8 +24,8 @@ from .spec import Study
 
 def check_cells_can_run(study: Study) -> None:
     """Fail before the first cell: device/precision support and the dataset's presence."""
-    from ..data import load_split
-    from ..device import resolve_runtime
+    from ..training.data import load_split
+    from ..training.device import resolve_runtime
 
     datasets_seen = set()
     for cell in study.cells:
@@ -57,7 +58,7 @@ def check_rerun(rerun) -> None:
 
 
 def run_study(study: Study, *, force: bool = False, rerun: tuple[str, ...] = (),
-              runs_root: str | Path = "runs", kernel_name: str | None = None,
+              runs_root: str | Path = RUNS, kernel_name: str | None = None,
               progress: bool | str = True, only: list[str] | None = None,
               executor: Executor | None = None, look_first: bool = False) -> StudyOutcome:
     """Run every cell that has no finished record (or all with `force`; or, with
@@ -95,8 +96,8 @@ def run_study(study: Study, *, force: bool = False, rerun: tuple[str, ...] = (),
         progress=progress, study_name=study.name, notebook=execute.RUN_NOTEBOOK, places=places)
 
 
-def build_report(study: Study, *, runs_root: str | Path = "runs",
-                 report_root: str | Path = "report", kernel_name: str | None = None,
+def build_report(study: Study, *, runs_root: str | Path = RUNS,
+                 report_root: str | Path = REPORT, kernel_name: str | None = None,
                  on_wait=None) -> Path:
     """Execute the analysis notebook for a study; returns the report folder.
 

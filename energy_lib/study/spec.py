@@ -23,6 +23,7 @@ from ..bundled import is_shipped, shipped
 from ..config import MAX_WHOLE_NUMBER, RunConfig
 from ..errors import ConfigError, StudyError
 from ..files import check_file_name
+from ..folders import REPORT, RUNS
 
 #: Largest grid `load_study` builds unless told otherwise (`max_cells=`, CLI `--max-cells`):
 #: checked from the axis lengths, before any cell exists.
@@ -70,11 +71,11 @@ class Study:
         (from `repeats`, or a `seed` axis written out) are repeats of one setting."""
         return [a for a in self.axes if a != "seed"]
 
-    def runs_dir(self, runs_root: str | Path = "runs") -> Path:
+    def runs_dir(self, runs_root: str | Path = RUNS) -> Path:
         """Where its lab records go; a relative `runs_root` means the study's project root."""
         return self.root / Path(runs_root).expanduser() / self.name
 
-    def report_dir(self, report_root: str | Path = "report") -> Path:
+    def report_dir(self, report_root: str | Path = REPORT) -> Path:
         """Where its report goes; a relative `report_root` means the study's project root."""
         return self.root / Path(report_root).expanduser() / self.name
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 TIMM_PREFIX = "timm:"
 TIMM_INSTALL = 'pip install "energy-lib[timm]"'

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import RunConfig
+from ..config import RunConfig
 from .datasets import DATASETS, DEBIAN_FASHION_MNIST_DIR, DatasetSpec
-from .errors import ConfigError, DatasetNotFound
+from ..errors import ConfigError, DatasetNotFound
 
 #: Subsets are drawn with this fixed seed (not the run seed) so every cell of a study trains and
 #: evaluates on the same images, whatever its own seed.
@@ -82,8 +82,8 @@ def _not_found(spec: DatasetSpec, looked: list[Path | str], reason: str = "") ->
 def _check_writable(spec: DatasetSpec, root: Path) -> None:
     """Fail before a download if the data directory cannot take the files (checked without
     creating it: a failed look-up leaves nothing behind)."""
-    from .errors import WriteError
-    from .files import check_writable
+    from ..errors import WriteError
+    from ..files import check_writable
 
     try:
         check_writable(root, "data_dir")

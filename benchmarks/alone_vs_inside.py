@@ -15,7 +15,8 @@ Getzner's activation data were measured with `nn.ReLU()` (a new output tensor pe
 torchvision's AlexNet and VGG apply `nn.ReLU(inplace=True)`; both are timed here, so the share of
 the difference that in-place activations explain is a figure, not a guess.
 
-    python -m energy_lib.estimators.alone_vs_inside [--models alexnet,vgg11] [--batch-size 4]
+    python -m benchmarks.alone_vs_inside [--models alexnet,vgg11] [--batch-size 4]
+(from the repository root)
 """
 
 from __future__ import annotations
@@ -29,9 +30,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..allocator import steady_allocator
-from ..errors import ConfigError
-from .trace import trace_model
+from energy_lib.cli import OneLineParser, run_tool
+from energy_lib.errors import ConfigError
+from energy_lib.estimators.calibrate import check_window_s
+from energy_lib.estimators.trace import trace_model
+from energy_lib.training.allocator import steady_allocator
+
+PROG = "python -m benchmarks.alone_vs_inside"
 
 MODELS = ("alexnet", "vgg11", "vgg13", "vgg16")  # the architectures Getzner et al. summed
 INPUT = (3, 224, 224)
@@ -101,22 +106,19 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .calibrate import OneLineParser, run_main
-
-    parser = OneLineParser(prog="python -m energy_lib.estimators.alone_vs_inside",
-                           description=__doc__.splitlines()[0])
+    """Time the models' layers alone and whole; print the summary. A user mistake prints one
+    line and returns 2; Ctrl-C 130, SIGTERM 143."""
+    parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="alexnet,vgg11,vgg16",
                         help=f"comma-separated torchvision models (of {', '.join(MODELS)})")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--min-window-s", type=float, default=MIN_WINDOW_S)
     parser.add_argument("--out", help="CSV of every layer's times (never replaces a file)")
-    return run_main(parser.prog, lambda: _command(parser.parse_args(argv)))
+    return run_tool(PROG, lambda: _command(parser.parse_args(argv)))
 
 
 def _command(args: argparse.Namespace) -> int:
     import torchvision
-
-    from .calibrate import check_window_s
 
     check_window_s(args.min_window_s, "--min-window-s")
     names = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -136,8 +138,8 @@ def _command(args: argparse.Namespace) -> int:
     if args.out:
         from pathlib import Path
 
-        from ..files import check_output_file
-        from ..report.output import save_csv
+        from energy_lib.files import check_output_file
+        from energy_lib.report.output import save_csv
 
         check_output_file(Path(args.out), "--out")
         save_csv(table, Path(args.out))

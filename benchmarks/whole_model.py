@@ -3,19 +3,21 @@
 For the quick studies' models (the paper CNN at widths 0.5 and 1, a width-0.25 ResNet-18 and the
 3-layer FFNN on Fashion-MNIST, 1x28x28), in forward passes and training steps, in fp32 and the
 device's amp dtype, the layer-regression fitted on this machine's calibration predicts the
-energy of the whole model; the project's meters (calibrate._metered -- the same meters the
-calibration used: measured where the hardware allows, modelled where not) meter the same passes,
-several windows each. Each prediction is carried to the machine's present state by the
-reference step (reference.py), metered just before, as a run's prediction is. The relative error (predicted / metered - 1), its median and spread per
-model, phase and dtype, is the whole-model error the README reports.
+energy of the whole model; the project's meters (energy_lib.estimators.calibrate.metered -- the
+same meters the calibration used: measured where the hardware allows, modelled where not)
+meter the same passes, several windows each. Each prediction is carried to the machine's
+present state by the reference step (energy_lib/estimators/reference.py), metered just before,
+as a run's prediction is. The relative error (predicted / metered - 1), its median and spread
+per model, phase and dtype, is the whole-model error the README reports.
 
 Why it is worth doing even where the meters are models (a VM without RAPL: TDP x utilisation):
 the regression sees only single layers; whether per-layer costs add up to the model's cost --
 no double-counted per-call overheads, nothing missing between layers -- is a property of the
 sum, and it shows on modelled joules as on measured ones. The metered side's kind is reported.
 
-    python -m energy_lib.estimators.whole_model [--calibration calibration/<machine>.csv]
-(without --calibration: this machine's file, made with the quick calibration when missing)
+    python -m benchmarks.whole_model [--calibration calibration/<machine>.csv]
+(from the repository root; without --calibration: this machine's file in calibration/, made
+with the quick calibration when missing)
 """
 
 from __future__ import annotations
@@ -30,9 +32,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..allocator import steady_allocator
-from ..errors import ConfigError
-from .calibrate import ZOO, ZOO_INPUT
+from energy_lib.cli import OneLineParser, run_tool
+from energy_lib.errors import ConfigError
+from energy_lib.estimators.calibrate import ZOO, ZOO_INPUT
+from energy_lib.training.allocator import steady_allocator
+
+PROG = "python -m benchmarks.whole_model"
 
 #: The models checked, as the quick studies build them for Fashion-MNIST (1x28x28): the paper
 #: CNN at the quick study's widths, a ResNet as efficient_dl_quick builds it, and the 3-layer
@@ -53,11 +58,12 @@ def whole_model_check(calibration: str | Path, *, cases=CASES, input_size=QUICK_
     contrast), the metered energy of one forward pass or training step of the whole model, its
     method and kind, and the relative errors. `dtypes`: default float32 and the device's amp
     dtype (what the quick studies compute in)."""
-    from ..device import amp_dtype
-    from ..models import create_model
-    from .calibrate import _forward_fn, _in_dtype, _metered, _train_step_fn
-    from .predict import machine_state
-    from .regression import layerwise_estimate
+    # looked up when called (not bound at import): a test's stand-in for `metered` is used
+    from energy_lib.estimators import layerwise_estimate
+    from energy_lib.estimators.calibrate import forward_fn, in_dtype, metered, train_step_fn
+    from energy_lib.estimators.predict import machine_state
+    from energy_lib.training.device import amp_dtype
+    from energy_lib.training.models import create_model
 
     device = torch.device(device)
     steady_allocator()  # as the calibration and the runs (allocator.py)
@@ -76,14 +82,14 @@ def whole_model_check(calibration: str | Path, *, cases=CASES, input_size=QUICK_
                                            training=step, compute_dtype=dtype)
             getzner = layerwise_estimate(model, input_size, batch, training=step)
             x = torch.randn(batch, *input_size, device=device)
-            run = _in_dtype((_train_step_fn if step else _forward_fn)(model, x), dtype, device)
+            run = in_dtype((train_step_fn if step else forward_fn)(model, x), dtype, device)
             run()  # warm-up: allocation and kernel selection outside the window
             start = time.perf_counter()
             run()
             once_s = max(time.perf_counter() - start, 1e-6)
             calls = max(1, math.ceil(min_window_s / once_s))
             for repeat in range(repeats):
-                energy_j, seconds, method, kind = _metered(run, calls, device)
+                energy_j, seconds, method, kind = metered(run, calls, device)
                 metered_j = energy_j / calls
                 rows.append({**case, "phase": "train_step" if step else "forward",
                              "dtype": dtype, "batch_size": batch, "repeat": repeat,
@@ -113,20 +119,20 @@ def error_summary(table: pd.DataFrame) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> int:
     """Calibrate (quick) when this machine has no calibration file, then check; prints the table,
     the calibration time and the mean absolute error. A user mistake prints one line and
-    returns 2."""
-    from .calibrate import OneLineParser, run_main
-
-    parser = OneLineParser(prog="python -m energy_lib.estimators.whole_model",
-                           description=__doc__.splitlines()[0])
+    returns 2; Ctrl-C 130, SIGTERM 143 (a quick calibration's finished rows are kept)."""
+    parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--calibration", help="calibration CSV (default: this machine's, made if missing)")
     parser.add_argument("--min-window-s", type=float, default=MIN_WINDOW_S)
     parser.add_argument("--repeats", type=int, default=REPEATS, help="metered windows each")
     parser.add_argument("--out", help="CSV of every window (never replaces a file)")
-    return run_main(parser.prog, lambda: _check_command(parser.parse_args(argv)))
+    return run_tool(PROG, lambda: _check_command(parser.parse_args(argv)),
+                    resume="; run it again to continue (finished calibration rows are kept; "
+                           "the check starts over)")
 
 
 def _check_command(args: argparse.Namespace) -> int:
-    from .calibrate import DEFAULT_DIR, QUICK_PLAN, calibrate, check_window_s, machine_name
+    from energy_lib.estimators.calibrate import (DEFAULT_DIR, QUICK_PLAN, calibrate,
+                                                 check_window_s, machine_name)
 
     check_window_s(args.min_window_s, "--min-window-s")
     if args.repeats < 1:
@@ -146,8 +152,8 @@ def _check_command(args: argparse.Namespace) -> int:
           f"{len(table)} windows (metered: {', '.join(sorted(set(table['metered_kind'])))}, "
           f"{', '.join(sorted(set(table['metered_method'])))}; torch {torch.__version__})")
     if args.out:
-        from ..files import check_output_file
-        from ..report.output import save_csv
+        from energy_lib.files import check_output_file
+        from energy_lib.report.output import save_csv
 
         out = Path(args.out)
         check_output_file(out, "--out")

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import RunConfig
-from .energy.meters import check_available
-from .errors import ConfigError
+from ..config import RunConfig
+from ..energy.meters import check_available
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -72,13 +72,6 @@ def resolve_runtime(config: RunConfig) -> Runtime:
     # amp: float16 + gradient scaling on CUDA (the original study); CPU autocast is bfloat16.
     return Runtime(device, amp_dtype(device), on_cuda, False)
 
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    if device.type == "mps":
-        return "Apple silicon GPU (MPS)"
-    return "cpu"
 
 
 def describe_accelerator() -> str:

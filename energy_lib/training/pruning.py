@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .model_stats import parameter_count, prunable_layers, weight_sparsity
 
 PRUNE_METHODS = ("none", "unstructured", "structured")

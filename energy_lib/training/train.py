@@ -19,20 +19,21 @@ from typing import Callable, ContextManager
 import torch
 from torch import nn
 
-from . import provenance
-from .config import RunConfig
+from .. import provenance
+from ..provenance import device_name
+from ..config import RunConfig
 from .data import make_loaders
-from .device import Runtime, device_name, resolve_runtime
-from .energy.attribution import run_contention
-from .energy.metering import Metering, carbon_facts
-from .energy.table import Phase
-from .energy import derive
-from .estimators.extrapolate import SteadyPart
-from .estimators.predict import early_epochs_row, predict_run
+from .device import Runtime, resolve_runtime
+from ..energy.attribution import run_contention
+from ..energy.metering import Metering, carbon_facts
+from ..energy.table import Phase
+from ..energy import derive
+from ..estimators.extrapolate import SteadyPart
+from ..estimators.predict import early_epochs_row, predict_run
 from .model_stats import model_stats
 from .models import create_model
-from .records import Status
-from .allocator import steady_allocator
+from ..records import Status
+from .allocator import settings as allocator_settings, steady_allocator
 from .pruning import finalise, prune_step, rebuild_optimizer, should_prune
 
 
@@ -278,7 +279,7 @@ def train(config: RunConfig, *, progress: bool | str = True,
         "compute_dtype": compute_dtype, "device_name": device_name(device),
         "assumed_power_w": config.assumed_power_w, "pipeline": config.pipeline,
         "idle_s": config.idle_s}
-    result.provenance = provenance.collect(device) | {
+    result.provenance = provenance.collect(device) | allocator_settings() | {
         "started": started, "finished": _now(), "data_sources": sources}
     return result
 
