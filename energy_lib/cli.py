@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import EnergyStudyError, StudyError, Terminated
+from .folders import REPORT, RUNS
 
 DESCRIPTION = """\
 Measure the energy it takes to train neural networks, one lab record per run.
@@ -362,7 +363,7 @@ def _command(argv: list[str]) -> int:
         return _cmd_calibrate(args)
     # folders the user typed mean the shell's working folder; the defaults (None) the
     # study's project root (Study.runs_dir)
-    for name, default in (("runs_dir", "runs"), ("report_dir", "report")):
+    for name, default in (("runs_dir", RUNS), ("report_dir", REPORT)):
         typed = getattr(args, name)
         setattr(args, name, Path(typed).expanduser().resolve() if typed else default)
     from .study import load_study

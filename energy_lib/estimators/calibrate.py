@@ -42,11 +42,12 @@ from torch import nn
 from ..training.allocator import steady_allocator
 from ..errors import ConfigError, EnergyStudyError, WriteError
 from ..files import check_file_name, check_output_file, create_new
+from ..folders import CALIBRATION
 from .layer_data import COLUMNS, LAYER_TYPES, count_macs
 from .reference import (REFERENCE_CONFIG, REFERENCE_PHASE, REFERENCE_WINDOW_S, REFERENCE_WINDOWS,
                         REFERENCE_WINDOWS_GPU)
 
-DEFAULT_DIR = Path("calibration")
+DEFAULT_DIR = Path(CALIBRATION)
 
 
 @dataclass(frozen=True)
