@@ -3,8 +3,11 @@ and executed-looking notebooks built with nbformat (no kernel needed)."""
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import subprocess
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,26 @@ from energy_lib.training.datasets import DEBIAN_FASHION_MNIST_DIR
 from energy_lib.records import MIME_TYPE, RECORD_FORMAT
 
 CIFAR_PER_BATCH = 20  # images per data_batch_i / test_batch in the fixture
+ROOT = Path(__file__).resolve().parents[1]
+#: what the shipped examples are made of: read from the commit by `committed`
+COMMITTED_PATHS = ("runs", "report", "studies", "notebooks", "calibration", "README.md", "docs")
+
+
+@pytest.fixture(scope="session")
+def committed(tmp_path_factory) -> Path:
+    """The project's shipped examples as last committed (`git archive HEAD`), extracted once.
+    Tests of the committed records and reports read them from here, never from the working
+    tree: README command 1 rewrites runs/quick/ and report/quick/ on the user's machine, and
+    the tests (command 2) must still pass after it."""
+    try:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", "HEAD",
+                                  *COMMITTED_PATHS], capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as error:
+        pytest.skip(f"the committed examples need a git checkout: {error}")
+    out = tmp_path_factory.mktemp("committed")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(out, filter="data")
+    return out
 
 
 def fashion_mnist_dir() -> Path:

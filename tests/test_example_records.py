@@ -11,22 +11,22 @@ from energy_lib.records import FINISHED
 from energy_lib.report.shared_machine import INVERSION_FACTOR, consistency
 from energy_lib.study import load_study, read_study
 
-ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ["quick", "efficient_dl_quick", "ee_training_quick", "gpu_widths"]  # gpu_widths: H200
 #: Examples committed with fewer repeats than their study file now asks for (gpu_widths ran
 #: seeds 0 and 1 on the GPU lent then; the file asks for a third).
 COMMITTED_REPEATS = {"gpu_widths": 2}
 
 
-def committed(name: str):
-    study = load_study(ROOT / "studies" / f"{name}.toml", repeats=COMMITTED_REPEATS.get(name))
-    runs, state = read_study(study, ROOT / "runs" / name)
+def example(committed: Path, name: str):
+    """The committed example `name`: its study file, records and their state, from HEAD."""
+    study = load_study(committed / "studies" / f"{name}.toml", repeats=COMMITTED_REPEATS.get(name))
+    runs, state = read_study(study, committed / "runs" / name)
     return study, runs, state
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
-def test_examples_are_current_clean_and_uncontended(name):
-    study, runs, state = committed(name)
+def test_examples_are_current_clean_and_uncontended(committed, name):
+    study, runs, state = example(committed, name)
     assert all(status in FINISHED for status in state.cells.values()), state.cells
     assert state.contended == set(), f"contended cells: {sorted(state.contended)}"
     table = runs.runs
@@ -38,12 +38,12 @@ def test_examples_are_current_clean_and_uncontended(name):
     assert table["runnable_per_core"].max() <= 1.1  # no thread waited for a core
 
 
-def test_efficient_dl_quick_timings_can_all_be_right():
+def test_efficient_dl_quick_timings_can_all_be_right(committed):
     """ResNet-34 (twice ResNet-18's MACs) is never faster per epoch than ResNet-18 at the same
     shortcut and pruning, beyond the report's stated tolerance (INVERSION_FACTOR: structured
     pruning leaves odd channel counts whose kernels are slow, so pruned pairs come close); no
     repeat or setting is off in the consistency checks."""
-    study, runs, _ = committed("efficient_dl_quick")
+    study, runs, _ = example(committed, "efficient_dl_quick")
     table = runs.runs.set_index(["model", "shortcut", "prune"])
     for shortcut in (True, False):
         for prune in ("none", "unstructured", "structured"):

@@ -148,18 +148,18 @@ def test_no_import_cycles():
 # README makes resolves: no old module path is served by an alias any more.
 
 
-def _committed_sources() -> list[tuple[str, str]]:
+def _committed_sources(root: Path) -> list[tuple[str, str]]:
     """(where, Python source) of every code cell of every committed notebook, and of every
     python code block of the README and of the documentation pages (docs/*.md)."""
     found = []
-    for path in sorted([*ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("runs/*/*.ipynb"),
-                        *ROOT.glob("report/*/*.ipynb")]):
+    for path in sorted([*root.glob("notebooks/*.ipynb"), *root.glob("runs/*/*.ipynb"),
+                        *root.glob("report/*/*.ipynb")]):
         for index, cell in enumerate(json.loads(path.read_text())["cells"]):
             if cell["cell_type"] == "code":
-                found.append((f"{path.relative_to(ROOT)} cell {index}", "".join(cell["source"])))
-    for page in [ROOT / "README.md", *sorted(ROOT.glob("docs/*.md"))]:
+                found.append((f"{path.relative_to(root)} cell {index}", "".join(cell["source"])))
+    for page in [root / "README.md", *sorted(root.glob("docs/*.md"))]:
         for index, block in enumerate(re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)):
-            found.append((f"{page.relative_to(ROOT)} python block {index}", block))
+            found.append((f"{page.relative_to(root)} python block {index}", block))
     return found
 
 
@@ -180,7 +180,7 @@ def _imports(source: str) -> list[tuple[str, list[str]]]:
 
 def test_every_committed_import_resolves():
     checked, broken = 0, set()
-    for where, source in _committed_sources():
+    for where, source in _committed_sources(ROOT):  # the working tree: what is about to be committed
         for module_name, names in _imports(source):
             checked += 1
             try:

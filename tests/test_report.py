@@ -34,9 +34,9 @@ def texts(fig) -> list[str]:
 # build: the one entry point of the analysis notebook
 # ------------------------------------------------------------------------------------------
 
-def test_build_writes_and_returns_the_whole_report_of_the_committed_records(tmp_path):
-    study = load_study(REPO / "studies" / "quick.toml")
-    runs, state = read_study(study, REPO / "runs" / "quick")
+def test_build_writes_and_returns_the_whole_report_of_the_committed_records(committed, tmp_path):
+    study = load_study(committed / "studies" / "quick.toml")
+    runs, state = read_study(study, committed / "runs" / "quick")
     report = build(study, runs, state, tmp_path)
     assert report.opening.startswith("study 'quick': 12 cells")
     assert list(report.results["cell"]) == sorted(c.name for c in study.cells)
