@@ -324,7 +324,7 @@ def p4_orchestration(repeats: int) -> dict:
             train(config, progress=False)
             in_process.append(time.perf_counter() - start)
             start = time.perf_counter()
-            execute_notebook(RUN_NOTEBOOK, Path(tmp) / f"cell{i}.ipynb", config.to_dict(),
+            execute_notebook(RUN_NOTEBOOK, Path(tmp) / f"cell{i}.ipynb", {"config": config.to_dict()},
                              kernel_name=None)
             papermill.append(time.perf_counter() - start)
     overhead = statistics.median(papermill) - statistics.median(in_process)
@@ -420,11 +420,12 @@ def p6_predictions(repeats: int, fit: str = "getzner2023") -> dict:
 FAIL_SEED = 666  # a stand-in cell with this seed raises, for failure-isolation tests
 
 STAND_IN_SOURCE = f"""\
-import os, time
 import energy_lib.lab as lab
+
+config = lab.config_from(config, globals())  # first: the namespace holds only the parameters
+import os, time
 from energy_lib.records import RECORD_FORMAT, store
 
-config = lab.config_from(config, globals())
 started = time.time()
 time.sleep(config.idle_s)  # the stand-in's only work: idle_s seconds of nothing
 if config.seed == {FAIL_SEED}:

@@ -1,9 +1,24 @@
 """Where and with what a run was made: stored in every lab record so a figure can be traced to a
-commit, a library version and a machine."""
+commit, a library version and a machine.
+
+The machine is described by its *fingerprint* (`fingerprint`): the facts that change how fast
+training runs -- the CPU's identity (vendor, family, model, stepping) and the instruction-set
+flags that decide which kernels torch can use (a bf16 autocast with avx512_bf16 or AMX is native
+arithmetic; without them it is emulated, often slower than fp32), the cores this process may
+use, the torch build and its CPU capability, and the GPU (capability, native bf16) -- plus a short
+digest over those fields, so two records can be compared without trusting a marketing name
+("AMD EPYC" named two CPUs here whose bf16 speeds differ tenfold). The CPU facts are read from
+/proc/cpuinfo (what the kernel reports, fast, no dependency); py-cpuinfo reads the same file on
+Linux but starts a subprocess for it. torch's own view comes from `torch.backends.cpu` and
+`torch.__config__`.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 from importlib import metadata
 import platform
 import subprocess
@@ -31,15 +46,126 @@ def _version(package: str) -> str | None:
         return None
 
 
+#: instruction-set flags that change training speed: x86 (/proc/cpuinfo `flags`) and Arm
+#: (`Features`: asimd, sve, bf16, i8mm)
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_tile",
+               "amx_bf16", "amx_fp16", "asimd", "sve", "sve2", "bf16", "i8mm")
+#: the fingerprint's fields that change speed: its digest is taken over these
+SPEED_FIELDS = ("cpu_vendor", "cpu_family", "cpu_model_number", "cpu_stepping", "cpu_flags",
+                "usable_cores", "torch_threads", "torch_version", "torch_build", "cpu_capability",
+                "gpu_name", "gpu_capability", "gpu_bf16_native")
+#: flags under which a CPU runs bfloat16 arithmetic natively (else torch emulates it)
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's block of /proc/cpuinfo (Linux; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    facts: dict[str, str] = {}
+    for line in text.split("\n\n", 1)[0].splitlines():
+        key, _, value = line.partition(":")
+        facts.setdefault(key.strip(), value.strip())
+    return facts
+
+
 def cpu_model() -> str:
     """The CPU's marketing name (Linux /proc/cpuinfo; platform's guess elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+def torch_build() -> str:
+    """"cuda 13.0", "rocm 6.2" or "cpu": which accelerator this torch was built for."""
+    if torch.version.cuda:
+        return f"cuda {torch.version.cuda}"
+    if getattr(torch.version, "hip", None):
+        return f"rocm {torch.version.hip}"
+    return "cpu"
+
+
+def _torch_config() -> dict[str, str | None]:
+    """oneDNN's version and the BLAS, as torch's build configuration reports them."""
+    shown = torch.__config__.show()
+    onednn = re.search(r"(?:MKL-DNN|oneDNN) v([\w.]+)", shown)
+    blas = re.search(r"BLAS_INFO=(\w+)", shown)
+    return {"onednn_version": onednn.group(1) if onednn else None,
+            "blas": blas.group(1) if blas else None}
+
+
+def _gpu_facts(device: torch.device | None) -> dict:
+    """The GPU a run uses: name, compute capability, memory, driver, power limit, and whether it
+    computes bf16 natively (a T4 emulates it). Empty for a CPU run."""
+    if device is None or device.type != "cuda" or not torch.cuda.is_available():
+        return {"gpu_name": None, "gpu_capability": None, "gpu_bf16_native": None}
+    index = device.index or 0
+    props = torch.cuda.get_device_properties(index)
+    facts = {"gpu_name": props.name, "gpu_capability": f"{props.major}.{props.minor}",
+             "gpu_memory_gb": round(props.total_memory / 1e9, 1),
+             "gpu_bf16_native": bool(torch.cuda.is_bf16_supported(including_emulation=False)),
+             "gpu_driver": None, "gpu_power_limit_w": None}
+    try:  # the driver and the board's power limit: NVML (pynvml ships with Zeus)
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        facts["gpu_driver"] = driver.decode() if isinstance(driver, bytes) else driver
+        facts["gpu_power_limit_w"] = pynvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000
+    except Exception:  # no NVML (a ROCm build, a container without the library): left empty
         pass
-    return platform.processor() or platform.machine()
+    return facts
+
+
+def fingerprint(device: torch.device | None = None) -> dict:
+    """The machine as far as training speed goes (module docstring), with `digest`: 12 hex
+    characters over SPEED_FIELDS, equal on two machines exactly when those fields are."""
+    info = _cpuinfo()
+    flags = set((info.get("flags") or info.get("Features") or "").split())
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        usable = os.cpu_count()
+    facts = {
+        "cpu_vendor": info.get("vendor_id") or info.get("CPU implementer") or platform.machine(),
+        "cpu_family": info.get("cpu family") or info.get("CPU architecture"),
+        "cpu_model_number": info.get("model") or info.get("CPU part"),
+        "cpu_stepping": info.get("stepping") or info.get("CPU revision"),
+        "cpu_model": cpu_model(),
+        "cpu_flags": sorted(flags & set(SPEED_FLAGS)),
+        "usable_cores": usable,
+        "ram_total_gb": round(total_ram_gb(), 1),
+        "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__.split("+")[0],
+        "torch_build": torch_build(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        **_torch_config(),
+        **_gpu_facts(device),
+    }
+    speed = json.dumps({name: facts.get(name) for name in SPEED_FIELDS}, sort_keys=True)
+    facts["digest"] = hashlib.sha256(speed.encode()).hexdigest()[:12]
+    return facts
+
+
+def cpu_bf16_native(facts: dict) -> bool:
+    """Whether the fingerprint's CPU computes bfloat16 natively (else torch emulates it)."""
+    return bool(set(facts.get("cpu_flags") or ()) & set(CPU_BF16_FLAGS))
+
+
+def describe_machine(facts: dict) -> str:
+    """One line a reader can compare: the processor (or GPU) with the flags that matter, the
+    torch build, the cores, and the digest."""
+    flags = ", ".join(facts.get("cpu_flags") or ()) or "no avx2/avx512/amx flags"
+    cpu = (f"{facts.get('cpu_model')} (family {facts.get('cpu_family')} model "
+           f"{facts.get('cpu_model_number')}; {flags})")
+    gpu = ""
+    if facts.get("gpu_name"):
+        gpu = (f"{facts['gpu_name']} (compute {facts['gpu_capability']}, bf16 "
+               f"{'native' if facts.get('gpu_bf16_native') else 'emulated'}) with ")
+    return (f"{gpu}{cpu}, {facts.get('usable_cores')} cores, torch {facts.get('torch_version')} "
+            f"({facts.get('torch_build')} build, CPU capability {facts.get('cpu_capability')}), "
+            f"fingerprint {facts.get('digest')}")
 
 
 def device_name(device: torch.device) -> str:
@@ -63,6 +189,7 @@ def collect(device: torch.device) -> dict:
     allocator's settings, the data sources)."""
     from . import __version__
 
+    machine = fingerprint(device)
     commit = _git("rev-parse", "HEAD")
     # dirty = the code differs from the commit; the study's own outputs (runs/, report/) don't count
     status = _git("status", "--porcelain", "--untracked-files=no", "--", ".",
@@ -81,6 +208,9 @@ def collect(device: torch.device) -> dict:
         "cpu_count": os.cpu_count(),
         "ram_total_gb": round(total_ram_gb(), 2),
         "torch_threads": torch.get_num_threads(),
+        "fingerprint": machine,
+        "fingerprint_digest": machine["digest"],
+        "machine": describe_machine(machine),
         "hostname": platform.node(),
         "os": platform.platform(),
         "executable": sys.executable,

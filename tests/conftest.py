@@ -7,7 +7,11 @@ import io
 import os
 import pickle
 import subprocess
+import sys
 import tarfile
+import textwrap
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +41,14 @@ def committed(tmp_path_factory) -> Path:
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(out, filter="data")
     return out
+
+
+def write_study(folder: Path, text: str, name: str = "s.toml") -> Path:
+    """A study file `folder/name` from an indented TOML text."""
+    path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
 
 
 def fashion_mnist_dir() -> Path:
@@ -165,3 +177,68 @@ def _fit_cache_in_a_temporary_folder(tmp_path_factory):
         os.environ.pop("XDG_CACHE_HOME", None)
     else:
         os.environ["XDG_CACHE_HOME"] = previous
+
+
+# ------------------------------------------------------------------------------------------
+# One real study, run once per session and shared by the tests that only read what it left
+# ------------------------------------------------------------------------------------------
+
+TINY_STUDY = """\
+    [study]
+    name = "tiny"
+    description = "two widths x three precisions on 256 Fashion-MNIST images"
+
+    [fixed]
+    dataset = "fashion_mnist"
+    train_subset = 256
+    test_subset = 128
+    epochs = 2
+    batch_size = 64
+    device = "cpu"
+    download = false
+    idle_s = 0
+
+    [axes]
+    width = [0.25, 0.5]
+    precision = ["fp32", "bf16", "amp"]
+"""
+TINY_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "amp": "bfloat16"}  # on a CPU
+
+
+@dataclass
+class TinyRun:
+    """What `energy-study run studies/tiny.toml` left in a fresh project folder, and printed."""
+
+    root: Path
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def study_file(self) -> Path:
+        return self.root / "studies" / "tiny.toml"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs" / "tiny"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report" / "tiny"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> TinyRun:
+    """The 6-cell tiny study run as a user runs it: `energy-study run` in a real process, one
+    real kernel per cell executing the real run notebook on real Fashion-MNIST files, then the
+    real analysis notebook. Run once per session; tests that only read its records, report or
+    output share it, and a test that changes a folder works on a copy."""
+    if not has_fashion_mnist():
+        pytest.skip(needs_fashion_mnist.kwargs["reason"])
+    root = tmp_path_factory.mktemp("tiny-project")
+    write_study(root / "studies", TINY_STUDY, "tiny.toml")
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "energy_lib", "run", "studies/tiny.toml"],
+                          cwd=root, capture_output=True, text=True, timeout=900)
+    return TinyRun(root, done.returncode, done.stdout, done.stderr, time.perf_counter() - started)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch

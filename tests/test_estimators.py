@@ -498,7 +498,7 @@ def test_whole_model_check_sums_layers_to_the_metered_whole(tmp_path, monkeypatc
 
     from benchmarks import whole_model
     from energy_lib.estimators import calibrate as calibrate_module
-    from energy_lib.estimators.layer_data import COLUMNS, count_macs
+    from energy_lib.estimators.layer_data import COLUMNS
     from energy_lib.training.models import create_model
 
     rng = np.random.default_rng(1)

@@ -22,7 +22,6 @@ from packaging.version import Version
 
 import energy_lib
 from energy_lib import RunConfig
-from energy_lib.config import FIELD_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 ENVIRONMENT = REPO / "environment.yml"

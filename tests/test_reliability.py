@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -19,8 +18,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from conftest import fake_executed_notebook, has_fashion_mnist, needs_fashion_mnist
-from energy_lib import ConfigError, RunConfig, StudyError, __version__
+from conftest import fake_executed_notebook, has_fashion_mnist, needs_fashion_mnist, write_study
+from energy_lib import RunConfig, __version__
 from energy_lib import study as study_module
 from energy_lib.study import cell as cell_module
 from energy_lib.cli import main
@@ -32,10 +31,6 @@ from energy_lib.study import NOTEBOOKS_DIR, load_study, read_study, study_state
 REPO = Path(__file__).resolve().parents[1]
 
 
-def write(folder: Path, text: str, name: str = "s.toml") -> Path:
-    path = folder / name
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 def snapshot(folder: Path) -> dict:
@@ -148,7 +143,7 @@ def test_runner_skips_a_cell_locked_elsewhere(tmp_path, monkeypatch, capsys):
         fake_executed_notebook(target, {"config": parameters, "summary": {"status": "ok"}})
 
     monkeypatch.setattr(cell_module, "execute_notebook", fake_execute)
-    study = load_study(write(tmp_path, TWO_CELLS))
+    study = load_study(write_study(tmp_path, TWO_CELLS))
     folder = study.runs_dir("runs")
     with cell_lock(folder, "precision-fp32"):
         assert study_state(study, folder).cells["precision-fp32"] == "running"
@@ -165,7 +160,7 @@ def test_runner_does_not_rerun_a_cell_finished_elsewhere_meanwhile(tmp_path, mon
     if not has_fashion_mnist():
         pytest.skip(needs_fashion_mnist.kwargs["reason"])
     monkeypatch.chdir(tmp_path)
-    study = load_study(write(tmp_path, TWO_CELLS))
+    study = load_study(write_study(tmp_path, TWO_CELLS))
     folder = study.runs_dir("runs")
     ran = []
     real_lock = cell_module.cell_lock
@@ -195,7 +190,7 @@ def test_runner_does_not_rerun_a_cell_finished_elsewhere_meanwhile(tmp_path, mon
 def mixed_folder(tmp_path):
     """A study folder with an ok cell, a stale one, a missing one, a killed one, and two
     notebooks that are not cells of this study."""
-    study = load_study(write(tmp_path, """\
+    study = load_study(write_study(tmp_path, """\
         [study]
         name = "mix"
         [fixed]
@@ -300,7 +295,7 @@ def small(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     executed = []
     monkeypatch.setattr(cell_module, "execute_notebook", lambda *a, **k: executed.append(a))
-    write(tmp_path, TWO_CELLS, "two.toml")
+    write_study(tmp_path, TWO_CELLS, "two.toml")
     (tmp_path / "afile").write_text("a regular file")
     return tmp_path, executed
 
@@ -368,7 +363,7 @@ def test_grid_size_is_checked_before_any_cell_is_built(tmp_path, monkeypatch, ca
     monkeypatch.setattr(RunConfig, "from_dict", classmethod(lambda cls, v: built.append(v)))
     axes = "\n".join(f"{name} = {list(range(1, 11))}" for name in
                      ("epochs", "batch_size", "seed", "crop_padding", "num_workers"))
-    path = write(tmp_path, f"[axes]\n{axes}\n")
+    path = write_study(tmp_path, f"[axes]\n{axes}\n")
     assert main(["list", str(path)]) == 2
     line = one_error_line(capsys.readouterr().err)
     assert "the grid has 100,000 cells" in line and "limit of 10,000" in line
@@ -376,7 +371,7 @@ def test_grid_size_is_checked_before_any_cell_is_built(tmp_path, monkeypatch, ca
 
 
 def test_max_cells_option(tmp_path, capsys):
-    path = write(tmp_path, "[axes]\nseed = [1, 2, 3]\n")
+    path = write_study(tmp_path, "[axes]\nseed = [1, 2, 3]\n")
     assert main(["list", str(path), "--max-cells", "2"]) == 2
     assert "the grid has 3 cells (3 seed), more than the limit of 2" in capsys.readouterr().err
     assert main(["list", str(path), "--max-cells", "3", "--runs-dir", str(tmp_path)]) == 0
@@ -391,7 +386,7 @@ def test_max_cells_option(tmp_path, capsys):
     ('[axes]\ndata_dir = ["' + "x" * 250 + '"]\n', "is longer than 200 bytes"),
 ])
 def test_names_that_cannot_be_file_names(tmp_path, capsys, toml, message):
-    path = write(tmp_path, toml)
+    path = write_study(tmp_path, toml)
     assert main(["list", str(path), "--runs-dir", str(tmp_path / "runs")]) == 2
     assert message in one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "runs").exists()
@@ -423,10 +418,10 @@ def test_html_report_is_self_contained_and_escapes_text(tmp_path):
 @pytest.mark.parametrize("name", ["cell", "study"])
 def test_cell_and_study_cannot_be_set(tmp_path, capsys, where, name):
     if where == "--set":
-        path = write(tmp_path, "[axes]\nseed = [1]\n")
+        path = write_study(tmp_path, "[axes]\nseed = [1]\n")
         argv = ["list", str(path), "--set", f"{name}=x"]
     else:
-        path = write(tmp_path, where.format(name=name).replace("'", '"') + "\n")
+        path = write_study(tmp_path, where.format(name=name).replace("'", '"') + "\n")
         argv = ["list", str(path)]
     assert main(argv) == 2
     line = one_error_line(capsys.readouterr().err)
@@ -520,7 +515,7 @@ def ran_count(out: str) -> int:
 @pytest.mark.slow
 @needs_fashion_mnist
 def test_two_runners_at_once_run_every_cell_exactly_once(tmp_path):
-    write(tmp_path, FOUR_CELLS.format(epochs=2), "race.toml")
+    write_study(tmp_path, FOUR_CELLS.format(epochs=2), "race.toml")
     first, second = runner(tmp_path), runner(tmp_path)
     (out1, err1), (out2, err2) = first.communicate(timeout=600), second.communicate(timeout=600)
     assert (first.returncode, second.returncode) == (0, 0), err1 + err2
@@ -551,7 +546,7 @@ def wait_for(condition, timeout: float = 120.0) -> None:
 @pytest.mark.slow
 @needs_fashion_mnist
 def test_a_killed_runner_leaves_no_lock_behind(tmp_path):
-    write(tmp_path, FOUR_CELLS.format(epochs=30), "race.toml")
+    write_study(tmp_path, FOUR_CELLS.format(epochs=30), "race.toml")
     folder = tmp_path / "runs" / "race"
     killed = runner(tmp_path, "--no-report", "--cell", "precision-fp32_seed-0")
     wait_for(lambda: list((folder / ".running").glob("*/precision-fp32_seed-0.ipynb")))
@@ -560,7 +555,7 @@ def test_a_killed_runner_leaves_no_lock_behind(tmp_path):
     killed.communicate()
     assert is_running(folder, "precision-fp32_seed-0") is None
 
-    write(tmp_path, FOUR_CELLS.format(epochs=1), "race.toml")
+    write_study(tmp_path, FOUR_CELLS.format(epochs=1), "race.toml")
     again = runner(tmp_path, "--no-report", "--cell", "precision-fp32_seed-0")
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
@@ -574,7 +569,7 @@ def test_a_killed_runner_leaves_no_lock_behind(tmp_path):
 @pytest.mark.slow
 @needs_fashion_mnist
 def test_sigint_during_a_cell_prints_one_line(tmp_path):
-    write(tmp_path, FOUR_CELLS.format(epochs=30), "race.toml")
+    write_study(tmp_path, FOUR_CELLS.format(epochs=30), "race.toml")
     folder = tmp_path / "runs" / "race"
     run = subprocess.Popen([sys.executable, "-m", "energy_lib", "run", "race.toml", "--no-report"],
                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -601,7 +596,7 @@ def test_sigterm_during_a_cell_stops_its_kernel_and_prints_one_line(tmp_path):
     one line, the cell's kernel stopped with it, no record that reads finished."""
     import psutil
 
-    write(tmp_path, FOUR_CELLS.format(epochs=30), "race.toml")
+    write_study(tmp_path, FOUR_CELLS.format(epochs=30), "race.toml")
     folder = tmp_path / "runs" / "race"
     run = runner(tmp_path, "--no-report")
     wait_for(lambda: list((folder / ".running").glob("*/*.ipynb")))

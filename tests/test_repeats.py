@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from energy_lib import ConfigError, StudyError
+from energy_lib import StudyError
 from energy_lib.cli import main
 from energy_lib.report.repeats import compared_axis, study_statistics
 from energy_lib.study import load_study

@@ -57,6 +57,9 @@ def test_build_writes_and_returns_the_whole_report_of_the_committed_records(comm
     # the findings open the report: every claim's verdict with its whole evidence, the energy
     # kind and scope, and what was left out; findings.md holds the same text
     assert report.findings.startswith("## Findings: quick")
+    # where it was measured, on the second line: these records predate the fingerprint
+    assert report.findings.splitlines()[2] == (
+        "Measured on: AMD EPYC, cpu, 2.14.1+cu130 (no fingerprint: recorded before energy_lib recorded one).")
     assert (tmp_path / "findings.md").read_text().strip() == report.findings.strip()
     assert "12 of 12 cells finished." in report.findings
     # how far each estimator was from the headline, with its goal, in the opening too

@@ -6,14 +6,12 @@ predictions and whose analysis writes estimates.csv."""
 from __future__ import annotations
 
 import math
-import textwrap
 import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import has_fashion_mnist, needs_fashion_mnist
 from energy_lib.records import Runs
 from energy_lib.report.estimates import (estimates_sentence, estimates_summary, estimates_table,
                                          plot_estimates, write_estimates)
@@ -270,40 +268,18 @@ def test_other_data_gets_another_cache_file(fresh_cache):
 
 # --- a real tiny study ----------------------------------------------------------------------
 
-TINY = """\
-    [study]
-    name = "tinyest"
-    description = "two widths, two epochs, 256 images"
-
-    [fixed]
-    dataset = "fashion_mnist"
-    train_subset = 256
-    test_subset = 128
-    epochs = 2
-    batch_size = 64
-    device = "cpu"
-    download = false
-    idle_s = 0
-
-    [axes]
-    width = [0.25, 0.5]
-"""
 
 
 @pytest.mark.slow
-@needs_fashion_mnist
-def test_real_records_hold_predictions_and_the_analysis_writes_estimates(tmp_path, monkeypatch):
+def test_real_records_hold_predictions_and_the_analysis_writes_estimates(tiny_run):
+    """The shared tiny study (conftest.tiny_run): each record holds the three predictions and
+    shows them beside its headline; the analysis wrote estimates.csv and its figure."""
     from energy_lib.records import read_record
-    from energy_lib.study import build_report, load_study, run_study
+    from energy_lib.study import load_study
 
-    assert has_fashion_mnist()
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "tiny.toml").write_text(textwrap.dedent(TINY))
-    study = load_study(tmp_path / "tiny.toml")
-    outcome = run_study(study, runs_root="runs", progress=False)
-    assert outcome.failed == []
+    study = load_study(tiny_run.study_file)
     for cell in study.cells:
-        record = read_record(tmp_path / "runs" / "tinyest" / f"{cell.name}.ipynb")
+        record = read_record(tiny_run.runs / f"{cell.name}.ipynb")
         assert record.status == "ok", record.error
         predicted = {(r["method"], r["component"], r["epoch"]) for r in record.energy
                      if r["phase"] == "predicted"}
@@ -312,12 +288,11 @@ def test_real_records_hold_predictions_and_the_analysis_writes_estimates(tmp_pat
         text = "".join(str(output.get("data", {}).get("text/plain", "")) + str(output.get("text", ""))
                        for c in record_cells(record.path) for output in c.get("outputs", []))
         assert "stands_for" in text and "headline_kind" in text
-    build_report(study, runs_root="runs", report_root="report")
-    estimates = pd.read_csv(tmp_path / "report" / "tinyest" / "estimates.csv")
-    assert len(estimates) == 6
+    estimates = pd.read_csv(tiny_run.report / "estimates.csv")
+    assert len(estimates) == 3 * len(study.cells)
     assert set(estimates["estimator"]) == {"ops-model", "layer-regression", "early-epochs"}
     assert (estimates["ratio"] > 0).all() and (estimates["energy_kind"] != "none").all()
-    assert (tmp_path / "report" / "tinyest" / "estimates_vs_measurement.png").is_file()
+    assert (tiny_run.report / "estimates_vs_measurement.png").is_file()
 
 
 def record_cells(path):

@@ -6,7 +6,6 @@ papermill, real kernel) writes a results.csv, raises, or kills its kernel as tol
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
 
 import nbformat
 import pytest

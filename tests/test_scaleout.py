@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import sys
-import textwrap
 import time
 import types
 from pathlib import Path
@@ -22,9 +21,9 @@ import pytest
 import energy_lib.study.cell as cell_module
 import energy_lib.study.execute as execute_module
 from benchmarks.suite import FAIL_SEED, stand_in_notebook
-from conftest import fake_executed_notebook, has_fashion_mnist, needs_fashion_mnist
+from conftest import fake_executed_notebook, needs_fashion_mnist, write_study
 from energy_lib.cli import main
-from energy_lib.records import STORED, note_runner, read_record, read_runs
+from energy_lib.records import STORED, note_runner, read_record
 from energy_lib.study import dask_executor
 from energy_lib.study.dask_executor import DaskExecutor, local_cluster
 from energy_lib.study import cell_status, load_study, run_study
@@ -33,10 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 distributed = pytest.importorskip("distributed")
 
 
-def write(tmp_path: Path, text: str, name: str = "s.toml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 STAND_IN = """\
@@ -85,7 +80,7 @@ def stored_names(record) -> set[str]:
 @pytest.mark.slow
 @needs_fashion_mnist
 def test_dask_gives_the_cells_and_statuses_of_a_serial_run(stand_in, client):
-    study = load_study(write(stand_in, STAND_IN.replace("[0, 1, 2]", f"[0, {FAIL_SEED}, 2]")))
+    study = load_study(write_study(stand_in, STAND_IN.replace("[0, 1, 2]", f"[0, {FAIL_SEED}, 2]")))
     serial = run_study(study, runs_root="serial", progress=False)
     dask = run_study(study, runs_root="dask", progress=False, executor=DaskExecutor(client))
     assert sorted(dask.ran) == sorted(serial.ran) == ["seed-0", "seed-2"]
@@ -111,7 +106,7 @@ def test_dask_gives_the_cells_and_statuses_of_a_serial_run(stand_in, client):
 @pytest.mark.slow
 @needs_fashion_mnist
 def test_a_worker_killed_mid_cell_leaves_it_incomplete_and_a_rerun_completes_it(stand_in, client):
-    study = load_study(write(stand_in, """\
+    study = load_study(write_study(stand_in, """\
         [study]
         name = "kill"
         [fixed]
@@ -163,7 +158,7 @@ def test_a_worker_killed_mid_cell_leaves_it_incomplete_and_a_rerun_completes_it(
 def test_a_worker_runs_one_cell_at_a_time_even_with_two_threads(stand_in):
     """One worker with two threads: only the device=1 resource keeps its cells apart (without
     it the two threads would run two cells at once and this test would fail)."""
-    study = load_study(write(stand_in, STAND_IN.replace("idle_s = 0.5", "idle_s = 1.5")))
+    study = load_study(write_study(stand_in, STAND_IN.replace("idle_s = 0.5", "idle_s = 1.5")))
     cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
                                        resources={"device": 1}, dashboard_address=None)
     with cluster, distributed.Client(cluster) as c:
@@ -178,7 +173,7 @@ def test_a_worker_runs_one_cell_at_a_time_even_with_two_threads(stand_in):
 @pytest.mark.slow
 @needs_fashion_mnist
 def test_two_workers_share_the_cells(stand_in, client):
-    study = load_study(write(stand_in, STAND_IN.replace("[0, 1, 2]", "[0, 1, 2, 3]")))
+    study = load_study(write_study(stand_in, STAND_IN.replace("[0, 1, 2]", "[0, 1, 2, 3]")))
     run_study(study, runs_root="runs", progress=False, executor=DaskExecutor(client))
     workers = {_executor(p)["worker"] for p in Path("runs/si").glob("*.ipynb")}
     assert len(workers) == 2
@@ -190,7 +185,7 @@ def test_cli_dask_run_on_the_real_notebook(tmp_path, monkeypatch, capsys):
     """The real run notebook, a tiny Fashion-MNIST study, `--executor dask --workers 2`,
     including the analysis: results.csv flags the cells whose CPU was shared."""
     monkeypatch.chdir(tmp_path)
-    path = write(tmp_path, """\
+    path = write_study(tmp_path, """\
         [study]
         name = "tiny"
         [fixed]
@@ -228,7 +223,7 @@ def one_cell(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ran = []
     monkeypatch.setattr(cell_module, "execute_notebook", lambda *a, **k: ran.append(a))
-    path = write(tmp_path, """\
+    path = write_study(tmp_path, """\
         [fixed]
         dataset = "fashion_mnist"
         download = false
@@ -305,7 +300,7 @@ def test_a_worker_that_cannot_write_the_runs_folder_fails_its_cell_in_one_line(t
     worker = types.SimpleNamespace(address="tcp://10.0.0.9:4000", name="w9")
     monkeypatch.setitem(sys.modules, "distributed",
                         types.SimpleNamespace(get_worker=lambda: worker))
-    study = load_study(write(tmp_path, STAND_IN))
+    study = load_study(write_study(tmp_path, STAND_IN))
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
     done = dask_executor._cell_task(study.cells[0], blocked / "si", False, None, None, None,
@@ -323,7 +318,7 @@ def test_workers_without_the_device_resource_are_refused(tmp_path):
         scheduler=types.SimpleNamespace(address="tcp://s:8786"),
         scheduler_info=lambda n_workers=-1: {"workers": {
             "tcp://10.0.0.1:1": {"host": "10.0.0.1", "resources": {}}}})
-    study = load_study(write(tmp_path, STAND_IN))
+    study = load_study(write_study(tmp_path, STAND_IN))
     with pytest.raises(StudyError, match="offer no 'device' resource.*--resources device=1"):
         dask_executor.run_cells(fake, list(study.cells), tmp_path, StudyOutcome(), force=frozenset(),
                            seen={c.name: None for c in study.cells})
@@ -375,7 +370,7 @@ def test_ctrl_c_cancels_pending_cells_and_exits_130(tmp_path):
     were running, pending cells never started, and no process of the run left behind."""
     import subprocess
 
-    write(tmp_path, """\
+    write_study(tmp_path, """\
         [study]
         name = "ctrlc"
         [fixed]
@@ -436,7 +431,7 @@ def test_each_cells_kernel_is_shut_down_after_it(tmp_path):
     from energy_lib.study import execute_notebook
 
     notebook = stand_in_notebook(tmp_path / "nb")
-    parameters = {"dataset": "fashion_mnist", "idle_s": 0.0, "study": "k", "cell": "c"}
+    parameters = {"config": {"dataset": "fashion_mnist", "idle_s": 0.0, "study": "k", "cell": "c"}}
     for name in ("a", "b"):
         execute_notebook(notebook, tmp_path / "runs" / f"{name}.ipynb", parameters, kernel_name=None)
     assert read_record(tmp_path / "runs" / "b.ipynb").status == "ok"
@@ -449,7 +444,7 @@ def test_each_cells_kernel_is_shut_down_after_it(tmp_path):
 def test_local_cpu_workers_keep_to_disjoint_cores(stand_in, client):
     """Two cells at once on a CPU machine never compete for a core: each worker, and the
     kernel it starts, keeps to its own cores, and the record says which."""
-    study = load_study(write(stand_in, STAND_IN))
+    study = load_study(write_study(stand_in, STAND_IN))
     outcome = run_study(study, runs_root="runs", progress=False,
                         executor=DaskExecutor(client, pin_cores=True))
     assert sorted(outcome.ran) == ["seed-0", "seed-1", "seed-2"]

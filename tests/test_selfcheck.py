@@ -5,7 +5,6 @@ devices faked, the measured path."""
 from __future__ import annotations
 
 import re
-from types import SimpleNamespace
 
 import pytest
 import torch

@@ -7,17 +7,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import textwrap
 from pathlib import Path
 
 import nbformat
 import pandas as pd
 import pytest
 import torch
-from nbclient.exceptions import DeadKernelError
 
-from conftest import fake_executed_notebook, has_fashion_mnist, needs_fashion_mnist
-from energy_lib import ConfigError, DatasetNotFound, RunConfig, StudyError
+from conftest import (TINY_DTYPES, TINY_STUDY, fake_executed_notebook, has_fashion_mnist,
+                      needs_fashion_mnist, write_study)
+from energy_lib import ConfigError, DatasetNotFound, StudyError
 from energy_lib.study import cell as cell_module
 from energy_lib.study import execute as execute_module
 from energy_lib.study import folder as folder_module
@@ -33,10 +32,6 @@ FIGURES = ["train_loss", "train_accuracy", "val_loss", "val_accuracy", "cumulati
            "energy_per_epoch", "accuracy_vs_energy"]
 
 
-def write_study(folder: Path, text: str, name: str = "s.toml") -> Path:
-    path = folder / name
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 SMALL = """\
@@ -420,8 +415,8 @@ def test_failing_cell_does_not_stop_the_others(stand_in, monkeypatch, capsys):
     assert set(outcome.seconds) == {"precision-fp32", "precision-bf16", "precision-amp"}
     failed = read_record(folder / "precision-bf16.ipynb")  # the failed record is kept
     assert failed.status == "failed" and "fake failure in precision-bf16" in failed.error
-    assert failed.parameters["precision"] == "bf16"
-    assert Path(failed.parameters["data_dir"]).is_absolute()
+    assert failed.parameters["config"]["precision"] == "bf16"
+    assert Path(failed.parameters["config"]["data_dir"]).is_absolute()
     assert in_progress(folder) == []
     assert cell_status(study, runs_root) == {"precision-fp32": "ok", "precision-bf16": "failed",
                                              "precision-amp": "ok"}
@@ -563,58 +558,30 @@ def test_build_report_parameters_match_the_analysis_notebook(tmp_path, monkeypat
 # the real run notebook on a tiny Fashion-MNIST study, and its report
 # ------------------------------------------------------------------------------------------
 
-TINY = """\
-    [study]
-    name = "tiny"
-    description = "two precisions on 256 images"
-
-    [fixed]
-    dataset = "fashion_mnist"
-    train_subset = 256
-    test_subset = 128
-    epochs = 1
-    width = 0.25
-    batch_size = 64
-    device = "cpu"
-    download = false
-    idle_s = 0
-
-    [axes]
-    precision = ["fp32", "bf16", "amp"]
-"""
-RAN = ["precision-fp32", "precision-bf16"]  # precision-amp is left missing on purpose
-
-
-@pytest.fixture(scope="module")
-def tiny_study(tmp_path_factory):
-    if not has_fashion_mnist():
-        pytest.skip(needs_fashion_mnist.kwargs["reason"])
-    base = tmp_path_factory.mktemp("tiny-study")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(base)
-        study = load_study(write_study(base, TINY, "tiny.toml"))
-        outcome = run_study(study, runs_root="runs", progress=False, only=RAN)
-    return study, base, outcome
-
-
 @pytest.mark.slow
-def test_real_study_runs_every_cell(tiny_study):
-    study, base, outcome = tiny_study
-    assert outcome.ran == RAN and outcome.failed == [] and outcome.skipped == []
-    folder = base / "runs" / "tiny"
-    assert sorted(p.name for p in folder.iterdir()) == sorted([".running", *(f"{n}.ipynb" for n in RAN)])
+def test_a_real_study_runs_clean_and_records_every_cell(tiny_run):
+    """The shared tiny study (conftest.tiny_run): `energy-study run` exits 0, prints no
+    traceback (kernels on ipc sockets: no port races between kernels), and each cell's record
+    holds what the run notebook was given and what it measured."""
+    assert tiny_run.returncode == 0, tiny_run.stderr
+    printed = tiny_run.stdout + tiny_run.stderr
+    assert "Traceback" not in printed and "DELIM" not in printed, printed
+    study = load_study(tiny_run.study_file)
+    assert len(study.cells) == 6
+    folder = tiny_run.runs
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [".running", *(f"{c.name}.ipynb" for c in study.cells)])
     assert in_progress(folder) == []  # .running/ keeps only the cells' (empty) lock files
-    dtypes = {"precision-fp32": "float32", "precision-bf16": "bfloat16"}
-    for name in RAN:
-        record = read_record(folder / f"{name}.ipynb")
+    for cell in study.cells:
+        record = read_record(folder / f"{cell.name}.ipynb")
         assert record.status == "ok", record.error
-        assert record.config["cell"] == name
-        assert record.config["width"] == 0.25
-        assert record.summary["compute_dtype"] == dtypes[name]
+        assert record.config["cell"] == cell.name
+        assert record.config["width"] == cell.config.width
+        assert record.summary["compute_dtype"] == TINY_DTYPES[cell.config.precision]
         assert record.format == RECORD_FORMAT
-        assert len(record.epochs) == 1
-        assert [r["phase"] for r in record.energy
-                if r["method"] == "constant-power"] == ["train", "eval", "run", "idle-after"]
+        assert len(record.epochs) == 2
+        assert [r["phase"] for r in record.energy if r["method"] == "constant-power"] == [
+            "train", "eval", "train", "eval", "run", "idle-after"]
         labels = {r["component"]: (r["method"], r["kind"]) for r in record.energy
                   if r["phase"] == "train"}
         assert labels["assumed-board"] == ("constant-power", "modelled")
@@ -622,41 +589,42 @@ def test_real_study_runs_every_cell(tiny_study):
         assert labels["ram"] in {("ram-model", "modelled"), ("zeus-rapl", "measured")}
         assert record.timeline["marks"][0]["label"] == "epoch 1"  # idle_s=0 here
         assert "git_commit" in record.provenance
-        assert record.parameters["config"]["data_dir"] == str((base / "data").resolve())
-        # this execution's settings reach the kernel as papermill parameters, not environment
+        # the one hand-off: the validated config, and this execution's settings, as papermill
+        # parameters (never environment variables)
+        assert set(record.parameters) == {"config", "progress", "record_path"}
+        assert record.parameters["config"]["data_dir"] == str((tiny_run.root / "data").resolve())
         assert record.parameters["progress"] == "text"
-        assert record.parameters["record_path"] == str((folder / f"{name}.ipynb").resolve())
-    assert cell_status(study, base / "runs") == {"precision-fp32": "ok", "precision-bf16": "ok",
-                                                 "precision-amp": "missing"}
+        assert record.parameters["record_path"] == str((folder / f"{cell.name}.ipynb").resolve())
+    assert set(cell_status(study, tiny_run.root / "runs").values()) == {"ok"}
 
 
 @pytest.mark.slow
-def test_real_study_second_run_skips_finished_cells(tiny_study, monkeypatch):
-    study, base, _ = tiny_study
-    monkeypatch.chdir(base)
-    folder = base / "runs" / "tiny"
-    before = snapshot(folder)
-    outcome = run_study(study, runs_root="runs", progress=False, only=RAN)
-    assert outcome.skipped == RAN and outcome.ran == [] and outcome.failed == []
-    assert snapshot(folder) == before
+def test_real_study_second_run_skips_finished_cells(tiny_run, monkeypatch):
+    study = load_study(tiny_run.study_file)
+    monkeypatch.chdir(tiny_run.root)
+    before = snapshot(tiny_run.runs)
+    outcome = run_study(study, runs_root="runs", progress=False)
+    assert outcome.skipped == [c.name for c in study.cells] and outcome.ran == [] and outcome.failed == []
+    assert snapshot(tiny_run.runs) == before
 
 
 @pytest.mark.slow
-def test_real_study_force_supersedes(tiny_study, tmp_path, monkeypatch):
-    study, base, _ = tiny_study
-    shutil.copytree(base / "runs", tmp_path / "runs", copy_function=shutil.copy2)
-    monkeypatch.chdir(tmp_path)
-    folder = tmp_path / "runs" / "tiny"
-    old = (folder / "precision-fp32.ipynb").read_bytes()
-    outcome = run_study(study, force=True, runs_root=tmp_path / "runs", progress=False,
-                        only=["precision-fp32"])  # the copy: relative would mean the study's root
-    assert outcome.ran == ["precision-fp32"] and outcome.skipped == []
+def test_real_study_force_supersedes(tiny_run, tmp_path, monkeypatch):
+    shutil.copytree(tiny_run.root, tmp_path / "project", copy_function=shutil.copy2)
+    project = tmp_path / "project"
+    study = load_study(project / "studies" / "tiny.toml")
+    monkeypatch.chdir(project)
+    folder = project / "runs" / "tiny"
+    cell = study.cells[0].name
+    old = (folder / f"{cell}.ipynb").read_bytes()
+    outcome = run_study(study, force=True, runs_root="runs", progress=False, only=[cell])
+    assert outcome.ran == [cell] and outcome.skipped == []
     superseded = list((folder / "superseded").iterdir())
     assert len(superseded) == 1 and superseded[0].read_bytes() == old
-    assert superseded[0].name.startswith("precision-fp32.")
-    new = read_record(folder / "precision-fp32.ipynb")
-    assert new.status == "ok" and (folder / "precision-fp32.ipynb").read_bytes() != old
-    assert read_runs_cells(folder) == sorted(RAN)  # superseded/ is not read as a cell
+    assert superseded[0].name.startswith(f"{cell}.")
+    new = read_record(folder / f"{cell}.ipynb")
+    assert new.status == "ok" and (folder / f"{cell}.ipynb").read_bytes() != old
+    assert read_runs_cells(folder) == sorted(c.name for c in study.cells)  # not superseded/
 
 
 def read_runs_cells(folder: Path) -> list[str]:
@@ -666,18 +634,24 @@ def read_runs_cells(folder: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_real_study_report(tiny_study, tmp_path, monkeypatch):
-    study, base, _ = tiny_study
+def test_real_study_report(tiny_run, tmp_path, monkeypatch):
+    """The analysis of the shared tiny study's records, under a study file that also names
+    width 1, whose cells never ran: they are rows with status `missing`."""
+    wider = TINY_STUDY.replace("width = [0.25, 0.5]", "width = [0.25, 0.5, 1]")
+    study = load_study(write_study(tmp_path / "studies", wider, "tiny.toml"))
     monkeypatch.chdir(tmp_path)
-    report_dir = build_report(study, runs_root=base / "runs", report_root=tmp_path / "report")
+    report_dir = build_report(study, runs_root=tiny_run.root / "runs",
+                              report_root=tmp_path / "report")
     assert report_dir == tmp_path / "report" / "tiny"
     for name in FIGURES:
         png = report_dir / f"{name}.png"
         assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     assert not list(report_dir.glob(".*.tmp"))
     table = pd.read_csv(report_dir / "results.csv")
-    assert dict(zip(table["cell"], table["status"])) == {
-        "precision-amp": "missing", "precision-bf16": "ok", "precision-fp32": "ok"}
+    statuses = dict(zip(table["cell"], table["status"]))
+    assert {c: s for c, s in statuses.items() if "width-1_" in c} == {
+        f"width-1_precision-{p}": "missing" for p in ("fp32", "bf16", "amp")}
+    assert [s for c, s in statuses.items() if "width-1_" not in c] == ["ok"] * 6
     done = table[table["status"] == "ok"]
     assert set(done["energy_kind"]) <= {"modelled", "measured", "mixed"}
     assert (done["constant_power_energy_kwh"] > 0).all() and (done["energy_kwh"] > 0).all()
@@ -685,10 +659,15 @@ def test_real_study_report(tiny_study, tmp_path, monkeypatch):
     assert set(done["compute_dtype"]) == {"float32", "bfloat16"}
     assert table.loc[table["status"] == "missing", "best_val_acc_pct"].isna().all()
 
+    # the findings open with the machine that measured them, by its fingerprint
+    from energy_lib.provenance import describe_machine, fingerprint
+
+    here = describe_machine(fingerprint(torch.device("cpu")))
+    assert (report_dir / "findings.md").read_text().splitlines()[2] == f"Measured on: {here}."
     executed = read_record(report_dir / "analysis.ipynb")
     assert executed.status != "failed" and executed.error == ""
     html = (report_dir / "analysis.html").read_text()
-    assert "<img" in html and "precision-amp" in html and "missing" in html
+    assert "<img" in html and "width-1_precision-amp" in html and "missing" in html
     # findings first, each figure once
     assert "Findings: " in html and html.index("Findings: ") < html.index("<img")
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)

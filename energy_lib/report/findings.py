@@ -31,6 +31,31 @@ def _cells_line(runs: pd.DataFrame, state) -> str:
     return line + (f"; not in any figure or verdict: {other}" if other else "") + "."
 
 
+def machines_line(runs: pd.DataFrame) -> str:
+    """Where the finished records were measured: each machine's fingerprint line
+    (provenance.describe_machine) with its cell count; a record made before fingerprints were
+    recorded is named by what it has (CPU name, torch version)."""
+    done = finished_rows(runs)
+    if done.empty:
+        return ""
+    if "provenance_machine" in done:
+        described = done["provenance_machine"]
+    else:
+        described = pd.Series(pd.NA, index=done.index, dtype=object)
+    fallback = ("provenance_cpu_model", "provenance_device_name", "provenance_torch_version")
+    for index, row in done.iterrows():
+        if pd.isna(described.get(index)):
+            parts = [str(row[c]) for c in fallback if c in done and pd.notna(row[c])]
+            described[index] = (f"{', '.join(parts) or 'not recorded'} (no fingerprint: recorded "
+                                "before energy_lib recorded one)")
+    counts = described.value_counts()
+    if len(counts) == 1:
+        return f"Measured on: {counts.index[0]}."
+    listed = "; ".join(f"{machine} ({n} cells)" for machine, n in counts.items())
+    return (f"Measured on {len(counts)} different machines: {listed}. Figures from different "
+            "machines are not comparable as they stand.")
+
+
 def _energy_line(runs: pd.DataFrame) -> str:
     done = finished_rows(runs)
     if done.empty:
@@ -75,7 +100,9 @@ def _estimates_lines(summary) -> list[str]:
 def findings(*, study, runs: pd.DataFrame, state, contended: str, repeats_line: str,
              claims, paired, estimates=None) -> str:
     """The report's opening, as Markdown."""
-    out = [f"## Findings: {study.name}", "", study.description or "", "",
+    machines = machines_line(runs)
+    out = [f"## Findings: {study.name}", "", *([machines, ""] if machines else []),
+           study.description or "", "",
            _cells_line(runs, state) + " " + contended, "", _energy_line(runs), "",
            repeats_line[:1].upper() + repeats_line[1:] + ".", ""]
     claim_lines = _claims_lines(claims)

@@ -1,0 +1,59 @@
+"""The machine fingerprint (provenance.fingerprint): read on this machine, its digest stable and
+moved by exactly the facts that change training speed."""
+
+from __future__ import annotations
+
+import torch
+
+from energy_lib import provenance
+
+CPUINFO = {"vendor_id": "GenuineIntel", "cpu family": "6", "model": "143", "stepping": "8",
+           "model name": "Intel(R) Xeon(R) Platinum 8480+",
+           "flags": "fpu sse avx2 fma avx512f avx512_bf16 amx_tile amx_bf16 hypervisor"}
+
+
+def test_the_fingerprint_of_this_machine_holds_every_field():
+    facts = provenance.fingerprint(torch.device("cpu"))
+    for name in (*provenance.SPEED_FIELDS, "cpu_model", "ram_total_gb", "onednn_version", "blas"):
+        assert name in facts, name
+    assert facts["usable_cores"] >= 1 and facts["ram_total_gb"] > 0
+    assert facts["torch_version"] == torch.__version__.split("+")[0]
+    assert facts["torch_build"] == ("cpu" if torch.version.cuda is None else f"cuda {torch.version.cuda}")
+    assert facts["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert set(facts["cpu_flags"]) <= set(provenance.SPEED_FLAGS)
+    assert facts["gpu_name"] is None  # a CPU run names no GPU
+    assert len(facts["digest"]) == 12 and int(facts["digest"], 16) >= 0
+    assert provenance.fingerprint(torch.device("cpu"))["digest"] == facts["digest"]  # stable
+
+
+def test_the_digest_moves_with_a_speed_flag_and_only_with_speed_facts(monkeypatch):
+    monkeypatch.setattr(provenance, "_cpuinfo", lambda: dict(CPUINFO))
+    amx = provenance.fingerprint()
+    assert amx["cpu_flags"] == ["amx_bf16", "amx_tile", "avx2", "avx512_bf16", "avx512f", "fma"]
+    assert amx["cpu_vendor"] == "GenuineIntel" and amx["cpu_model_number"] == "143"
+    assert provenance.cpu_bf16_native(amx)
+    without = dict(CPUINFO, flags=CPUINFO["flags"].replace("avx512_bf16 amx_tile amx_bf16 ", ""))
+    monkeypatch.setattr(provenance, "_cpuinfo", lambda: without)
+    emulated = provenance.fingerprint()
+    assert emulated["digest"] != amx["digest"] and not provenance.cpu_bf16_native(emulated)
+    # a flag that does not change speed (a hypervisor's) and the RAM leave the digest alone
+    monkeypatch.setattr(provenance, "_cpuinfo",
+                        lambda: dict(CPUINFO, flags=CPUINFO["flags"].replace(" hypervisor", "")))
+    monkeypatch.setattr(provenance, "total_ram_gb", lambda: 999.0)
+    assert provenance.fingerprint()["digest"] == amx["digest"]
+
+
+def test_the_machine_line_names_the_processor_flags_build_and_digest(monkeypatch):
+    monkeypatch.setattr(provenance, "_cpuinfo", lambda: dict(CPUINFO))
+    facts = provenance.fingerprint()
+    line = provenance.describe_machine(facts)
+    assert line.startswith("Intel(R) Xeon(R) Platinum 8480+ (family 6 model 143")
+    assert "avx512_bf16" in line and "amx_bf16" in line
+    assert f"torch {facts['torch_version']}" in line and facts["digest"] in line
+    assert f"{facts['usable_cores']} cores" in line
+
+
+def test_every_record_s_provenance_carries_the_fingerprint():
+    facts = provenance.collect(torch.device("cpu"))
+    assert facts["fingerprint"]["digest"] == facts["fingerprint_digest"]
+    assert facts["machine"] == provenance.describe_machine(facts["fingerprint"])
