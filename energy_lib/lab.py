@@ -17,7 +17,7 @@ import re
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import pandas as pd
 from tqdm import TqdmWarning
@@ -27,7 +27,9 @@ from .energy import derive
 from .energy.table import Phase
 from .errors import ConfigError
 from .records import Status, store, store_run
-from .training.train import RunResult, train as train_config
+
+if TYPE_CHECKING:  # the training core (torch) is imported by `train` itself, when it runs
+    from .training.train import RunResult
 
 
 # A papermill kernel has no front end for widgets: tqdm.auto, imported by timm's hub client,
@@ -98,6 +100,8 @@ def check_progress(progress: Any) -> None:
 def train(config: RunConfig, *, record_path: str | Path = "", progress: str = "auto") -> RunResult:
     """Train `config` as this execution asks: its progress bar, and the CodeCarbon folder beside
     the record being written (`record_path`; "" = ./codecarbon)."""
+    from .training.train import train as train_config
+
     check_progress(progress)
     return train_config(config, progress=progress,
                         codecarbon_dir=Path(record_path).with_suffix(".codecarbon")
