@@ -197,6 +197,7 @@ TINY_STUDY = """\
     device = "cpu"
     download = false
     idle_s = 0
+    idle_after_s = 0
 
     [axes]
     width = [0.25, 0.5]

@@ -21,7 +21,7 @@ def test_colab_notebook_runs_under_papermill_on_cpu(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     executed = tmp_path / "colab.ipynb"
     tiny = {"epochs": 1, "train_subset": 256, "test_subset": 128, "batch_size": 64, "idle_s": 0,
-            "eval_batch_size": 128}
+            "idle_after_s": 0, "eval_batch_size": 128}
     pm.execute_notebook(str(NOTEBOOKS_DIR / "colab.ipynb"), str(executed), progress_bar=False,
                         parameters={"overrides": tiny, "repeats": 1,
                                     "runs_root": str(tmp_path / "runs"),

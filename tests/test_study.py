@@ -581,7 +581,7 @@ def test_a_real_study_runs_clean_and_records_every_cell(tiny_run):
         assert record.format == RECORD_FORMAT
         assert len(record.epochs) == 2
         assert [r["phase"] for r in record.energy if r["method"] == "constant-power"] == [
-            "train", "eval", "train", "eval", "run", "idle-after"]
+            "train", "eval", "train", "eval", "run"]  # idle_s = idle_after_s = 0: no idle window
         labels = {r["component"]: (r["method"], r["kind"]) for r in record.energy
                   if r["phase"] == "train"}
         assert labels["assumed-board"] == ("constant-power", "modelled")
