@@ -509,7 +509,7 @@ def p8_scaleout(smoke: bool, workers: int = 2, scale_workers: int = 5,
                            "dask_s": statistics.mean(times["dask"]), "runs_s": times,
                            "ratio": ratio, "target": 1.6, "met": ratio >= 1.6}
         if smoke:
-            scale_workers, scale_cells = 2, (2, 4)
+            scale_workers, scale_cells = 2, (1, 2)
         notebook = stand_in_notebook(Path(tmp) / "nb")
         started = time.perf_counter()
         cluster = local_cluster(scale_workers, gpus=0, say=lambda line: None)

@@ -32,15 +32,10 @@ if importlib.util.find_spec('energy_lib') is None:
 from pathlib import Path
 
 from energy_lib.training.device import describe_accelerator
-from energy_lib.study import STUDIES_DIR, build_report, default_study_file, load_study, run_study
+from energy_lib.study import build_report, load_study, run_study, study_file_for
 
 print(describe_accelerator())
-if study == 'auto':
-    study_file = default_study_file()
-elif study.endswith('.toml'):
-    study_file = Path(study)
-else:
-    study_file = STUDIES_DIR / f'{study}.toml'
+study_file = study_file_for(study)
 if drive_folder:
     from google.colab import drive
 

@@ -97,7 +97,7 @@ def test_p6_prediction_timings_smoke(tmp_path):
 @pytest.mark.slow
 @needs_fashion_mnist
 def test_p8_scaleout_smoke(tmp_path):
-    """P8 end to end at smoke size (one tiny cell serial vs Dask; 2 and 4 stand-in cells on two
+    """P8 end to end at smoke size (one tiny cell serial vs Dask; 1 and 2 stand-in cells on two
     workers), within about a minute."""
     pytest.importorskip("distributed")
     out = tmp_path / "bench.json"
@@ -108,7 +108,7 @@ def test_p8_scaleout_smoke(tmp_path):
     study = result["study"]
     assert study["cells"] == 1 and study["ratio"] == study["serial_s"] / study["dask_s"] > 0
     sizes = result["scale"]["sizes"]
-    assert [s["cells"] for s in sizes] == [2, 4]
+    assert [s["cells"] for s in sizes] == [1, 2]
     assert all(0 < s["cell_execution_s"] < s["wall_s"] * result["scale"]["workers"] for s in sizes)
     assert sum(line.startswith("P8") for line in done.stdout.splitlines()) == 2
 

@@ -7,7 +7,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from conftest import needs_fashion_mnist
+from conftest import needs_fashion_mnist, write_study
 from energy_lib.records import read_runs
 from energy_lib.report.results import compare_with_reference, reference_table
 from energy_lib.study import NOTEBOOKS_DIR
@@ -20,14 +20,26 @@ def test_colab_notebook_runs_under_papermill_on_cpu(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     executed = tmp_path / "colab.ipynb"
+    # the quick study's two precisions at one width ("auto" picks quick here: a test of
+    # study_file_for checks that without running it)
+    study = write_study(tmp_path / "studies", """\
+        [study]
+        name = "quick"
+        compare = "precision"
+        [fixed]
+        dataset = "fashion_mnist"
+        width = 0.5
+        [axes]
+        precision = ["fp32", "amp"]
+        """, "quick.toml")
     tiny = {"epochs": 1, "train_subset": 256, "test_subset": 128, "batch_size": 64, "idle_s": 0,
             "idle_after_s": 0, "eval_batch_size": 128}
     pm.execute_notebook(str(NOTEBOOKS_DIR / "colab.ipynb"), str(executed), progress_bar=False,
-                        parameters={"overrides": tiny, "repeats": 1,
+                        parameters={"study": str(study), "overrides": tiny, "repeats": 1,
                                     "runs_root": str(tmp_path / "runs"),
                                     "report_root": str(tmp_path / "report")})
-    runs = read_runs(tmp_path / "runs" / "quick")  # no GPU here: the quick study
-    assert sorted(runs.runs["status"]) == ["ok"] * 4
+    runs = read_runs(tmp_path / "runs" / "quick")
+    assert sorted(runs.runs["status"]) == ["ok"] * 2
     assert set(runs.runs["epochs"]) == {1} and set(runs.runs["train_subset"]) == {256}
     report = tmp_path / "report" / "quick"
     assert {p.name for p in report.glob("*.png")} >= {

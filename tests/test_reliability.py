@@ -515,16 +515,17 @@ def ran_count(out: str) -> int:
 @pytest.mark.slow
 @needs_fashion_mnist
 def test_two_runners_at_once_run_every_cell_exactly_once(tmp_path):
-    write_study(tmp_path, FOUR_CELLS.format(epochs=1), "race.toml")
+    # two cells are enough for a race: each runner meets the other's lock once
+    write_study(tmp_path, FOUR_CELLS.format(epochs=1).replace('["fp32", "bf16"]', '["fp32"]'),
+                "race.toml")
     first, second = runner(tmp_path), runner(tmp_path, "--no-report")  # one report: the first's
     (out1, err1), (out2, err2) = first.communicate(timeout=600), second.communicate(timeout=600)
     assert (first.returncode, second.returncode) == (0, 0), err1 + err2
     for err in (err1, err2):
         assert "Traceback" not in err and "Error" not in err, err
     folder = tmp_path / "runs" / "race"
-    cells = ["precision-fp32_seed-0", "precision-fp32_seed-1", "precision-bf16_seed-0",
-             "precision-bf16_seed-1"]
-    assert ran_count(out1) + ran_count(out2) == 4  # every cell ran exactly once
+    cells = ["precision-fp32_seed-0", "precision-fp32_seed-1"]
+    assert ran_count(out1) + ran_count(out2) == 2  # every cell ran exactly once
     assert "running elsewhere" in out1 + out2  # they did run at the same time
     for cell in cells:  # every finished record intact
         record = read_record(folder / f"{cell}.ipynb")

@@ -99,6 +99,20 @@ def test_overrides_replace_fixed_settings(tmp_path):
     assert {c.config.lr for c in study.cells} == {0.01}
 
 
+def test_a_notebook_s_study_parameter_names_a_study_file(tmp_path, monkeypatch):
+    """Colab's `study`: "auto" is the paper study on a CUDA GPU and the quick one otherwise; a
+    .toml path is taken as it is; a bare name is a shipped study."""
+    from energy_lib.study import STUDIES_DIR, study_file_for
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert study_file_for("auto") == STUDIES_DIR / "quick.toml"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert study_file_for("auto") == STUDIES_DIR / "paper.toml"
+    assert study_file_for("efficient_dl_quick") == STUDIES_DIR / "efficient_dl_quick.toml"
+    assert study_file_for(str(tmp_path / "mine.toml")) == tmp_path / "mine.toml"
+    assert all(study_file_for(name).is_file() for name in ("auto", "quick", "paper"))
+
+
 def test_shipped_studies_load():
     quick = load_study(REPO / "studies" / "quick.toml")
     assert [c.name for c in quick.cells] == [  # seed-major: every setting of seed 0 first

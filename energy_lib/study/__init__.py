@@ -14,10 +14,11 @@ from .executors import EXECUTORS, Executor, SerialExecutor, check_executor, open
 from .folder import FolderState, cell_status, read_study, study_state
 from .runner import build_report, check_cells_can_run, run_study
 from .spec import (MAX_CELLS, STUDIES_DIR, Cell, Study, cell_name, default_study_file, load_study,
-                   locate)
+                   locate, study_file_for)
 
 __all__ = ["ANALYSIS_NOTEBOOK", "EXECUTORS", "MAX_CELLS", "NOTEBOOKS_DIR", "RUN_NOTEBOOK",
            "STUDIES_DIR", "Cell", "CellRun", "Executor", "FolderState", "SerialExecutor", "Study",
            "Outcome", "StudyOutcome", "build_report", "cell_name", "cell_status", "check_cells_can_run",
            "check_executor", "default_study_file", "execute_notebook", "load_study",
-           "locate", "open_executor", "read_study", "run_cell", "run_study", "study_state"]
+           "locate", "open_executor", "read_study", "run_cell", "run_study", "study_file_for",
+           "study_state"]

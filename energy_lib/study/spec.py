@@ -43,6 +43,16 @@ def default_study_file() -> Path:
     return STUDIES_DIR / ("paper.toml" if torch.cuda.is_available() else "quick.toml")
 
 
+def study_file_for(study: str) -> Path:
+    """The study file a notebook's `study` parameter names: "auto" (`default_study_file`), a
+    path ending in .toml, or the name of a shipped study."""
+    if study == "auto":
+        return default_study_file()
+    if study.endswith(".toml"):
+        return Path(study)
+    return STUDIES_DIR / f"{study}.toml"
+
+
 @dataclass(frozen=True)
 class Cell:
     name: str
