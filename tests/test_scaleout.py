@@ -113,10 +113,10 @@ def test_a_worker_killed_mid_cell_leaves_it_incomplete_and_a_rerun_completes_it(
         dataset = "fashion_mnist"
         download = false
         [axes]
-        idle_s = [0.0, 6.0]
+        idle_s = [0.0, 3.0]
         """))
     folder = Path("runs/kill")
-    victim = "idle_s-6"
+    victim = "idle_s-3"
     killed = []
 
     def kill_its_worker():

@@ -648,40 +648,34 @@ def read_runs_cells(folder: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_real_study_report(tiny_run, tmp_path, monkeypatch):
-    """The analysis of the shared tiny study's records, under a study file that also names
-    width 1, whose cells never ran: they are rows with status `missing`."""
-    wider = TINY_STUDY.replace("width = [0.25, 0.5]", "width = [0.25, 0.5, 1]")
-    study = load_study(write_study(tmp_path / "studies", wider, "tiny.toml"))
-    monkeypatch.chdir(tmp_path)
-    report_dir = build_report(study, runs_root=tiny_run.root / "runs",
-                              report_root=tmp_path / "report")
-    assert report_dir == tmp_path / "report" / "tiny"
+def test_real_study_report(tiny_run, tmp_path):
+    """The report `energy-study run` built for the shared tiny study (the analysis notebook,
+    executed), and the same analysis under a study file that also names width 1, whose cells
+    never ran: they are rows with status `missing`."""
+    from energy_lib.report import build
+    from energy_lib.study import read_study
+
+    report_dir = tiny_run.report
     for name in FIGURES:
         png = report_dir / f"{name}.png"
         assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     assert not list(report_dir.glob(".*.tmp"))
     table = pd.read_csv(report_dir / "results.csv")
-    statuses = dict(zip(table["cell"], table["status"]))
-    assert {c: s for c, s in statuses.items() if "width-1_" in c} == {
-        f"width-1_precision-{p}": "missing" for p in ("fp32", "bf16", "amp")}
-    assert [s for c, s in statuses.items() if "width-1_" not in c] == ["ok"] * 6
-    done = table[table["status"] == "ok"]
-    assert set(done["energy_kind"]) <= {"modelled", "measured", "mixed"}
-    assert (done["constant_power_energy_kwh"] > 0).all() and (done["energy_kwh"] > 0).all()
-    assert (done["acc_pct_per_wh"] > 0).all() and (done["constant_power_acc_pct_per_wh"] > 0).all()
-    assert set(done["compute_dtype"]) == {"float32", "bfloat16"}
-    assert table.loc[table["status"] == "missing", "best_val_acc_pct"].isna().all()
-
+    assert list(table["status"]) == ["ok"] * 6
+    assert set(table["energy_kind"]) <= {"modelled", "measured", "mixed"}
+    assert (table["constant_power_energy_kwh"] > 0).all() and (table["energy_kwh"] > 0).all()
+    assert (table["acc_pct_per_wh"] > 0).all() and (table["constant_power_acc_pct_per_wh"] > 0).all()
+    assert set(table["compute_dtype"]) == {"float32", "bfloat16"}
     # the findings open with the machine that measured them, by its fingerprint
     from energy_lib.provenance import describe_machine, fingerprint
 
     here = describe_machine(fingerprint(torch.device("cpu")))
     assert (report_dir / "findings.md").read_text().splitlines()[2] == f"Measured on: {here}."
+
     executed = read_record(report_dir / "analysis.ipynb")
     assert executed.status != "failed" and executed.error == ""
     html = (report_dir / "analysis.html").read_text()
-    assert "<img" in html and "width-1_precision-amp" in html and "missing" in html
+    assert "<img" in html and "width-0.5_precision-amp" in html
     # findings first, each figure once
     assert "Findings: " in html and html.index("Findings: ") < html.index("<img")
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
@@ -693,6 +687,17 @@ def test_real_study_report(tiny_run, tmp_path, monkeypatch):
     for code_only in ("load_study", "read_runs", "write_report", "plt.close"):
         assert code_only not in html  # code cells are not exported, only their outputs
     assert '<div class="highlight' not in html
+
+    wider = TINY_STUDY.replace("width = [0.25, 0.5]", "width = [0.25, 0.5, 1]")
+    study = load_study(write_study(tmp_path / "studies", wider, "tiny.toml"))
+    runs, state = read_study(study, tiny_run.runs)
+    build(study, runs, state, tmp_path / "wider")
+    table = pd.read_csv(tmp_path / "wider" / "results.csv")
+    statuses = dict(zip(table["cell"], table["status"]))
+    assert {c: s for c, s in statuses.items() if "width-1_" in c} == {
+        f"width-1_precision-{p}": "missing" for p in ("fp32", "bf16", "amp")}
+    assert [s for c, s in statuses.items() if "width-1_" not in c] == ["ok"] * 6
+    assert table.loc[table["status"] == "missing", "best_val_acc_pct"].isna().all()
 
 
 ORDER_STUDY = """\
