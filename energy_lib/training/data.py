@@ -23,15 +23,17 @@ import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import RunConfig
 from .datasets import DATASETS, DEBIAN_FASHION_MNIST_DIR, DatasetSpec
 from ..errors import ConfigError, DatasetNotFound
+
+if TYPE_CHECKING:  # a RunConfig is passed in; the training core never builds one
+    from ..config import RunConfig
 
 #: Subsets are drawn with this fixed seed (not the run seed) so every cell of a study trains and
 #: evaluates on the same images, whatever its own seed.

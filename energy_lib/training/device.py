@@ -5,12 +5,15 @@ meters it names can work there. (Waiting for the device before reading a clock i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from ..config import RunConfig
 from ..energy.meters import check_available
 from ..errors import ConfigError
+
+if TYPE_CHECKING:  # a RunConfig is passed in; the training core never builds one
+    from ..config import RunConfig
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,13 @@ import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, ContextManager
+from typing import TYPE_CHECKING, Callable, ContextManager
 
 import torch
 from torch import nn
 
 from .. import provenance
 from ..provenance import device_name
-from ..config import RunConfig
 from .data import make_loaders
 from .device import Runtime, resolve_runtime
 from ..energy.attribution import run_contention
@@ -35,6 +34,9 @@ from .models import create_model
 from ..records import Status
 from .allocator import settings as allocator_settings, steady_allocator
 from .pruning import finalise, prune_step, rebuild_optimizer, should_prune
+
+if TYPE_CHECKING:  # a RunConfig is passed in; the training core never builds one
+    from ..config import RunConfig
 
 
 
