@@ -210,6 +210,9 @@ def collect(device: torch.device) -> dict:
         "torch_threads": torch.get_num_threads(),
         "fingerprint": machine,
         "fingerprint_digest": machine["digest"],
+        # whether the run's device computes bfloat16 natively (None: not known for this device)
+        "bf16_native": (machine["gpu_bf16_native"] if device.type == "cuda" else
+                        cpu_bf16_native(machine) if device.type == "cpu" else None),
         "machine": describe_machine(machine),
         "hostname": platform.node(),
         "os": platform.platform(),

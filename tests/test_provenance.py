@@ -57,3 +57,33 @@ def test_every_record_s_provenance_carries_the_fingerprint():
     facts = provenance.collect(torch.device("cpu"))
     assert facts["fingerprint"]["digest"] == facts["fingerprint_digest"]
     assert facts["machine"] == provenance.describe_machine(facts["fingerprint"])
+
+
+def test_bf16_without_the_flags_is_named_emulated_and_with_them_native(monkeypatch):
+    from energy_lib.training.device import emulated_precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(provenance, "_cpuinfo", lambda: dict(CPUINFO))
+    native = provenance.fingerprint(cpu)
+    assert [emulated_precision(p, cpu, native) for p in ("fp32", "bf16", "amp")] == [None] * 3
+    plain = dict(CPUINFO, flags="fpu sse avx2 fma avx512f")
+    monkeypatch.setattr(provenance, "_cpuinfo", lambda: plain)
+    emulated = provenance.fingerprint(cpu)
+    assert emulated_precision("fp32", cpu, emulated) is None
+    for precision in ("bf16", "amp"):  # amp is bfloat16 autocast on a CPU
+        line = emulated_precision(precision, cpu, emulated)
+        assert line.startswith(f"{precision} (bfloat16 autocast) is emulated on this CPU "
+                               "(Intel(R) Xeon(R) Platinum 8480+: no avx512_bf16")
+        assert line.endswith("a software-path effect, not a property of 16-bit arithmetic")
+    t4 = {"gpu_name": "Tesla T4", "gpu_bf16_native": False}
+    gpu = torch.device("cuda")
+    assert "this GPU (Tesla T4: no native bf16)" in emulated_precision("bf16", gpu, t4)
+    assert emulated_precision("amp", gpu, t4) is None  # float16 with loss scaling on CUDA
+    assert emulated_precision("bf16", gpu, {"gpu_name": "H100", "gpu_bf16_native": True}) is None
+
+
+def test_the_record_says_whether_its_device_computes_bf16_natively(monkeypatch):
+    monkeypatch.setattr(provenance, "_cpuinfo", lambda: dict(CPUINFO, flags="avx2 fma"))
+    assert provenance.collect(torch.device("cpu"))["bf16_native"] is False
+    monkeypatch.setattr(provenance, "_cpuinfo", lambda: dict(CPUINFO))
+    assert provenance.collect(torch.device("cpu"))["bf16_native"] is True

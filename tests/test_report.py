@@ -195,3 +195,17 @@ def test_many_settings_become_small_multiples_by_the_first_axis():
     assert titles[0].endswith("model=r18") and titles[1] == "model=r34"
     assert all(len(ax.get_legend().get_texts()) == 6 for ax in fig.axes)
     plt.close(fig)
+
+
+def test_findings_scope_a_precision_effect_that_ran_emulated():
+    from energy_lib.report.findings import emulation_line
+
+    runs = pd.DataFrame({"status": ["ok", "ok", "ok", "failed"],
+                         "compute_dtype": ["float32", "bfloat16", "bfloat16", "bfloat16"],
+                         "provenance_bf16_native": [False, False, True, False]})
+    assert emulation_line(runs) == (
+        "bfloat16 autocast ran emulated in 1 of 3 finished cells (the device that ran them has "
+        "no native bf16): their time and energy effect is a software-path effect of that "
+        "machine, not a property of 16-bit arithmetic.")
+    assert emulation_line(runs.assign(provenance_bf16_native=True)) == ""
+    assert emulation_line(runs.drop(columns="provenance_bf16_native")) == ""  # older records

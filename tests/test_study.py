@@ -113,6 +113,25 @@ def test_a_notebook_s_study_parameter_names_a_study_file(tmp_path, monkeypatch):
     assert all(study_file_for(name).is_file() for name in ("auto", "quick", "paper"))
 
 
+def test_run_names_each_emulated_precision_before_the_first_cell(tmp_path, monkeypatch, capsys):
+    """On a CPU without native bf16, `run` says so in one line per precision before any cell
+    (a fingerprint without avx512_bf16/AMX stands in for such a CPU)."""
+    from energy_lib import provenance
+    from energy_lib.study.runner import say_emulated
+
+    study = load_study(write_study(tmp_path, SMALL))  # fp32 and bf16 at two widths
+    monkeypatch.setattr(provenance, "_cpuinfo", lambda: {"model name": "Old CPU", "flags": "avx2"})
+    say_emulated(study.cells)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["energy-study: note: bf16 (bfloat16 autocast) is emulated on this CPU (Old CPU: "
+                     "no avx512_bf16, amx_bf16 or bf16 flag): its time and energy effect is a "
+                     "software-path effect, not a property of 16-bit arithmetic"]
+    monkeypatch.setattr(provenance, "_cpuinfo", lambda: {"model name": "New CPU",
+                                                         "flags": "avx2 avx512_bf16"})
+    say_emulated(study.cells)
+    assert capsys.readouterr().out == ""
+
+
 def test_shipped_studies_load():
     quick = load_study(REPO / "studies" / "quick.toml")
     assert [c.name for c in quick.cells] == [  # seed-major: every setting of seed 0 first

@@ -56,6 +56,20 @@ def machines_line(runs: pd.DataFrame) -> str:
             "machines are not comparable as they stand.")
 
 
+def emulation_line(runs: pd.DataFrame) -> str:
+    """Where a finished cell computed in bfloat16 on a device without native bf16 (the record's
+    provenance says so), the precision effect is scoped to this machine's software path."""
+    done = finished_rows(runs)
+    if done.empty or not {"compute_dtype", "provenance_bf16_native"} <= set(done.columns):
+        return ""
+    emulated = done[done["compute_dtype"].eq("bfloat16") & done["provenance_bf16_native"].eq(False)]
+    if emulated.empty:
+        return ""
+    return (f"bfloat16 autocast ran emulated in {len(emulated)} of {len(done)} finished cells (the "
+            "device that ran them has no native bf16): their time and energy effect is a "
+            "software-path effect of that machine, not a property of 16-bit arithmetic.")
+
+
 def _energy_line(runs: pd.DataFrame) -> str:
     done = finished_rows(runs)
     if done.empty:
@@ -101,7 +115,9 @@ def findings(*, study, runs: pd.DataFrame, state, contended: str, repeats_line: 
              claims, paired, estimates=None) -> str:
     """The report's opening, as Markdown."""
     machines = machines_line(runs)
+    emulation = emulation_line(runs)
     out = [f"## Findings: {study.name}", "", *([machines, ""] if machines else []),
+           *([emulation, ""] if emulation else []),
            study.description or "", "",
            _cells_line(runs, state) + " " + contended, "", _energy_line(runs), "",
            repeats_line[:1].upper() + repeats_line[1:] + ".", ""]

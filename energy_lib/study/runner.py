@@ -51,6 +51,21 @@ def say_other_load(threshold: float) -> None:
               "(--wait-quiet SECONDS waits for a quiet machine before each cell)", flush=True)
 
 
+def say_emulated(cells) -> None:
+    """One line per precision of the grid that runs emulated here (training.device.
+    emulated_precision), before the first cell: its effect is this machine's software path."""
+    from ..provenance import fingerprint
+    from ..training.device import emulated_precision, resolve_device
+
+    said = set()
+    for cell in cells:
+        device = resolve_device(cell.config.device)
+        why = emulated_precision(cell.config.precision, device, fingerprint(device))
+        if why and why not in said:
+            said.add(why)
+            print(f"energy-study: note: {why}", flush=True)
+
+
 def check_rerun(rerun) -> None:
     unknown = sorted(set(rerun) - set(RERUN))
     if unknown:
@@ -66,8 +81,9 @@ def run_study(study: Study, *, force: bool = False, rerun: tuple[str, ...] = (),
     (default: `SerialExecutor`, one cell at a time -- energy must not share a device; or a
     `dask_executor.DaskExecutor`). One failing cell never stops the others. A cell whose lock
     another runner holds is skipped (`outcome.busy`); one finished by another runner while this
-    one worked (also under --force) is not run again. `look_first`: before the first cell, look
-    at the machine for a second and say in one line if other processes are busy. `progress`:
+    one worked (also under --force) is not run again. `look_first`: before the first cell, say
+    in one line each precision that runs emulated here, then look at the machine for a second
+    and say in one line if other processes are busy. `progress`:
     True (the study's bar, and each cell's own output on stderr), "bar" (the bar only: one
     clean line in a notebook) or False."""
     check_rerun(rerun)
@@ -88,6 +104,7 @@ def run_study(study: Study, *, force: bool = False, rerun: tuple[str, ...] = (),
         else:
             todo.append(cell)
     if look_first and todo:
+        say_emulated(todo)
         say_other_load(todo[0].config.contention_threshold)
     places = {cell.name: {"order": study.order, "position": index, "cells": len(study.cells)}
               for index, cell in enumerate(study.cells, 1)}

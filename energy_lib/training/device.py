@@ -85,3 +85,26 @@ def describe_accelerator() -> str:
                 f"{props.major}.{props.minor}, bf16 {'yes' if torch.cuda.is_bf16_supported() else 'no'}"
                 f"; CUDA {torch.version.cuda}")
     return "no CUDA GPU visible: running on the CPU (in Colab: Runtime > Change runtime type > GPU)"
+
+
+def emulated_precision(precision: str, device: torch.device, machine: dict) -> str | None:
+    """Why `precision` runs emulated on `device` of the fingerprinted `machine`
+    (provenance.fingerprint), in one sentence; None where it computes natively (or is fp32).
+    bfloat16 autocast on a CPU without avx512_bf16/AMX (or Arm's bf16), or on a GPU without
+    native bf16 (a T4), runs through a software path: its time and energy say how fast that
+    path is here, not what 16-bit arithmetic costs."""
+    from ..provenance import cpu_bf16_native
+
+    if precision == "fp32":
+        return None
+    dtype = torch.bfloat16 if precision == "bf16" else amp_dtype(device)
+    if dtype != torch.bfloat16:
+        return None
+    if device.type == "cpu" and not cpu_bf16_native(machine):
+        where = f"this CPU ({machine.get('cpu_model')}: no avx512_bf16, amx_bf16 or bf16 flag)"
+    elif device.type == "cuda" and machine.get("gpu_bf16_native") is False:
+        where = f"this GPU ({machine.get('gpu_name')}: no native bf16)"
+    else:
+        return None
+    return (f"{precision} (bfloat16 autocast) is emulated on {where}: its time and energy effect "
+            "is a software-path effect, not a property of 16-bit arithmetic")
