@@ -320,3 +320,16 @@ def test_timeline_with_real_models(tmp_path):
     assert {(r["component"], r["method"]) for r in rows} == {
         ("cpu", "tdp-model (modelled)"), ("ram", "ram-model (modelled)")}
     assert {r["component"]: r["power_w"] for r in rows} == {"cpu": pytest.approx(10.0), "ram": 2.0}
+
+
+def test_the_cpu_table_lookup_matches_whole_words_as_a_regex_would():
+    """lookup_cpu_tdp's word test (no regex compiled per table row) agrees with `\\bname\\b`
+    on every row of the table, for a name found inside a longer string and one not found."""
+    import re
+
+    table = energy_models._tdp_table()
+    for cpu in ("Intel(R) Xeon(R) Gold 5120 CPU @ 2.20GHz (VM)", "AMD EPYC 9B14 96-Core"):
+        key = energy_models._normalise(cpu)
+        expected = [n for n in table if n and re.search(rf"\b{re.escape(n)}\b", key)]
+        assert [n for n in table if n and energy_models._has_word(key, n)] == expected
+    assert energy_models.lookup_cpu_tdp("Intel(R) Xeon(R) Gold 5120 CPU @ 2.20GHz (VM)")[0] == 105.0
