@@ -634,3 +634,67 @@ def test_in_place_activations_are_named_as_priced_out_of_place():
     assert any(n.startswith(note) for n in layerwise_estimate(in_place, (1, 28, 28), 8).notes)
     in_place[1].inplace = False
     assert not any("applied in place" in n for n in layerwise_estimate(in_place, (1, 28, 28), 8).notes)
+
+
+# ------------------------------------------------------------------------------------------
+# a calibration is this machine's only when its rows carry this machine's fingerprint
+# ------------------------------------------------------------------------------------------
+
+def _calibration_file(folder, digest: str | None) -> "Path":
+    """This machine's calibration file by name, with one row measured on `digest` (None: a file
+    of the format before fingerprints)."""
+    import csv
+
+    columns = COLUMNS if digest is not None else [c for c in COLUMNS if c != "fingerprint"]
+    path = folder / f"{cal.machine_name(torch.device('cpu'))}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    row = {"machine": "m", "layer_type": "Linear", "phase": "forward", "dtype": "float32",
+           "batch_size": 8, "in_features": 64, "out_features": 64, "macs": 32768, "repeats": 10,
+           "energy_j": 0.01, "seconds": 0.001, "method": "tdp-model", "kind": "modelled",
+           "seed": 0, "config_id": "x", "fingerprint": digest}
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerow(row)
+    return path
+
+
+def test_a_calibration_from_another_fingerprint_is_never_used_and_says_why(tmp_path, monkeypatch):
+    """Same machine name, other fingerprint (another CPU sold under the name, or one without
+    avx512_bf16): no layer-regression estimate from it; the Getzner fit, labelled with its own
+    hardware, stands in, and one line says why and what to run."""
+    from energy_lib import provenance
+    from energy_lib.estimators import predict
+
+    monkeypatch.chdir(tmp_path)
+    here = provenance.fingerprint(torch.device("cpu"))["digest"]
+    for digest, found in ((here, True), ("0123456789ab", False), (None, False)):
+        path = _calibration_file(tmp_path / cal.DEFAULT_DIR, digest)
+        used, why = predict.calibration_for(torch.device("cpu"))
+        if found:
+            assert used == cal.DEFAULT_DIR / path.name and why == ""
+            continue
+        assert used is None and "\n" not in why
+        assert why.startswith(f"{cal.DEFAULT_DIR / path.name} was measured on machine fingerprint "
+                              f"{digest or 'not recorded'}, not this one ({here}): not used")
+        assert "energy-study calibrate --quick" in why
+    rows, facts = predict.predict_run(
+        create_model("mlp", in_channels=1, image_size=28), input_size=(1, 28, 28), batch_size=32,
+        eval_batch_size=64, train_size=64, test_size=64, epochs=1, compute_dtype="bfloat16",
+        device=torch.device("cpu"))
+    regression = next(r for r in rows if r["method"] == "layer-regression")
+    assert "Getzner" in regression["flag"] and "not this one" in regression["flag"]
+    assert facts["calibration"].endswith("(minutes on a 2-core CPU)")
+
+
+def test_calibrate_never_appends_to_another_machine_s_rows(tmp_path):
+    from energy_lib.errors import WriteError
+
+    _calibration_file(tmp_path, "0123456789ab")
+    with pytest.raises(WriteError, match="was measured on another machine .fingerprint 0123456789ab"):
+        cal.calibrate(cal.make_plan(quick=True, no_zoo=True, per_type=1, types="Linear"),
+                      out_dir=tmp_path, progress=False)
+    _calibration_file(tmp_path, None)
+    with pytest.raises(WriteError, match="without the machine fingerprint of its rows"):
+        cal.calibrate(cal.make_plan(quick=True, no_zoo=True, per_type=1, types="Linear"),
+                      out_dir=tmp_path, progress=False)

@@ -43,6 +43,7 @@ from ..training.allocator import steady_allocator
 from ..errors import ConfigError, EnergyStudyError, WriteError
 from ..files import check_file_name, check_output_file, create_new
 from ..folders import CALIBRATION
+from ..provenance import fingerprint
 from .layer_data import COLUMNS, LAYER_TYPES, count_macs
 from .reference import (REFERENCE_CONFIG, REFERENCE_PHASE, REFERENCE_WINDOW_S, REFERENCE_WINDOWS,
                         REFERENCE_WINDOWS_GPU)
@@ -439,6 +440,11 @@ def _check_ours(path: Path) -> str:
         data = path.read_bytes()
     except OSError as error:
         raise WriteError(f"{path} cannot be read: {error.strerror or error}") from None
+    if data.startswith(_header().replace(",fingerprint\n", "\n").encode()):
+        raise WriteError(f"{path} is a calibration file of an earlier energy-study, without the "
+                         "machine fingerprint of its rows (nothing says which machine measured "
+                         "them, so predictions never use it); it was left as it is: move it away "
+                         "and calibrate again")
     if data.startswith(_header().replace("phase,dtype,", "phase,").encode()):
         raise WriteError(f"{path} is a calibration file of an earlier energy-study, without the "
                          "dtype column (all fp32); it was left as it is: move it away (it can "
@@ -462,6 +468,12 @@ def _repair(path: Path, text: str) -> str:
         with path.open("r+b") as handle:
             handle.truncate(len(text.encode("utf-8")))
     return text
+
+
+def file_fingerprints(text: str) -> set[str]:
+    """The machine fingerprints (digests) of a calibration's rows; "" for rows without one."""
+    return {row.get("fingerprint") or "" for row in csv.DictReader(io.StringIO(text, newline=""))
+            if row.get("energy_j")}
 
 
 def _done(text: str) -> set[tuple[str, str, str]]:
@@ -526,6 +538,12 @@ def calibrate(plan: Plan = QUICK_PLAN, *, out_dir: str | Path = DEFAULT_DIR, mac
     steady_allocator()  # rows priced as a training process pays them (allocator.py)
     machine = machine or machine_name(device)
     path, text = _open_calibration(out_dir, machine)
+    digest = fingerprint(device)["digest"]
+    others = file_fingerprints(text) - {digest}
+    if others:
+        raise WriteError(f"{path} was measured on another machine (fingerprint "
+                         f"{', '.join(sorted(others))}; this one is {digest}): its rows are never "
+                         "mixed with this machine's; give --machine another name or move it away")
     dtypes = plan_dtypes(plan, device)
     done = _done(text)
     todo = [(c, phase, dtype) for c in configs for dtype in dtypes
@@ -540,14 +558,16 @@ def calibrate(plan: Plan = QUICK_PLAN, *, out_dir: str | Path = DEFAULT_DIR, mac
     try:
         for index, (config, phase, dtype) in enumerate(todo):
             if index % plan.reference_every == 0:  # the machine's state around these rows
-                _append(path, {**measure_reference(device, plan.seed), "machine": machine})
+                _append(path, {**measure_reference(device, plan.seed), "machine": machine,
+                               "fingerprint": digest})
             row = measure(config, phase, plan, device, dtype)
-            row["machine"] = machine
+            row["machine"], row["fingerprint"] = machine, digest
             row["macs"] = _macs(config)
             _append(path, row)
             bar.update(1)
         if todo:
-            _append(path, {**measure_reference(device, plan.seed), "machine": machine})
+            _append(path, {**measure_reference(device, plan.seed), "machine": machine,
+                           "fingerprint": digest})
     finally:
         bar.close()
     return path, len(todo), already

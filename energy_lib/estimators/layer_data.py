@@ -25,8 +25,10 @@ from .reference import reference_state
 # The long format: also the header of a calibration file.
 PARAMETERS = ["batch_size", "in_channels", "out_channels", "image_size", "kernel_size", "stride",
               "padding", "in_features", "out_features", "elements"]
+#: `fingerprint`: the digest of the machine a row was measured on (provenance.fingerprint): a
+#: calibration is used for predictions only on a machine with the same digest
 COLUMNS = ["machine", "layer_type", "phase", "dtype", *PARAMETERS, "macs", "repeats", "energy_j",
-           "seconds", "method", "kind", "seed", "config_id"]
+           "seconds", "method", "kind", "seed", "config_id", "fingerprint"]
 #: The compute dtypes a fit can know: fp32 and the autocast dtypes of amp runs.
 DTYPES = ["float32", "bfloat16", "float16"]
 FP32 = "float32"

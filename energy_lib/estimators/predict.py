@@ -28,16 +28,31 @@ from .regression import layerwise_estimate, load_fit
 MODEL, TOTAL = "model", "total"
 
 
-def calibration_for(device: torch.device) -> Path | None:
-    """This machine's calibration file (energy-study calibrate), if one was made."""
-    from ..provenance import PROJECT_ROOT
-    from .calibrate import DEFAULT_DIR, machine_name
+def calibration_for(device: torch.device) -> tuple[Path | None, str]:
+    """(this machine's calibration file, "") where one was made here; else (None, why not).
+    A file is found by the machine's name but used only when every row carries this machine's
+    fingerprint (provenance.fingerprint): a calibration is never transplanted to another CPU
+    sold under the same name, another torch build or another thread count."""
+    from ..provenance import PROJECT_ROOT, fingerprint
+    from .calibrate import DEFAULT_DIR, file_fingerprints, machine_name
 
     name = f"{machine_name(device)}.csv"
     for folder in (DEFAULT_DIR, PROJECT_ROOT / DEFAULT_DIR):
-        if (folder / name).is_file():
-            return folder / name
-    return None
+        path = folder / name
+        if not path.is_file():
+            continue
+        here = fingerprint(device)["digest"]
+        try:
+            found = file_fingerprints(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as error:
+            return None, f"{path} could not be read ({error}); not used"
+        if found == {here}:
+            return path, ""
+        measured = ", ".join(sorted(f or "not recorded" for f in found)) or "no rows"
+        return None, (f"{path} was measured on machine fingerprint {measured}, not this one "
+                      f"({here}): not used; `energy-study calibrate --quick` calibrates this "
+                      "machine (minutes on a 2-core CPU)")
+    return None, ""
 
 
 def machine_state(fit: str | Path, device: torch.device) -> dict | None:
@@ -79,7 +94,9 @@ def predict_run(model: nn.Module, *, input_size: tuple[int, int, int], batch_siz
         Method.OPS_MODEL: lambda training, batch: ops_estimate(
             model, input_size, batch, bits=bits, training=training),
     }
-    calibration = calibration_for(device)
+    calibration, not_used = calibration_for(device)
+    if not_used:
+        facts["calibration"] = not_used
     fit = str(calibration) if calibration is not None else "getzner2023"
     estimators[Method.LAYER_REGRESSION] = lambda training, batch: layerwise_estimate(
         model, input_size, batch, fit=fit, training=training, compute_dtype=compute_dtype)
@@ -99,7 +116,8 @@ def predict_run(model: nn.Module, *, input_size: tuple[int, int, int], batch_siz
         left_out = (f"; left out {', '.join(step.uncovered_layers)} ({step.uncovered_macs_fraction:.1%}"
                     " of MACs)") if step.uncovered_layers else ""
         flag = (f"{step.source}{state_text(state) if rescaled else ''}{left_out}"
-                + "".join(f"; {f}" for f in step.flags))
+                + "".join(f"; {f}" for f in step.flags)
+                + (f"; {not_used}" if method == Method.LAYER_REGRESSION and not_used else ""))
         rows.append(EnergyRow(None, Phase.PREDICTED, MODEL, method, Kind.ESTIMATED, energy_j,
                               math.nan, flag).to_dict())
         facts[str(method)] = {"train_step_j": step_j, "eval_forward_j": forward_j,
