@@ -60,8 +60,7 @@ def injected_names(namespace: Mapping[str, Any]) -> list[str]:
                   and not _IPYTHON_NAMES.fullmatch(name))
 
 
-def config_from(config: Mapping[str, Any] | RunConfig, namespace: Mapping[str, Any] | None = None
-                ) -> RunConfig:
+def config_from(config: Mapping[str, Any], namespace: Mapping[str, Any] | None = None) -> RunConfig:
     """Validate the run's settings and store the resolved config in the record. `namespace`
     (the notebook's `globals()`): refuse any other value papermill injected."""
     stray = injected_names(namespace or {})
@@ -76,8 +75,6 @@ def config_from(config: Mapping[str, Any] | RunConfig, namespace: Mapping[str, A
                           f"{', '.join(PARAMETERS)}; {hint}")
     if namespace and "progress" in namespace:
         check_progress(namespace["progress"])
-    if isinstance(config, RunConfig):
-        config = config.to_dict()
     if not isinstance(config, Mapping):
         raise ConfigError(f"parameter config={config!r} is not allowed: it is a mapping of RunConfig "
                           "fields to values, e.g. {'width': 2, 'precision': 'amp'}")

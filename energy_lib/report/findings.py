@@ -38,16 +38,12 @@ def machines_line(runs: pd.DataFrame) -> str:
     done = finished_rows(runs)
     if done.empty:
         return ""
-    if "provenance_machine" in done:
-        described = done["provenance_machine"]
-    else:
-        described = pd.Series(pd.NA, index=done.index, dtype=object)
-    fallback = ("provenance_cpu_model", "provenance_device_name", "provenance_torch_version")
-    for index, row in done.iterrows():
-        if pd.isna(described.get(index)):
-            parts = [str(row[c]) for c in fallback if c in done and pd.notna(row[c])]
-            described[index] = (f"{', '.join(parts) or 'not recorded'} (no fingerprint: recorded "
-                                "before energy_lib recorded one)")
+    fallback = [c for c in ("provenance_cpu_model", "provenance_device_name",
+                            "provenance_torch_version") if c in done]
+    named = (done[fallback].astype("string").apply(lambda row: ", ".join(row.dropna()), axis=1)
+             if fallback else pd.Series("", index=done.index))
+    older = named.replace("", "not recorded") + " (no fingerprint: recorded before energy_lib recorded one)"
+    described = done.get("provenance_machine", pd.Series(pd.NA, index=done.index)).fillna(older)
     counts = described.value_counts()
     if len(counts) == 1:
         return f"Measured on: {counts.index[0]}."

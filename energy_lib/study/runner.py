@@ -57,10 +57,12 @@ def say_emulated(cells) -> None:
     from ..provenance import fingerprint
     from ..training.device import emulated_precision, resolve_device
 
-    said = set()
+    said, machines = set(), {}
     for cell in cells:
         device = resolve_device(cell.config.device)
-        why = emulated_precision(cell.config.precision, device, fingerprint(device))
+        if device not in machines:  # one fingerprint per device, not per cell
+            machines[device] = fingerprint(device)
+        why = emulated_precision(cell.config.precision, device, machines[device])
         if why and why not in said:
             said.add(why)
             print(f"energy-study: note: {why}", flush=True)
