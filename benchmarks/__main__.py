@@ -22,6 +22,8 @@ from energy_lib.provenance import collect, cpu_model
 
 from . import suite
 
+#: The suite's parts (suite.py says what each measures).
+PARTS = ("P1", "P2", "P3", "P4", "P5", "P6", "P8", "P9", "P10")
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = RESULTS.parents[1]
 
@@ -56,6 +58,8 @@ def run(parts: list[str], smoke: bool, device: torch.device) -> dict:
     if "P9" in parts:
         results["P9"] = (suite.p9_contention(1, 256, 1) if smoke
                          else suite.p9_contention(3, 2048, 2))
+    if "P10" in parts:
+        results["P10"] = suite.p10_plan_vs_actual(smoke)
     return results
 
 
@@ -122,6 +126,12 @@ def table(results: dict) -> str:
             "beside", all(r["contended_beside"]))
         add("P9", "  alone not contended", "contended " + "/".join(
             "yes" if c else "no" for c in r["contended_alone"]), "alone", not any(r["contended_alone"]))
+    if "P10" in results:
+        r = results["P10"]
+        add("P10", f"plan vs actual, {len(r['cells'])} cells: {r['plan_s']:.0f} s planned, "
+            f"{r['actual_s']:.0f} s ran", f"{r['time_ratio']:.2f}x", "0.70-1.30x", r["met"])
+        add("P10", "  training + evaluation time, headline energy: plan / actual",
+            f"{r['train_eval_ratio']:.2f}x, {r['energy_ratio']:.2f}x", "-", True)
     return "\n".join(lines)
 
 
@@ -136,16 +146,16 @@ def is_result_file(path: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="P1,P2,P3,P4,P5,P6,P8,P9", help="comma-separated parts")
+    parser.add_argument("--only", default=",".join(PARTS), help="comma-separated parts")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that it runs, not the targets")
     parser.add_argument("--out", help="JSON path (default: benchmarks/results/<machine-tag>.json)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --out file that is not a benchmark result")
     args = parser.parse_args(argv)
     parts = [p.strip().upper() for p in args.only.split(",") if p.strip()]
-    unknown = sorted(set(parts) - {"P1", "P2", "P3", "P4", "P5", "P6", "P8", "P9"})
+    unknown = sorted(set(parts) - set(PARTS))
     if unknown:
-        print(f"benchmarks: error: unknown part(s) {', '.join(unknown)}; use P1..P6, P8, P9",
+        print(f"benchmarks: error: unknown part(s) {', '.join(unknown)}; use {', '.join(PARTS)}",
               file=sys.stderr)
         return 2
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

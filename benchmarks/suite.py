@@ -14,6 +14,9 @@ P8 scale-out          the quick study's cells serial vs `--executor dask --worke
 P9 busy neighbour     a tiny cell alone vs beside one process spinning on a core, alternating:
                       time, machine-level and attributed (process) CPU energy ratios, and
                       whether the summary said `contended`.  target: beside flagged, alone not
+P10 plan vs actual    `run --plan`'s predictions (study.plan) against the same cells run right
+                      after: the study's cell time, each cell's training time and energy.
+                                                          target: total time within 30 %
 """
 
 from __future__ import annotations
@@ -342,6 +345,42 @@ def p5_quick_study() -> dict:
         seconds = time.perf_counter() - start
     return {"wall_s": seconds, "exit_code": done.returncode, "target_s": 300.0,
             "met": done.returncode == 0 and seconds <= 300.0}
+
+
+# ---------------------------------------------------------------------------------------------
+# P10 the plan against the run it plans
+# ---------------------------------------------------------------------------------------------
+
+def p10_plan_vs_actual(smoke: bool) -> dict:
+    """The quick study planned (study.plan.make_plan), then run at once in a temporary folder
+    by the serial runner: cell wall time (the runner's), training + evaluation time and headline
+    energy (the records') against the plan's. `smoke`: one repeat of one epoch on 1024 images."""
+    from energy_lib.records import read_runs
+    from energy_lib.study import load_study, run_study
+    from energy_lib.study.plan import make_plan
+
+    sizes = dict(repeats=1, epochs=1, train_subset=1024) if smoke else {}
+    study = load_study(ROOT / "studies" / "quick.toml", **sizes)
+    plan = make_plan(study.cells)
+    with tempfile.TemporaryDirectory() as tmp:
+        outcome = run_study(study, runs_root=tmp, progress=False)
+        runs = read_runs(study.runs_dir(tmp)).runs.set_index("cell")
+    cells = []
+    for cell in plan.cells:
+        cells.append({"cell": cell.name, "plan_s": cell.seconds, "actual_s": outcome.seconds[cell.name],
+                      "plan_train_eval_s": cell.train_eval_s,
+                      "actual_train_eval_s": float(runs.at[cell.name, "total_s"]),
+                      "plan_energy_j": cell.energy_j,
+                      "actual_energy_j": float(runs.at[cell.name, "energy_j"])})
+    total = {key: sum(c[key] for c in cells) for key in cells[0] if key != "cell"}
+    time_ratio = total["plan_s"] / total["actual_s"]
+    return {"study": study.name, "cells": cells, "settings": plan.settings,
+            "kernel_start_s": plan.start_s, "probe_s": plan.probe_s, **total,
+            "time_ratio": time_ratio,
+            "train_eval_ratio": total["plan_train_eval_s"] / total["actual_train_eval_s"],
+            "energy_ratio": total["plan_energy_j"] / total["actual_energy_j"],
+            "failed": list(outcome.failed), "target_pct": 30.0,
+            "met": not outcome.failed and abs(time_ratio - 1) <= 0.30}
 
 
 # ---------------------------------------------------------------------------------------------

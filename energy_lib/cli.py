@@ -142,6 +142,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="rerun finished cells too (old records are kept in superseded/)")
     run.add_argument("--cell", dest="cells", action="append", help="run only this cell (repeatable)")
     run.add_argument("--no-report", action="store_true", help="skip the analysis notebook")
+    run.add_argument("--plan", action="store_true", help="print each unfinished cell's predicted "
+                     "time and energy here (a few probed training steps per setting), then exit "
+                     "without running anything or writing runs/ or report/")
     run.add_argument("--executor", default="serial", metavar="{serial,dask}",
                      help="serial (default): one cell at a time here; dask: one cell per Dask "
                      "worker at a time (README: Scale-out)")
@@ -258,6 +261,8 @@ def _cmd_run(study, args) -> int:
     if unknown:
         raise StudyError(f"unknown cell(s) {', '.join(unknown)}; cells: "
                          f"{', '.join(c.name for c in study.cells)}")
+    if args.plan:
+        return _plan(study, args)
     if not args.no_report:  # before the first cell, not after an hour of training
         check_writable(study.report_dir(args.report_dir), "report")
     started = time.perf_counter()
@@ -281,6 +286,23 @@ def _cmd_run(study, args) -> int:
               f"{', '.join(outcome.failed)}", file=sys.stderr)
         return 1
     return report_status
+
+
+def _plan(study, args) -> int:
+    """`run --plan`: the cells a run would start, predicted here; nothing is written."""
+    from .study.plan import make_plan
+    from .study.runner import check_cells_can_run, say_emulated, select_cells
+
+    check_cells_can_run(study)
+    selection = select_cells(study, study.runs_dir(args.runs_dir), force=args.force,
+                             rerun=tuple(args.rerun), only=args.cells)
+    todo = selection.todo
+    print(f"study {study.name}: {len(todo)} cell{'s' * (len(todo) != 1)} to run here"
+          + (f", {len(selection.skipped)} finished (skipped)" if selection.skipped else ""))
+    if todo:
+        say_emulated(todo)
+        print(make_plan(todo).table())
+    return 0
 
 
 def _report(study, args) -> int:

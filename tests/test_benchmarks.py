@@ -42,7 +42,7 @@ def test_unknown_part_is_one_line_error():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "benchmarks: error: unknown part(s) P7; use P1..P6, P8, P9"]
+        "benchmarks: error: unknown part(s) P7; use P1, P2, P3, P4, P5, P6, P8, P9, P10"]
 
 
 @needs_fashion_mnist

@@ -599,6 +599,11 @@ def test_a_real_study_runs_clean_and_records_every_cell(tiny_run):
     assert tiny_run.returncode == 0, tiny_run.stderr
     printed = tiny_run.stdout + tiny_run.stderr
     assert "Traceback" not in printed and "DELIM" not in printed, printed
+    # before the first cell, one line: the plan's total from a probe of each setting
+    assert re.search(r"^energy-study: plan: 6 cells here, about \d+ (s|min) and [\d.]+ k?J "
+                     r"\(probed 6 settings in \d+ s; --plan shows each cell\)$",
+                     tiny_run.stdout, re.MULTILINE), tiny_run.stdout
+    assert tiny_run.stdout.index("energy-study: plan:") < tiny_run.stdout.index("cells: 6 ran")
     study = load_study(tiny_run.study_file)
     assert len(study.cells) == 6
     folder = tiny_run.runs

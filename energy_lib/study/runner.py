@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import StudyError, WriteError
@@ -19,7 +20,7 @@ from . import execute
 from .execute import execute_notebook
 from .executors import Executor, SerialExecutor
 from .folder import identity, study_state
-from .spec import Study
+from .spec import Cell, Study
 
 
 def check_cells_can_run(study: Study) -> None:
@@ -68,6 +69,36 @@ def say_emulated(cells) -> None:
             print(f"energy-study: note: {why}", flush=True)
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Which of a study's cells a run starts (`todo`), which it skips as finished, which
+    finished ones it runs again (`again`), and each cell notebook's identity when chosen."""
+    todo: tuple[Cell, ...]
+    skipped: tuple[str, ...]
+    again: frozenset[str]
+    seen: dict
+
+
+def select_cells(study: Study, folder: Path, *, force: bool = False, rerun: tuple[str, ...] = (),
+                 only: list[str] | None = None) -> Selection:
+    """The cells `run` would start in `folder` (which may not exist yet): every cell without a
+    finished record, all with `force`, and with `rerun=("contended",)` the contended ones."""
+    state = study_state(study, folder)
+    cells = [c for c in study.cells if only is None or c.name in only]
+    again = ({c.name for c in cells} if force else
+             {c.name for c in cells if c.name in state.contended} if "contended" in rerun else set())
+    todo = [c for c in cells if state.cells[c.name] not in FINISHED or c.name in again]
+    return Selection(tuple(todo), tuple(c.name for c in cells if c not in todo),
+                     frozenset(again), {c.name: identity(folder / f"{c.name}.ipynb") for c in cells})
+
+
+def say_plan(cells) -> None:
+    """The predicted time and energy of `cells` here, in one line (study.plan)."""
+    from .plan import make_plan
+
+    print(f"energy-study: {make_plan(cells).line()}", flush=True)
+
+
 def check_rerun(rerun) -> None:
     unknown = sorted(set(rerun) - set(RERUN))
     if unknown:
@@ -93,26 +124,18 @@ def run_study(study: Study, *, force: bool = False, rerun: tuple[str, ...] = (),
     check_writable(folder, "runs")
     check_cells_can_run(study)
     folder.mkdir(parents=True, exist_ok=True)
-    state = study_state(study, folder)
-    outcome = StudyOutcome()
-    cells = [c for c in study.cells if only is None or c.name in only]
-    seen = {c.name: identity(folder / f"{c.name}.ipynb") for c in cells}
-    again = ({c.name for c in cells} if force else
-             {c.name for c in cells if c.name in state.contended} if "contended" in rerun else set())
-    todo = []
-    for cell in cells:
-        if state.cells[cell.name] in FINISHED and cell.name not in again:
-            outcome.skipped.append(cell.name)
-        else:
-            todo.append(cell)
-    if look_first and todo:
-        say_emulated(todo)
-        say_other_load(todo[0].config.contention_threshold)
+    selection = select_cells(study, folder, force=force, rerun=rerun, only=only)
+    outcome = StudyOutcome(skipped=list(selection.skipped))
+    if look_first and selection.todo:
+        say_emulated(selection.todo)
+        if executor is None or isinstance(executor, SerialExecutor):  # the cells run here
+            say_plan(selection.todo)
+        say_other_load(selection.todo[0].config.contention_threshold)
     places = {cell.name: {"order": study.order, "position": index, "cells": len(study.cells)}
               for index, cell in enumerate(study.cells, 1)}
     return (executor or SerialExecutor()).run(
-        todo, folder, outcome, force=frozenset(again), seen=seen, kernel_name=kernel_name,
-        progress=progress, study_name=study.name, notebook=execute.RUN_NOTEBOOK, places=places)
+        selection.todo, folder, outcome, force=selection.again, seen=selection.seen,
+        kernel_name=kernel_name, progress=progress, study_name=study.name, notebook=execute.RUN_NOTEBOOK, places=places)
 
 
 def build_report(study: Study, *, runs_root: str | Path = RUNS,

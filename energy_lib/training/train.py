@@ -179,16 +179,48 @@ def _progress(total: int, description: str, style: str):
     return tqdm(total=total, desc=description, unit="epoch")
 
 
-def train(config: RunConfig, *, progress: bool | str = True,
-          on_epoch: Callable[[dict], None] | None = None,
-          codecarbon_dir: str | os.PathLike | None = None) -> RunResult:
-    """Train `config`; return its epoch table, energy table, summary and provenance.
-    `progress`: False, True/"auto" (tqdm.auto) or "text"; `codecarbon_dir`: where CodeCarbon,
-    when among the meters, writes its log (default ./codecarbon)."""
+@dataclass
+class Setup:
+    """Everything a run trains with, built from its config: what `train` uses, and what the
+    plan's probe (training.probe) times, so both step the same model on the same data."""
+    config: RunConfig
+    runtime: Runtime
+    train_loader: object
+    eval_loader: object
+    spec: object  # datasets.DatasetSpec
+    sources: dict
+    model: nn.Module
+    step_model: nn.Module  # the model, compiled where the config asks
+    optimizer: torch.optim.Optimizer
+    criterion: nn.Module
+    scaler: torch.amp.GradScaler
+    memory_format: torch.memory_format
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        return (self.spec.channels, self.spec.image_size, self.spec.image_size)
+
+    @property
+    def compute_dtype(self) -> str:
+        dtype = self.runtime.autocast_dtype
+        return str(dtype).removeprefix("torch.") if dtype is not None else "float32"
+
+    def train_autocast(self) -> ContextManager:
+        return autocast_for(self.runtime)
+
+    def eval_autocast(self) -> ContextManager:
+        return autocast_for(self.runtime, self.runtime.eval_autocast)
+
+
+def build(config: RunConfig) -> Setup:
+    """The run's data, model, optimiser and precision on its device, seeded by its config."""
     runtime = resolve_runtime(config)  # raises ConfigError before any data is loaded
     device = runtime.device
     steady_allocator()  # a step costs what it costs in any process, not a fresh one's page faults
-    started = _now()
     torch.manual_seed(config.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -199,19 +231,30 @@ def train(config: RunConfig, *, progress: bool | str = True,
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
     step_model = torch.compile(model) if config.torch_compile else model
-    optimizer = make_optimizer(config, model.parameters())
-    criterion = nn.CrossEntropyLoss()
-    scaler = torch.amp.GradScaler(device.type, enabled=runtime.use_grad_scaler)
-    train_autocast = lambda: autocast_for(runtime)  # noqa: E731
-    eval_autocast = lambda: autocast_for(runtime, runtime.eval_autocast)  # noqa: E731
-    input_size = (spec.channels, spec.image_size, spec.image_size)
+    return Setup(config, runtime, train_loader, eval_loader, spec, sources, model, step_model,
+                 make_optimizer(config, model.parameters()), nn.CrossEntropyLoss(),
+                 torch.amp.GradScaler(device.type, enabled=runtime.use_grad_scaler), memory_format)
+
+
+def train(config: RunConfig, *, progress: bool | str = True,
+          on_epoch: Callable[[dict], None] | None = None,
+          codecarbon_dir: str | os.PathLike | None = None) -> RunResult:
+    """Train `config`; return its epoch table, energy table, summary and provenance.
+    `progress`: False, True/"auto" (tqdm.auto) or "text"; `codecarbon_dir`: where CodeCarbon,
+    when among the meters, writes its log (default ./codecarbon)."""
+    started = _now()
+    setup = build(config)  # raises ConfigError before any data is loaded
+    device, spec, sources = setup.device, setup.spec, setup.sources
+    train_loader, eval_loader = setup.train_loader, setup.eval_loader
+    model, step_model, optimizer = setup.model, setup.step_model, setup.optimizer
+    criterion, scaler, memory_format = setup.criterion, setup.scaler, setup.memory_format
+    train_autocast, eval_autocast, input_size = setup.train_autocast, setup.eval_autocast, setup.input_size
     stats = model_stats(model, input_size)
     predicted, prediction_facts = predict_run(
         model, input_size=input_size, batch_size=config.batch_size,
         eval_batch_size=config.eval_batch_size or config.batch_size,
         train_size=config.train_size, test_size=config.test_size, epochs=config.epochs,
-        compute_dtype=(str(runtime.autocast_dtype).removeprefix("torch.")
-                       if runtime.autocast_dtype is not None else "float32"), device=device)
+        compute_dtype=setup.compute_dtype, device=device)
 
     result = RunResult(config=config)
     bar = (_progress(config.epochs, config.cell or config.study, "text" if progress == "text"

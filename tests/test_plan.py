@@ -1,0 +1,60 @@
+"""`energy-study run STUDY --plan` (study.plan, training.probe): every cell predicted from a real
+probe of each distinct setting on real Fashion-MNIST files, and nothing written."""
+
+from __future__ import annotations
+
+import re
+
+from energy_lib.cli import main
+from energy_lib.study import load_study
+from energy_lib.study.plan import setting_key
+
+from conftest import needs_fashion_mnist, write_study
+
+PLANNED = """\
+    [study]
+    name = "planned"
+    repeats = 2
+
+    [fixed]
+    dataset = "fashion_mnist"
+    train_subset = 256
+    test_subset = 128
+    epochs = 2
+    batch_size = 64
+    device = "cpu"
+    download = false
+    idle_s = 0.5
+    idle_after_s = 0
+
+    [axes]
+    width = [0.25]
+    precision = ["fp32", "amp"]
+"""
+
+
+def test_cells_that_differ_only_in_seed_share_one_setting(tmp_path):
+    study = load_study(write_study(tmp_path / "studies", PLANNED))
+    keys = {cell.name: setting_key(cell) for cell in study.cells}
+    assert len(keys) == 4 and len(set(keys.values())) == 2
+    assert keys["width-0.25_precision-fp32_seed-0"] == keys["width-0.25_precision-fp32_seed-1"]
+    assert keys["width-0.25_precision-fp32_seed-0"] != keys["width-0.25_precision-amp_seed-0"]
+
+
+@needs_fashion_mnist
+def test_plan_predicts_every_cell_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    write_study(tmp_path / "studies", PLANNED)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "studies/s.toml", "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["studies"]  # no runs/, no report/
+    assert out.startswith("study planned: 4 cells to run here\n")
+    rows = {m[0]: (float(m[1]), float(m[2])) for m in
+            re.findall(r"^(width-\S+)\s+([\d.]+) s\s+([\d.]+) J\s+-$", out, re.MULTILINE)}
+    assert len(rows) == 4  # each cell: seconds and joules, no layer regression (no calibration)
+    assert all(seconds > 0.5 and joules > 0 for seconds, joules in rows.values())  # idle_s = 0.5
+    assert rows["width-0.25_precision-fp32_seed-0"] == rows["width-0.25_precision-fp32_seed-1"]
+    assert re.search(r"^total\s+\d+ s\s+[\d.]+ k?J$", out, re.MULTILINE)
+    assert "rates of 2 probed settings" in out and "never recorded" in out
+    assert "energy: the headline of training and evaluation, modelled (" in out \
+        or "energy: the headline of training and evaluation, measured (" in out
