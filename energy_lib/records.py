@@ -68,6 +68,8 @@ class LabRecord:
     provenance: dict = field(default_factory=dict)  # commit, versions, machine, device
     confusion: list = field(default_factory=list)  # final evaluation: rows true, columns predicted
     windows: list = field(default_factory=list)  # per window: whose share of the machine it was
+    predictions: dict = field(default_factory=dict)  # per estimator: fit, machine state, cover
+    #                                                  (estimators.predict.predict_run's facts)
     summary: dict = field(default_factory=dict)  # last: its presence marks a finished run
     executor: dict = field(default_factory=dict)  # the runner's note: where the cell ran
     extra: dict = field(default_factory=dict)  # values stored under other names
@@ -140,6 +142,7 @@ def store_run(result) -> None:
     store("provenance", result.provenance)
     store("confusion", result.confusion)  # rows: true class, columns: predicted
     store("windows", result.windows)  # per window: cell / others / steal shares (attribution)
+    store("predictions", result.predictions)  # per estimator: its fit, machine-state factor, cover
     store("summary", result.summary)
 
 
@@ -223,7 +226,8 @@ class Runs:
       figures `energy.derive` computes from `energy` (energy_j/kwh + energy_kind,
       constant_power_*, acc_pct_per_wh, emissions_kg, ...);
     - `epochs`: one row per epoch, with the per-epoch energy derived the same way;
-    - `timeline` (power samples), `confusion` (cell -> final confusion matrix of finished runs)
+    - `timeline` (power samples), `confusion` (cell -> final confusion matrix of finished runs),
+      `predictions` (cell -> what each estimator priced with: its fit, the machine-state factor)
       and `problems` (files that could not be read)."""
 
     runs: Any
@@ -232,6 +236,7 @@ class Runs:
     timeline: Any
     problems: list[str]
     confusion: dict[str, list] = field(default_factory=dict)
+    predictions: dict[str, dict] = field(default_factory=dict)  # cell -> its predictions' facts
 
     def finished(self):
         """The rows of `runs` whose run finished (`finished_rows`)."""
@@ -274,7 +279,7 @@ def read_runs(folder: str | Path, cells: Mapping[str, str] | None = None,
 
     from .energy import derive
 
-    rows, epochs, energy, timeline, problems, confusion = [], [], [], [], [], {}
+    rows, epochs, energy, timeline, problems, confusion, predictions = [], [], [], [], [], {}, {}
     if cells is None:
         selected = [(path, None) for path in sorted(Path(folder).glob("*.ipynb"))]
     else:
@@ -311,6 +316,8 @@ def read_runs(folder: str | Path, cells: Mapping[str, str] | None = None,
             epochs += [{"cell": rec.cell, **row} for row in rec.epochs]
             if status in FINISHED and rec.confusion:
                 confusion[rec.cell] = rec.confusion
+            if rec.predictions:
+                predictions[rec.cell] = rec.predictions
         energy += cell_energy
         timeline += [{"cell": rec.cell, **row} for row in rec.timeline.get("samples", [])]
     energy_table = derive.as_frame(energy)
@@ -320,4 +327,4 @@ def read_runs(folder: str | Path, cells: Mapping[str, str] | None = None,
         epochs_table["epoch"] = epochs_table["epoch"].astype("Int64")
         epochs_table = epochs_table.merge(per_epoch, on=["cell", "epoch"], how="left")
     return Runs(pd.DataFrame(rows), epochs_table, energy_table, pd.DataFrame(timeline), problems,
-                confusion)
+                confusion, predictions)

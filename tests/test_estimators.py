@@ -5,6 +5,7 @@ early-epoch extrapolation."""
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -19,6 +20,7 @@ from energy_lib.estimators import extrapolate_epochs, layerwise_estimate, load_f
 from energy_lib.estimators import calibrate as cal
 from energy_lib.estimators.layer_data import COLUMNS, count_macs, getzner2023
 from energy_lib.estimators.regression import TRAINING_STEP_FACTOR
+from energy_lib.provenance import fingerprint
 from energy_lib.training.models import create_model
 
 PJ = 1e-12
@@ -321,6 +323,18 @@ def test_a_prediction_is_carried_to_the_machines_present_state(tmp_path, monkeyp
     assert facts["train_step_j"] == pytest.approx(state["factor"] * fit_step_j)
     assert row["energy_j"] == pytest.approx(2 * facts["train_step_j"] + facts["eval_forward_j"])
     assert "for the machine's present state" in row["flag"]
+    assert facts["fit"] == f"calibration {path.name} ({fingerprint(cpu)['digest']})"
+    assert state["contended"] is False and state["others_cpu_share"] < 0.25
+
+    # others busy on every core while the probe runs: it measured them, so nothing is rescaled
+    from benchmarks.suite import busy_neighbour
+
+    with busy_neighbour(cores=os.cpu_count() or 1):
+        row, facts = predicted(*predict_run(model, **run, contention_threshold=0.2))
+    state = facts["machine_state"]
+    assert state["contended"] is True and state["factor"] is None and state["others_cpu_share"] > 0.2
+    assert facts["train_step_j"] == pytest.approx(fit_step_j)
+    assert "not rescaled: other processes used" in row["flag"]
 
     raw[raw.phase != "reference"].to_csv(path, index=False)  # as a calibration before references
     row, facts = predicted(*predict_run(model, **run))

@@ -64,7 +64,8 @@ def test_build_writes_and_returns_the_whole_report_of_the_committed_records(comm
     assert "12 of 12 cells finished." in report.findings
     # how far each estimator was from the headline, with its goal, in the opening too
     assert "### Estimates against the headline" in report.findings
-    assert "early-epochs ranks the 4 settings" in report.findings
+    assert ("- early-epochs (the run's first epochs; development set: these settings were used to "
+            "choose its design) ranks the 4 settings right") in report.findings
     assert "Energy figures are modelled (" in report.findings and "scope: this cell's share" \
         in report.findings
     for _, row in claims.iterrows():

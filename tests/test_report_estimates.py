@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 
 from energy_lib.records import Runs
-from energy_lib.report.estimates import (estimates_sentence, estimates_summary, estimates_table,
-                                         plot_estimates, write_estimates)
+from energy_lib.report.estimates import (NOT_RECORDED, estimates_sentence, estimates_summary,
+                                         estimates_table, plot_estimates, split_of,
+                                         write_estimates)
 
 HEADLINE_J = {"a": 10.0, "b": 20.0, "c": 30.0, "d": 40.0}
 OPS_J = {"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4}  # same order, 1 % of the scale
@@ -104,13 +105,48 @@ def test_ranks_are_over_setting_means_and_contended_cells_are_left_out():
     table = estimates_table(_runs())
     settings = {"a": "small", "b": "small", "c": "large", "d": "large", "e": "huge"}
     summary = estimates_summary(table, settings).set_index("estimator")
-    assert summary.loc["layer-regression", "settings"] == 2
+    assert summary.loc["layer-regression", "n_settings"] == 2
     assert "cannot be ranked on 2 settings" in summary.loc["layer-regression", "in_words"]
     without = estimates_summary(table, exclude={"c"}).set_index("estimator")
     assert without.loc["layer-regression", "cells"] == 3
     # errors 10, 10, 20 %: median 10, mean 13.3
     assert without.loc["layer-regression", "median_ape_pct"] == pytest.approx(10.0)
     assert without.loc["layer-regression", "mape_pct"] == pytest.approx(40 / 3)
+
+
+def test_rows_are_per_fit_with_the_split_and_the_error_before_the_machine_state_factor():
+    """Cells a and b priced with this machine's calibration (rescaled x2 and x0.5), c and d with
+    the Getzner fit: two layer-regression rows, never pooled; the study names the split."""
+    runs = _runs()
+    calibrated = {"fit": "calibration m.csv (abc)", "machine_state": {"factor": 2.0}}
+    runs.predictions = {
+        "a": {"layer-regression": calibrated, "ops-model": {"fit": "horowitz2014_45nm.csv"}},
+        "b": {"layer-regression": {**calibrated, "machine_state": {"factor": 0.5}}},
+        "c": {"layer-regression": {"fit": "getzner2023", "machine_state": None}},
+        "d": {"layer-regression": {"fit": "getzner2023", "machine_state": None}}}
+    table = estimates_table(runs)
+    row = table[(table["cell"] == "a") & (table["estimator"] == "layer-regression")].iloc[0]
+    assert row["fit"] == "calibration m.csv (abc)" and row["machine_state_factor"] == 2.0
+    assert row["predicted_unscaled_j"] == pytest.approx(11.0 / 2)
+    assert sorted(table.loc[table["cell"] == "b", "fit"]) == ["calibration m.csv (abc)", NOT_RECORDED]
+
+    summary = estimates_summary(table, study="quick")
+    regression = summary[summary["estimator"] == "layer-regression"].set_index("fit")
+    assert sorted(regression.index) == ["calibration m.csv (abc)", "getzner2023"]
+    assert set(regression["split"]) == {"development"}  # the quick study chose its design
+    calibration = regression.loc["calibration m.csv (abc)"]
+    assert calibration["cells"] == 2 and calibration["median_ape_pct"] == pytest.approx(10.0)
+    # without the factor: a 5.5 J vs 10 J (45 %), b 36 J vs 20 J (80 %)
+    assert calibration["median_ape_unscaled_pct"] == pytest.approx(62.5)
+    getzner = regression.loc["getzner2023"]
+    assert getzner["median_ape_unscaled_pct"] == getzner["median_ape_pct"] == pytest.approx(20.0)
+    assert "(getzner2023; development set: these settings were used" in getzner["in_words"]
+    assert summary["split"].tolist()[0] == "held-out"  # the ops model: never fitted to records
+
+    held_out = estimates_summary(table, study="ee_training_quick")
+    assert set(held_out["split"]) == {"held-out"}
+    assert split_of("layer-regression", "quick") == "development"
+    assert split_of("early-epochs", "other") == "held-out"
 
 
 def test_figure_is_log_log_with_plain_labels_naming_the_kind():
@@ -269,7 +305,6 @@ def test_other_data_gets_another_cache_file(fresh_cache):
 # --- a real tiny study ----------------------------------------------------------------------
 
 
-
 @pytest.mark.slow
 def test_real_records_hold_predictions_and_the_analysis_writes_estimates(tiny_run):
     """The shared tiny study (conftest.tiny_run): each record holds the three predictions and
@@ -288,8 +323,14 @@ def test_real_records_hold_predictions_and_the_analysis_writes_estimates(tiny_ru
         text = "".join(str(output.get("data", {}).get("text/plain", "")) + str(output.get("text", ""))
                        for c in record_cells(record.path) for output in c.get("outputs", []))
         assert "stands_for" in text and "headline_kind" in text
+        # what each structural estimator priced with is recorded, not only said in a flag
+        assert record.predictions["ops-model"]["fit"] == "horowitz2014_45nm.csv"
+        assert record.predictions["layer-regression"]["fit"] == "getzner2023"  # no calibration
     estimates = pd.read_csv(tiny_run.report / "estimates.csv")
     assert len(estimates) == 3 * len(study.cells)
+    summary = pd.read_csv(tiny_run.report / "estimates_summary.csv")
+    assert set(summary["split"]) == {"held-out"}  # the tiny study chose no estimator's design
+    assert {"fit", "n_settings", "median_ape_unscaled_pct"} <= set(summary.columns)
     assert set(estimates["estimator"]) == {"ops-model", "layer-regression", "early-epochs"}
     assert (estimates["ratio"] > 0).all() and (estimates["energy_kind"] != "none").all()
     assert (tiny_run.report / "estimates_vs_measurement.png").is_file()

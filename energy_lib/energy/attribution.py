@@ -357,6 +357,50 @@ def _process_cpu() -> dict[int, tuple[str, float]]:
     return out
 
 
+class LoadWatch:
+    """Other processes' use of the machine from `LoadWatch()` to `.stop()`: a look around some
+    work of this process (the machine-state probe), or around a sleep (`machine_load`)."""
+
+    def __init__(self, exclude_pids: set[int] | None = None, *, stat_path: Path = PROC_STAT) -> None:
+        self.roots = set(exclude_pids) if exclude_pids is not None else {os.getpid()}
+        self.stat_path = stat_path
+        self.before_excluded = _descendants(self.roots)
+        self.start_machine, self.start_procs = read_machine_times(stat_path), _process_cpu()
+        self.started = time.perf_counter()
+        self.runnable_counts = [self.start_machine.runnable]
+
+    def sample(self) -> None:
+        """Count runnable threads now (their mean over the samples is `runnable_per_core`)."""
+        self.runnable_counts.append(read_machine_times(self.stat_path).runnable)
+
+    def stop(self) -> MachineLoad:
+        end_machine, end_procs = read_machine_times(self.stat_path), _process_cpu()
+        elapsed = time.perf_counter() - self.started
+        excluded = self.before_excluded | _descendants(self.roots)
+        per_process = []
+        excluded_cpu = 0.0
+        for pid, (name, cpu_s) in end_procs.items():
+            if pid not in self.start_procs:
+                continue
+            delta = max(0.0, cpu_s - self.start_procs[pid][1])
+            if pid in excluded:
+                excluded_cpu += delta
+            else:
+                per_process.append((name, pid, delta))
+        cores = end_machine.cores
+        capacity = cores * elapsed
+        busy = max(0.0, end_machine.busy_s - self.start_machine.busy_s)
+        steal = max(0.0, end_machine.steal_s - self.start_machine.steal_s)
+        per_process.sort(key=lambda item: -item[2])
+        top = [(name, pid, 100 * delta / elapsed) for name, pid, delta in per_process[:3] if delta > 0]
+        counts = self.runnable_counts + [end_machine.runnable]
+        return MachineLoad(
+            others_cpu_share=_clamp((busy - excluded_cpu) / capacity) if capacity > 0 else 0.0,
+            steal_share=_clamp(steal / capacity) if capacity > 0 else 0.0,
+            runnable_per_core=sum(max(0, n - 1) for n in counts) / len(counts) / cores,
+            cores=cores, top=top, seconds=elapsed)
+
+
 def machine_load(seconds: float = 1.0, exclude_pids: set[int] | None = None, *,
                  stat_path: Path = PROC_STAT, samples: int = 10) -> MachineLoad:
     """Other processes' share of the machine over `seconds`, excluding `exclude_pids` and their
@@ -365,35 +409,8 @@ def machine_load(seconds: float = 1.0, exclude_pids: set[int] | None = None, *,
     Others' CPU is the machine's busy time less the excluded trees', so work of processes that
     started and ended inside the look is counted too (the `top` list only names processes
     alive at both ends)."""
-    excluded_roots = set(exclude_pids) if exclude_pids is not None else {os.getpid()}
-    before_excluded = _descendants(excluded_roots)
-    start_machine, start_procs = read_machine_times(stat_path), _process_cpu()
-    started = time.perf_counter()
-    counts = [start_machine.runnable]
+    watch = LoadWatch(exclude_pids, stat_path=stat_path)
     for _ in range(max(1, samples)):
         time.sleep(max(seconds, 0.0) / max(1, samples))
-        counts.append(read_machine_times(stat_path).runnable)
-    end_machine, end_procs = read_machine_times(stat_path), _process_cpu()
-    elapsed = time.perf_counter() - started
-    excluded = before_excluded | _descendants(excluded_roots)
-    per_process = []
-    excluded_cpu = 0.0
-    for pid, (name, cpu_s) in end_procs.items():
-        if pid not in start_procs:
-            continue
-        delta = max(0.0, cpu_s - start_procs[pid][1])
-        if pid in excluded:
-            excluded_cpu += delta
-        else:
-            per_process.append((name, pid, delta))
-    cores = end_machine.cores
-    capacity = cores * elapsed
-    busy = max(0.0, end_machine.busy_s - start_machine.busy_s)
-    steal = max(0.0, end_machine.steal_s - start_machine.steal_s)
-    per_process.sort(key=lambda item: -item[2])
-    top = [(name, pid, 100 * delta / elapsed) for name, pid, delta in per_process[:3] if delta > 0]
-    return MachineLoad(
-        others_cpu_share=_clamp((busy - excluded_cpu) / capacity) if capacity > 0 else 0.0,
-        steal_share=_clamp(steal / capacity) if capacity > 0 else 0.0,
-        runnable_per_core=sum(max(0, n - 1) for n in counts) / len(counts) / cores,
-        cores=cores, top=top, seconds=elapsed)
+        watch.sample()
+    return watch.stop()

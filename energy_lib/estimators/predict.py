@@ -21,6 +21,7 @@ from torch import nn
 from ..energy.table import EnergyRow, Kind, Method, Phase
 from .extrapolate import SteadyPart, extrapolate_epochs
 from .ops import ops_estimate
+from .ops_table import DEFAULT_TABLE
 from .regression import layerwise_estimate, load_fit
 
 #: The component of a prediction: the model's compute (structural estimators), or the whole
@@ -28,12 +29,18 @@ from .regression import layerwise_estimate, load_fit
 MODEL, TOTAL = "model", "total"
 
 
+def fingerprint_of(device: torch.device) -> str:
+    from ..provenance import fingerprint
+
+    return fingerprint(device)["digest"]
+
+
 def calibration_for(device: torch.device) -> tuple[Path | None, str]:
     """(this machine's calibration file, "") where one was made here; else (None, why not).
     A file is found by the machine's name but used only when every row carries this machine's
     fingerprint (provenance.fingerprint): a calibration is never transplanted to another CPU
     sold under the same name, another torch build or another thread count."""
-    from ..provenance import PROJECT_ROOT, fingerprint
+    from ..provenance import PROJECT_ROOT
     from .calibrate import DEFAULT_DIR, file_fingerprints, machine_name
 
     name = f"{machine_name(device)}.csv"
@@ -41,7 +48,7 @@ def calibration_for(device: torch.device) -> tuple[Path | None, str]:
         path = folder / name
         if not path.is_file():
             continue
-        here = fingerprint(device)["digest"]
+        here = fingerprint_of(device)
         try:
             found = file_fingerprints(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as error:
@@ -55,25 +62,39 @@ def calibration_for(device: torch.device) -> tuple[Path | None, str]:
     return None, ""
 
 
-def machine_state(fit: str | Path, device: torch.device) -> dict | None:
+def machine_state(fit: str | Path, device: torch.device,
+                  contention_threshold: float = 0.25) -> dict | None:
     """How the machine runs now against the hours `fit` was calibrated in (reference.py): the
     reference step metered now (about a second), its calibration median, and their ratio
-    `factor`, by which the fit's predictions are multiplied. None for a fit without reference
-    rows (older calibrations, the Getzner data): its figures stand for the hours it was made."""
+    `factor`, by which the fit's predictions are multiplied. Others' CPU share is watched while
+    the step runs: a probe others contended with (share above `contention_threshold`) measures
+    them, not the machine, so its `factor` is None (no rescaling) and `contended` says so.
+    None for a fit without reference rows (older calibrations, the Getzner data): its figures
+    stand for the hours it was made."""
+    from ..energy.attribution import LoadWatch
     from .calibrate import probe
 
     layer_fit = load_fit(fit)
     if layer_fit.reference_j is None:
         return None
+    watch = LoadWatch()
     now = probe(device)
-    return {"factor": now["energy_j"] / layer_fit.reference_j, "reference_now_j": now["energy_j"],
-            "reference_calibration_j": layer_fit.reference_j}
+    load = watch.stop()
+    contended = load.busy(contention_threshold)
+    return {"factor": None if contended else now["energy_j"] / layer_fit.reference_j,
+            "reference_now_j": now["energy_j"], "reference_calibration_j": layer_fit.reference_j,
+            "others_cpu_share": load.others_cpu_share, "steal_share": load.steal_share,
+            "contended": contended}
 
 
 def state_text(state: dict | None) -> str:
     """What the machine-state factor did, for an estimate's source."""
     if state is None:
         return "; not rescaled to the machine's present state (no reference rows in the fit)"
+    if state.get("contended"):
+        return (f"; not rescaled: other processes used {100 * state['others_cpu_share']:.0f} % "
+                f"of the CPU (steal {100 * state['steal_share']:.0f} %) while the machine-state "
+                "probe ran, so it measured them, not the machine")
     return (f"; x{state['factor']:.2f} for the machine's present state (reference step "
             f"{state['reference_now_j']:.3g} J now, {state['reference_calibration_j']:.3g} J in "
             "calibration)")
@@ -81,10 +102,12 @@ def state_text(state: dict | None) -> str:
 
 def predict_run(model: nn.Module, *, input_size: tuple[int, int, int], batch_size: int,
                 eval_batch_size: int, train_size: int, test_size: int, epochs: int,
-                compute_dtype: str, device: torch.device) -> tuple[list[dict], dict]:
+                compute_dtype: str, device: torch.device,
+                contention_threshold: float = 0.25) -> tuple[list[dict], dict]:
     """(energy rows, facts) predicted for a whole run before training, for a run computing in
-    `compute_dtype` (float32, or amp's bfloat16 / float16). `facts` holds what each estimate
-    covers (layers left out, flags, seconds taken) for the record."""
+    `compute_dtype` (float32, or amp's bfloat16 / float16). `facts` holds, per estimator, what
+    its estimate covers (layers left out, flags), the `fit` it priced the layers with and the
+    machine-state factor applied, and the seconds taken, for the record."""
     started = time.perf_counter()
     train_steps = math.ceil(train_size / batch_size)
     eval_steps = math.ceil(test_size / eval_batch_size)
@@ -98,6 +121,12 @@ def predict_run(model: nn.Module, *, input_size: tuple[int, int, int], batch_siz
     if not_used:
         facts["calibration"] = not_used
     fit = str(calibration) if calibration is not None else "getzner2023"
+    #: what each estimator priced the model with: the ops model's energy table, this machine's
+    #: calibration (by file name and fingerprint) or the Getzner fit (its own hardware)
+    fits = {Method.OPS_MODEL: DEFAULT_TABLE,
+            Method.LAYER_REGRESSION: (f"calibration {calibration.name} "
+                                      f"({fingerprint_of(device)})" if calibration is not None
+                                      else "getzner2023")}
     estimators[Method.LAYER_REGRESSION] = lambda training, batch: layerwise_estimate(
         model, input_size, batch, fit=fit, training=training, compute_dtype=compute_dtype)
     for method, estimate in estimators.items():
@@ -106,11 +135,12 @@ def predict_run(model: nn.Module, *, input_size: tuple[int, int, int], batch_siz
         try:
             step = estimate(True, batch_size)
             forward = estimate(False, eval_batch_size)
-            state = machine_state(calibration, device) if rescaled else None
+            state = (machine_state(calibration, device, contention_threshold) if rescaled
+                     else None)
         except Exception as error:  # noqa: BLE001 - an estimator never stops a run
             facts[str(method)] = {"error": f"{type(error).__name__}: {error}".splitlines()[0]}
             continue
-        scale = state["factor"] if state else 1.0
+        scale = state["factor"] if state and state["factor"] is not None else 1.0
         step_j, forward_j = scale * step.energy_j, scale * forward.energy_j
         energy_j = epochs * (train_steps * step_j + eval_steps * forward_j)
         left_out = (f"; left out {', '.join(step.uncovered_layers)} ({step.uncovered_macs_fraction:.1%}"
@@ -121,7 +151,7 @@ def predict_run(model: nn.Module, *, input_size: tuple[int, int, int], batch_siz
         rows.append(EnergyRow(None, Phase.PREDICTED, MODEL, method, Kind.ESTIMATED, energy_j,
                               math.nan, flag).to_dict())
         facts[str(method)] = {"train_step_j": step_j, "eval_forward_j": forward_j,
-                              "machine_state": state,
+                              "fit": fits[method], "machine_state": state,
                               "train_steps_per_epoch": train_steps,
                               "eval_steps_per_epoch": eval_steps, "source": step.source,
                               "uncovered_layers": step.uncovered_layers,

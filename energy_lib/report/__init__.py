@@ -93,7 +93,7 @@ def build(study, runs, state, out_dir: str | Path) -> Report:
     models = write_model_report(runs, out_dir)
     left_out = frozenset(set(runs.runs.get("cell", [])) - set(for_verdicts.get("cell", [])))
     estimates = write_estimates(runs, out_dir, setting_names(runs.runs, study.setting_axes),
-                                left_out)
+                                left_out, study.name)
     export = write_export(runs, study.name, out_dir / "emissions_log.csv")
     paths = {path.name: path for part in (written, statistics, models, estimates)
              for path in part["paths"].values()} | {export.name: export}

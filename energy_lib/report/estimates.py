@@ -10,6 +10,12 @@ median: one odd cell does not decide it). Ranks are over settings -- the means o
 repeats -- so repeated seeds are not counted as independent candidates; contended cells are
 left out as they are from the verdicts. TARGETS are this project's goals for an estimator on the
 machine it was calibrated on (a quick calibration): each row says whether it met its goal.
+
+An error measured on the records an estimator's design was chosen on flatters it. DEVELOPMENT
+names those studies, per estimator, in this one place; every summary row says whether its
+study was one of them (`split`: development) or not (held-out), and the findings quote the
+held-out rows first. Rows are per estimator *and* fit (this machine's calibration and the
+Getzner fit are separate rows), with the error as predicted and before the machine-state factor.
 """
 
 from __future__ import annotations
@@ -21,14 +27,24 @@ import numpy as np
 import pandas as pd
 
 from ..energy import derive
-from ..energy.table import Phase
+from ..energy.table import Method, Phase
 from ..records import Status
 from .output import plain_figure, save_csv, save_figure, say_empty
 
-COLUMNS = ["cell", "estimator", "after_epoch", "predicted_j", "energy_j", "energy_kind", "ratio",
-           "status", "source"]
-SUMMARY_COLUMNS = ["estimator", "cells", "settings", "spearman_rho", "median_ape_pct", "mape_pct",
-                   "median_ratio", "target_pct", "target_met", "in_words"]
+COLUMNS = ["cell", "estimator", "fit", "after_epoch", "predicted_j", "machine_state_factor",
+           "predicted_unscaled_j", "energy_j", "energy_kind", "ratio", "status", "source"]
+SUMMARY_COLUMNS = ["estimator", "fit", "split", "cells", "n_settings", "spearman_rho",
+                   "median_ape_pct", "median_ape_unscaled_pct", "mape_pct", "median_ratio",
+                   "target_pct", "target_met", "in_words"]
+#: The studies whose records were used while an estimator's design was chosen (which layers and
+#: features the regression prices, its amp dtypes and reference rescaling: issues #20 and #28;
+#: the early-epoch extrapolation's steady window: issue #20). Every other study is held-out.
+#: The ops model was never fitted to records: held-out everywhere.
+DEVELOPMENT = {Method.LAYER_REGRESSION: ("quick",), Method.EARLY_EPOCHS: ("quick",),
+               Method.OPS_MODEL: ()}
+#: A prediction's `fit` where its record holds none: the extrapolation prices a run with its own
+#: first epochs; records made before fits were recorded say so.
+OWN_EPOCHS, NOT_RECORDED = "the run's first epochs", "not recorded"
 GOOD_RANK_RHO = 0.8  # rho at or above this: "ranks the settings right"
 GOOD_SCALE_MAPE_PCT = 25.0  # median APE at or below this: "the scale is right"
 #: Median absolute error goals, in %: the layer regression before training, the early-epoch
@@ -50,12 +66,31 @@ def _energy_and_status(runs) -> tuple[pd.DataFrame, dict[str, str]]:
     return energy, status
 
 
+def split_of(estimator: str, study: str) -> str:
+    """"development" where `study`'s records were used to choose `estimator`'s design
+    (DEVELOPMENT), else "held-out"."""
+    return "development" if study in DEVELOPMENT.get(estimator, ()) else "held-out"
+
+
+def _fit_and_factor(facts: dict, estimator: str) -> tuple[str, float]:
+    """(the fit a prediction priced with, the machine-state factor applied or NaN), from the
+    record's predictions facts (records.LabRecord.predictions)."""
+    if estimator == Method.EARLY_EPOCHS.value:
+        return OWN_EPOCHS, math.nan
+    own = facts.get(estimator) or {}
+    state = own.get("machine_state") or {}
+    factor = state.get("factor")
+    return own.get("fit") or NOT_RECORDED, float(factor) if factor is not None else math.nan
+
+
 def estimates_table(runs) -> pd.DataFrame:
-    """One row per cell and estimator: predicted_j, the headline energy_j and its kind, and
-    ratio = predicted / headline. `runs` is a records.Runs (or its energy table). The ratio is
-    NaN for a cell that did not finish (its headline covers fewer epochs than predicted), and
-    for a diverged one (it stopped early, too)."""
+    """One row per cell and estimator: predicted_j, the fit it priced with, the machine-state
+    factor applied (NaN: none) and the prediction without it, the headline energy_j and its
+    kind, and ratio = predicted / headline. `runs` is a records.Runs (or its energy table). The
+    ratio is NaN for a cell that did not finish (its headline covers fewer epochs than
+    predicted), and for a diverged one (it stopped early, too)."""
     energy, status = _energy_and_status(runs)
+    facts = getattr(runs, "predictions", None) or {}
     predicted = energy[energy["phase"] == Phase.PREDICTED.value]
     if predicted.empty:
         return pd.DataFrame(columns=COLUMNS)
@@ -68,14 +103,17 @@ def estimates_table(runs) -> pd.DataFrame:
         cell_status = status.get(cell, Status.MISSING)
         comparable = cell_status == Status.OK and head_j > 0 and math.isfinite(head_j)
         predicted_j = float(row["energy_j"])
-        rows.append({"cell": cell, "estimator": row["method"],
+        fit, factor = _fit_and_factor(facts.get(cell, {}), row["method"])
+        rows.append({"cell": cell, "estimator": row["method"], "fit": fit,
                      "after_epoch": row["epoch"] if pd.notna(row["epoch"]) else pd.NA,
-                     "predicted_j": predicted_j, "energy_j": head_j, "energy_kind": kind,
+                     "predicted_j": predicted_j, "machine_state_factor": factor,
+                     "predicted_unscaled_j": predicted_j / factor if factor > 0 else predicted_j,
+                     "energy_j": head_j, "energy_kind": kind,
                      "ratio": predicted_j / head_j if comparable else math.nan,
                      "status": cell_status, "source": row["flag"] or ""})
     table = pd.DataFrame(rows, columns=COLUMNS)
     table["after_epoch"] = table["after_epoch"].astype("Int64")
-    return table.sort_values(["estimator", "cell"], kind="stable").reset_index(drop=True)
+    return table.sort_values(["estimator", "fit", "cell"], kind="stable").reset_index(drop=True)
 
 
 def _rank_words(rho: float, count: int, what: str) -> str:
@@ -104,20 +142,23 @@ def _target_words(estimator: str, median_ape_pct: float) -> str:
 
 
 def estimates_summary(table: pd.DataFrame, settings: dict[str, str] | None = None,
-                      exclude: set[str] | frozenset[str] = frozenset()) -> pd.DataFrame:
-    """Across the comparable cells (finished, not in `exclude`), per estimator: Spearman's rho
-    over settings (`settings`: cell -> setting name; the means of its cells; without it each
-    cell is its own setting), the median and mean absolute percentage error over cells, the
-    median ratio, the goal (TARGETS) and whether it was met, and a sentence saying it in words."""
+                      exclude: set[str] | frozenset[str] = frozenset(), study: str = "") -> pd.DataFrame:
+    """Across the comparable cells (finished, not in `exclude`), per estimator and fit: whether
+    `study` is its development set or held-out (`split_of`), Spearman's rho over settings
+    (`settings`: cell -> setting name; the means of its cells; without it each cell is its own
+    setting), the median absolute percentage error over cells as predicted and before the
+    machine-state factor, the mean one, the median ratio, the goal (TARGETS) and whether it was
+    met, and a sentence saying it in words. Held-out rows come first."""
     from scipy.stats import spearmanr
 
     rows = []
     usable = table[np.isfinite(pd.to_numeric(table["ratio"], errors="coerce"))] if len(table) else table
     usable = usable[~usable["cell"].isin(exclude)] if len(usable) else usable
     what = "settings" if settings is not None else "cells"
-    for estimator, group in usable.groupby("estimator", sort=True):
+    for (estimator, fit), group in usable.groupby(["estimator", "fit"], sort=True):
         predicted, actual = group["predicted_j"].to_numpy(float), group["energy_j"].to_numpy(float)
         errors = np.abs(predicted - actual) / actual * 100
+        unscaled = np.abs(group["predicted_unscaled_j"].to_numpy(float) - actual) / actual * 100
         means = group.groupby(group["cell"].map(settings) if settings is not None
                               else group["cell"])[["predicted_j", "energy_j"]].mean()
         count = len(means)
@@ -127,14 +168,20 @@ def estimates_summary(table: pd.DataFrame, settings: dict[str, str] | None = Non
         median_ape, mape = float(np.median(errors)), float(np.mean(errors))
         median_ratio = float(np.median(predicted / actual))
         goal = TARGETS.get(estimator, math.nan)
-        rows.append({"estimator": estimator, "cells": len(group), "settings": count,
-                     "spearman_rho": rho, "median_ape_pct": median_ape, "mape_pct": mape,
+        split = split_of(estimator, study)
+        where = ("held-out: not used to choose its design" if split == "held-out" else
+                 "development set: these settings were used to choose its design")
+        rows.append({"estimator": estimator, "fit": fit, "split": split, "cells": len(group),
+                     "n_settings": count, "spearman_rho": rho, "median_ape_pct": median_ape,
+                     "median_ape_unscaled_pct": float(np.median(unscaled)), "mape_pct": mape,
                      "median_ratio": median_ratio, "target_pct": goal,
                      "target_met": (median_ape <= goal) if estimator in TARGETS else pd.NA,
-                     "in_words": f"{estimator} {_rank_words(rho, count, what)} "
+                     "in_words": f"{estimator} ({fit}; {where}) {_rank_words(rho, count, what)} "
                                  f"{_scale_words(median_ape, median_ratio, rho >= GOOD_RANK_RHO - _TOLERANCE)}."
                                  + _target_words(estimator, median_ape)})
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    order = summary["split"].map({"held-out": 0, "development": 1})
+    return summary.iloc[order.argsort(kind="stable")].reset_index(drop=True)
 
 
 def estimates_sentence(summary: pd.DataFrame) -> str:
@@ -187,14 +234,14 @@ def plot_estimates(table: pd.DataFrame, runs):
 
 
 def write_estimates(runs, report_dir: str | Path, settings: dict[str, str] | None = None,
-                    exclude: set[str] | frozenset[str] = frozenset()) -> dict:
-    """The table, summary (ranked over `settings`, `exclude`d cells left out), sentence and
-    figure; estimates.csv, estimates_summary.csv and estimates_vs_measurement.png written into
-    `report_dir`."""
+                    exclude: set[str] | frozenset[str] = frozenset(), study: str = "") -> dict:
+    """The table, summary (ranked over `settings`, `exclude`d cells left out, split by whether
+    `study` chose the estimator's design), sentence and figure; estimates.csv,
+    estimates_summary.csv and estimates_vs_measurement.png written into `report_dir`."""
     folder = Path(report_dir)
     folder.mkdir(parents=True, exist_ok=True)
     table = estimates_table(runs)
-    summary = estimates_summary(table, settings, exclude)
+    summary = estimates_summary(table, settings, exclude, study)
     figure = plot_estimates(table, runs)
     paths = {"estimates": save_csv(table, folder / "estimates.csv"),
              "estimates_summary": save_csv(summary, folder / "estimates_summary.csv"),

@@ -254,7 +254,8 @@ def train(config: RunConfig, *, progress: bool | str = True,
         model, input_size=input_size, batch_size=config.batch_size,
         eval_batch_size=config.eval_batch_size or config.batch_size,
         train_size=config.train_size, test_size=config.test_size, epochs=config.epochs,
-        compute_dtype=setup.compute_dtype, device=device)
+        compute_dtype=setup.compute_dtype, device=device,
+        contention_threshold=config.contention_threshold)
 
     result = RunResult(config=config)
     bar = (_progress(config.epochs, config.cell or config.study, "text" if progress == "text"
