@@ -118,8 +118,11 @@ def table(results: dict) -> str:
     if "P9" in results:
         r = results["P9"]
         add("P9", "busy neighbour: time beside / alone", f"{r['time_ratio']:.2f}x", "-", True)
-        add("P9", "  CPU energy beside / alone: machine, process",
-            f"{r['machine_cpu_energy_ratio']:.2f}x, {r['process_cpu_energy_ratio']:.2f}x", "-", True)
+        add("P9", "  CPU energy beside / alone: machine", f"{r['machine_cpu_energy_ratio']:.2f}x",
+            "-", True)
+        add("P9", "  CPU energy beside / alone: the cell's own (attributed)",
+            f"{r['process_cpu_energy_ratio']:.2f}x", f"<= {r['attributed_target']:.2f}x",
+            r["attributed_met"])
         add("P9", f"  others' CPU share alone {100 * r['others_cpu_share_alone']:.0f} %, beside "
             f"{100 * r['others_cpu_share_beside']:.0f} %",
             "contended " + "/".join("yes" if c else "no" for c in r["contended_beside"]),

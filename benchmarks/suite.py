@@ -13,7 +13,8 @@ P8 scale-out          the quick study's cells serial vs `--executor dask --worke
                       runner's own cost per cell at 10 vs 100 stand-in cells.      target >= 1.6x
 P9 busy neighbour     a tiny cell alone vs beside one process spinning on a core, alternating:
                       time, machine-level and attributed (process) CPU energy ratios, and
-                      whether the summary said `contended`.  target: beside flagged, alone not
+                      whether the summary said `contended`.  target: beside flagged, alone not;
+                      the cell's attributed CPU energy beside / alone <= 1.15x
 P10 plan vs actual    `run --plan`'s predictions (study.plan) against the same cells run right
                       after: the study's cell time, each cell's training time and energy.
                                                           target: total time within 30 %
@@ -642,7 +643,8 @@ def p9_contention(pairs: int, train_subset: int, epochs: int) -> dict:
     from energy_lib.training.train import train
 
     config = RunConfig(**{**TINY_CELL, "train_subset": train_subset, "epochs": epochs,
-                          "idle_after_s": 0, "cell": "p9"})
+                          "idle_s": 1, "idle_after_s": 0, "cell": "p9"})  # the idle window is
+    #                         where a cell sees busy cores and trains on the free ones
     before = machine_load(0.5)
     train(config, progress=False)  # warm: imports and data cache
     runs: dict[str, list[dict]] = {"alone": [], "beside": []}
@@ -654,7 +656,8 @@ def p9_contention(pairs: int, train_subset: int, epochs: int) -> dict:
                                "machine_cpu_j": cpu_energy_j(result.energy, "machine"),
                                "process_cpu_j": cpu_energy_j(result.energy, "process"),
                                "others_cpu_share": result.summary["others_cpu_share"],
-                               "contended": bool(result.summary["contended"])})
+                               "contended": bool(result.summary["contended"]),
+                               "torch_threads": result.summary["torch_threads"]})
 
     def median(side, key):
         return statistics.median(r[key] for r in runs[side])
@@ -672,5 +675,12 @@ def p9_contention(pairs: int, train_subset: int, epochs: int) -> dict:
             "contended_alone": [r["contended"] for r in runs["alone"]],
             "contended_beside": [r["contended"] for r in runs["beside"]],
             "contention_threshold": config.contention_threshold,
+            "attributed_target": P9_ATTRIBUTED_TARGET,
+            "attributed_met": ratio("process_cpu_j") <= P9_ATTRIBUTED_TARGET,
             "met": all(r["contended"] for r in runs["beside"])
             and not any(r["contended"] for r in runs["alone"])}
+
+
+#: The most a busy neighbour may raise a cell's own (attributed) CPU energy: CodeCarbon's
+#: accuracy test bounds a process's energy change under a CPU-hog co-tenant at 15 %.
+P9_ATTRIBUTED_TARGET = 1.15

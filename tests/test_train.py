@@ -247,3 +247,30 @@ def test_epoch_one_has_a_steady_window_inside_it_that_the_extrapolation_uses():
     assert total == pytest.approx(work["energy_j"].sum())
     assert "steady" not in set(work["phase"])
     assert [w["window"] for w in result.windows][:2] == ["steady-1", "train-1"]
+
+
+def test_threads_match_the_cores_others_left_free():
+    from energy_lib.training.device import threads_for_free_cores
+
+    window = {"cores": 4, "others_cpu_share": 0.25, "steal_share": 0.0}
+    assert threads_for_free_cores(window, 4) == 3  # one core busy elsewhere
+    assert threads_for_free_cores({**window, "others_cpu_share": 0.02}, 4) == 4  # quiet
+    assert threads_for_free_cores({**window, "others_cpu_share": 1.0}, 4) == 1  # at least one
+    assert threads_for_free_cores({**window, "steal_share": 0.5}, 2) == 1  # steal counts too
+    assert threads_for_free_cores(None, 2) == 2  # no idle window: no look, no change
+
+
+def test_a_cell_beside_busy_cores_trains_on_the_free_ones_and_restores_its_threads():
+    """Real spinning processes on every core during the idle window: the run trains with one
+    thread, records it, and leaves the process's thread count as it was."""
+    import os
+
+    from benchmarks.suite import busy_neighbour
+
+    quiet = torch.get_num_threads()
+    with busy_neighbour(cores=os.cpu_count() or 1):
+        run = train(tiny(epochs=1, idle_s=0.5), progress=False)
+    assert run.summary["torch_threads"] == 1 and run.summary["torch_threads_quiet"] == quiet
+    assert torch.get_num_threads() == quiet
+    alone = train(tiny(epochs=1, idle_s=0.5), progress=False)
+    assert alone.summary["torch_threads"] == quiet

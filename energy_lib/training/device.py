@@ -108,3 +108,17 @@ def emulated_precision(precision: str, device: torch.device, machine: dict) -> s
         return None
     return (f"{precision} (bfloat16 autocast) is emulated on {where}: its time and energy effect "
             "is a software-path effect, not a property of 16-bit arithmetic")
+
+
+def threads_for_free_cores(idle_window: dict | None, threads: int) -> int:
+    """The CPU threads to train with, given the idle window just measured (a record's `windows`
+    row, energy.attribution.WindowShare): as many as now, less the cores other processes (and
+    the hypervisor's steal) kept busy meanwhile, at least one. Why: beside a process spinning on
+    one of two cores, two threads wait on the slower one at every operation, spinning meanwhile;
+    the run took ~4x as long and its own CPU time ~2.5x (benchmark P9). Threads matched to the
+    free cores keep the cell's own CPU time, hence its attributed energy, near its quiet value."""
+    if not idle_window or not idle_window.get("cores"):
+        return threads
+    busy_cores = round((idle_window["others_cpu_share"] + idle_window["steal_share"])
+                       * idle_window["cores"])
+    return max(1, min(threads, idle_window["cores"] - busy_cores))

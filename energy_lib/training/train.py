@@ -22,7 +22,7 @@ from torch import nn
 from .. import provenance
 from ..provenance import device_name
 from .data import make_loaders
-from .device import Runtime, resolve_runtime
+from .device import Runtime, resolve_runtime, threads_for_free_cores
 from ..energy.attribution import run_contention
 from ..energy.metering import Metering, carbon_facts
 from ..energy.table import Phase
@@ -258,6 +258,7 @@ def train(config: RunConfig, *, progress: bool | str = True,
         contention_threshold=config.contention_threshold)
 
     result = RunResult(config=config)
+    quiet_threads = torch.get_num_threads()
     bar = (_progress(config.epochs, config.cell or config.study, "text" if progress == "text"
                      else "auto") if progress else None)
     compute_dtype = ""
@@ -265,6 +266,10 @@ def train(config: RunConfig, *, progress: bool | str = True,
         with Metering.for_config(config, device, codecarbon_dir=codecarbon_dir) as metering:
             metering.rows += predicted  # before training: what the estimators expected
             metering.measure_idle(config.idle_s)
+            if device.type == "cpu":  # others busy on some cores: train on the free ones
+                idle = next((w for w in metering.windows if w["phase"] == Phase.IDLE), None)
+                torch.set_num_threads(threads_for_free_cores(idle, quiet_threads))
+            threads = torch.get_num_threads()
             with metering.window(Phase.RUN):
                 for epoch in range(1, config.epochs + 1):
                     for group in optimizer.param_groups:
@@ -310,6 +315,7 @@ def train(config: RunConfig, *, progress: bool | str = True,
                         on_epoch(row)
             metering.measure_idle(config.idle_after_s, after=True)
     finally:
+        torch.set_num_threads(quiet_threads)
         if bar is not None:
             bar.close()
     if config.prune == "unstructured":
@@ -324,7 +330,7 @@ def train(config: RunConfig, *, progress: bool | str = True,
                                config.contention_threshold) | model_stats(model, input_size) | {
         "compute_dtype": compute_dtype, "device_name": device_name(device),
         "assumed_power_w": config.assumed_power_w, "pipeline": config.pipeline,
-        "idle_s": config.idle_s}
+        "idle_s": config.idle_s, "torch_threads": threads, "torch_threads_quiet": quiet_threads}
     result.provenance = provenance.collect(device) | allocator_settings() | {
         "started": started, "finished": _now(), "data_sources": sources}
     return result
