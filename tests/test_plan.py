@@ -50,8 +50,9 @@ def test_plan_predicts_every_cell_and_writes_nothing(tmp_path, monkeypatch, caps
     assert sorted(p.name for p in tmp_path.iterdir()) == ["studies"]  # no runs/, no report/
     assert out.startswith("study planned: 4 cells to run here\n")
     rows = {m[0]: (float(m[1]), float(m[2])) for m in
-            re.findall(r"^(width-\S+)\s+([\d.]+) s\s+([\d.]+) J\s+-$", out, re.MULTILINE)}
-    assert len(rows) == 4  # each cell: seconds and joules, no layer regression (no calibration)
+            re.findall(r"^(width-\S+)\s+([\d.]+) s\s+([\d.]+) J\s+(-|[\d.]+ k?J)$", out,
+                       re.MULTILINE)}
+    assert len(rows) == 4  # each cell: seconds, joules, the layer regression where calibrated
     assert all(seconds > 0.5 and joules > 0 for seconds, joules in rows.values())  # idle_s = 0.5
     assert rows["width-0.25_precision-fp32_seed-0"] == rows["width-0.25_precision-fp32_seed-1"]
     assert re.search(r"^total\s+\d+ s\s+[\d.]+ k?J$", out, re.MULTILINE)

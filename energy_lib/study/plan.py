@@ -4,8 +4,10 @@ study's total (`energy-study run STUDY --plan`, and one line before a normal run
 Each distinct setting (cells that differ only in their seed share one) is probed once
 (training.probe: a few metered training steps, never part of a record); a cell's time is its
 training and evaluation at the probed rates, plus its idle windows and the start of a fresh
-interpreter (timed once here) and the setup and predictions the probe timed. Where this machine has a matching calibration, the layer
-regression's model-compute energy is shown beside the probe's. Nothing is written.
+interpreter (timed once here) and the setup and predictions the first probe timed (every
+cell's kernel is fresh, so the cold figure stands for each). Where this machine has a matching
+calibration, the layer regression's model-compute energy is shown beside the probe's. Nothing
+is written.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ class Plan:
             f"time: training and evaluation at the rates of {self.settings} probed "
             f"setting{'s' * (self.settings != 1)} (a few training steps each, never recorded), "
             f"plus a kernel's start ({self.start_s:.1f} s here), the cell's data, model and "
-            "predictions (as probed) and its idle windows; the analysis comes after",
+            "predictions (as the first, cold probe built them) and its idle windows; the "
+            "analysis comes after",
             f"energy: the headline of training and evaluation, {'; '.join(labels)}",
             "layer regression: model compute from this machine's calibration (- where none "
             "matches: `energy-study calibrate --quick`)"]
@@ -92,6 +95,8 @@ def make_plan(cells: list[Cell] | tuple[Cell, ...]) -> Plan:
     for cell in cells:
         if setting_key(cell) not in probes:
             probes[setting_key(cell)] = probe(cell.config)
+    # every cell starts in a fresh kernel: its setup costs what the first (cold) probe's did
+    setup_s = next(iter(probes.values())).setup_s
     plans = []
     for cell in cells:
         config, rate = cell.config, probes[setting_key(cell)]
@@ -101,7 +106,7 @@ def make_plan(cells: list[Cell] | tuple[Cell, ...]) -> Plan:
                                         + eval_batches * rate.eval_batch_s)
         energy_j = config.epochs * (train_steps * rate.train_step_j
                                     + eval_batches * rate.eval_batch_j)
-        fixed_s = start_s + rate.setup_s + config.idle_s + config.idle_after_s
+        fixed_s = start_s + setup_s + config.idle_s + config.idle_after_s
         plans.append(CellPlan(cell.name, train_eval_s, train_eval_s + fixed_s, energy_j,
                               f"{rate.energy_kind} ({rate.energy_methods})", rate.regression_j))
     return Plan(tuple(plans), len(probes), start_s, time.perf_counter() - started)
