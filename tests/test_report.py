@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import re
 from pathlib import Path
 
 import matplotlib
@@ -57,9 +58,12 @@ def test_build_writes_and_returns_the_whole_report_of_the_committed_records(comm
     # the findings open the report: every claim's verdict with its whole evidence, the energy
     # kind and scope, and what was left out; findings.md holds the same text
     assert report.findings.startswith("## Findings: quick")
-    # where it was measured, on the second line: these records predate the fingerprint
-    assert report.findings.splitlines()[2] == (
-        "Measured on: AMD EPYC, cpu, 2.14.1+cu130 (no fingerprint: recorded before energy_lib recorded one).")
+    # where it was measured, on the second line: the CPU, its speed flags, torch, the fingerprint
+    digests = set(runs.runs["provenance_fingerprint_digest"])
+    assert len(digests) == 1
+    assert re.fullmatch(r"Measured on: AMD EPYC \(family \d+ model \d+; [a-z0-9_, ]*avx512_bf16[a-z0-9_, ]*\), "
+                        r"\d+ cores, torch [\d.]+ \(.+ build, CPU capability \w+\), "
+                        rf"fingerprint {digests.pop()}\.", report.findings.splitlines()[2])
     assert (tmp_path / "findings.md").read_text().strip() == report.findings.strip()
     assert "12 of 12 cells finished." in report.findings
     # how far each estimator was from the headline, with its goal, in the opening too
