@@ -214,3 +214,16 @@ def test_findings_scope_a_precision_effect_that_ran_emulated():
         "machine, not a property of 16-bit arithmetic.")
     assert emulation_line(runs.assign(provenance_bf16_native=True)) == ""
     assert emulation_line(runs.drop(columns="provenance_bf16_native")) == ""  # older records
+
+
+def test_runs_are_never_paired_or_compared_across_machines():
+    from energy_lib.report.findings import one_machine
+
+    table = pd.DataFrame({"cell": list("abcde"), "status": ["ok"] * 4 + ["failed"],
+                          "provenance_fingerprint_digest": ["aaa", "aaa", "bbb", None, "bbb"]})
+    kept, note = one_machine(table)
+    assert list(kept["cell"]) == ["a", "b"]
+    assert note.startswith("Verdicts and paired comparisons use only the 2 finished cells "
+                           "measured on machine aaa; 1 on bbb, 1 on not recorded are left out")
+    same, none = one_machine(table[table["cell"].isin(["a", "b", "e"])])
+    assert list(same["cell"]) == ["a", "b", "e"] and none == ""  # one machine: nothing left out

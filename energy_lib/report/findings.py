@@ -52,6 +52,26 @@ def machines_line(runs: pd.DataFrame) -> str:
             "machines are not comparable as they stand.")
 
 
+def one_machine(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """(the rows verdicts and paired comparisons may use, a sentence): where the finished
+    records come from more than one machine fingerprint (records without one count as one
+    machine of their own), only the machine with the most finished cells is compared; the
+    others' rows stay in every table and figure, but never in a pair or a verdict."""
+    done = finished_rows(table)
+    if done.empty:
+        return table, ""
+    digest = table.get("provenance_fingerprint_digest",
+                       pd.Series(pd.NA, index=table.index)).fillna("not recorded")
+    counts = digest[done.index].value_counts()
+    if len(counts) == 1:
+        return table, ""
+    kept = counts.index[0]
+    return table[digest == kept], (
+        f"Verdicts and paired comparisons use only the {counts.iloc[0]} finished cells measured "
+        f"on machine {kept}; " + ", ".join(f"{n} on {m}" for m, n in counts.iloc[1:].items())
+        + " are left out of them: runs are never paired or compared across machines.")
+
+
 def emulation_line(runs: pd.DataFrame) -> str:
     """Where a finished cell computed in bfloat16 on a device without native bf16 (the record's
     provenance says so), the precision effect is scoped to this machine's software path."""
