@@ -312,6 +312,13 @@ def test_real_records_hold_predictions_and_the_analysis_writes_estimates(tiny_ru
     from energy_lib.records import read_record
     from energy_lib.study import load_study
 
+    import torch
+
+    from energy_lib.estimators.predict import calibration_for, fingerprint_of
+
+    calibration, _ = calibration_for(torch.device("cpu"))  # this machine's, where it has one
+    fit = (f"calibration {calibration.name} ({fingerprint_of(torch.device('cpu'))})"
+           if calibration is not None else "getzner2023")
     study = load_study(tiny_run.study_file)
     for cell in study.cells:
         record = read_record(tiny_run.runs / f"{cell.name}.ipynb")
@@ -325,7 +332,7 @@ def test_real_records_hold_predictions_and_the_analysis_writes_estimates(tiny_ru
         assert "stands_for" in text and "headline_kind" in text
         # what each structural estimator priced with is recorded, not only said in a flag
         assert record.predictions["ops-model"]["fit"] == "horowitz2014_45nm.csv"
-        assert record.predictions["layer-regression"]["fit"] == "getzner2023"  # no calibration
+        assert record.predictions["layer-regression"]["fit"] == fit
     estimates = pd.read_csv(tiny_run.report / "estimates.csv")
     assert len(estimates) == 3 * len(study.cells)
     summary = pd.read_csv(tiny_run.report / "estimates_summary.csv")

@@ -12,6 +12,7 @@ is written.
 
 from __future__ import annotations
 
+import functools
 import math
 import subprocess
 import sys
@@ -112,8 +113,10 @@ def make_plan(cells: list[Cell] | tuple[Cell, ...]) -> Plan:
     return Plan(tuple(plans), len(probes), start_s, time.perf_counter() - started)
 
 
+@functools.cache
 def kernel_start_s() -> float:
-    """Seconds a fresh interpreter takes to import what a cell's kernel imports."""
+    """Seconds a fresh interpreter takes to import what a cell's kernel imports (timed once per
+    process: a notebook or a test that plans several times pays for it once)."""
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", KERNEL_IMPORTS], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
