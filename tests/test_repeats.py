@@ -111,7 +111,10 @@ def test_study_statistics_on_known_runs(tmp_path):
     summary = result["summary"].set_index(["width", "precision"])
     assert summary.loc[(1.0, "fp32"), "energy_j_n"] == 3
     assert summary.loc[(0.5, "amp"), "energy_j_n"] == 2 and summary.loc[(0.5, "amp"), "failed"] == 1
-    assert summary.loc[(1.0, "fp32"), "energy_j_mean"] == pytest.approx(1100.0)
+    # energy is positive: its centre is the geometric mean of 1000, 1100, 1200
+    assert summary.loc[(1.0, "fp32"), "energy_j_mean"] == pytest.approx((1000 * 1100 * 1200) ** (1 / 3))
+    assert summary.loc[(1.0, "fp32"), "best_val_acc_pct_mean"] == pytest.approx(81.0)  # linear
+    assert summary["pareto"].dtype == bool
     paired = result["paired"]
     energy = paired[paired["value"] == "energy_j"].set_index("width")
     assert energy.loc[1.0, "ratio"] == pytest.approx(0.8) and energy.loc[1.0, "n"] == 3

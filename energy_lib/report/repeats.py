@@ -19,8 +19,10 @@ from .claim_registries import claims_for
 from .claims import RESULT_COLUMNS, evaluate_claims
 from .output import save_csv, save_figure
 
-HEADLINE = ["best_val_acc_pct", "final_val_acc_pct", "energy_j", "constant_power_energy_j",
-            "total_s", "acc_pct_per_wh", "energy_to_target_j", "time_to_target_s"]
+#: The summary's headline columns and the scale each one's interval lives on (stats.SCALES).
+HEADLINE = {"best_val_acc_pct": "percent", "final_val_acc_pct": "percent", "energy_j": "log",
+            "constant_power_energy_j": "log", "total_s": "log", "acc_pct_per_wh": "log",
+            "energy_to_target_j": "log", "time_to_target_s": "log"}
 QUANTITIES = {"energy_j": ("energy", True), "total_s": ("time", True)}
 
 
@@ -113,8 +115,10 @@ def study_statistics(runs_table: pd.DataFrame, epochs: pd.DataFrame, study) -> d
             table[column] = float("nan")
     if "seed" not in table:
         table["seed"] = 0
-    summary = with_energy_labels(stats.summarise_groups(table, axes or ["cell"], HEADLINE),
+    summary = with_energy_labels(stats.summarise_groups(table, axes or ["cell"], list(HEADLINE),
+                                                        scales=HEADLINE),
                                  table, axes or ["cell"])
+    summary["pareto"] = stats.pareto_beyond_intervals(summary)  # what pareto.png stars
     out = {"table": table, "summary": summary, "targets": reached, "target_acc_pct": target}
     axis = compared_axis(study)
     out["compare_axis"] = axis

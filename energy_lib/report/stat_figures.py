@@ -57,9 +57,10 @@ def figure_pareto(summary: pd.DataFrame, runs: pd.DataFrame, x: str = "energy_j"
                   y: str = "best_val_acc_pct", label: str | None = None, energy_unit: str = "Wh",
                   y_label: str = "best validation accuracy (%)", confidence: float = 0.95):
     """Accuracy vs energy per setting (a `summarise_groups` table of `runs`, the finished runs
-    behind it): means with CI bars, the Pareto-optimal settings (`stats.pareto_beyond_intervals`:
-    none better beyond both intervals; never a setting of one run) drawn larger, starred and
-    joined by a step line; every setting named in the legend beside the axes."""
+    behind it): means with CI bars, the Pareto-optimal settings (the summary's `pareto` column
+    where it has one, else `stats.pareto_beyond_intervals`: none better beyond the intervals on
+    one axis and not worse beyond them on the other; never a setting of one run) drawn larger,
+    starred and joined by a step line; every setting named in the legend beside the axes."""
     scale = _unit(energy_unit)
     fig, ax = plt.subplots(figsize=(8.0, 4.6))
     need = [f"{x}_mean", f"{y}_mean"]
@@ -70,8 +71,10 @@ def figure_pareto(summary: pd.DataFrame, runs: pd.DataFrame, x: str = "energy_j"
     hidden = len(summary) - len(data)
     if data.empty:
         return _empty(fig, ax, "no setting has a finished run with both energy and accuracy")
-    names = _setting_names(data, label, {"runs", "failed", "energy_kind", "energy_methods"})
-    front = stats.pareto_beyond_intervals(data, x, y).to_numpy()
+    names = _setting_names(data, label, {"runs", "failed", "energy_kind", "energy_methods",
+                                         "interval_scales", "pareto"})
+    front = (data["pareto"] if "pareto" in data and (x, y) == ("energy_j", "best_val_acc_pct")
+             else stats.pareto_beyond_intervals(data, x, y)).to_numpy(bool)
     xerr, yerr = _errors(data, x, scale), _errors(data, y)
     for i, name in enumerate(names):
         n = int(data[f"{y}_n"].iloc[i]) if f"{y}_n" in data else None
@@ -94,8 +97,8 @@ def figure_pareto(summary: pd.DataFrame, runs: pd.DataFrame, x: str = "energy_j"
     ax.set_ylabel(y_label)
     note = f"; {hidden} setting(s) without finished runs not shown" if hidden else ""
     ax.set_title(f"accuracy vs energy: mean and {confidence:.0%} CI over repeats (hollow: one "
-                 f"run, no interval, never starred)\n★: no other setting better beyond both "
-                 f"intervals{note}", fontsize=9)
+                 f"run, no interval, never starred)\n★: no other setting better beyond the intervals on "
+                 f"one axis and not worse beyond them on the other{note}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, borderaxespad=0,
               title="★ Pareto-optimal", title_fontsize=7)

@@ -21,6 +21,10 @@ from ..records import is_finished
 T_METHOD = "student-t"
 SINGLE_RUN = "single run: no interval"
 NO_RUNS = "no runs"
+#: How a quantity's interval respects what it can be: `log` for positive quantities (energy,
+#: time, ratios: the t interval on the logs, mapped back, around the geometric mean: never below
+#: zero), `percent` for accuracies (clipped to [0, 100]), `linear` for the rest.
+SCALES = ("linear", "log", "percent")
 
 
 # --------------------------------------------------------------------------------------------
@@ -46,44 +50,61 @@ def _finite(values: Iterable) -> np.ndarray:
     return array[np.isfinite(array)]
 
 
-def interval(values: Iterable, confidence: float = 0.95) -> Interval:
-    """Student-t interval of the mean: mean +/- t(1 - a/2, N-1) * s / sqrt(N).
+def interval(values: Iterable, confidence: float = 0.95, scale: str = "linear") -> Interval:
+    """Student-t interval of the mean: mean +/- t(1 - a/2, N-1) * s / sqrt(N), on the `scale`
+    the quantity lives on (SCALES): `log` gives the geometric mean and exp of the t interval of
+    the logs (non-positive values are not measurements of a positive quantity: dropped);
+    `percent` clips the interval to [0, 100].
 
     Why t and not a bootstrap: our groups hold N = 3..10 repeats. A percentile bootstrap
     resamples only the values it was given, so with N = 3 it can never reach beyond the sample's
     min and max and it ignores the uncertainty in the spread itself; its 95 % intervals cover
     the true mean far less than 95 % of the time at such N. The t interval widens for small N
     (t = 4.30 at N = 3) exactly for that reason and is exact for normal data; repeated training
-    runs' accuracies and energies are close enough to normal for this to be the honest choice.
+    runs' accuracies and energies are close enough to normal for this to be the honest choice
+    (and their logs, for the positive ones).
 
     NaN and infinite values are dropped (N says how many were used). N = 1 gives the value with
     no interval; N = 0 gives no mean at all.
     """
     if not 0 < confidence < 1:
         raise ConfigError(f"confidence = {confidence!r} is not allowed; use a value in (0, 1)")
+    if scale not in SCALES:
+        raise ConfigError(f"scale = {scale!r} is not allowed; use one of {', '.join(SCALES)}")
     data = _finite(values)
+    if scale == "log":
+        data = np.log(data[data > 0])
     n = int(data.size)
+    back = np.exp if scale == "log" else (lambda v: v)
+    method = {"linear": T_METHOD, "log": f"{T_METHOD} on logs (geometric mean)",
+              "percent": f"{T_METHOD}, clipped to [0, 100]"}[scale]
     if n == 0:
         return Interval(None, None, None, None, 0, NO_RUNS, confidence)
-    mean = float(data.mean())
+    mean = float(back(data.mean()))
     if n == 1:
         return Interval(mean, None, None, None, 1, SINGLE_RUN, confidence)
     sem = float(_scipy_stats.sem(data))
     if sem == 0.0:
         # All repeats agree exactly (e.g. a modelled figure): the sample shows no spread.
-        return Interval(mean, mean, mean, 0.0, n, T_METHOD + " (all values equal)", confidence)
-    low, high = _scipy_stats.t.interval(confidence, df=n - 1, loc=mean, scale=sem)
-    return Interval(mean, float(low), float(high), float(high - mean), n, T_METHOD, confidence)
+        return Interval(mean, mean, mean, 0.0, n, method + " (all values equal)", confidence)
+    low, high = (float(back(v)) for v in _scipy_stats.t.interval(
+        confidence, df=n - 1, loc=float(data.mean()), scale=sem))
+    if scale == "percent":
+        low, high = max(low, 0.0), min(high, 100.0)
+    return Interval(mean, low, high, (high - low) / 2, n, method, confidence)
 
 
 def format_interval(iv: Interval, digits: int = 2, unit: str = "") -> str:
-    """'81.23 ± 0.45 (N=3)' ('50.1 ± 1.2 W (N=3)' with a unit); a single run reads
+    """'81.23 ± 0.45 (N=3)' ('50.1 ± 1.2 W (N=3)' with a unit); an interval that is not symmetric
+    about its mean (log scale, clipped) reads '52.10 [41.30, 65.72] (N=3)'; a single run reads
     '81.23 (N=1, no interval)'."""
     unit = f" {unit}" if unit else ""
     if iv.mean is None:
         return f"—{unit} (N={iv.n})"
-    if iv.half_width is None:
+    if iv.half_width is None or iv.low is None or iv.high is None:
         return f"{iv.mean:.{digits}f}{unit} (N={iv.n}, no interval)"
+    if not math.isclose(iv.high - iv.mean, iv.mean - iv.low, rel_tol=1e-6, abs_tol=1e-12):
+        return f"{iv.mean:.{digits}f} [{iv.low:.{digits}f}, {iv.high:.{digits}f}]{unit} (N={iv.n})"
     return f"{iv.mean:.{digits}f} ± {iv.half_width:.{digits}f}{unit} (N={iv.n})"
 
 
@@ -101,13 +122,16 @@ def _require(table: pd.DataFrame, columns: Iterable[str], what: str) -> None:
 
 
 def summarise_groups(table: pd.DataFrame, by: str | Sequence[str], columns: Sequence[str],
-                     confidence: float = 0.95) -> pd.DataFrame:
+                     confidence: float = 0.95, scales: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per group: `<col>_mean`, `<col>_ci_low`, `<col>_ci_high`, `<col>_half_width`,
     `<col>_n` for each headline column, plus `runs` (rows in the group) and `failed` (rows whose
-    status is not finished; left out of every interval).
+    status is not finished; left out of every interval). `scales`: column -> SCALES entry
+    (default linear); a log-scale column's `_mean` is the geometric mean, and `interval_scales`
+    names each column's scale.
 
     Groups where every repeat failed still get a row (N = 0), so nothing vanishes.
     """
+    scales = scales or {}
     by = _as_list(by)
     _require(table, [*by, *columns], "summarise_groups")
     done = is_finished(table)
@@ -119,7 +143,7 @@ def summarise_groups(table: pd.DataFrame, by: str | Sequence[str], columns: Sequ
         row["runs"] = len(group)
         row["failed"] = len(group) - len(ok)
         for column in columns:
-            iv = interval(ok[column], confidence)
+            iv = interval(ok[column], confidence, scales.get(column, "linear"))
             row[f"{column}_mean"] = iv.mean
             row[f"{column}_ci_low"] = iv.low
             row[f"{column}_ci_high"] = iv.high
@@ -132,6 +156,7 @@ def summarise_groups(table: pd.DataFrame, by: str | Sequence[str], columns: Sequ
     for column in columns:  # None -> NaN so the CSV and arithmetic see numbers
         for suffix in ("mean", "ci_low", "ci_high", "half_width"):
             out[f"{column}_{suffix}"] = pd.to_numeric(out[f"{column}_{suffix}"], errors="coerce")
+    out["interval_scales"] = "; ".join(f"{c}: {scales.get(c, 'linear')}" for c in columns)
     return out
 
 
@@ -411,10 +436,12 @@ def pareto_front(points: pd.DataFrame, x: str = "energy_j", y: str = "best_val_a
 def pareto_beyond_intervals(summary: pd.DataFrame, x: str = "energy_j",
                             y: str = "best_val_acc_pct") -> pd.Series:
     """Boolean mask over the settings of a `summarise_groups` table: True for the settings
-    starred as Pareto-optimal when means alone cannot decide. A setting is dominated only when
-    another is better beyond both intervals (its whole x interval below, its whole y interval
-    above); a setting with fewer than two runs has no interval, so it is never starred and
-    dominates nothing. Means alone (`pareto_front`) would star a setting whose lead is noise."""
+    starred as Pareto-optimal. Setting j dominates setting i when j is better beyond the
+    intervals on one axis (its whole interval below i's on x, or above i's on y) and not worse
+    beyond them on the other (its interval not wholly above i's on x, not wholly below on y).
+    Lower x (energy) and higher y (accuracy) win. A setting with fewer than two runs has no
+    interval: it is never starred and dominates nothing. Requiring "better beyond the intervals
+    on both axes" instead would star nearly every setting: rarely does one win on both at once."""
     need = [f"{x}_ci_low", f"{x}_ci_high", f"{y}_ci_low", f"{y}_ci_high", f"{y}_n"]
     _require(summary, need, "pareto_beyond_intervals")
     x_low, x_high = (pd.to_numeric(summary[f"{x}_ci_{s}"], errors="coerce").to_numpy(float)
@@ -424,7 +451,9 @@ def pareto_beyond_intervals(summary: pd.DataFrame, x: str = "energy_j",
     n = pd.to_numeric(summary[f"{y}_n"], errors="coerce").fillna(0).to_numpy()
     judged = (n >= 2) & np.isfinite(x_low) & np.isfinite(x_high) & np.isfinite(y_low) \
         & np.isfinite(y_high)
-    # beats[j, i]: setting j is better than i beyond both intervals
-    beats = (x_high[:, None] < x_low[None, :]) & (y_low[:, None] > y_high[None, :])
+    # [j, i]: j's interval wholly better than i's / wholly worse than i's, per axis
+    x_better, x_worse = x_high[:, None] < x_low[None, :], x_low[:, None] > x_high[None, :]
+    y_better, y_worse = y_low[:, None] > y_high[None, :], y_high[:, None] < y_low[None, :]
+    beats = (x_better & ~y_worse) | (y_better & ~x_worse)
     beats &= judged[:, None] & judged[None, :]
     return pd.Series(judged & ~beats.any(axis=0), index=summary.index, name="pareto")
