@@ -309,6 +309,8 @@ def read_runs(folder: str | Path, cells: Mapping[str, str] | None = None,
                         "country_name": rec.carbon.get("country_name")}
             codecarbon = rec.meters.get("codecarbon") or {}
             derived |= {f"codecarbon_{k}": v for k, v in codecarbon.items()}
+            tdp = rec.meters.get("cpu_tdp") or {}  # the CPU model's watts, where one ran
+            derived |= {f"meter_cpu_tdp_{k}": v for k, v in tdp.items() if k != "source"}
         rows.append({"cell": rec.cell, "status": status, "error": rec.error, "path": str(path),
                      "papermill_s": rec.duration_s, **facts, **_where_it_ran(rec.executor),
                      **derived})

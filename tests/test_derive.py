@@ -247,3 +247,10 @@ def test_idle_power_and_drift_read_the_machines_figures():
     assert derive.idle_power_w(shared_machine_table()) == {"": {"cpu/tdp-model": 5.0}}
     drift = derive.idle_drift(shared_machine_table())[""]
     assert drift["idle_before_w"] == pytest.approx(5.0)
+
+
+def test_codecarbon_is_set_beside_our_figure_for_the_same_window_and_components():
+    rows = gpu_machine_table() + [row(None, "run", "cpu", "tdp-model", "modelled", 2125.0, 25.0)]
+    beside = derive.codecarbon_beside(rows)
+    assert beside == {"codecarbon_run_energy_j": 999.0, "run_energy_j_as_codecarbon": 2125.0}
+    assert derive.codecarbon_beside([r for r in rows if r["method"] != "codecarbon"]) == {}

@@ -68,13 +68,13 @@ def test_utilisation_bounds():
 
 
 def test_lookup_cpu_tdp_in_table():
-    tdp, source = lookup_cpu_tdp("AMD Ryzen 9 5950X 16-Core Processor")
-    assert tdp == 105.0 and "CodeCarbon CPU table" in source
+    tdp, source, in_table = lookup_cpu_tdp("AMD Ryzen 9 5950X 16-Core Processor")
+    assert tdp == 105.0 and "CodeCarbon CPU table" in source and in_table
 
 
 def test_lookup_cpu_tdp_unknown_gives_default_with_reason():
-    tdp, source = lookup_cpu_tdp("Frobnicator 3000 Deluxe")
-    assert tdp == DEFAULT_CPU_TDP_W == 85.0
+    tdp, source, in_table = lookup_cpu_tdp("Frobnicator 3000 Deluxe")
+    assert tdp == DEFAULT_CPU_TDP_W == 85.0 and not in_table
     assert "default" in source and "Frobnicator 3000 Deluxe" in source and "not in" in source
 
 

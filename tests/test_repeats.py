@@ -10,7 +10,7 @@ import pytest
 
 from energy_lib import StudyError
 from energy_lib.cli import main
-from energy_lib.report.repeats import compared_axis, study_statistics
+from energy_lib.report.repeats import compared_axis, repeats_text, study_statistics
 from energy_lib.study import load_study
 
 STUDY = """\
@@ -135,3 +135,14 @@ def test_a_written_out_seed_axis_counts_as_repeats(tmp_path):
     result = study_statistics(table, pd.DataFrame(), study)
     energy = result["paired"][result["paired"]["value"] == "energy_j"].iloc[0]
     assert energy["ratio"] == pytest.approx(0.8) and energy["n"] == 3
+
+
+def test_the_repeats_header_comes_from_the_records(tmp_path):
+    study = load_study(study_file(tmp_path, 'repeats = 3\ncompare = "precision"'))
+    summary = study_statistics(runs_table(), pd.DataFrame(), study)["summary"]
+    assert repeats_text(study, summary) == (
+        "the study asks for 3 repeats per setting; 2 to 3 per setting are compared (finished, "
+        "uncontended) (2 repeats: intervals are wide)")
+    full = summary.assign(best_val_acc_pct_n=3)
+    assert repeats_text(study, full) == "repeats per setting: 3"
+    assert "none is compared yet" in repeats_text(study, summary.iloc[0:0])

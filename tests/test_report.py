@@ -227,3 +227,22 @@ def test_runs_are_never_paired_or_compared_across_machines():
                            "measured on machine aaa; 1 on bbb, 1 on not recorded are left out")
     same, none = one_machine(table[table["cell"].isin(["a", "b", "e"])])
     assert list(same["cell"]) == ["a", "b", "e"] and none == ""  # one machine: nothing left out
+
+
+def test_findings_say_when_the_cpu_tdp_was_assumed_and_set_codecarbon_beside():
+    from energy_lib.report.findings import tdp_line
+
+    table = pd.DataFrame({"cell": ["a", "b", "c"], "status": ["ok", "ok", "failed"],
+                          "provenance_cpu_model": ["AMD EPYC"] * 3,
+                          "meter_cpu_tdp_w": [85.0, 85.0, 85.0],
+                          "meter_cpu_tdp_origin": ["default"] * 3,
+                          "codecarbon_run_energy_j": [1000.0, 1200.0, None],
+                          "run_energy_j_as_codecarbon": [3000.0, 3400.0, None]})
+    line = tdp_line(table)
+    assert line.startswith("The CPU (AMD EPYC) is not in CodeCarbon's TDP table, so 85 W was "
+                           "assumed for it in 2 of 2 finished cells: their absolute CPU joules are "
+                           "arbitrary, while ratios between cells of this machine hold")
+    assert line.endswith("CodeCarbon, run alongside in 2 of them, gave a median 1100 J for the "
+                         "whole run where our models gave 3200 J for the same window and components.")
+    assert tdp_line(table.assign(meter_cpu_tdp_origin="table")) == ""
+    assert tdp_line(table.drop(columns=["meter_cpu_tdp_origin"])) == ""  # older records

@@ -35,7 +35,7 @@ def test_check_cpu_says_what_is_modelled_and_why(capsys):
     out = capsys.readouterr().out
     _, notes = ZeusMeter.probe([], measure_cpu=True)
     assert f"CPU: not measured -- {'; '.join(notes)}" in out
-    tdp_w, source = lookup_cpu_tdp(cpu_model())
+    tdp_w, source, _ = lookup_cpu_tdp(cpu_model())
     assert f"modelled instead: {tdp_w:g} W TDP ({source}) x utilisation" in out
     assert "RAM: not measured (no RAPL DRAM domain)" in out
     assert f"x {total_ram_gb():.1f} GB installed" in out

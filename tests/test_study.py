@@ -625,6 +625,9 @@ def test_a_real_study_runs_clean_and_records_every_cell(tiny_run):
         assert labels["assumed-board"] == ("constant-power", "modelled")
         assert labels["cpu"] in {("tdp-model", "modelled"), ("zeus-rapl", "measured")}
         assert labels["ram"] in {("ram-model", "modelled"), ("zeus-rapl", "measured")}
+        if labels["cpu"][0] == "tdp-model":  # which watts, and whether the table knew the CPU
+            assert record.meters["cpu_tdp"]["origin"] in ("table", "default")
+            assert record.meters["cpu_tdp"]["tdp_w"] > 0
         assert record.timeline["marks"][0]["label"] == "epoch 1"  # idle_s=0 here
         assert "git_commit" in record.provenance
         # the one hand-off: the validated config, and this execution's settings, as papermill

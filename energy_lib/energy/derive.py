@@ -318,6 +318,21 @@ def emissions_from_j(energy_j: float, intensity_g_per_kwh: float, pue: float = 1
     return emissions_kg(energy_j / JOULES_PER_KWH, intensity_g_per_kwh, pue)
 
 
+def codecarbon_beside(energy) -> dict:
+    """Where CodeCarbon ran alongside: its energy for the whole run (`codecarbon_run_energy_j`)
+    and ours for the same window and components at machine scope (`run_energy_j_as_codecarbon`),
+    so a reader sees how far two models of one machine disagree. Empty where it did not run."""
+    frame = as_frame(energy)
+    theirs = frame[frame["method"] == Method.CODECARBON.value]
+    if theirs.empty:
+        return {}
+    ours = frame[(frame["phase"] == Phase.RUN.value) & (frame["method"] != Method.CODECARBON.value)
+                 & frame["component"].isin(theirs["component"])
+                 & (frame["scope"] == Scope.MACHINE.value)]
+    return {"codecarbon_run_energy_j": float(theirs["energy_j"].sum()),
+            "run_energy_j_as_codecarbon": _sum_or_nan(ours["energy_j"]) if len(ours) else float("nan")}
+
+
 def run_figures(energy, best_val_acc_pct: float, carbon: dict | None = None) -> dict:
     """The derived figures of one run, as one flat dict (the lab record's summary view and
     each row of results.csv): per_run's columns, efficiency, and emissions."""
@@ -329,6 +344,7 @@ def run_figures(energy, best_val_acc_pct: float, carbon: dict | None = None) -> 
     row["acc_pct_per_wh"] = per_wh(best_val_acc_pct, energy_j)
     row["constant_power_acc_pct_per_wh"] = per_wh(best_val_acc_pct, constant_j)
     row |= next(iter(idle_drift(energy).values()), {})
+    row |= codecarbon_beside(energy)
     if carbon:
         intensity, pue = carbon["intensity_g_per_kwh"], carbon.get("pue", 1.0)
         row["emissions_kg"] = emissions_from_j(energy_j, intensity, pue)

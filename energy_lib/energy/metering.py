@@ -182,6 +182,7 @@ class Metering:
         meter that failed mid-run."""
         return {
             "methods": self.meter_set.methods(),
+            "cpu_tdp": self.meter_set.cpu_tdp(),
             "descriptions": self.meter_set.describe(),
             "failures": [vars(f) for f in self.monitor.failures],
             "codecarbon": self.codecarbon.describe() if self.codecarbon is not None else None,

@@ -43,6 +43,13 @@ class MeterSet:
             out.update({c: {"method": m, "kind": k} for c, (m, k) in meter.methods().items()})
         return out
 
+    def cpu_tdp(self) -> dict | None:
+        """The CPU TDP model's watts and their origin (power_models.TDP_ORIGINS), for the record:
+        None where no TDP model is among the meters."""
+        model = next((m for m in self.meters if isinstance(m, CpuTdpModel)), None)
+        return None if model is None else {"tdp_w": model.tdp_w, "origin": model.origin,
+                                           "source": model.tdp_source}
+
     def by_component(self) -> dict[str, Meter]:
         """component -> the meter that covers it (a later meter wins, as in `methods`)."""
         return {c: meter for meter in self.meters for c in meter.components}
@@ -50,9 +57,11 @@ class MeterSet:
     def model_for(self, component: str) -> Meter | None:
         """The model that stands in for `component` when its meter fails mid-run."""
         if component == "cpu":
-            tdp_w, source = ((self.cpu_tdp_w, "cpu_tdp_w parameter") if self.cpu_tdp_w
-                             else lookup_cpu_tdp(self.cpu_model))
-            return CpuTdpModel(tdp_w, source)
+            if self.cpu_tdp_w:
+                return CpuTdpModel(self.cpu_tdp_w, "cpu_tdp_w parameter", origin="cpu_tdp_w")
+            found = lookup_cpu_tdp(self.cpu_model)
+            return CpuTdpModel(found.tdp_w, found.source,
+                               origin="table" if found.in_table else "default")
         if component == "ram":
             return RamPowerModel.default(self.ram_power_w)
         return None  # a GPU has no model here: only its measured mean power can stand in

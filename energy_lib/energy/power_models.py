@@ -27,6 +27,7 @@ import re
 import time
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 from ..bundled import read_csv
 from ..provenance import total_ram_gb
@@ -70,17 +71,26 @@ def _has_word(text: str, name: str) -> bool:
     return False
 
 
-def lookup_cpu_tdp(cpu_model: str) -> tuple[float, str]:
-    """(TDP in W, where it came from) for a CPU model string."""
+class CpuTdp(NamedTuple):
+    """A CPU's TDP, where it came from in words, and whether CodeCarbon's table knew the CPU
+    (else the default stands in, and absolute CPU joules are arbitrary: see the findings)."""
+    tdp_w: float
+    source: str
+    in_table: bool
+
+
+def lookup_cpu_tdp(cpu_model: str) -> CpuTdp:
+    """The TDP of a CPU model string, from CodeCarbon's table, else the default."""
     table = _tdp_table()
     key = _normalise(cpu_model)
     if key in table:
-        return table[key], f"CodeCarbon CPU table: {cpu_model}"
+        return CpuTdp(table[key], f"CodeCarbon CPU table: {cpu_model}", True)
     matches = [name for name in table if name and _has_word(key, name)]
     if matches:
         best = max(matches, key=len)  # the most specific model name inside the string
-        return table[best], f"CodeCarbon CPU table: {best}"
-    return DEFAULT_CPU_TDP_W, f"default {DEFAULT_CPU_TDP_W:g} W ({cpu_model!r} not in the CPU table)"
+        return CpuTdp(table[best], f"CodeCarbon CPU table: {best}", True)
+    return CpuTdp(DEFAULT_CPU_TDP_W,
+                  f"default {DEFAULT_CPU_TDP_W:g} W ({cpu_model!r} not in the CPU table)", False)
 
 
 def read_cpu_times(stat_path: Path = Path("/proc/stat")) -> tuple[float, float]:
@@ -102,6 +112,11 @@ def utilisation(start: tuple[float, float], end: tuple[float, float]) -> float:
 
 
 
+#: Where a CPU TDP model's watts come from: CodeCarbon's table, the default for a CPU the table
+#: lacks (absolute joules arbitrary), or the study's `cpu_tdp_w`.
+TDP_ORIGINS = ("table", "default", "cpu_tdp_w")
+
+
 class CpuTdpModel(Meter):
     """Modelled CPU energy: TDP x utilisation x window time."""
 
@@ -109,9 +124,11 @@ class CpuTdpModel(Meter):
     kind = Kind.MODELLED
     components = ["cpu"]
 
-    def __init__(self, tdp_w: float, tdp_source: str, stat_path: Path = Path("/proc/stat")) -> None:
+    def __init__(self, tdp_w: float, tdp_source: str, stat_path: Path = Path("/proc/stat"),
+                 origin: str = "table") -> None:
         self.tdp_w = tdp_w
         self.tdp_source = tdp_source
+        self.origin = origin  # TDP_ORIGINS: CodeCarbon's table, the default, or cpu_tdp_w
         self.stat_path = stat_path
         self._starts: dict[str, tuple[float, float]] = {}
         self._last_sample = read_cpu_times(stat_path)

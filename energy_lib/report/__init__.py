@@ -103,7 +103,7 @@ def build(study, runs, state, out_dir: str | Path) -> Report:
                     {"estimates": estimates["figure"]}):
         _close(figures)
     paired = statistics["paired"]
-    repeats_line = (f"repeats per setting: {study.repeats}; " + (
+    repeats_line = (repeats.repeats_text(study, statistics["summary"]) + "; " + (
         f"target accuracy: {statistics['target_acc_pct']:g} %"
         if statistics["target_acc_pct"] is not None else
         "no target accuracy yet: no run has finished with an accuracy") + "".join(

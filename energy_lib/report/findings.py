@@ -86,6 +86,33 @@ def emulation_line(runs: pd.DataFrame) -> str:
             "software-path effect of that machine, not a property of 16-bit arithmetic.")
 
 
+def tdp_line(runs: pd.DataFrame) -> str:
+    """Where the CPU figure came from a TDP the table does not know (power_models.TDP_ORIGINS
+    "default"): which watts were assumed, that absolute CPU joules are then arbitrary while
+    ratios between this machine's cells hold, and CodeCarbon's figure beside ours where it ran."""
+    done = finished_rows(runs)
+    if done.empty or "meter_cpu_tdp_origin" not in done:
+        return ""
+    guessed = done[done["meter_cpu_tdp_origin"].eq("default")]
+    if guessed.empty:
+        return ""
+    watts = ", ".join(f"{w:g} W" for w in sorted(guessed["meter_cpu_tdp_w"].dropna().unique()))
+    cpu = ", ".join(sorted(guessed.get("provenance_cpu_model", pd.Series(["this CPU"])).dropna()
+                           .astype(str).unique())) or "this CPU"
+    line = (f"The CPU ({cpu}) is not in CodeCarbon's TDP table, so {watts} was assumed for it "
+            f"in {len(guessed)} of {len(done)} finished cells: their absolute CPU joules are "
+            "arbitrary, while ratios between cells of this machine hold (set `cpu_tdp_w` in the "
+            "study's [fixed] to the CPU's real TDP).")
+    if {"codecarbon_run_energy_j", "run_energy_j_as_codecarbon"} <= set(guessed.columns):
+        both = guessed.dropna(subset=["codecarbon_run_energy_j", "run_energy_j_as_codecarbon"])
+        if len(both):
+            line += (f" CodeCarbon, run alongside in {len(both)} of them, gave a median "
+                     f"{both['codecarbon_run_energy_j'].median():.0f} J for the whole run where "
+                     f"our models gave {both['run_energy_j_as_codecarbon'].median():.0f} J for "
+                     "the same window and components.")
+    return line
+
+
 def _energy_line(runs: pd.DataFrame) -> str:
     done = finished_rows(runs)
     if done.empty:
@@ -136,6 +163,7 @@ def findings(*, study, runs: pd.DataFrame, state, contended: str, repeats_line: 
            *([emulation, ""] if emulation else []),
            study.description or "", "",
            _cells_line(runs, state) + " " + contended, "", _energy_line(runs), "",
+           *([tdp, ""] if (tdp := tdp_line(runs)) else []),
            repeats_line[:1].upper() + repeats_line[1:] + ".", ""]
     claim_lines = _claims_lines(claims)
     if claim_lines:

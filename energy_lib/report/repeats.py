@@ -53,6 +53,23 @@ def unpaired_reason(table: pd.DataFrame, study, axis: str | None) -> str:
 NEAR_CHANCE_PP = 10.0
 
 
+def repeats_text(study, summary: pd.DataFrame) -> str:
+    """What the records hold per setting against what the study asks (`repeats`): the header
+    comes from the data, and two repeats are said to give wide intervals (t = 12.7 at N = 2)."""
+    counts = (pd.to_numeric(summary.get("best_val_acc_pct_n"), errors="coerce").dropna()
+              if "best_val_acc_pct_n" in summary else pd.Series(dtype=float))
+    if counts.empty:
+        return f"the study asks for {study.repeats} repeats per setting; none is compared yet"
+    low, high = int(counts.min()), int(counts.max())
+    ran = f"{low}" if low == high else f"{low} to {high}"
+    text = (f"repeats per setting: {study.repeats}" if low == high == study.repeats else
+            f"the study asks for {study.repeats} repeats per setting; {ran} per setting are "
+            "compared (finished, uncontended)")
+    if low == 2:
+        text += " (2 repeats: intervals are wide)"
+    return text
+
+
 def target_note(target_acc_pct: float | None, runs_table: pd.DataFrame) -> str:
     """'' or a warning that the target sits within NEAR_CHANCE_PP of chance (100 / classes)
     for a dataset of the study."""
