@@ -366,7 +366,10 @@ def test_claims_not_testable_with_one_run_per_cell_or_modelled_energy():
     out = claims.evaluate_claims(modelled).set_index("id")
     assert out.loc["energy-proportional-to-time", "verdict"] == "not testable here"
     assert "by construction" in out.loc["energy-proportional-to-time", "evidence"]
-    assert "modelled" in out.loc["amp-saves-only-at-largest-width", "evidence"]
+    assert "modelled" in out.loc["amp-can-cost-at-small-widths", "evidence"]
+    # the claim is about width 3: these records stop at width 2, so it is not judged on width 2
+    assert out.loc["amp-saves-only-at-largest-width", "evidence"].startswith(
+        "the claim is about width 3, which no finished run here has (width here: 1, 2)")
     assert set(claims.VERDICT_RULES) == {"supported", "contradicted", "inconclusive",
                                          "not testable here"}
 
@@ -384,10 +387,38 @@ def test_claims_failed_repeats_excluded_and_missing_axis_values():
         claims.evaluate_claims(results.drop(columns="total_s"))
 
 
+def test_slightly_has_a_bound_the_interval_must_respect():
+    """The seed's 'slightly': amp's cost at a small width with its whole interval within
+    +10 %. +4 % is slight; +50 % is not (contradicted, not supported by its sign); a cost whose
+    interval straddles +10 % is inconclusive."""
+    def verdict(ratio, noise=0.005):
+        results = _results({1: 70.0, 2: 77.0, 3: 82.0}, {1: ratio, 2: ratio, 3: 0.85},
+                           ratio_noise=noise)
+        return claims.evaluate_claims(results).set_index("id").loc["amp-can-cost-at-small-widths"]
+
+    assert verdict(1.04)["verdict"] == "supported"
+    assert verdict(1.5)["verdict"] == "contradicted"
+    assert "'Slightly': the whole interval within +10 %" in verdict(1.5)["evidence"]
+    assert verdict(1.10, noise=0.05)["verdict"] == "inconclusive"
+    assert verdict(0.8)["verdict"] == "contradicted"  # saves at every small width
+
+
+def test_only_at_the_largest_width_is_about_width_3():
+    """Width 3 present: 'only' is judged at 3 against the widths below it; a wider grid's
+    width 4 does not stand in for it; without width 3 the claim is not testable here."""
+    results = _results({1: 70.0, 2: 77.0, 3: 82.0, 4: 84.0}, {1: 1.0, 2: 1.0, 3: 0.8, 4: 1.0},
+                       ratio_noise=0.005)
+    assert _verdicts(results)["amp-saves-only-at-largest-width"] == "supported"
+    no_three = results[results["width"] != 3]
+    out = claims.evaluate_claims(no_three).set_index("id").loc["amp-saves-only-at-largest-width"]
+    assert out["verdict"] == "not testable here" and "width here: 1, 2, 4" in out["evidence"]
+
+
 def test_claims_name_the_energy_methods():
     """Bug: the claims' energy note read a column `energy_method` of the old record format, so
     claims.csv never named the method. It names every component's method and kind now."""
-    modelled = _results({1: 70.0, 2: 77.0}, {1: 1.05, 2: 0.9}, kind="modelled").assign(
+    modelled = _results({1: 70.0, 2: 77.0, 3: 80.0}, {1: 1.05, 2: 1.05, 3: 0.9},
+                        kind="modelled").assign(
         cpu_method="tdp-model", cpu_kind="modelled", ram_method="ram-model", ram_kind="modelled")
     out = claims.evaluate_claims(modelled).set_index("id")
     for claim in ("amp-saves-only-at-largest-width", "amp-can-cost-at-small-widths"):
