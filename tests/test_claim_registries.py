@@ -176,3 +176,45 @@ def test_each_study_gets_its_seeds_claims():
     assert registry_note({"width": [1, 2], "precision": ["fp32"]}) == ""
     assert "no claims to test" in registry_note({"optimizer": ["sgd", "adam"]})
     assert all(c.test is not None and c.source for c in (*SEED_001_CLAIMS, *SEED_002_CLAIMS))
+
+
+def test_a_twin_says_how_far_it_is_from_its_seed():
+    from energy_lib.report.claim_registries import SEED_002, TWIN_CAVEAT, twin_distance
+
+    runs = pd.DataFrame({"status": ["ok", "ok", "failed"], "model": ["resnet18", "resnet34", "x"],
+                         "dataset": ["fashion_mnist"] * 3, "train_subset": [2048] * 3,
+                         "epochs": [2, 2, 9], "device_name": ["cpu"] * 3,
+                         "provenance_cpu_model": ["AMD EPYC"] * 3})
+    assert twin_distance(SEED_002, runs) == (
+        f"The seed ({SEED_002}) trained ResNet-18/34 with and without shortcuts, and a 3-layer "
+        "FFNN on CIFAR-10 for 50 (pruning every 5) epochs on a GPU; this twin trained resnet18, "
+        "resnet34 on fashion_mnist (2048 training images) for 2 epochs on AMD EPYC (CPU). "
+        + TWIN_CAVEAT)
+    assert twin_distance("a study nobody recorded", runs) == ""
+
+
+def test_settings_near_chance_are_named():
+    from energy_lib.report.claim_registries import near_chance
+
+    runs = pd.DataFrame({"status": ["ok"] * 4, "model": ["a", "a", "b", "b"],
+                         "dataset": ["fashion_mnist"] * 4,
+                         "best_val_acc_pct": [12.0, 14.0, 80.0, 82.0]})
+    assert near_chance(runs, ["model"], 10.0) == (
+        "Near chance (mean best accuracy within 10 points of it): model=a (13.0 %, chance 10 %). "
+        "Verdicts involving these settings say little about the model.")
+    assert near_chance(runs[runs["model"] == "b"], ["model"], 10.0) == ""
+
+
+def test_seed_001_entries_are_questions_listed_apart():
+    from energy_lib.report.claim_registries import SEED_001_CLAIMS, SEED_002_CLAIMS
+    from energy_lib.report.findings import _claims_sections
+
+    assert all(c.question for c in SEED_001_CLAIMS) and not any(c.question for c in SEED_002_CLAIMS)
+    table = pd.DataFrame({"claim": ["q?", "c."], "verdict": ["inconclusive", "supported"],
+                          "evidence": ["e1", "e2"], "N": [3, 3],
+                          "source": ["s1", "s2"], "kind": ["question", "claim"]})
+    lines = _claims_sections(table, pd.DataFrame({"status": ["ok"]}), [])
+    assert lines.index("### Claims tested") < lines.index("- **supported**: c. e2 (N = 3)")
+    questions = next(i for i, line in enumerate(lines) if line.startswith("### Questions asked"))
+    assert questions > lines.index("- **supported**: c. e2 (N = 3)")
+    assert lines.index("- **inconclusive**: q? e1 (N = 3)") > questions

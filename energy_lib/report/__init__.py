@@ -109,7 +109,7 @@ def build(study, runs, state, out_dir: str | Path) -> Report:
         "no target accuracy yet: no run has finished with an accuracy") + "".join(
         f"; WARNING: {note}" for note in
         [repeats.target_note(statistics["target_acc_pct"], runs.runs)] if note))
-    claims = (statistics["claims"][["claim", "verdict", "evidence", "N"]]
+    claims = (statistics["claims"][["claim", "verdict", "evidence", "N", "source", "kind"]]
               if not statistics["claims"].empty else
               registry_note(study.axes))
     paired_shown = (paired[[c for c in paired if c not in ("method", "confidence")]]

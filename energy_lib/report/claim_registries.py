@@ -21,7 +21,8 @@ import pandas as pd
 from ..errors import ConfigError
 from . import stats
 from .claims import (CLAIMS, CONTRADICTED, EQUIVALENCE_MARGIN_PCT, INCONCLUSIVE, NOT_TESTABLE,
-                     SUPPORTED, Claim, Context, _energy_or_time, _level, _mixed_note)
+                     ORIGINAL_SOURCE, SUPPORTED, Claim, Context, _energy_or_time, _level,
+                     _mixed_note)
 
 SEED_002 = "seed 002 (ResNet shortcuts, Xavier, pruning) README"
 SEED_001 = "seed 001 (timm x epochs x batch x CIFAR-10/100) grid: a question it asks, no stated answer"
@@ -344,18 +345,95 @@ SEED_001_CLAIMS: tuple[Claim, ...] = (
           "Training energy grows in proportion to the number of epochs (equal energy per "
           "epoch whatever the epoch count; the seed ran 50, 75 and 100).", SEED_001,
           "195 CodeCarbon runs at 50/75/100 epochs; the seed reports no analysis",
-          _energy_scales_with_epochs),
+          _energy_scales_with_epochs, question=True),
     Claim("larger-batch-saves-energy",
           "A larger batch (32 → 64 → 128) trains the same epochs with less energy.", SEED_001,
-          "runs at batch 32/64/128; the seed reports no analysis", _larger_batch_saves),
+          "runs at batch 32/64/128; the seed reports no analysis", _larger_batch_saves,
+          question=True),
     Claim("cifar100-costs-as-cifar10",
           "CIFAR-100 costs as much energy as CIFAR-10 (the same images; only the classifier's "
           "last layer differs).", SEED_001,
-          "runs on both datasets; the seed reports no analysis", _cifar100_as_cifar10),
+          "runs on both datasets; the seed reports no analysis", _cifar100_as_cifar10,
+          question=True),
     Claim("bigger-model-costs-more",
           "A model with more MACs per image costs more energy to train.", SEED_001,
-          "14 timm models; the seed reports no analysis", _bigger_model_costs_more),
+          "14 timm models; the seed reports no analysis", _bigger_model_costs_more,
+          question=True),
 )
+
+
+# ----------------------------------------------------------------- how far a twin is from its seed
+
+@dataclass(frozen=True)
+class SeedSetting:
+    """What a seed study trained, on what, for how long, where: the yardstick a twin's
+    distance is said against (facts from ../shared/reference/README.md and the seeds' READMEs)."""
+    models: str
+    dataset: str
+    epochs: str
+    device: str
+
+
+SEED_SETTINGS = {
+    ORIGINAL_SOURCE: SeedSetting("the paper CNN at widths 1, 2, 3", "CIFAR-10", "30",
+                                 "one NVIDIA T4 GPU (Colab)"),
+    SEED_002: SeedSetting("ResNet-18/34 with and without shortcuts, and a 3-layer FFNN",
+                          "CIFAR-10", "50 (pruning every 5)", "a GPU"),
+    SEED_001: SeedSetting("14 timm models", "CIFAR-10 and CIFAR-100", "50, 75 and 100", "a GPU"),
+}
+TWIN_CAVEAT = "A verdict here is about this twin; it neither confirms nor refutes the paper."
+
+
+def _listed(values) -> str:
+    values = [str(v) for v in pd.unique(pd.Series(list(values)).dropna())]
+    return ", ".join(values) if values else "not recorded"
+
+
+def twin_distance(source: str, runs: pd.DataFrame) -> str:
+    """One sentence: the seed's setting beside this study's (models, data, epochs, device), and
+    TWIN_CAVEAT. "" for a source without a recorded setting."""
+    seed = SEED_SETTINGS.get(source)
+    if seed is None:
+        return ""
+    done = runs[runs["status"].isin(["ok", "diverged"])] if "status" in runs else runs
+    column = lambda name: done[name] if name in done else pd.Series(dtype=object)  # noqa: E731
+    images = pd.to_numeric(column("train_subset"), errors="coerce").dropna()
+    subset = f" ({_listed(images.astype(int))} training images)" if len(images) else ""
+    widths = pd.to_numeric(column("width"), errors="coerce").dropna()
+    models = _listed(column("model")) + (f" at widths {_listed(widths.map('{:g}'.format))}"
+                                         if len(widths) else "")
+    devices = column("device_name").astype("string")
+    cpus = column("provenance_cpu_model").astype("string").reindex(devices.index)
+    devices = devices.where(devices.ne("cpu"), cpus.fillna("a CPU") + " (CPU)")
+    return (f"The seed ({source}) trained {seed.models} on {seed.dataset} for {seed.epochs} "
+            f"epochs on {seed.device}; this twin trained {models} on "
+            f"{_listed(column('dataset'))}{subset} for {_listed(column('epochs'))} epochs on "
+            f"{_listed(devices)}. {TWIN_CAVEAT}")
+
+
+def near_chance(runs: pd.DataFrame, setting_axes: list[str], margin_pp: float) -> str:
+    """'' or a sentence naming the settings whose mean best accuracy is within `margin_pp` of
+    chance (100 / classes): their verdicts say little about the model."""
+    from ..training.datasets import DATASETS
+
+    done = runs[runs["status"].isin(["ok", "diverged"])] if "status" in runs else runs
+    axes = [a for a in setting_axes if a in done]
+    if done.empty or "dataset" not in done or "best_val_acc_pct" not in done or not axes:
+        return ""
+    found = []
+    for key, group in done.groupby(axes + ["dataset"], sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        spec = DATASETS.get(key[-1])
+        accuracy = pd.to_numeric(group["best_val_acc_pct"], errors="coerce").mean()
+        if spec is None or pd.isna(accuracy):
+            continue
+        chance = 100.0 / spec.num_classes
+        if accuracy - chance < margin_pp:
+            setting = " ".join(f"{a}={v}" for a, v in zip(axes, key[:-1]))
+            found.append(f"{setting} ({accuracy:.1f} %, chance {chance:g} %)")
+    return ("Near chance (mean best accuracy within "
+            f"{margin_pp:g} points of it): {'; '.join(found)}. Verdicts involving these settings "
+            "say little about the model.") if found else ""
 
 
 def claims_for(axes) -> tuple[Claim, ...]:
@@ -383,4 +461,5 @@ def registry_note(axes) -> str:
         f"({', '.join(dict(axes)) or 'none'}): no claims to test")
 
 
-__all__ = ["SEED_001_CLAIMS", "SEED_002_CLAIMS", "claims_for", "registry_note"]
+__all__ = ["SEED_001_CLAIMS", "SEED_002_CLAIMS", "SEED_SETTINGS", "claims_for", "near_chance",
+           "registry_note", "twin_distance"]

@@ -75,6 +75,9 @@ class Claim:
     #: the settings the claim is about, as (axis, values) pairs: where the data lack one, the
     #: claim is not testable here and says which (never judged on a stand-in setting)
     about: tuple[tuple[str, tuple], ...] = ()
+    #: a question the seed's grid was built to answer, with no answer stated: listed apart from
+    #: the claims, its verdict being about the answer a reader would expect
+    question: bool = False
 
 
 def missing_settings(claim: Claim, data: pd.DataFrame) -> str:
@@ -335,7 +338,8 @@ def evaluate_claims(results: pd.DataFrame, confidence: float = 0.95,
     comparison of the claim. A claim whose data is missing is "not testable here", never an
     error.
 
-    Columns: id, claim, verdict, evidence, N, original_evidence, source.
+    Columns: id, claim, verdict, evidence, N, original_evidence, source, kind (claim or
+    question).
     """
     missing = [c for c in RESULT_COLUMNS if c not in results]
     if missing:
@@ -359,5 +363,5 @@ def evaluate_claims(results: pd.DataFrame, confidence: float = 0.95,
                 verdict, evidence, n = NOT_TESTABLE, str(error), 0
         rows.append({"id": claim.id, "claim": claim.text, "verdict": verdict,
                      "evidence": evidence, "N": n, "original_evidence": claim.original_evidence,
-                     "source": claim.source})
+                     "source": claim.source, "kind": "question" if claim.question else "claim"})
     return pd.DataFrame(rows)

@@ -126,10 +126,34 @@ def _energy_line(runs: pd.DataFrame) -> str:
 
 
 def _claims_lines(claims) -> list[str]:
-    if isinstance(claims, str) or claims is None or claims.empty:
-        return [claims] if isinstance(claims, str) else []
     return [f"- **{row['verdict']}**: {row['claim']} {row['evidence']} (N = {row['N']})"
             for _, row in claims.iterrows()]
+
+
+def _claims_sections(claims, runs: pd.DataFrame, axes: list[str]) -> list[str]:
+    """The claims, then the questions (a seed that stated no answer), each seed's group opened
+    by how far this twin is from it (claim_registries.twin_distance); settings near chance
+    named after them."""
+    from .claim_registries import near_chance, twin_distance
+    from .repeats import NEAR_CHANCE_PP
+
+    if isinstance(claims, str) or claims is None or claims.empty:
+        return ["### Claims tested", "", claims, ""] if isinstance(claims, str) and claims else []
+    kinds = claims["kind"] if "kind" in claims else pd.Series("claim", index=claims.index)
+    out = []
+    for kind, title in (("claim", "### Claims tested"),
+                        ("question", "### Questions asked (the seed states no answer; the "
+                                     "verdict is about the answer a reader would expect)")):
+        chosen = claims[kinds == kind]
+        if chosen.empty:
+            continue
+        out += [title, ""]
+        for source, group in chosen.groupby("source", sort=False) if "source" in chosen \
+                else [("", chosen)]:
+            distance = twin_distance(source, runs)
+            out += ([distance, ""] if distance else []) + _claims_lines(group) + [""]
+    chance = near_chance(runs, axes, NEAR_CHANCE_PP)
+    return out + ([chance, ""] if chance else [])
 
 
 def _paired_lines(paired) -> list[str]:
@@ -165,9 +189,9 @@ def findings(*, study, runs: pd.DataFrame, state, contended: str, repeats_line: 
            _cells_line(runs, state) + " " + contended, "", _energy_line(runs), "",
            *([tdp, ""] if (tdp := tdp_line(runs)) else []),
            repeats_line[:1].upper() + repeats_line[1:] + ".", ""]
-    claim_lines = _claims_lines(claims)
+    claim_lines = _claims_sections(claims, runs, study.setting_axes)
     if claim_lines:
-        out += ["### Claims tested", "", *claim_lines, "",
+        out += [*claim_lines,
                 "Verdicts: " + "; ".join(f"*{v}*: {rule}" for v, rule in VERDICT_RULES.items())
                 + ".", ""]
     paired_lines = _paired_lines(paired)
