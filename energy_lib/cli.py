@@ -157,6 +157,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--rerun", action="append", default=[], metavar="WHICH",
                      help="also rerun finished cells of this kind: contended (old records are "
                      "kept in superseded/)")
+    run.add_argument("--rerun-block", action="store_true",
+                     help="with --cell or --rerun: also rerun every other arm of their "
+                     "comparisons (the cells that differ only in the compared axis), so no "
+                     "comparison pairs a new record with an old one")
     run.add_argument("--scheduler", metavar="ADDRESS",
                      help="with --executor dask: use the running Dask cluster at ADDRESS "
                      "(e.g. tcp://node:8786)")
@@ -261,6 +265,11 @@ def _cmd_run(study, args) -> int:
     if unknown:
         raise StudyError(f"unknown cell(s) {', '.join(unknown)}; cells: "
                          f"{', '.join(c.name for c in study.cells)}")
+    axis = study.compared_axis
+    if (args.cells or args.rerun) and axis and not args.rerun_block:
+        print(f"energy-study: note: {'--cell' if args.cells else '--rerun'} reruns only some arms "
+              f"of the {axis} comparison; the other arms stay as they were, and the report does "
+              "not pair records of different runs (--rerun-block reruns every arm)", flush=True)
     if args.plan:
         return _plan(study, args)
     if not args.no_report:  # before the first cell, not after an hour of training
@@ -270,7 +279,7 @@ def _cmd_run(study, args) -> int:
                        wait_quiet_s=args.wait_quiet) as executor:
         outcome = run_study(study, force=args.force, rerun=tuple(args.rerun),
                             runs_root=args.runs_dir, only=args.cells, executor=executor,
-                            look_first=True)
+                            look_first=True, block=args.rerun_block)
     cells_s = time.perf_counter() - started
     busy = f"{len(outcome.busy)} running elsewhere, " if outcome.busy else ""
     print(f"cells: {len(outcome.ran)} ran, {len(outcome.skipped)} skipped (finished), {busy}"
@@ -295,7 +304,7 @@ def _plan(study, args) -> int:
 
     check_cells_can_run(study)
     selection = select_cells(study, study.runs_dir(args.runs_dir), force=args.force,
-                             rerun=tuple(args.rerun), only=args.cells)
+                             rerun=tuple(args.rerun), only=args.cells, block=args.rerun_block)
     todo = selection.todo
     print(f"study {study.name}: {len(todo)} cell{'s' * (len(todo) != 1)} to run here"
           + (f", {len(selection.skipped)} finished (skipped)" if selection.skipped else ""))

@@ -264,7 +264,7 @@ def _where_it_ran(note: dict) -> dict:
             "worker": note.get("worker_name") or note.get("worker"),
             "pinned_device": note.get("pinned_device"),
             "cells_at_once_on_host": note.get("cells_at_once_on_host"),
-            "shared_cpu": note.get("shared_cpu")}
+            "shared_cpu": note.get("shared_cpu"), "invocation": note.get("invocation")}
 
 
 def read_runs(folder: str | Path, cells: Mapping[str, str] | None = None,

@@ -10,7 +10,7 @@ import pytest
 
 from energy_lib import StudyError
 from energy_lib.cli import main
-from energy_lib.report.repeats import compared_axis, repeats_text, study_statistics
+from energy_lib.report.repeats import repeats_text, study_statistics
 from energy_lib.study import load_study
 
 STUDY = """\
@@ -51,7 +51,7 @@ def test_repeats_add_a_seed_axis_from_the_fixed_seed(tmp_path):
 def test_one_repeat_keeps_the_old_cell_names(tmp_path):
     study = load_study(study_file(tmp_path, ""))
     assert [c.name for c in study.cells][:1] == ["width-0.5_precision-fp32"]
-    assert study.repeats == 1 and compared_axis(study) == "precision"
+    assert study.repeats == 1 and study.compared_axis == "precision"
 
 
 @pytest.mark.parametrize("meta,message", [

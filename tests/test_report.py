@@ -246,3 +246,18 @@ def test_findings_say_when_the_cpu_tdp_was_assumed_and_set_codecarbon_beside():
                          "whole run where our models gave 3200 J for the same window and components.")
     assert tdp_line(table.assign(meter_cpu_tdp_origin="table")) == ""
     assert tdp_line(table.drop(columns=["meter_cpu_tdp_origin"])) == ""  # older records
+
+
+def test_runs_of_different_invocations_are_not_paired_unless_the_study_says_so():
+    from energy_lib.report.findings import one_invocation
+
+    table = pd.DataFrame({"cell": list("abcd"), "status": ["ok"] * 4,
+                          "invocation": ["h-1-20261207T000000"] * 3 + ["h-2-20261207T090000"]})
+    kept, note = one_invocation(table, include=False)
+    assert list(kept["cell"]) == ["a", "b", "c"]
+    assert note.startswith("The finished cells come from 2 runner invocations: verdicts and "
+                           "paired comparisons use only the 3 cells of invocation "
+                           "h-1-20261207T000000, never a pair across invocations")
+    everything, said = one_invocation(table, include=True)
+    assert len(everything) == 4 and "include_across_invocations" in said
+    assert one_invocation(table.iloc[:3], include=False)[1] == ""

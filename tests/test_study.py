@@ -784,3 +784,42 @@ def test_locate_finds_project_paths_from_a_notebook_folder(tmp_path, monkeypatch
     missing, base = locate("studies/nope.toml")
     assert missing == tmp_path / "studies" / "nope.toml" and base == tmp_path
     assert locate(tmp_path / "x.toml")[0] == tmp_path / "x.toml"
+
+
+def test_block_of_adds_every_other_arm_of_a_comparison(tmp_path):
+    study = load_study(write_study(tmp_path / "studies", """\
+        [study]
+        name = "b"
+        repeats = 2
+        compare = "precision"
+        [axes]
+        width = [1, 2]
+        precision = ["fp32", "amp"]
+    """))
+    assert study.compared_axis == "precision"
+    assert sorted(study.block_of(["width-1_precision-amp_seed-1"])) == [
+        "width-1_precision-amp_seed-1", "width-1_precision-fp32_seed-1"]
+
+
+@pytest.mark.slow
+def test_rerunning_one_arm_is_said_and_rerun_block_takes_every_arm(tiny_run, tmp_path,
+                                                                    monkeypatch, capsys):
+    """On the tiny study's finished records, read as a two-precision comparison: --cell on one
+    arm says in one line that the other stays as it was; --rerun-block plans both arms."""
+    root = tmp_path / "project"
+    shutil.copytree(tiny_run.root, root)
+    text = TINY_STUDY.replace('precision = ["fp32", "bf16", "amp"]', 'precision = ["fp32", "amp"]')
+    path = write_study(root / "studies", text.replace('name = "tiny"',
+                                                      'name = "tiny"\n    compare = "precision"'),
+                       "pair.toml")
+    monkeypatch.chdir(root)
+    arm = "width-0.25_precision-amp"
+    assert main(["run", str(path), "--cell", arm, "--force", "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("energy-study: note: --cell reruns only some arms of the precision "
+                          "comparison; the other arms stay as they were")
+    assert "study tiny: 1 cell to run here" in out
+    assert main(["run", str(path), "--cell", arm, "--force", "--rerun-block", "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "note:" not in out and "study tiny: 2 cells to run here" in out
+    assert "width-0.25_precision-fp32 " in out and f"{arm} " in out

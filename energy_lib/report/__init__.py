@@ -20,7 +20,7 @@ import pandas as pd
 
 from . import repeats
 from .claim_registries import registry_note
-from .findings import findings as write_findings, one_machine
+from .findings import findings as write_findings, one_invocation, one_machine
 from .estimates import write_estimates
 from .export import write_export
 from .models import class_names, plot_confusion, write_model_report
@@ -88,7 +88,8 @@ def build(study, runs, state, out_dir: str | Path) -> Report:
     shared_cpu = flag_shared_cpu(runs.runs)  # before the results table: its `flags` say it
     for_verdicts, contended_note = flag_contended(runs.runs, study.include_contended)
     for_verdicts, machines_note = one_machine(for_verdicts)
-    contended_note = " ".join(n for n in (contended_note, machines_note) if n)
+    for_verdicts, invocations_note = one_invocation(for_verdicts, study.include_across_invocations)
+    contended_note = " ".join(n for n in (contended_note, machines_note, invocations_note) if n)
     findings = consistency(runs.runs, study.setting_axes)
     written = write_report(runs, out_dir, study.setting_axes)
     statistics = repeats.write_study_statistics(for_verdicts, runs.epochs, study, out_dir)

@@ -72,6 +72,31 @@ def one_machine(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         + " are left out of them: runs are never paired or compared across machines.")
 
 
+def one_invocation(table: pd.DataFrame, include: bool) -> tuple[pd.DataFrame, str]:
+    """(the rows verdicts and paired comparisons may use, a sentence): where the finished
+    records come from more than one runner invocation (one `energy-study run`: records made
+    hours apart at other commits, or one arm rerun alone), only the invocation with the most
+    finished cells is compared, unless the study says `include_across_invocations = true`.
+    Records made before invocations were recorded count as one invocation of their own."""
+    done = finished_rows(table)
+    if done.empty:
+        return table, ""
+    invocation = table.get("invocation", pd.Series(pd.NA, index=table.index)).fillna("not recorded")
+    counts = invocation[done.index].value_counts()
+    if len(counts) == 1:
+        return table, ""
+    if include:
+        return table, (f"The finished cells come from {len(counts)} runner invocations, and the "
+                       "study includes comparisons across them (include_across_invocations): a "
+                       "pair's arms may have been measured at different times and commits.")
+    kept = counts.index[0]
+    return table[invocation == kept], (
+        f"The finished cells come from {len(counts)} runner invocations: verdicts and paired "
+        f"comparisons use only the {counts.iloc[0]} cells of invocation {kept}, never a pair "
+        "across invocations (`energy-study run STUDY --force` reruns every arm in one; "
+        "include_across_invocations = true in [study] keeps them all).")
+
+
 def emulation_line(runs: pd.DataFrame) -> str:
     """Where a finished cell computed in bfloat16 on a device without native bf16 (the record's
     provenance says so), the precision effect is scoped to this machine's software path."""

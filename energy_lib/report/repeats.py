@@ -26,14 +26,6 @@ HEADLINE = {"best_val_acc_pct": "percent", "final_val_acc_pct": "percent", "ener
 QUANTITIES = {"energy_j": ("energy", True), "total_s": ("time", True)}
 
 
-def compared_axis(study) -> str | None:
-    """The study's `compare` axis, else `precision` when it has exactly two values."""
-    if study.compare:
-        return study.compare
-    values = study.axes.get("precision", [])
-    return "precision" if len(values) == 2 else None
-
-
 def unpaired_reason(table: pd.DataFrame, study, axis: str | None) -> str:
     """Why the paired comparison cannot be computed (yet), in words; "" when it can: the study
     names no two-valued axis, or one of its values has no finished run so far."""
@@ -137,7 +129,7 @@ def study_statistics(runs_table: pd.DataFrame, epochs: pd.DataFrame, study) -> d
                                  table, axes or ["cell"])
     summary["pareto"] = stats.pareto_beyond_intervals(summary)  # what pareto.png stars
     out = {"table": table, "summary": summary, "targets": reached, "target_acc_pct": target}
-    axis = compared_axis(study)
+    axis = study.compared_axis
     out["compare_axis"] = axis
     out["paired"] = out["paired_accuracy"] = pd.DataFrame()
     out["paired_why_not"] = unpaired_reason(table, study, axis)

@@ -80,14 +80,21 @@ class Selection:
 
 
 def select_cells(study: Study, folder: Path, *, force: bool = False, rerun: tuple[str, ...] = (),
-                 only: list[str] | None = None) -> Selection:
+                 only: list[str] | None = None, block: bool = False) -> Selection:
     """The cells `run` would start in `folder` (which may not exist yet): every cell without a
-    finished record, all with `force`, and with `rerun=("contended",)` the contended ones."""
+    finished record, all with `force`, and with `rerun=("contended",)` the contended ones;
+    with `block`, every other arm of their comparisons too (Study.block_of), finished or not, so
+    that no comparison pairs a new arm with an old one."""
     state = study_state(study, folder)
     cells = [c for c in study.cells if only is None or c.name in only]
     again = ({c.name for c in cells} if force else
              {c.name for c in cells if c.name in state.contended} if "contended" in rerun else set())
     todo = [c for c in cells if state.cells[c.name] not in FINISHED or c.name in again]
+    if block and todo:
+        arms = set(study.block_of([c.name for c in todo]))
+        again |= {name for name in arms if state.cells[name] in FINISHED}
+        cells = [c for c in study.cells if c.name in arms or c in cells]
+        todo = [c for c in study.cells if c.name in arms]
     return Selection(tuple(todo), tuple(c.name for c in cells if c not in todo),
                      frozenset(again), {c.name: identity(folder / f"{c.name}.ipynb") for c in cells})
 
@@ -99,6 +106,15 @@ def say_plan(cells) -> None:
     print(f"energy-study: {make_plan(cells).line()}", flush=True)
 
 
+def invocation_id() -> str:
+    """This call of the runner: `<host>-<pid>-<UTC start time>`. Records that share it were
+    measured in one sitting; the report never pairs records of different invocations without
+    saying so (report.findings.one_invocation)."""
+    from datetime import datetime, timezone
+
+    return f"{runner_id()}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
+
+
 def check_rerun(rerun) -> None:
     unknown = sorted(set(rerun) - set(RERUN))
     if unknown:
@@ -108,13 +124,15 @@ def check_rerun(rerun) -> None:
 def run_study(study: Study, *, force: bool = False, rerun: tuple[str, ...] = (),
               runs_root: str | Path = RUNS, kernel_name: str | None = None,
               progress: bool | str = True, only: list[str] | None = None,
-              executor: Executor | None = None, look_first: bool = False) -> StudyOutcome:
+              executor: Executor | None = None, look_first: bool = False,
+              block: bool = False) -> StudyOutcome:
     """Run every cell that has no finished record (or all with `force`; or, with
     `rerun=("contended",)`, also the finished cells other load contended with) on `executor`
     (default: `SerialExecutor`, one cell at a time -- energy must not share a device; or a
     `dask_executor.DaskExecutor`). One failing cell never stops the others. A cell whose lock
     another runner holds is skipped (`outcome.busy`); one finished by another runner while this
-    one worked (also under --force) is not run again. `look_first`: before the first cell, say
+    one worked (also under --force) is not run again. `block`: every other arm of the chosen
+    cells' comparisons runs too (`select_cells`). `look_first`: before the first cell, say
     in one line each precision that runs emulated here, then look at the machine for a second
     and say in one line if other processes are busy. `progress`:
     True (the study's bar, and each cell's own output on stderr), "bar" (the bar only: one
@@ -124,14 +142,16 @@ def run_study(study: Study, *, force: bool = False, rerun: tuple[str, ...] = (),
     check_writable(folder, "runs")
     check_cells_can_run(study)
     folder.mkdir(parents=True, exist_ok=True)
-    selection = select_cells(study, folder, force=force, rerun=rerun, only=only)
+    selection = select_cells(study, folder, force=force, rerun=rerun, only=only, block=block)
     outcome = StudyOutcome(skipped=list(selection.skipped))
     if look_first and selection.todo:
         say_emulated(selection.todo)
         if executor is None or isinstance(executor, SerialExecutor):  # the cells run here
             say_plan(selection.todo)
         say_other_load(selection.todo[0].config.contention_threshold)
-    places = {cell.name: {"order": study.order, "position": index, "cells": len(study.cells)}
+    invocation = invocation_id()  # every record of this call says it came from it
+    places = {cell.name: {"order": study.order, "position": index, "cells": len(study.cells),
+                          "invocation": invocation}
               for index, cell in enumerate(study.cells, 1)}
     return (executor or SerialExecutor()).run(
         selection.todo, folder, outcome, force=selection.again, seen=selection.seen,

@@ -74,6 +74,26 @@ class Study:
     order: str = "interleaved"  # the order `cells` run in (ORDERS)
     include_contended: bool = False  # whether verdicts and comparisons use contended cells
     root: Path = field(default_factory=Path.cwd)  # what its relative paths mean (project_root)
+    include_across_invocations: bool = False  # whether verdicts use records of several runner
+    #                                           invocations (report.findings.one_invocation)
+
+    @property
+    def compared_axis(self) -> str | None:
+        """The axis whose two values are compared pairwise: `compare`, else `precision` where it
+        has exactly two values, else None."""
+        if self.compare:
+            return self.compare
+        return "precision" if len(self.axes.get("precision", [])) == 2 else None
+
+    def block_of(self, names) -> list[str]:
+        """The cells named and every other arm of their comparisons (cells equal to one of them
+        on every axis but the compared one), in running order: what `--rerun-block` runs."""
+        axis = self.compared_axis
+        chosen = [c for c in self.cells if c.name in set(names)]
+        others = [a for a in self.axes if a != axis]
+        keys = {tuple(getattr(c.config, a) for a in others) for c in chosen}
+        return [c.name for c in self.cells if c.name in set(names) or
+                (axis is not None and tuple(getattr(c.config, a) for a in others) in keys)]
 
     @property
     def setting_axes(self) -> list[str]:
@@ -227,14 +247,14 @@ def load_study(path: str | Path, *, max_cells: int = MAX_CELLS, repeats: int | N
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         raise StudyError(f"{path}: two cells share a name; make the axis values distinct")
-    order, include_contended = _run_settings(path, meta)
+    order, include_contended, include_across = _run_settings(path, meta)
     return Study(name, path, str(meta.get("description", "")), axes, all_fixed,
                  in_order(cells, order, axes.get("seed", [])), dict(overrides), repeats, compare,
-                 target, order, include_contended, root)
+                 target, order, include_contended, root, include_across)
 
 
 STUDY_KEYS = ("name", "description", "repeats", "compare", "target_acc_pct", "order",
-              "include_contended")
+              "include_contended", "include_across_invocations")
 #: How the cells of a study are ordered for running. Slow drift on a machine (thermal state,
 #: a neighbour's job, turbo) must not line up with an axis: `interleaved` (the default) runs
 #: every setting of the first seed, then of the second, ...; `random` a shuffle seeded by the
@@ -262,17 +282,21 @@ def _shuffled(cells: list[Cell], seed: int) -> list[Cell]:
     return shuffled
 
 
-def _run_settings(path: Path, meta: dict) -> tuple[str, bool]:
-    """`order` and `include_contended` of [study], each checked in one line."""
+def _run_settings(path: Path, meta: dict) -> tuple[str, bool, bool]:
+    """`order`, `include_contended` and `include_across_invocations` of [study], each checked
+    in one line."""
     order = meta.get("order", "interleaved")
     if order not in ORDERS:
         raise StudyError(f"{path}: order={str(order)[:40]!r} is not allowed; choose one of "
                          f"{', '.join(ORDERS)}")
-    include = meta.get("include_contended", False)
-    if not isinstance(include, bool):
-        raise StudyError(f"{path}: include_contended={str(include)[:40]!r} is not allowed; use "
-                         "true or false")
-    return order, include
+    flags = []
+    for key in ("include_contended", "include_across_invocations"):
+        value = meta.get(key, False)
+        if not isinstance(value, bool):
+            raise StudyError(f"{path}: {key}={str(value)[:40]!r} is not allowed; use true or "
+                             "false")
+        flags.append(value)
+    return order, *flags
 
 
 def _read_toml(path: Path) -> dict:
