@@ -593,3 +593,19 @@ def test_a_target_near_chance_is_flagged():
     assert "within 10 points of chance (10 % for 10 classes)" in note
     assert target_note(60.0, runs) == "" and target_note(None, runs) == ""
     assert "for 100 classes" in target_note(5.0, pd.DataFrame({"dataset": ["cifar100"]}))
+
+
+def test_proportional_to_time_is_tested_on_the_measured_gpu_when_the_headline_is_mixed():
+    """GPU measured, CPU modelled: the headline is mixed, but the GPU's own energy can answer
+    the claim; its power differs by 60 % between cells: contradicted, on the GPU, said so."""
+    results = _results({1: 70.0, 2: 77.0}, {1: 1.0, 2: 1.0}, power_w=(100.0, 160.0),
+                       kind="mixed")
+    results = results.assign(gpu_kind="measured", gpu_energy_j=results["energy_j"] * 0.7,
+                             cpu_kind="modelled", cpu_energy_j=results["energy_j"] * 0.3)
+    out = claims.evaluate_claims(results).set_index("id").loc["energy-proportional-to-time"]
+    assert out["verdict"] == "contradicted"
+    assert out["evidence"].startswith("tested on the GPU's measured energy (the other "
+                                      "components are modelled): measured mean power")
+    modelled_gpu = results.assign(gpu_kind="modelled")
+    assert claims.evaluate_claims(modelled_gpu).set_index("id").loc[
+        "energy-proportional-to-time", "verdict"] == "not testable here"

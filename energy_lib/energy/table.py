@@ -22,6 +22,9 @@ def joules_to_kwh(energy_j: float) -> float:
     return energy_j / JOULES_PER_KWH
 
 
+#: NVML's energy counter updates about every 20-100 ms; a shorter GPU window reads noise.
+MIN_RELIABLE_WINDOW_S = 0.1
+
 class Kind(StrEnum):
     """How a figure was obtained: read from a hardware counter, computed from a model of the
     hardware and the run's time/load, or predicted from the model's structure."""

@@ -26,11 +26,9 @@ import warnings
 from typing import Any
 
 from .monitor import Meter, Reading
-from .table import Kind, Method
+from .table import MIN_RELIABLE_WINDOW_S, Kind, Method
 from .zeus_soc import describe_soc, present_soc, soc_covers, soc_energy_j, soc_method
 
-#: NVML's energy counter updates about every 20-100 ms; a shorter window reads noise.
-MIN_RELIABLE_WINDOW_S = 0.1
 RAPL_DIR = "/sys/class/powercap/intel-rapl"
 RAPL_GRANT = ("sudo chmod a+r /sys/class/powercap/intel-rapl:*/energy_uj "
               "/sys/class/powercap/intel-rapl:*/intel-rapl:*/energy_uj")

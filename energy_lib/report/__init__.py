@@ -18,11 +18,13 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from ..records import finished_rows
 from . import repeats
 from .claim_registries import registry_note
-from .findings import findings as write_findings, one_invocation, one_machine
 from .estimates import write_estimates
 from .export import write_export
+from .findings import findings as write_findings, one_invocation, one_machine
+from .gpu_energy import gpu_lines
 from .models import class_names, plot_confusion, write_model_report
 from .output import export_html
 from .results import (compare_with_reference, plot_run, plot_timeline, results_table,
@@ -118,7 +120,9 @@ def build(study, runs, state, out_dir: str | Path) -> Report:
                     "no paired comparison: no setting has finished runs of both values")
     opening = write_findings(study=study, runs=runs.runs, state=state, contended=contended_note,
                              repeats_line=repeats_line, claims=claims, paired=paired_shown,
-                             estimates=estimates["summary"])
+                             estimates=estimates["summary"],
+                             gpu=gpu_lines(runs.energy[runs.energy["cell"].isin(
+                                 finished_rows(runs.runs)["cell"])]))
     findings_path = out_dir / "findings.md"
     findings_path.write_text(opening + "\n", encoding="utf-8")
     paths[findings_path.name] = findings_path

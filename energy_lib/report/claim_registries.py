@@ -439,7 +439,9 @@ def twin_distance(source: str, runs: pd.DataFrame) -> str:
     devices = devices.where(devices.ne("cpu"), cpus.fillna("a CPU") + " (CPU)")
     return (f"The seed ({source}) trained {seed.models} on {seed.dataset} for {seed.epochs} "
             f"epochs on {seed.device}; this twin trained {models} on "
-            f"{_listed(column('dataset'))}{subset} for {_listed(column('epochs'))} epochs on "
+            f"{_listed(column('dataset'))}{subset} for "
+            f"{_listed(pd.to_numeric(column('epochs'), errors='coerce').dropna().map('{:g}'.format))}"
+            f" epochs on "
             f"{_listed(devices)}. {TWIN_CAVEAT}")
 
 

@@ -204,8 +204,9 @@ def _estimates_lines(summary) -> list[str]:
 
 
 def findings(*, study, runs: pd.DataFrame, state, contended: str, repeats_line: str,
-             claims, paired, estimates=None) -> str:
-    """The report's opening, as Markdown."""
+             claims, paired, estimates=None, gpu: list[str] = ()) -> str:
+    """The report's opening, as Markdown. `gpu`: what the measured GPU totals are made of
+    (report.gpu_energy.gpu_lines)."""
     machines = machines_line(runs)
     emulation = emulation_line(runs)
     out = [f"## Findings: {study.name}", "", *([machines, ""] if machines else []),
@@ -213,6 +214,7 @@ def findings(*, study, runs: pd.DataFrame, state, contended: str, repeats_line: 
            study.description or "", "",
            _cells_line(runs, state) + " " + contended, "", _energy_line(runs), "",
            *([tdp, ""] if (tdp := tdp_line(runs)) else []),
+           *[part for line in gpu for part in (line, "")],
            repeats_line[:1].upper() + repeats_line[1:] + ".", ""]
     claim_lines = _claims_sections(claims, runs, study.setting_axes)
     if claim_lines:
