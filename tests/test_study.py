@@ -23,7 +23,7 @@ from energy_lib.study import folder as folder_module
 from energy_lib.study import runner as runner_module
 from energy_lib.cli import main
 from energy_lib.lab import PARAMETERS
-from energy_lib.records import RECORD_FORMAT, read_record, to_json
+from energy_lib.records import RECORD_FORMAT, read_record, read_runs, to_json
 from energy_lib.study import (build_report, cell_name, cell_status, execute_notebook,
                               load_study, run_study)
 
@@ -637,6 +637,11 @@ def test_a_real_study_runs_clean_and_records_every_cell(tiny_run):
         assert record.parameters["progress"] == "text"
         assert record.parameters["record_path"] == str((folder / f"{cell.name}.ipynb").resolve())
     assert set(cell_status(study, tiny_run.root / "runs").values()) == {"ok"}
+    # the CPU model's watts and their origin reach results.csv under the names the findings read
+    runs = read_runs(folder).runs
+    if (runs["cpu_method"] == "tdp-model").all():
+        assert runs["meter_cpu_tdp_w"].gt(0).all()
+        assert set(runs["meter_cpu_tdp_origin"]) <= {"table", "default"}
 
 
 @pytest.mark.slow
