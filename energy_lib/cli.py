@@ -142,6 +142,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="rerun finished cells too (old records are kept in superseded/)")
     run.add_argument("--cell", dest="cells", action="append", help="run only this cell (repeatable)")
     run.add_argument("--no-report", action="store_true", help="skip the analysis notebook")
+    run.add_argument("--no-plan", action="store_true", help="skip the probe before the first "
+                     "cell that prints the plan's total (a few seconds per distinct setting)")
     run.add_argument("--plan", action="store_true", help="print each unfinished cell's predicted "
                      "time and energy here (a few probed training steps per setting), then exit "
                      "without running anything or writing runs/ or report/")
@@ -279,7 +281,7 @@ def _cmd_run(study, args) -> int:
                        wait_quiet_s=args.wait_quiet) as executor:
         outcome = run_study(study, force=args.force, rerun=tuple(args.rerun),
                             runs_root=args.runs_dir, only=args.cells, executor=executor,
-                            look_first=True, block=args.rerun_block)
+                            look_first=True, block=args.rerun_block, plan=not args.no_plan)
     cells_s = time.perf_counter() - started
     busy = f"{len(outcome.busy)} running elsewhere, " if outcome.busy else ""
     print(f"cells: {len(outcome.ran)} ran, {len(outcome.skipped)} skipped (finished), {busy}"

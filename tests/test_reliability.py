@@ -502,7 +502,8 @@ FOUR_CELLS = """\
 
 
 def runner(base: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "energy_lib", "run", "race.toml", *args],
+    return subprocess.Popen([sys.executable, "-m", "energy_lib", "run", "race.toml", "--no-plan",
+                             *args],
                             cwd=base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
 
@@ -527,6 +528,7 @@ def test_two_runners_at_once_run_every_cell_exactly_once(tmp_path):
     cells = ["precision-fp32_seed-0", "precision-fp32_seed-1"]
     assert ran_count(out1) + ran_count(out2) == 2  # every cell ran exactly once
     assert "running elsewhere" in out1 + out2  # they did run at the same time
+    assert "energy-study: plan:" not in out1 + out2  # --no-plan: no probe before the cells
     for cell in cells:  # every finished record intact
         record = read_record(folder / f"{cell}.ipynb")
         assert record.status == "ok" and record.config["cell"] == cell
@@ -572,7 +574,8 @@ def test_a_killed_runner_leaves_no_lock_behind(tmp_path):
 def test_sigint_during_a_cell_prints_one_line(tmp_path):
     write_study(tmp_path, FOUR_CELLS.format(epochs=30), "race.toml")
     folder = tmp_path / "runs" / "race"
-    run = subprocess.Popen([sys.executable, "-m", "energy_lib", "run", "race.toml", "--no-report"],
+    run = subprocess.Popen([sys.executable, "-m", "energy_lib", "run", "race.toml", "--no-report",
+                            "--no-plan"],
                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
                            start_new_session=True)

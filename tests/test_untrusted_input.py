@@ -131,7 +131,8 @@ def test_energy_study_run_refuses_a_planted_cifar_file_before_any_notebook(tmp_p
         width = [0.5]
     """))
     before = snapshot(tmp_path)
-    done = subprocess.run([sys.executable, "-m", "energy_lib", "run", "planted.toml", "--no-report"],
+    done = subprocess.run([sys.executable, "-m", "energy_lib", "run", "planted.toml", "--no-report",
+                           "--no-plan"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 2, done.stderr
     line = one_error_line(done.stderr, "energy-study")

@@ -125,14 +125,15 @@ def run_study(study: Study, *, force: bool = False, rerun: tuple[str, ...] = (),
               runs_root: str | Path = RUNS, kernel_name: str | None = None,
               progress: bool | str = True, only: list[str] | None = None,
               executor: Executor | None = None, look_first: bool = False,
-              block: bool = False) -> StudyOutcome:
+              block: bool = False, plan: bool = True) -> StudyOutcome:
     """Run every cell that has no finished record (or all with `force`; or, with
     `rerun=("contended",)`, also the finished cells other load contended with) on `executor`
     (default: `SerialExecutor`, one cell at a time -- energy must not share a device; or a
     `dask_executor.DaskExecutor`). One failing cell never stops the others. A cell whose lock
     another runner holds is skipped (`outcome.busy`); one finished by another runner while this
     one worked (also under --force) is not run again. `block`: every other arm of the chosen
-    cells' comparisons runs too (`select_cells`). `look_first`: before the first cell, say
+    cells' comparisons runs too (`select_cells`). `plan`: with `look_first`, print the plan's
+    total first (serial runs only). `look_first`: before the first cell, say
     in one line each precision that runs emulated here, then look at the machine for a second
     and say in one line if other processes are busy. `progress`:
     True (the study's bar, and each cell's own output on stderr), "bar" (the bar only: one
@@ -146,7 +147,7 @@ def run_study(study: Study, *, force: bool = False, rerun: tuple[str, ...] = (),
     outcome = StudyOutcome(skipped=list(selection.skipped))
     if look_first and selection.todo:
         say_emulated(selection.todo)
-        if executor is None or isinstance(executor, SerialExecutor):  # the cells run here
+        if plan and (executor is None or isinstance(executor, SerialExecutor)):  # run here
             say_plan(selection.todo)
         say_other_load(selection.todo[0].config.contention_threshold)
     invocation = invocation_id()  # every record of this call says it came from it
