@@ -258,7 +258,7 @@ def _cmd_list(study, args) -> int:
 def _cmd_run(study, args) -> int:
     from .files import check_writable
     from .study import check_executor, open_executor, run_study
-    from .study.runner import check_rerun
+    from .study.runner import check_report_folder, check_rerun
 
     check_executor(args.executor, workers=args.workers, scheduler=args.scheduler,
                    wait_quiet_s=args.wait_quiet)
@@ -276,6 +276,7 @@ def _cmd_run(study, args) -> int:
         return _plan(study, args)
     if not args.no_report:  # before the first cell, not after an hour of training
         check_writable(study.report_dir(args.report_dir), "report")
+        check_report_folder(study.report_dir(args.report_dir), study.runs_dir(args.runs_dir))
     started = time.perf_counter()
     with open_executor(args.executor, workers=args.workers, scheduler=args.scheduler,
                        wait_quiet_s=args.wait_quiet) as executor:

@@ -169,8 +169,8 @@ def _coerce(name: str, value: Any) -> Any:
             return value
         raise ConfigError(f"{name}={_shown(value)} is not allowed; use true or false")
     if kind is str:
-        if isinstance(value, str):
-            return value
+        if isinstance(value, str):  # a value pasted with a newline means the value without it;
+            return value.strip() or value  # a blank one stays as typed, for its rule to name
         raise ConfigError(f"{name}={_shown(value)} is not allowed; expected text")
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind is float:

@@ -9,6 +9,7 @@ runs_dir = 'runs/quick'
 report_dir = 'report/quick'
 overrides = {}
 repeats = None  # None: the study file's
+max_cells = None  # None: load_study's default; the runner passes the limit its command got
 
 # %%
 import pandas as pd
@@ -33,7 +34,7 @@ def show(*items):
 
 # relative paths mean the project root, wherever the kernel started (JupyterLab: notebooks/)
 study_path, root = locate(study_file)
-study = load_study(study_path, repeats=repeats, **overrides)
+study = load_study(study_path, repeats=repeats, max_cells=max_cells, **overrides)
 runs, state = read_study(study, root / runs_dir)
 report = build(study, runs, state, root / report_dir)
 show(*report.notes)

@@ -122,3 +122,42 @@ def test_dask_workers_beyond_the_cores_are_capped_in_one_line(monkeypatch):
     said.clear()
     dask_executor.local_cluster(1, gpus=0, say=said.append)
     assert made["n_workers"] == 1 and said == []
+
+
+# --- refusals that do not depend on any cell's result come before the first cell -------------
+
+@pytest.mark.parametrize("case", ["report is the runs folder", "report holds a user's file",
+                                  "report is a symlink"])
+def test_report_folder_refusals_come_before_the_first_cell(here, capsys, case):
+    """Each is one line, exit 2, and no cell ran (no lab record written); a symlinked report
+    folder is refused, and the user's file in the folder it points to is untouched."""
+    study = study_file(here, QUICK.replace('width = [0.5, 1]', 'width = [0.5]'))
+    args = ["run", str(study)]
+    shared = here / "shared"
+    shared.mkdir()
+    (shared / "notes.txt").write_text("mine")
+    if case == "report is the runs folder":
+        args += ["--runs-dir", "out", "--report-dir", "out"]
+    elif case == "report holds a user's file":
+        (here / "report" / "bad").mkdir(parents=True)
+        (here / "report" / "bad" / "notes.txt").write_text("mine")
+    else:
+        (here / "report").mkdir()
+        (here / "report" / "bad").symlink_to(shared, target_is_directory=True)
+    line = one_line_error(capsys, main(args))
+    assert {"report is the runs folder": "inside or around the lab records",
+            "report holds a user's file": "holds files this project did not write",
+            "report is a symlink": "is a symbolic link"}[case] in line
+    assert not list(here.rglob("*.ipynb"))  # no cell ran
+    assert (shared / "notes.txt").read_text() == "mine" and sorted(shared.iterdir()) == [
+        shared / "notes.txt"]
+    if case == "report is a symlink":  # the analysis alone refuses too, before touching it
+        assert "is a symbolic link" in one_line_error(capsys, main(["report", str(study)]))
+        assert sorted(shared.iterdir()) == [shared / "notes.txt"]
+
+
+def test_text_settings_are_checked_after_their_whitespace_is_trimmed():
+    from energy_lib.config import RunConfig
+
+    assert RunConfig(device="cpu\n", precision=" amp ").device == "cpu"
+    assert RunConfig(device="cpu\n", precision=" amp ").precision == "amp"

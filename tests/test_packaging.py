@@ -207,7 +207,8 @@ def test_run_notebook_parameters_are_lab_s():
 
 def test_analysis_notebook_has_its_parameters():
     values = literal_assignments(parameters_cell(REPO / "notebooks" / "analysis.ipynb").source)
-    assert set(values) == {"study_file", "runs_dir", "report_dir", "overrides", "repeats"}
+    assert set(values) == {"study_file", "runs_dir", "report_dir", "overrides", "repeats",
+                           "max_cells"}
 
 
 def test_committed_notebooks_match_their_jupytext_sources():

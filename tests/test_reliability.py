@@ -264,7 +264,7 @@ def test_analysis_notebook_reads_the_study_with_its_overrides():
     source = (REPO / "notebooks" / "analysis.py").read_text()
     assert "read_study(study, root / runs_dir)" in source and "read_runs(" not in source
     assert "study_path, root = locate(study_file)" in source  # from notebooks/ too (JupyterLab)
-    assert "load_study(study_path, repeats=repeats, **overrides)" in source
+    assert "load_study(study_path, repeats=repeats, max_cells=max_cells, **overrides)" in source
     assert "build(study, runs, state, root / report_dir)" in source  # figures plain: report.output
 
 

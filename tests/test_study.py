@@ -706,6 +706,8 @@ def test_real_study_report(tiny_run, tmp_path):
 
     executed = read_record(report_dir / "analysis.ipynb")
     assert executed.status != "failed" and executed.error == ""
+    # the analysis reloads the study with a limit that takes the grid the command loaded
+    assert executed.parameters["max_cells"] == 10_000
     html = (report_dir / "analysis.html").read_text()
     assert "<img" in html and "width-0.5_precision-amp" in html
     # findings first, each figure once

@@ -20,7 +20,7 @@ from . import execute
 from .execute import execute_notebook
 from .executors import Executor, SerialExecutor
 from .folder import identity, study_state
-from .spec import Cell, Study
+from .spec import MAX_CELLS, Cell, Study
 
 
 def check_cells_can_run(study: Study) -> None:
@@ -181,7 +181,9 @@ def build_report(study: Study, *, runs_root: str | Path = RUNS,
         draft.mkdir()
         parameters = {"study_file": str(Path(study.path).resolve()),
                       "runs_dir": str(runs_dir.resolve()), "report_dir": str(draft.resolve()),
-                      "overrides": dict(study.overrides), "repeats": study.repeats}
+                      "overrides": dict(study.overrides), "repeats": study.repeats,
+                      # the grid loaded here loads there too (--max-cells reaches the analysis)
+                      "max_cells": max(MAX_CELLS, len(study.cells))}
         try:
             execute_notebook(execute.ANALYSIS_NOTEBOOK, draft / "analysis.ipynb", parameters,
                              kernel_name=kernel_name)
@@ -198,8 +200,14 @@ REPORT_MARK = "analysis.ipynb"
 
 
 def check_report_folder(report_dir: Path, runs_dir: Path) -> None:
-    """A report folder the analysis may (re)write: not a lab-record folder, not a file, and
-    either new, empty, or a report this project wrote (its files are replaced as a whole)."""
+    """A report folder the analysis may (re)write: not a symbolic link, not a lab-record
+    folder, not a file, and either new, empty, or a report this project wrote (its files are
+    replaced as a whole). `run` checks it before the first cell."""
+    if report_dir.is_symlink():
+        raise WriteError(f"report folder {report_dir} is a symbolic link (to "
+                         f"{os.readlink(report_dir)}): a report is replaced as a whole, which "
+                         "would move files of the folder it points to; give --report-dir a real "
+                         "folder")
     resolved, runs = report_dir.resolve(), runs_dir.resolve()
     if resolved == runs or runs in resolved.parents or resolved in runs.parents:
         raise WriteError(f"report folder {report_dir} is inside or around the lab records "

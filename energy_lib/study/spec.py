@@ -156,12 +156,13 @@ def root_above(start: str | Path | None = None) -> Path:
     return root if found.is_dir() else Path(start or Path.cwd()).resolve()
 
 
-def load_study(path: str | Path, *, max_cells: int = MAX_CELLS, repeats: int | None = None,
+def load_study(path: str | Path, *, max_cells: int | None = None, repeats: int | None = None,
                **overrides: Any) -> Study:
     """Parse and validate a study file; `overrides` replace [fixed] values (e.g. epochs=1).
     A relative path is found from the working folder or a folder above it (`locate`); a
     relative data_dir is made absolute against the study's project root. A grid of more than
-    `max_cells` cells is refused before any cell is built."""
+    `max_cells` cells (None: MAX_CELLS) is refused before any cell is built."""
+    max_cells = MAX_CELLS if max_cells is None else max_cells
     found, _ = locate(path)
     path = found if found.exists() else Path(path)
     if isinstance(max_cells, bool) or not isinstance(max_cells, int) or \
