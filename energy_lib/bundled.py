@@ -45,9 +45,10 @@ def write_starter(folder: str | Path) -> tuple[list[Path], list[Path]]:
     already there is kept as it is, never replaced: it may be the user's own edit."""
     import shutil
 
-    from .files import check_writable, create_new
+    from .files import check_not_lab_records, check_writable, create_new
 
     folder = Path(folder).expanduser()
+    check_not_lab_records(folder, "init folder")
     check_writable(folder, "init")
     written, kept = [], []
     for part, patterns in STARTER.items():

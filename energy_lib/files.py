@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .errors import StudyError, WriteError
+from .folders import RUNS, STUDIES
 from .locks import runner_id
 
 #: Longest file name (bytes) accepted for a study or cell: room for `.ipynb` and a superseded
@@ -49,6 +50,25 @@ def check_writable(folder: str | Path, what: str) -> None:
                          f"{error.strerror or error}") from None
 
 
+def lab_record_folder(path: str | Path) -> Path | None:
+    """The project's lab-record folder `path` is, or is inside: a folder named runs/ beside a
+    studies/ folder (folders.RUNS, folders.STUDIES). Only the runner writes there: files written
+    on a user's word (init, calibrate, export, benchmarks) are refused inside it."""
+    resolved = Path(path).expanduser().resolve()
+    for folder in (resolved, *resolved.parents):
+        if folder.name == RUNS and (folder.parent / STUDIES).is_dir():
+            return folder
+    return None
+
+
+def check_not_lab_records(path: str | Path, what: str) -> None:
+    """One line, before anything is written, where `path` lies in a project's lab records."""
+    records = lab_record_folder(path)
+    if records is not None:
+        raise WriteError(f"{what} {path} is inside {records}, where only the runner writes (the "
+                         "lab records); give a path outside it")
+
+
 def check_output_file(path: str | Path, what: str, *, ours: Callable[[Path], bool] | None = None,
                       overwrite: bool = False, never_inside: Iterable[str | Path] = ()) -> None:
     """A file we are about to write on a user's word. Never a folder, a FIFO, a device or a
@@ -61,6 +81,7 @@ def check_output_file(path: str | Path, what: str, *, ours: Callable[[Path], boo
     if path.exists() and not path.is_file():
         raise WriteError(f"{what} {path} is not a regular file (a FIFO, device or socket); "
                          "give the name of a file to write")
+    check_not_lab_records(path, what)
     resolved = path.resolve()
     for root in never_inside:
         root = Path(root).resolve()

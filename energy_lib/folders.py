@@ -11,3 +11,5 @@ SUPERSEDED = "superseded"
 RUNNING = ".running"
 #: this machine's per-layer measurements: calibration/<machine>.csv
 CALIBRATION = "calibration"
+#: study files: studies/*.toml; the folder holding studies/ is a project root
+STUDIES = "studies"

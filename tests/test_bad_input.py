@@ -161,3 +161,15 @@ def test_text_settings_are_checked_after_their_whitespace_is_trimmed():
 
     assert RunConfig(device="cpu\n", precision=" amp ").device == "cpu"
     assert RunConfig(device="cpu\n", precision=" amp ").precision == "amp"
+
+
+@pytest.mark.parametrize("command", [["init", "runs/quick"],
+                                     ["calibrate", "--quick", "--out-dir", "runs/quick"]])
+def test_files_written_on_the_users_word_never_land_among_lab_records(here, capsys, command):
+    """A project (studies/ beside runs/): init and calibrate refuse a folder inside runs/ in one
+    line, exit 2, and write nothing there."""
+    (here / "studies").mkdir()
+    (here / "runs" / "quick").mkdir(parents=True)
+    line = one_line_error(capsys, main(command))
+    assert "where only the runner writes (the lab records)" in line
+    assert list((here / "runs").rglob("*")) == [here / "runs" / "quick"]

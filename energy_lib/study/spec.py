@@ -23,7 +23,7 @@ from ..bundled import is_shipped, shipped
 from ..config import MAX_WHOLE_NUMBER, RunConfig
 from ..errors import ConfigError, StudyError
 from ..files import check_file_name
-from ..folders import REPORT, RUNS
+from ..folders import REPORT, RUNS, STUDIES
 
 #: Largest grid `load_study` builds unless told otherwise (`max_cells=`, CLI `--max-cells`):
 #: checked from the axis lengths, before any cell exists.
@@ -145,14 +145,14 @@ def project_root(study_file: Path) -> Path:
     path = Path(study_file).resolve()
     if is_shipped(path):
         return Path.cwd()
-    return path.parent.parent if path.parent.name == "studies" else path.parent
+    return path.parent.parent if path.parent.name == STUDIES else path.parent
 
 
 def root_above(start: str | Path | None = None) -> Path:
     """The project root for a notebook with no study file (the run notebook opened by hand):
     the nearest folder at or above `start` (the working folder) holding a studies/ folder,
     else `start` itself."""
-    found, root = locate("studies", start)
+    found, root = locate(STUDIES, start)
     return root if found.is_dir() else Path(start or Path.cwd()).resolve()
 
 
