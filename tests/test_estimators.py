@@ -712,3 +712,22 @@ def test_calibrate_never_appends_to_another_machine_s_rows(tmp_path):
     with pytest.raises(WriteError, match="without the machine fingerprint of its rows"):
         cal.calibrate(cal.make_plan(quick=True, no_zoo=True, per_type=1, types="Linear"),
                       out_dir=tmp_path, progress=False)
+
+
+def test_a_bad_dtype_makes_no_file_and_unusable_rows_are_measured_again(tmp_path):
+    """`--dtypes float64` is refused before any file exists; a row whose energy the fit cannot
+    use (NaN, negative) is not counted as done on resume: it is measured again."""
+    from energy_lib.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="dtypes=\\['float64'\\] is not allowed"):
+        cal.calibrate(replace(TINY, dtypes=("float64",)), out_dir=tmp_path / "cal",
+                      machine="m", progress=False)
+    assert not (tmp_path / "cal").exists()
+    path, written, _ = cal.calibrate(TINY, out_dir=tmp_path, machine="m", progress=False)
+    table = read_rows(path)
+    layers = table.index[table.phase != "reference"]
+    table.loc[layers[0], "energy_j"] = float("nan")
+    table.loc[layers[1], "energy_j"] = -1.0
+    table.to_csv(path, index=False)
+    _, written, already = cal.calibrate(TINY, out_dir=tmp_path, machine="m", progress=False)
+    assert (written, already) == (2, 10)

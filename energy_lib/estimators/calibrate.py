@@ -476,9 +476,20 @@ def file_fingerprints(text: str) -> set[str]:
             if row.get("energy_j")}
 
 
+def _usable_energy(value: str | None) -> bool:
+    """A row's energy the fit can use (layer_data keeps energy_j > 0): a finite, positive number."""
+    try:
+        return math.isfinite(number := float(value)) and number > 0
+    except (TypeError, ValueError):
+        return False
+
+
 def _done(text: str) -> set[tuple[str, str, str]]:
+    """The measurements a resume need not repeat: rows whose energy the fit can use (a NaN or
+    non-positive row, which the fit drops, is measured again)."""
     return {(row.get("config_id", ""), row.get("phase", ""), row.get("dtype", ""))
-            for row in csv.DictReader(io.StringIO(text, newline="")) if row.get("energy_j")}
+            for row in csv.DictReader(io.StringIO(text, newline=""))
+            if _usable_energy(row.get("energy_j"))}
 
 
 def _create(path: Path) -> None:
@@ -537,6 +548,7 @@ def calibrate(plan: Plan = QUICK_PLAN, *, out_dir: str | Path = DEFAULT_DIR, mac
     device = _resolve_device(device)
     steady_allocator()  # rows priced as a training process pays them (allocator.py)
     machine = machine or machine_name(device)
+    dtypes = plan_dtypes(plan, device)  # refused before any file is made
     path, text = _open_calibration(out_dir, machine)
     digest = fingerprint(device)["digest"]
     others = file_fingerprints(text) - {digest}
@@ -544,7 +556,6 @@ def calibrate(plan: Plan = QUICK_PLAN, *, out_dir: str | Path = DEFAULT_DIR, mac
         raise WriteError(f"{path} was measured on another machine (fingerprint "
                          f"{', '.join(sorted(others))}; this one is {digest}): its rows are never "
                          "mixed with this machine's; give --machine another name or move it away")
-    dtypes = plan_dtypes(plan, device)
     done = _done(text)
     todo = [(c, phase, dtype) for c in configs for dtype in dtypes
             for phase in ("forward", "train_step") if (c["config_id"], phase, dtype) not in done]
