@@ -9,28 +9,12 @@ from energy_lib.cli import main
 from energy_lib.study import load_study
 from energy_lib.study.plan import setting_key
 
-from conftest import needs_fashion_mnist, write_study
+from conftest import TINY_STUDY, needs_fashion_mnist, write_study
 
-PLANNED = """\
-    [study]
-    name = "planned"
-    repeats = 2
-
-    [fixed]
-    dataset = "fashion_mnist"
-    train_subset = 256
-    test_subset = 128
-    epochs = 2
-    batch_size = 64
-    device = "cpu"
-    download = false
-    idle_s = 0.5
-    idle_after_s = 0
-
-    [axes]
-    width = [0.25]
-    precision = ["fp32", "amp"]
-"""
+#: The tiny study with 2 repeats of one width: 4 cells, 2 settings; a short idle window.
+PLANNED = (TINY_STUDY.replace('name = "tiny"', 'name = "planned"\n    repeats = 2')
+           .replace("idle_s = 0\n", "idle_s = 0.5\n").replace("width = [0.25, 0.5]", "width = [0.25]")
+           .replace('precision = ["fp32", "bf16", "amp"]', 'precision = ["fp32", "amp"]'))
 
 
 def test_cells_that_differ_only_in_seed_share_one_setting(tmp_path):

@@ -52,18 +52,20 @@ def machines_line(runs: pd.DataFrame) -> str:
             "machines are not comparable as they stand.")
 
 
+def _groups_of_finished(table: pd.DataFrame, column: str) -> tuple[pd.Series, pd.Series]:
+    """(each row's value of `column`, "not recorded" where missing; the finished rows' counts
+    per value, most first): how many finished cells each machine or invocation holds."""
+    values = table.get(column, pd.Series(pd.NA, index=table.index)).fillna("not recorded")
+    return values, values[finished_rows(table).index].value_counts()
+
+
 def one_machine(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """(the rows verdicts and paired comparisons may use, a sentence): where the finished
     records come from more than one machine fingerprint (records without one count as one
     machine of their own), only the machine with the most finished cells is compared; the
     others' rows stay in every table and figure, but never in a pair or a verdict."""
-    done = finished_rows(table)
-    if done.empty:
-        return table, ""
-    digest = table.get("provenance_fingerprint_digest",
-                       pd.Series(pd.NA, index=table.index)).fillna("not recorded")
-    counts = digest[done.index].value_counts()
-    if len(counts) == 1:
+    digest, counts = _groups_of_finished(table, "provenance_fingerprint_digest")
+    if len(counts) <= 1:
         return table, ""
     kept = counts.index[0]
     return table[digest == kept], (
@@ -78,12 +80,8 @@ def one_invocation(table: pd.DataFrame, include: bool) -> tuple[pd.DataFrame, st
     hours apart at other commits, or one arm rerun alone), only the invocation with the most
     finished cells is compared, unless the study says `include_across_invocations = true`.
     Records made before invocations were recorded count as one invocation of their own."""
-    done = finished_rows(table)
-    if done.empty:
-        return table, ""
-    invocation = table.get("invocation", pd.Series(pd.NA, index=table.index)).fillna("not recorded")
-    counts = invocation[done.index].value_counts()
-    if len(counts) == 1:
+    invocation, counts = _groups_of_finished(table, "invocation")
+    if len(counts) <= 1:
         return table, ""
     if include:
         return table, (f"The finished cells come from {len(counts)} runner invocations, and the "
