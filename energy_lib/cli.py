@@ -397,9 +397,11 @@ def _command(argv: list[str]) -> int:
         return _cmd_calibrate(args)
     # folders the user typed mean the shell's working folder; the defaults (None) the
     # study's project root (Study.runs_dir)
+    from .files import resolve_path
+
     for name, default in (("runs_dir", RUNS), ("report_dir", REPORT)):
         typed = getattr(args, name)
-        setattr(args, name, Path(typed).expanduser().resolve() if typed else default)
+        setattr(args, name, resolve_path(typed, f"--{name.replace('_', '-')}") if typed else default)
     from .study import load_study
 
     limit = {} if args.max_cells is None else {"max_cells": args.max_cells}

@@ -11,6 +11,10 @@
 - `create_new(path, write)`: as `atomic_write`, for a file that must not exist yet: an existing
   one is never replaced (FileExistsError, nothing changed, no temporary file left).
 - `check_file_name(name, what)`: user text that becomes a file name must be one.
+- `resolve_path(path, what)`: a path the user typed, absolute with its links followed; a link
+  loop is one line, not pathlib's RuntimeError.
+- `check_runs_folder(folder)`: the lab-record folder and the runner's own subfolders in it
+  (`.running/`, `superseded/`) are folders that take files, before any cell.
 """
 
 from __future__ import annotations
@@ -23,12 +27,37 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .errors import StudyError, WriteError
-from .folders import RUNS, STUDIES
+from .folders import RUNNING, RUNS, STUDIES, SUPERSEDED
 from .locks import runner_id
 
 #: Longest file name (bytes) accepted for a study or cell: room for `.ipynb` and a superseded
 #: time stamp within the usual 255-byte limit.
 MAX_NAME_BYTES = 200
+
+
+def resolve_path(path: str | Path, what: str) -> Path:
+    """`path` (a user's words) made absolute, links followed. pathlib raises RuntimeError for a
+    symbolic link loop (Python < 3.13) and OSError for a chain it cannot follow: one line."""
+    try:
+        return Path(path).expanduser().resolve()
+    except RuntimeError:
+        raise WriteError(f"{what} {path} is a symbolic link loop; give a real path") from None
+    except OSError as error:
+        raise WriteError(f"{what} {path} cannot be followed: {error.strerror or error}") from None
+
+
+def check_runs_folder(folder: str | Path) -> None:
+    """Raise WriteError unless `folder` (runs/<study>) can take records and the runner's own
+    subfolders in it are folders: a regular file named `.running` or `superseded` (a sync
+    tool's conflict copy, a user's note) would otherwise fail the first cell with a traceback."""
+    folder = Path(folder)
+    check_writable(folder, "runs")
+    for name, holds in ((RUNNING, "locks and in-progress records"),
+                        (SUPERSEDED, "replaced records")):
+        inner = folder / name
+        if (inner.exists() or inner.is_symlink()) and not inner.is_dir():
+            raise WriteError(f"{inner} is not a folder (the runner keeps its {holds} there); "
+                             "move that file away and run again")
 
 
 def check_writable(folder: str | Path, what: str) -> None:
@@ -54,7 +83,7 @@ def lab_record_folder(path: str | Path) -> Path | None:
     """The project's lab-record folder `path` is, or is inside: a folder named runs/ beside a
     studies/ folder (folders.RUNS, folders.STUDIES). Only the runner writes there: files written
     on a user's word (init, calibrate, export, benchmarks) are refused inside it."""
-    resolved = Path(path).expanduser().resolve()
+    resolved = resolve_path(path, "path")
     for folder in (resolved, *resolved.parents):
         if folder.name == RUNS and (folder.parent / STUDIES).is_dir():
             return folder
@@ -81,10 +110,10 @@ def check_output_file(path: str | Path, what: str, *, ours: Callable[[Path], boo
     if path.exists() and not path.is_file():
         raise WriteError(f"{what} {path} is not a regular file (a FIFO, device or socket); "
                          "give the name of a file to write")
+    resolved = resolve_path(path, what)
     check_not_lab_records(path, what)
-    resolved = path.resolve()
     for root in never_inside:
-        root = Path(root).resolve()
+        root = resolve_path(root, "folder")
         if resolved == root or root in resolved.parents:
             raise WriteError(f"{what} {path} is inside {root}, where only the runner writes (the "
                              "lab records); give a path outside it")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Mapping
@@ -169,6 +169,10 @@ def note_runner(path: str | Path, value: dict) -> None:
 
 # -------------------------------------------------------------------------------------- read
 
+class UntrustedRecord(ValueError):
+    """A notebook whose stored values contradict the record schema: read as `unreadable`."""
+
+
 def _stored_values(notebook) -> dict:
     found = {}
     for cell in notebook.cells:
@@ -176,8 +180,43 @@ def _stored_values(notebook) -> dict:
             data = output.get("data", {})
             if MIME_TYPE in data:
                 payload = data[MIME_TYPE]
+                if not isinstance(payload, dict) or not isinstance(payload.get("name"), str) \
+                        or "value" not in payload:
+                    raise UntrustedRecord("a stored value has no name or no value")
                 found[payload["name"]] = payload["value"]
     return found
+
+
+#: Summary values the readers decide on (contended runs are left out of comparisons; a shared
+#: GPU is said): true or false, never a string that merely looks like one.
+SUMMARY_FLAGS = ("contended", "gpu_shared")
+#: Name endings of summary values that are numbers (or null: not measured).
+SUMMARY_NUMBER_ENDINGS = ("_pct", "_s", "_share", "_per_core", "_threshold", "_w", "_j")
+
+
+def _check_stored(values: dict) -> None:
+    """Raise UntrustedRecord where a stored value's type contradicts the schema (LabRecord's
+    fields: a dict field holds a mapping, a list field a list) or the summary says something
+    the readers cannot use: a status outside the finished ones, a flag that is not a bool, a
+    number that is not one."""
+    for f in fields(LabRecord):
+        if f.name in STORED and values.get(f.name) is not None:
+            kind = type(f.default_factory()) if f.default_factory is not MISSING else None
+            if kind in (dict, list) and not isinstance(values[f.name], kind):
+                raise UntrustedRecord(f"its stored {f.name!r} is a {type(values[f.name]).__name__}, "
+                                      f"not a {kind.__name__}")
+    summary = values.get("summary") or {}
+    status = summary.get("status", Status.OK)
+    if status not in {s.value for s in FINISHED}:
+        raise UntrustedRecord(f"its summary status {status!r} is not one of "
+                              f"{', '.join(sorted(s.value for s in FINISHED))}")
+    for flag in SUMMARY_FLAGS:
+        if flag in summary and not isinstance(summary[flag], bool):
+            raise UntrustedRecord(f"its summary {flag!r} is {summary[flag]!r}, not true or false")
+    for key, value in summary.items():
+        if key.endswith(SUMMARY_NUMBER_ENDINGS) and value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise UntrustedRecord(f"its summary {key!r} is {value!r}, not a number")
 
 
 def _first_error(notebook) -> str:
@@ -200,7 +239,11 @@ def read_record(path: str | Path) -> LabRecord:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         return LabRecord(path, Status.UNREADABLE, error=f"not a readable notebook: {reason}")
     papermill = notebook.metadata.get("papermill", {})
-    values = _stored_values(notebook)
+    try:
+        values = _stored_values(notebook)
+        _check_stored(values)
+    except UntrustedRecord as error:  # one reader decides: list, report and export agree
+        return LabRecord(path, Status.UNREADABLE, error=f"not a usable record: {error}")
     summary = values.get("summary") or {}
     error = _first_error(notebook)
     if papermill.get("exception") or error:

@@ -150,7 +150,7 @@ def test_a_wheel_in_a_fresh_venv_runs_a_study_from_an_empty_folder(wheel, tmp_pa
 
     run(study_cli, "init")
     (folder / "studies" / "tiny.toml").write_text(textwrap.dedent(TINY))
-    out = run(study_cli, "run", "studies/tiny.toml", "--no-report")
+    out = run(study_cli, "run", "studies/tiny.toml", "--no-report", "--no-plan")
     assert "1 ran" in out
     record = json.loads((folder / "runs" / "tiny" / "precision-fp32.ipynb").read_text())
     assert record["metadata"]["papermill"]["input_path"].startswith(str(venv))  # the wheel's notebook

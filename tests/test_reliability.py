@@ -619,3 +619,131 @@ def test_sigterm_during_a_cell_stops_its_kernel_and_prints_one_line(tmp_path):
     statuses = study_state(load_study(tmp_path / "race.toml"), folder).cells
     assert statuses["precision-fp32_seed-0"] == "incomplete"
     assert not list(folder.glob("*.ipynb"))
+
+
+# ------------------------------------------------------------------------------------------
+# Issue 30: odd filesystem states, records that lie about themselves, the project root
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [
+    ["run", "two.toml", "--runs-dir", "loop"], ["run", "two.toml", "--report-dir", "loop"],
+    ["list", "two.toml", "--runs-dir", "loop"], ["report", "two.toml", "--report-dir", "loop"],
+    ["export", "two.toml", "--output", "loop"]])
+def test_a_symlink_loop_given_as_a_path_is_one_line(small, capsys, command):
+    base, executed = small
+    os.symlink("loop2", base / "loop")
+    os.symlink("loop", base / "loop2")
+    before = snapshot(base)
+    assert main(command) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "loop" in line and "symbolic link loop" in line
+    assert executed == [] and not (base / "runs").exists() and not (base / "report").exists()
+    assert_nothing_written(base, before)
+
+
+@pytest.mark.parametrize("inner", [".running", "superseded"])
+def test_a_file_where_the_runner_keeps_its_folders_is_refused_before_any_cell(small, capsys, inner):
+    base, executed = small
+    folder = base / "runs" / "two"
+    folder.mkdir(parents=True)
+    (folder / inner).write_text("a sync tool's conflict copy")
+    before = snapshot(base)
+    assert main(["run", "two.toml", "--no-report", "--force"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert str(folder / inner) in line and "is not a folder" in line
+    assert executed == []
+    assert_nothing_written(base, before)
+
+
+def test_a_symlink_to_a_folder_that_takes_no_files_is_one_line(small, capsys):
+    base, executed = small
+    os.symlink(read_only_folder(base), base / "link")
+    before = snapshot(base)
+    assert main(["run", "two.toml", "--runs-dir", "link"]) == 2
+    assert "not writable" in one_error_line(capsys.readouterr().err)
+    assert executed == []
+    assert_nothing_written(base, before)
+
+
+def test_a_study_file_that_is_a_symlink_loop_is_one_line(small, capsys):
+    base, _ = small
+    os.symlink("x.toml", base / "y.toml")
+    os.symlink("y.toml", base / "x.toml")
+    assert main(["list", "x.toml"]) == 2
+    assert "symbolic link to nothing" in one_error_line(capsys.readouterr().err)
+
+
+def lying(notebook_path: Path, how: str) -> None:
+    """A finished-looking record of cell precision-fp32 that lies about itself in one way."""
+    summary = {"status": "ok", "best_val_acc_pct": 50.0, "contended": False}
+    records = {"config": {"cell": "precision-fp32"}, "summary": summary}
+    if how == "status outside the vocabulary":
+        summary["status"] = "finished"
+    elif how == "contended as a string":
+        summary["contended"] = "yes"
+    elif how == "a number as text":
+        summary["best_val_acc_pct"] = "50%"
+    elif how == "energy not a list":
+        records["energy"] = {"joules": 5}
+    fake_executed_notebook(notebook_path, records)
+    if how == "a stored value without its name":
+        from energy_lib.records import MIME_TYPE
+
+        notebook = nbformat.read(notebook_path, as_version=4)
+        del notebook.cells[0].outputs[0]["data"][MIME_TYPE]["name"]
+        nbformat.write(notebook, notebook_path)
+
+
+@pytest.mark.parametrize("how", ["status outside the vocabulary", "contended as a string",
+                                 "a number as text", "energy not a list",
+                                 "a stored value without its name"])
+def test_a_record_that_lies_about_itself_is_unreadable_in_list_and_report(small, capsys, how):
+    """One reader decides: `list`, the report's tables and the export all call the cell
+    unreadable and name it; none crashes."""
+    base, _ = small
+    study = load_study(base / "two.toml")
+    folder = study.runs_dir()
+    lying(folder / "precision-fp32.ipynb", how)
+    before = snapshot(base)
+    assert main(["list", "two.toml"]) == 0
+    listed = capsys.readouterr().out
+    assert "precision-fp32" in listed and "unreadable" in listed
+    runs, state = read_study(study, folder)
+    table = runs.runs.set_index("cell")
+    assert table.loc["precision-fp32", "status"] == "unreadable"
+    assert any("precision-fp32.ipynb" in problem and "not a usable record" in problem
+               for problem in runs.problems)
+    assert runs.finished().empty and runs.energy.empty
+    assert snapshot(base) == before  # read, never touched
+
+
+def test_python_m_an_old_module_path_is_one_line():
+    done = subprocess.run([sys.executable, "-m", "energy_lib.runner"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"{sys.executable}: No module named energy_lib.runner"]
+
+
+# The project root: the nearest studies/ folder the study file lies in as given
+
+def test_a_study_file_in_a_subfolder_of_studies_means_the_project_root(tmp_path, monkeypatch):
+    (tmp_path / "studies" / "sub").mkdir(parents=True)
+    path = write_study(tmp_path / "studies" / "sub", TWO_CELLS, "two.toml")
+    monkeypatch.chdir(tmp_path / "studies")
+    study = load_study(path)
+    assert study.root == tmp_path
+    assert study.runs_dir() == tmp_path / "runs" / "two"
+    assert study.report_dir() == tmp_path / "report" / "two"
+
+
+def test_a_study_file_linked_from_another_project_means_this_project(tmp_path, monkeypatch):
+    other, mine = tmp_path / "other", tmp_path / "mine"
+    target = write_study(other / "studies", TWO_CELLS, "two.toml")
+    (mine / "studies").mkdir(parents=True)
+    os.symlink(target, mine / "studies" / "two.toml")
+    monkeypatch.chdir(mine)
+    study = load_study("studies/two.toml")
+    assert study.root == mine and study.runs_dir() == mine / "runs" / "two"
+    monkeypatch.chdir(tmp_path)  # from anywhere: the path as given decides, not the link's target
+    assert load_study(mine / "studies" / "two.toml").root == mine

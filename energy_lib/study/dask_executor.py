@@ -36,7 +36,7 @@ from typing import Iterator
 from urllib.parse import urlparse
 
 from ..errors import EnergyStudyError, StudyError
-from ..files import check_writable
+from ..files import check_runs_folder
 from .cell import CellRun, Outcome, StudyOutcome, run_cell, tally
 
 INSTALL = 'pip install "energy-lib[dask]"'
@@ -178,7 +178,7 @@ def _cell_task(cell, folder: Path, force: bool, seen, kernel_name, notebook, slo
               "cells_at_once_on_host": at_once, "shared_cpu": at_once > 1,
               "cpu_cores": cores or None, **(place or {})}
     try:
-        check_writable(folder, "runs")
+        check_runs_folder(folder)
         done = run_cell(cell, folder, force=force, seen=seen, kernel_name=kernel_name,
                         runner=runner, notebook=notebook)
     except EnergyStudyError as error:  # e.g. the runs folder is not writable from this worker

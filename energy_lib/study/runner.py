@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import StudyError, WriteError
-from ..files import check_writable
+from ..files import check_runs_folder, check_writable, resolve_path
 from ..folders import REPORT, RUNS
 from ..locks import report_lock, runner_id
 from ..records import FINISHED
@@ -140,7 +140,7 @@ def run_study(study: Study, *, force: bool = False, rerun: tuple[str, ...] = (),
     clean line in a notebook) or False."""
     check_rerun(rerun)
     folder = study.runs_dir(runs_root)
-    check_writable(folder, "runs")
+    check_runs_folder(folder)
     check_cells_can_run(study)
     folder.mkdir(parents=True, exist_ok=True)
     selection = select_cells(study, folder, force=force, rerun=rerun, only=only, block=block)
@@ -179,7 +179,7 @@ def build_report(study: Study, *, runs_root: str | Path = RUNS,
         draft = report_dir.with_name(f".{report_dir.name}.{runner_id()}.draft")
         shutil.rmtree(draft, ignore_errors=True)  # this runner's own, from an earlier attempt
         draft.mkdir()
-        parameters = {"study_file": str(Path(study.path).resolve()),
+        parameters = {"study_file": os.path.abspath(study.path),  # as given: its links mean this project
                       "runs_dir": str(runs_dir.resolve()), "report_dir": str(draft.resolve()),
                       "overrides": dict(study.overrides), "repeats": study.repeats,
                       # the grid loaded here loads there too (--max-cells reaches the analysis)
@@ -208,7 +208,7 @@ def check_report_folder(report_dir: Path, runs_dir: Path) -> None:
                          f"{os.readlink(report_dir)}): a report is replaced as a whole, which "
                          "would move files of the folder it points to; give --report-dir a real "
                          "folder")
-    resolved, runs = report_dir.resolve(), runs_dir.resolve()
+    resolved, runs = resolve_path(report_dir, "report folder"), resolve_path(runs_dir, "runs folder")
     if resolved == runs or runs in resolved.parents or resolved in runs.parents:
         raise WriteError(f"report folder {report_dir} is inside or around the lab records "
                          f"({runs_dir}); give --report-dir a folder apart from --runs-dir")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -139,13 +140,18 @@ def locate(path: str | Path, start: str | Path | None = None) -> tuple[Path, Pat
 
 def project_root(study_file: Path) -> Path:
     """The folder a study's relative paths (runs/, report/, data_dir) mean, whatever folder a
-    notebook's kernel or a shell started in: the one holding the studies/ folder the file is
-    in, else the file's own folder. For an example study shipped inside the installed package,
-    the working folder (records never go into site-packages)."""
-    path = Path(study_file).resolve()
-    if is_shipped(path):
+    notebook's kernel or a shell started in: the one holding the nearest studies/ folder the
+    file lies in *as given* (studies/sub/x.toml too; a study file that is a symbolic link into
+    another project still means this one: its links are not followed), else the file's own
+    folder. For an example study shipped inside the installed package, the working folder
+    (records never go into site-packages)."""
+    given = Path(os.path.abspath(Path(study_file).expanduser()))
+    if is_shipped(given.resolve()):
         return Path.cwd()
-    return path.parent.parent if path.parent.name == STUDIES else path.parent
+    for folder in given.parents:
+        if folder.name == STUDIES:
+            return folder.parent
+    return given.parent
 
 
 def root_above(start: str | Path | None = None) -> Path:
@@ -303,6 +309,9 @@ def _run_settings(path: Path, meta: dict) -> tuple[str, bool, bool]:
 def _read_toml(path: Path) -> dict:
     """The study file's tables; one line for a path that is missing, not a regular file (a
     folder, a FIFO: never opened, so never blocks), not UTF-8, or not TOML."""
+    if path.is_symlink() and not path.exists():
+        raise StudyError(f"study file {str(path)!r} is a symbolic link to nothing (a loop, or "
+                         "its target was moved); give the study file itself")
     if not path.exists():
         here = Path("studies")
         found = sorted(p.name for p in here.glob("*.toml")) if here.is_dir() else []
