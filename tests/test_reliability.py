@@ -747,3 +747,16 @@ def test_a_study_file_linked_from_another_project_means_this_project(tmp_path, m
     assert study.root == mine and study.runs_dir() == mine / "runs" / "two"
     monkeypatch.chdir(tmp_path)  # from anywhere: the path as given decides, not the link's target
     assert load_study(mine / "studies" / "two.toml").root == mine
+
+
+@pytest.mark.parametrize("command", [["list", "two.toml"], ["export", "two.toml"],
+                                     ["run", "two.toml", "--no-report"]])
+def test_a_runs_folder_that_is_a_file_is_one_line(small, capsys, command):
+    base, executed = small
+    (base / "runs").mkdir()
+    (base / "runs" / "two").write_text("not a folder")
+    before = snapshot(base)
+    assert main(command) == 2
+    assert "runs/two is not a folder" in one_error_line(capsys.readouterr().err)
+    assert executed == []
+    assert_nothing_written(base, before)

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..config import RunConfig
+from ..errors import StudyError
 from ..files import move_no_replace
 from ..folders import RUNNING, RUNS, SUPERSEDED
 from ..locks import is_running
@@ -78,6 +79,9 @@ def study_state(study: Study, folder: str | Path) -> FolderState:
     diverged, failed, incomplete, stale (finished with other settings), missing, unreadable,
     running (its lock is held now) -- and the notebooks that are not part of the study."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise StudyError(f"runs folder {folder} is not a folder; give --runs-dir the folder "
+                         "that holds the lab records")
     names = {c.name for c in study.cells}
     foreign = sorted(p for p in folder.glob("*.ipynb") if p.stem not in names) if folder.is_dir() else []
     found = {c.name: _classify(c, folder) for c in study.cells}
