@@ -328,3 +328,14 @@ def test_licence_and_changelog():
     changelog = (REPO / "CHANGELOG.md").read_text()
     assert "## [Unreleased]" in changelog
     assert f"## [{energy_lib.__version__}] - " in changelog
+
+
+def test_every_imported_package_is_declared_in_the_extra_that_needs_it():
+    """deptry (the field's dependency checker) over energy_lib, benchmarks and tools: nothing
+    imported undeclared or only transitively, nothing declared unused, no dev-only package in
+    the package's own code ([tool.deptry] in pyproject.toml says what is exempt and why)."""
+    pytest.importorskip("deptry")
+    done = subprocess.run([sys.executable, "-m", "deptry", "."], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "NO_COLOR": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "No dependency issues found" in done.stdout + done.stderr
