@@ -4,13 +4,14 @@ value; and device.resolve_runtime's device/precision decisions on this CPU-only 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from energy_lib import ConfigError, RunConfig
 from energy_lib.config import FIELD_NAMES
-from energy_lib.training.device import resolve_device, resolve_runtime
+from energy_lib.training.device import describe_accelerator, resolve_device, resolve_runtime
 
 
 def make(**values) -> RunConfig:
@@ -359,6 +360,38 @@ def test_fp32_has_no_autocast():
     runtime = resolve_runtime(make(device="cpu", precision="fp32"))
     assert runtime.autocast_dtype is None
     assert runtime.use_grad_scaler is False and runtime.eval_autocast is False
+
+
+def fake_cuda_gpu(monkeypatch, name: str, capability: tuple[int, int]) -> None:
+    """One CUDA GPU of `capability`, as torch.cuda answers for it: is_bf16_supported() counts
+    emulation by default (True on a T4), and only capability 8.0+ with including_emulation=False."""
+    props = SimpleNamespace(name=name, major=capability[0], minor=capability[1],
+                            total_memory=16 * 2**30)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: props)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: including_emulation or capability[0] >= 8)
+
+
+def test_bf16_refused_on_a_gpu_that_only_emulates_it(monkeypatch):
+    fake_cuda_gpu(monkeypatch, "Tesla T4", (7, 5))
+    with pytest.raises(ConfigError) as info:
+        resolve_runtime(make(device="cuda", precision="bf16"))
+    message = str(info.value)
+    assert "\n" not in message
+    assert "precision='bf16' is not supported on Tesla T4" in message and "'amp'" in message
+    assert resolve_runtime(make(device="cuda", precision="amp")).autocast_dtype is torch.float16
+    assert "bf16 emulated only" in describe_accelerator()
+
+
+def test_bf16_accepted_on_a_gpu_that_computes_it(monkeypatch):
+    fake_cuda_gpu(monkeypatch, "NVIDIA A100", (8, 0))
+    runtime = resolve_runtime(make(device="cuda", precision="bf16"))
+    assert runtime.device == torch.device("cuda") and runtime.autocast_dtype is torch.bfloat16
+    assert "bf16 native" in describe_accelerator()
 
 
 @pytest.mark.parametrize("value", [-0.1, 1.5])

@@ -67,7 +67,7 @@ def resolve_runtime(config: RunConfig) -> Runtime:
     if config.precision == "fp32":
         return Runtime(device, None, False, False)
     if config.precision == "bf16":
-        if on_cuda and not torch.cuda.is_bf16_supported():
+        if on_cuda and not gpu_bf16_native():
             gpu = torch.cuda.get_device_name(device)
             raise ConfigError(f"precision='bf16' is not supported on {gpu}; use 'amp' (float16 "
                               "with loss scaling) or 'fp32'")
@@ -76,13 +76,20 @@ def resolve_runtime(config: RunConfig) -> Runtime:
     return Runtime(device, amp_dtype(device), on_cuda, False)
 
 
+def gpu_bf16_native() -> bool:
+    """Whether the current CUDA device computes bfloat16 in hardware (compute capability 8.0+).
+    torch's default `is_bf16_supported()` also counts emulation, which says yes on a T4 (7.5,
+    Colab's GPU), where bf16 would run through a slow software path."""
+    return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+
 
 def describe_accelerator() -> str:
     """One line for a notebook: which GPU this run will use, or why it will use the CPU."""
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         return (f"GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB, compute capability "
-                f"{props.major}.{props.minor}, bf16 {'yes' if torch.cuda.is_bf16_supported() else 'no'}"
+                f"{props.major}.{props.minor}, bf16 "
+                f"{'native' if gpu_bf16_native() else 'emulated only'}"
                 f"; CUDA {torch.version.cuda}")
     return "no CUDA GPU visible: running on the CPU (in Colab: Runtime > Change runtime type > GPU)"
 
