@@ -8,6 +8,7 @@ import time
 
 import pandas as pd
 import pytest
+import torch
 
 from conftest import needs_fashion_mnist
 from energy_lib import ConfigError, RunConfig
@@ -88,7 +89,7 @@ def test_tracker_receives_our_pue_and_intensity(tmp_path):
     assert figures["energy_kwh"]["ram"] == pytest.approx(log.loc[0, "ram_energy"] / 1.5)
     facts = run.describe()
     assert facts["pue"] == 1.5 and facts["intensity_g_per_kwh"] == 123.0
-    assert facts["intensity_source"] == "explicit" and "pue_note" not in facts
+    assert facts["intensity_source"] == "explicit"
 
 
 @needs_codecarbon3
@@ -106,30 +107,39 @@ def test_for_config_passes_the_run_settings(tmp_path):
     config = RunConfig(meters="auto,codecarbon", country="deu", pue=1.3,
                        carbon_intensity_g_per_kwh=200.0, study="s")
     run = CodeCarbonRun.for_config(config, tmp_path)
-    assert run.given == {"pue": 1.3, "force_carbon_intensity_g_co2e_kwh": 200.0}
+    assert run.given == {"pue": 1.3, "force_carbon_intensity_g_co2e_kwh": 200.0,
+                         "tracking_mode": "process", "gpu_ids": [], "allow_multiple_runs": True}
     assert run.tracker._pue == 1.3 and run.tracker.force_carbon_intensity_g_co2e_kwh == 200.0
     assert run.tracker._project_name == "s" and run.tracker._country_iso_code == "DEU"
 
 
-def test_a_codecarbon_without_an_intensity_parameter_records_both(tmp_path, monkeypatch):
-    """CodeCarbon 2.x takes a pue but no grid intensity: the record then says CodeCarbon used its
-    own country figure, beside ours."""
-    accepted = codecarbon_backend.tracker_parameters() - {"force_carbon_intensity_g_co2e_kwh"}
-    monkeypatch.setattr(codecarbon_backend, "tracker_parameters", lambda: accepted)
-    run = CodeCarbonRun("FRA", "p", tmp_path, pue=1.2, carbon_intensity_g_per_kwh=300.0)
-    assert run.given == {"pue": 1.2}
-    assert run.tracker.force_carbon_intensity_g_co2e_kwh is None  # CodeCarbon's own data
+@needs_codecarbon3
+def test_the_tracker_s_scope_is_explicit_and_recorded(tmp_path):
+    """The real tracker object: process tracking (the scope of our headline), only the cell's
+    GPU (none on a CPU cell: an empty list, since None would mean every GPU), concurrent cells
+    allowed; the record's meters.codecarbon says each."""
+    config = RunConfig(meters="auto,codecarbon", country="fra", study="s")
+    run = CodeCarbonRun.for_config(config, tmp_path, torch.device("cpu"))
+    assert run.tracker._tracking_mode == "process"
+    assert run.tracker._conf["tracking_mode"] == "process"
+    assert run.tracker._conf["allow_multiple_runs"] is True
+    assert run.tracker._conf["gpu_ids"] == []
     facts = run.describe()
-    assert facts["pue"] == 1.2 and facts["intensity_g_per_kwh"] is None
-    assert "own data for the country" in facts["intensity_source"]
-    assert "ours is 300 gCO2eq/kWh (explicit)" in facts["intensity_source"]
+    assert (facts["tracking_mode"], facts["gpu_ids"], facts["allow_multiple_runs"]) == (
+        "process", [], True)
 
 
-def test_a_codecarbon_without_a_pue_parameter_says_so(tmp_path, monkeypatch):
-    accepted = codecarbon_backend.tracker_parameters() - {"pue", "force_carbon_intensity_g_co2e_kwh"}
-    monkeypatch.setattr(codecarbon_backend, "tracker_parameters", lambda: accepted)
-    facts = CodeCarbonRun("FRA", "p", tmp_path, pue=1.2).describe()
-    assert facts["pue"] is None and "ours is 1.2" in facts["pue_note"]
+def test_the_cell_s_gpu_is_named_by_its_uuid(monkeypatch):
+    """CodeCarbon matches gpu_ids against NVML's "GPU-<uuid>": the UUID names the same GPU
+    whatever CUDA_VISIBLE_DEVICES renumbered (a GPU is faked: this machine has none)."""
+    class Properties:
+        uuid = "4e817856-1fb8-192a-7ab7-0e0e4476c184"
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Properties)
+    assert codecarbon_backend.gpu_uuid(torch.device("cuda", 0)) == (
+        "GPU-4e817856-1fb8-192a-7ab7-0e0e4476c184")
+    assert codecarbon_backend.gpu_uuid(torch.device("cpu")) is None
+    assert codecarbon_backend.gpu_uuid(None) is None
 
 
 @pytest.mark.parametrize("pue", [0, -1.0])

@@ -13,13 +13,18 @@ rows here are therefore divided by the PUE it applied, to compare like with like
 emissions.csv and `emissions_kg` keep CodeCarbon's own (facility-side) figures. What it was
 given is in `describe()` (the record's meters.codecarbon: `pue`, `intensity_g_per_kwh`,
 `intensity_source`) beside our own carbon facts.
+
+Its scope is explicit: `tracking_mode="process"` (CPU and RAM as the cell's process share, like
+our headline's process rows), `gpu_ids` = the cell's own GPU by its UUID (the same GPU whatever
+CUDA_VISIBLE_DEVICES renumbered; none on a CPU cell) and `allow_multiple_runs=True` (cells of
+one study run at once on a Dask cluster; CodeCarbon's lock would stop all but one). The record's
+meters.codecarbon says which.
 """
 
 from __future__ import annotations
 
 import ctypes.util
 import importlib.util
-import inspect
 import logging
 import os
 import sys
@@ -46,12 +51,17 @@ def _hide_broken_amdsmi() -> None:
 class CodeCarbonRun:
     """Start/stop CodeCarbon's OfflineEmissionsTracker around a whole run (no network)."""
 
+    #: CPU and RAM as the cell's process share: the scope of our headline
+    TRACKING_MODE = "process"
+
     def __init__(self, country_iso_code: str, project_name: str, folder: str | os.PathLike,
                  sample_period_s: float = 15.0, *, pue: float = 1.0,
-                 carbon_intensity_g_per_kwh: float | None = None) -> None:
+                 carbon_intensity_g_per_kwh: float | None = None,
+                 gpu_uuid: str | None = None) -> None:
         """`folder`: where CodeCarbon's emissions.csv goes (the runner: beside the record).
         `pue` and `carbon_intensity_g_per_kwh` (None: the country's figure) as in RunConfig:
-        CodeCarbon computes its emissions with them."""
+        CodeCarbon computes its emissions with them. `gpu_uuid`: the cell's GPU (NVML's
+        "GPU-..." form), None for a CPU cell."""
         if not pue > 0:
             raise ConfigError(f"pue={pue!r} must be > 0 (1.0 = no facility overhead)")
         self.pue = float(pue)
@@ -63,9 +73,13 @@ class CodeCarbonRun:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         logging.getLogger("codecarbon").setLevel(logging.ERROR)
-        ours = {"pue": self.pue, "force_carbon_intensity_g_co2e_kwh": self.intensity.g_per_kwh}
-        #: what this CodeCarbon accepts of ours (3.x: both; 2.x: pue only)
-        self.given = {k: v for k, v in ours.items() if k in tracker_parameters()}
+        #: what it is given, and the record keeps (describe)
+        self.given = {"pue": self.pue,
+                      "force_carbon_intensity_g_co2e_kwh": self.intensity.g_per_kwh,
+                      "tracking_mode": self.TRACKING_MODE,
+                      # no GPU: an empty list, not None (None means every GPU of the machine)
+                      "gpu_ids": [gpu_uuid] if gpu_uuid else [],
+                      "allow_multiple_runs": True}
         self.tracker = OfflineEmissionsTracker(
             country_iso_code=self.intensity.country_iso_code or country_iso_code,
             project_name=project_name,
@@ -76,18 +90,22 @@ class CodeCarbonRun:
         self._started = 0.0
 
     @classmethod
-    def for_config(cls, config, folder: str | os.PathLike) -> CodeCarbonRun:
-        """The tracker for a RunConfig: its country, study (as CodeCarbon's project name), PUE
-        and carbon intensity."""
+    def for_config(cls, config, folder: str | os.PathLike, device=None) -> CodeCarbonRun:
+        """The tracker for a RunConfig on `device` (a torch.device): its country, study (as
+        CodeCarbon's project name), PUE, carbon intensity and the cell's own GPU."""
         return cls(config.country, config.study, folder, pue=config.pue,
-                   carbon_intensity_g_per_kwh=config.carbon_intensity_g_per_kwh)
+                   carbon_intensity_g_per_kwh=config.carbon_intensity_g_per_kwh,
+                   gpu_uuid=gpu_uuid(device))
 
     def start(self) -> None:
         self.tracker.start()
         self.running, self._started = True, time.perf_counter()
 
     def _kinds(self) -> dict[str, Kind]:
-        """Whether CodeCarbon read a counter or used its model, per component."""
+        """Whether CodeCarbon read a counter or used its model, per component. CodeCarbon 3.3
+        has no public accessor for its CPU tracking method (get_detected_hardware() names the
+        CPU, not how it is read; EmissionsData neither), so its tracker's `_hardware` list is
+        read, defensively: an unknown shape leaves the CPU "modelled"."""
         kinds = {"ram": Kind.MODELLED, "cpu": Kind.MODELLED, "gpu": Kind.MEASURED}
         for hardware in getattr(self.tracker, "_hardware", []):
             if type(hardware).__name__ == "CPU" and getattr(hardware, "_mode", "") in _MEASURING_CPU_MODES:
@@ -106,6 +124,7 @@ class CodeCarbonRun:
             "energy_kwh": {c: v / applied_pue for c, v in energy.items() if v is not None},
             "kinds": self._kinds(), "duration_s": time.perf_counter() - self._started,
             "emissions_kg": emissions_kg, "pue": applied_pue,
+            "tracking_mode": getattr(data, "tracking_mode", None) or self.TRACKING_MODE,
         }
         # without a GPU CodeCarbon writes 0 kWh for it: that is no figure, not a measured zero
         self.figures["energy_kwh"] = {c: v for c, v in self.figures["energy_kwh"].items()
@@ -120,25 +139,20 @@ class CodeCarbonRun:
 
         facts = {"version": codecarbon.__version__, "csv": str(self.folder / "emissions.csv"),
                  "emissions_kg": self.figures.get("emissions_kg"),
-                 "pue": self.given.get("pue"),
-                 "intensity_g_per_kwh": self.given.get("force_carbon_intensity_g_co2e_kwh"),
-                 "intensity_source": self.intensity.source}
-        if facts["pue"] is None:
-            facts["pue_note"] = (f"CodeCarbon {codecarbon.__version__} takes no pue: its figures "
-                                 f"use its own default; ours is {self.pue:g}")
-        if facts["intensity_g_per_kwh"] is None:
-            facts["intensity_source"] = (
-                f"CodeCarbon {codecarbon.__version__}'s own data for the country (it takes no "
-                f"explicit intensity); ours is {self.intensity.g_per_kwh:g} gCO2eq/kWh "
-                f"({self.intensity.source})")
+                 "pue": self.given["pue"],
+                 "intensity_g_per_kwh": self.given["force_carbon_intensity_g_co2e_kwh"],
+                 "intensity_source": self.intensity.source,
+                 "tracking_mode": self.given["tracking_mode"],
+                 "gpu_ids": self.given["gpu_ids"],
+                 "allow_multiple_runs": self.given["allow_multiple_runs"]}
         return facts
 
 
-def tracker_parameters() -> set[str]:
-    """The keyword arguments the installed CodeCarbon's trackers accept (OfflineEmissionsTracker
-    passes its own extra ones through to BaseEmissionsTracker)."""
-    _hide_broken_amdsmi()
-    from codecarbon.emissions_tracker import BaseEmissionsTracker, OfflineEmissionsTracker
+def gpu_uuid(device) -> str | None:
+    """The GPU of a torch.device in NVML's "GPU-<uuid>" form (what CodeCarbon matches its
+    gpu_ids against), None for any other device."""
+    if device is None or getattr(device, "type", str(device)) != "cuda":
+        return None
+    import torch
 
-    names = set(inspect.signature(BaseEmissionsTracker.__init__).parameters)
-    return names | set(inspect.signature(OfflineEmissionsTracker.__init__).parameters)
+    return f"GPU-{torch.cuda.get_device_properties(device).uuid}"

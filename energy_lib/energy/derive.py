@@ -320,15 +320,17 @@ def emissions_from_j(energy_j: float, intensity_g_per_kwh: float, pue: float = 1
 
 def codecarbon_beside(energy) -> dict:
     """Where CodeCarbon ran alongside: its energy for the whole run (`codecarbon_run_energy_j`)
-    and ours for the same window and components at machine scope (`run_energy_j_as_codecarbon`),
-    so a reader sees how far two models of one machine disagree. Empty where it did not run."""
+    and ours for the same window, components and scopes (`run_energy_j_as_codecarbon`: its CPU
+    and RAM rows are the process's share in its process mode, the machine's in older records),
+    so a reader sees how far two models disagree. Empty where it did not run."""
     frame = as_frame(energy)
     theirs = frame[frame["method"] == Method.CODECARBON.value]
     if theirs.empty:
         return {}
+    same = frame[["component", "scope"]].apply(tuple, axis=1).isin(
+        set(theirs[["component", "scope"]].apply(tuple, axis=1)))
     ours = frame[(frame["phase"] == Phase.RUN.value) & (frame["method"] != Method.CODECARBON.value)
-                 & frame["component"].isin(theirs["component"])
-                 & (frame["scope"] == Scope.MACHINE.value)]
+                 & same]
     return {"codecarbon_run_energy_j": float(theirs["energy_j"].sum()),
             "run_energy_j_as_codecarbon": _sum_or_nan(ours["energy_j"]) if len(ours) else float("nan")}
 

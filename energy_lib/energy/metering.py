@@ -30,8 +30,8 @@ from .attribution import Attribution, WindowShare
 from .carbon import resolve_intensity
 from .monitor import EnergyMonitor, Window
 from .meters import MeterSet, build_meters
-from .table import (ASSUMED_BOARD, EnergyRow, Kind, Method, Phase, JOULES_PER_KWH, Scope,
-                    default_scope)
+from .table import (ASSUMED_BOARD, MACHINE_COMPONENTS, EnergyRow, Kind, Method, Phase,
+                    JOULES_PER_KWH, Scope, default_scope)
 from .timeline import PowerTimeline
 
 
@@ -63,7 +63,7 @@ class Metering:
         if "codecarbon" in config.meter_names:
             from .codecarbon_backend import CodeCarbonRun
 
-            codecarbon = CodeCarbonRun.for_config(config, codecarbon_dir or "codecarbon")
+            codecarbon = CodeCarbonRun.for_config(config, codecarbon_dir or "codecarbon", device)
         return cls(meter_set, device, sample_period_s=config.sample_period_s, codecarbon=codecarbon)
 
     def __enter__(self) -> "Metering":
@@ -170,10 +170,13 @@ class Metering:
         for component, kwh in figures.get("energy_kwh", {}).items():
             if kwh is None:
                 continue
+            # in process mode its CPU and RAM are the cell's share; its GPU is the whole device
+            process = figures.get("tracking_mode") == "process" and component in MACHINE_COMPONENTS
             self.rows.append(EnergyRow(None, Phase.RUN, component, Method.CODECARBON,
                                        Kind(figures["kinds"].get(component, Kind.MODELLED)),
                                        kwh * JOULES_PER_KWH, figures["duration_s"],
-                                       "CodeCarbon's own figure for the whole run").to_dict())
+                                       "CodeCarbon's own figure for the whole run",
+                                       scope=Scope.PROCESS if process else "").to_dict())
 
     # -- what the record says about the meters -------------------------------------------------
 
