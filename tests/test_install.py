@@ -5,6 +5,7 @@ wherever a shell or a notebook kernel started."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -27,13 +28,28 @@ def shipped_files(folder: str, pattern: str) -> set[str]:
     return {p.name for p in (REPO / folder).glob(pattern)}
 
 
+def checkout_copy(target: Path) -> Path:
+    """The checkout's files as a fresh clone has them (tracked, plus new files git does not
+    ignore), without its build/ folder: setuptools builds in place and would ship whatever an
+    older build left in build/lib, hiding a file the wheel no longer carries."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=REPO, capture_output=True, check=True).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = REPO / name
+        if source.is_file():  # a tracked file deleted in the working tree is not copied
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """A wheel built from this checkout, as `pip install .` builds it (without fetching the
-    build backend again: the one installed here)."""
+    """A wheel built from a copy of this checkout, as `pip install .` or `pip install git+URL`
+    builds it (without fetching the build backend again: the one installed here)."""
     out = tmp_path_factory.mktemp("wheel")
+    source = checkout_copy(tmp_path_factory.mktemp("checkout"))
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                           "-q", "-w", str(out), str(REPO)], capture_output=True, text=True,
+                           "-q", "-w", str(out), str(source)], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     [built] = out.glob("energy_lib-*.whl")
@@ -57,6 +73,24 @@ def test_the_wheel_carries_the_notebooks_studies_and_data(wheel):
     assert {"getzner2023/LICENSE", "cpu_tdp.csv"} <= {n.split("energy_lib/data/", 1)[1]
                                                        for n in names if "energy_lib/data/" in n}
     assert not any(n.startswith(("runs/", "report/", "tests/", "energy_lib/runs")) for n in names)
+
+
+def test_the_wheel_ships_modules_only_from_the_package_and_notebooks_as_ipynb(wheel):
+    """Every file of the wheel: its Python modules are the package's own; notebooks/ and
+    studies/ are data (the notebooks' jupytext twins, notebooks/*.py, are scripts, and
+    colab.py clones and installs when imported: setup.py leaves them out)."""
+    names = [n for n in zipfile.ZipFile(wheel).namelist() if not n.endswith("/")]
+    data_only = ("energy_lib/notebooks/", "energy_lib/studies/")
+    modules = [n for n in names if n.endswith((".py", ".pyc", ".so", ".pyd"))]
+    assert modules and all(n.startswith("energy_lib/") for n in modules), modules
+    assert not [n for n in modules if n.startswith(data_only)]
+    dist_info = {n.split("/", 1)[0] for n in names if not n.startswith("energy_lib/")}
+    assert len(dist_info) == 1 and dist_info.pop().endswith(".dist-info")  # nothing else at the top
+    inside = lambda folder: {n.removeprefix(folder) for n in names if n.startswith(folder)}
+    notebooks = {"run.ipynb", "analysis.ipynb", "colab.ipynb"}
+    assert notebooks <= shipped_files("notebooks", "*.ipynb")
+    assert inside("energy_lib/notebooks/") == shipped_files("notebooks", "*.ipynb")
+    assert inside("energy_lib/studies/") == shipped_files("studies", "*.toml") != set()
 
 
 def test_init_writes_a_starter_folder_and_never_replaces_a_file(tmp_path, capsys):
