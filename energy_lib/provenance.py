@@ -23,6 +23,8 @@ from importlib import metadata
 import platform
 import subprocess
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -184,6 +186,56 @@ def total_ram_gb() -> float:
         return 8.0
 
 
+@dataclass(frozen=True)
+class Scheduler:
+    """The environment variables a batch scheduler sets in a job: how a record finds its job
+    in the scheduler's accounting (sacct, qstat -x, bhist, qacct)."""
+    name: str
+    job_id: str
+    array_task_id: str | None = None
+    array_job_id: str | None = None
+    job_name: str | None = None
+    #: one of these must be set too: the job id's name is generic (SGE's JOB_ID)
+    requires: tuple[str, ...] = ()
+    #: array_task_id values that mean "not an array job"
+    no_task: tuple[str, ...] = ()
+
+
+#: the one table of schedulers and their variables, asked in this order
+SCHEDULERS = (
+    Scheduler("slurm", "SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_JOB_ID",
+              "SLURM_JOB_NAME"),
+    Scheduler("pbs", "PBS_JOBID", "PBS_ARRAYID", job_name="PBS_JOBNAME"),  # PBS, Torque
+    Scheduler("lsf", "LSB_JOBID", "LSB_JOBINDEX", job_name="LSB_JOBNAME", no_task=("0",)),
+    Scheduler("sge", "JOB_ID", "SGE_TASK_ID", job_name="JOB_NAME",  # SGE, UGE
+              requires=("SGE_ROOT", "SGE_CELL"), no_task=("undefined",)),
+)
+#: the provenance keys `scheduler_job` fills: flat strings, one runs-table column each
+SCHEDULER_KEYS = ("scheduler", "scheduler_job_id", "scheduler_array_job_id",
+                  "scheduler_array_task_id", "scheduler_job_name")
+
+
+def scheduler_job(environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
+    """The batch job this process runs in (SCHEDULERS), each SCHEDULER_KEYS value None where
+    there is no scheduler or it did not set that variable."""
+    env = os.environ if environ is None else environ
+
+    def value(name: str | None) -> str | None:
+        return (env.get(name) or None) if name else None
+
+    for scheduler in SCHEDULERS:
+        if not value(scheduler.job_id):
+            continue
+        if scheduler.requires and not any(value(name) for name in scheduler.requires):
+            continue
+        task = value(scheduler.array_task_id)
+        return {"scheduler": scheduler.name, "scheduler_job_id": value(scheduler.job_id),
+                "scheduler_array_job_id": value(scheduler.array_job_id),
+                "scheduler_array_task_id": None if task in scheduler.no_task else task,
+                "scheduler_job_name": value(scheduler.job_name)}
+    return dict.fromkeys(SCHEDULER_KEYS)
+
+
 def collect(device: torch.device) -> dict:
     """The machine, software and commit facts; the caller adds what it set up itself (the
     allocator's settings, the data sources)."""
@@ -217,4 +269,5 @@ def collect(device: torch.device) -> dict:
         "hostname": platform.node(),
         "os": platform.platform(),
         "executable": sys.executable,
+        **scheduler_job(),
     }

@@ -1,8 +1,9 @@
 """The machine fingerprint (provenance.fingerprint): read on this machine, its digest stable and
-moved by exactly the facts that change training speed."""
+moved by exactly the facts that change training speed; and the batch job a record ran in."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from energy_lib import provenance
@@ -87,3 +88,56 @@ def test_the_record_says_whether_its_device_computes_bf16_natively(monkeypatch):
     assert provenance.collect(torch.device("cpu"))["bf16_native"] is False
     monkeypatch.setattr(provenance, "_cpuinfo", lambda: dict(CPUINFO))
     assert provenance.collect(torch.device("cpu"))["bf16_native"] is True
+
+
+@pytest.fixture
+def no_scheduler(monkeypatch):
+    """An environment without any scheduler's variables (the tests may run inside a job)."""
+    for scheduler in provenance.SCHEDULERS:
+        for name in (scheduler.job_id, scheduler.array_task_id, scheduler.array_job_id,
+                     scheduler.job_name, *scheduler.requires):
+            if name:
+                monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_a_slurm_job_is_named_in_the_provenance(no_scheduler):
+    no_scheduler.setenv("SLURM_JOB_ID", "4242")
+    facts = provenance.collect(torch.device("cpu"))
+    assert facts["scheduler"] == "slurm" and facts["scheduler_job_id"] == "4242"
+    assert facts["scheduler_array_task_id"] is None and facts["scheduler_job_name"] is None
+    no_scheduler.setenv("SLURM_ARRAY_JOB_ID", "4240")
+    no_scheduler.setenv("SLURM_ARRAY_TASK_ID", "0")  # SLURM arrays may start at 0
+    no_scheduler.setenv("SLURM_JOB_NAME", "widths")
+    assert provenance.scheduler_job() == {
+        "scheduler": "slurm", "scheduler_job_id": "4242", "scheduler_array_job_id": "4240",
+        "scheduler_array_task_id": "0", "scheduler_job_name": "widths"}
+
+
+def test_without_a_scheduler_the_provenance_names_none(no_scheduler):
+    facts = provenance.collect(torch.device("cpu"))
+    assert {key: facts[key] for key in provenance.SCHEDULER_KEYS} == dict.fromkeys(
+        provenance.SCHEDULER_KEYS)
+    assert all(not isinstance(facts[key], (dict, list)) for key in provenance.SCHEDULER_KEYS)
+
+
+def test_a_generic_job_id_is_sge_only_beside_sge_s_own_variables(no_scheduler):
+    no_scheduler.setenv("JOB_ID", "77")
+    no_scheduler.setenv("SGE_TASK_ID", "undefined")  # what SGE sets outside an array job
+    assert provenance.scheduler_job()["scheduler"] is None
+    no_scheduler.setenv("SGE_ROOT", "/opt/sge")
+    job = provenance.scheduler_job()
+    assert job["scheduler"] == "sge" and job["scheduler_job_id"] == "77"
+    assert job["scheduler_array_task_id"] is None
+
+
+@pytest.mark.parametrize("variables,expected", [
+    ({"PBS_JOBID": "123.server", "PBS_ARRAYID": "5"}, ("pbs", "123.server", "5")),
+    ({"LSB_JOBID": "99", "LSB_JOBINDEX": "0"}, ("lsf", "99", None)),  # 0: not an array job
+    ({"LSB_JOBID": "99", "LSB_JOBINDEX": "3"}, ("lsf", "99", "3")),
+])
+def test_pbs_and_lsf_jobs_are_named(no_scheduler, variables, expected):
+    for name, value in variables.items():
+        no_scheduler.setenv(name, value)
+    job = provenance.scheduler_job()
+    assert (job["scheduler"], job["scheduler_job_id"], job["scheduler_array_task_id"]) == expected
