@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -654,7 +655,7 @@ def test_in_place_activations_are_named_as_priced_out_of_place():
 # a calibration is this machine's only when its rows carry this machine's fingerprint
 # ------------------------------------------------------------------------------------------
 
-def _calibration_file(folder, digest: str | None) -> "Path":
+def _calibration_file(folder, digest: str | None) -> Path:
     """This machine's calibration file by name, with one row measured on `digest` (None: a file
     of the format before fingerprints)."""
     import csv

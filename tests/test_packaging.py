@@ -339,3 +339,22 @@ def test_every_imported_package_is_declared_in_the_extra_that_needs_it():
                           text=True, timeout=300, env={**os.environ, "NO_COLOR": "1"})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "No dependency issues found" in done.stdout + done.stderr
+
+
+def test_the_code_passes_ruff():
+    """ruff over the code ([tool.ruff] in pyproject.toml: pyflakes and pycodestyle's errors):
+    an unused import or an undefined name fails here, not in a user's run."""
+    if importlib.util.find_spec("ruff") is None:
+        pytest.skip("ruff is not installed (the dev extra)")
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "energy_lib",
+                           "benchmarks", "tools", "tests"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "NO_COLOR": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_package_says_it_is_typed():
+    """PEP 561: the py.typed marker, shipped in the wheel, lets type checkers read the
+    package's annotations."""
+    assert (REPO / "energy_lib" / "py.typed").is_file()
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "py.typed" in data["package-data"]["energy_lib"]

@@ -509,7 +509,7 @@ def runner(base: Path, *args: str) -> subprocess.Popen:
 
 
 def ran_count(out: str) -> int:
-    line = next(l for l in out.splitlines() if l.startswith("cells: "))
+    line = next(text for text in out.splitlines() if text.startswith("cells: "))
     return int(line.split()[1])
 
 
@@ -585,7 +585,7 @@ def test_sigint_during_a_cell_prints_one_line(tmp_path):
     out, err = run.communicate(timeout=120)
     assert run.returncode == 130
     assert "Traceback" not in err and "Error" not in err and "Kernel died" not in err, err
-    lines = [l for l in err.splitlines() if l.strip() and "%|" not in l]
+    lines = [line for line in err.splitlines() if line.strip() and "%|" not in line]
     assert lines == ["energy-study: interrupted; run the same command again to resume "
                      "(finished cells are kept)"]
     statuses = study_state(load_study(tmp_path / "race.toml"), folder).cells
@@ -611,7 +611,7 @@ def test_sigterm_during_a_cell_stops_its_kernel_and_prints_one_line(tmp_path):
     out, err = run.communicate(timeout=120)
     assert run.returncode == 143
     assert "Traceback" not in err and "Kernel died" not in err, err
-    lines = [l for l in err.splitlines() if l.strip() and "%|" not in l]
+    lines = [line for line in err.splitlines() if line.strip() and "%|" not in line]
     assert lines == ["energy-study: terminated (SIGTERM); run the same command again to resume "
                      "(finished cells are kept)"]
     gone, alive = psutil.wait_procs(children, timeout=10)

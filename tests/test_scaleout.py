@@ -398,7 +398,7 @@ def test_ctrl_c_cancels_pending_cells_and_exits_130(tmp_path):
     os.killpg(run.pid, signal.SIGINT)
     out, err = run.communicate(timeout=120)
     assert run.returncode == 130, err[-3000:]
-    lines = [l for l in err.splitlines() if l.strip() and "%|" not in l]
+    lines = [line for line in err.splitlines() if line.strip() and "%|" not in line]
     assert lines == ["energy-study: interrupted; run the same command again to resume "
                      "(finished cells are kept)"], err[-3000:]
     statuses = cell_status(load_study(tmp_path / "ctrlc.toml"), tmp_path / "runs")
