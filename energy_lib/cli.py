@@ -302,18 +302,10 @@ def _cmd_run(study, args) -> int:
 
 def _plan(study, args) -> int:
     """`run --plan`: the cells a run would start, predicted here; nothing is written."""
-    from .study.plan import make_plan
-    from .study.runner import check_cells_can_run, say_emulated, select_cells
+    from .study.plan import plan_text
 
-    check_cells_can_run(study)
-    selection = select_cells(study, study.runs_dir(args.runs_dir), force=args.force,
-                             rerun=tuple(args.rerun), only=args.cells, block=args.rerun_block)
-    todo = selection.todo
-    print(f"study {study.name}: {len(todo)} cell{'s' * (len(todo) != 1)} to run here"
-          + (f", {len(selection.skipped)} finished (skipped)" if selection.skipped else ""))
-    if todo:
-        say_emulated(todo)
-        print(make_plan(todo).table())
+    print(plan_text(study, study.runs_dir(args.runs_dir), force=args.force,
+                    rerun=tuple(args.rerun), only=args.cells, block=args.rerun_block))
     return 0
 
 

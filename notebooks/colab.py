@@ -3,17 +3,18 @@
 #
 # Installs the project (if it is not installed), reports the GPU, runs a study through the same runner as `energy-study run` -- the original paper study (CIFAR-10, widths 1-3, fp32 vs amp, 30 epochs) on a GPU, the quick Fashion-MNIST study otherwise -- then runs the analysis and shows the figures. Every cell of the study leaves an executed notebook: the lab record.
 #
-# In Colab: *Runtime > Change runtime type > GPU*, set `repo_url` below, then *Run all*. Set `drive_folder` to keep the lab records in Google Drive across sessions; a rerun resumes, skipping cells whose records are finished.
+# In Colab: *Runtime > Change runtime type > GPU*, paste this project's git URL into `repo_url` below, then *Run all*. The records go to Google Drive (`keep_on_drive`, on by default: a Colab runtime that disconnects loses its local files); after a reconnect, *Run all* again resumes, skipping every cell whose record is finished. Before the grid starts, the plan cell prints each cell's predicted time and energy on this runtime.
 
 # %% tags=["parameters"]
 # Parameters
-repo_url = 'https://github.com/OWNER/REPOSITORY.git'  # this project's git URL (for installing)
-repo_ref = 'main'
-study = 'auto'  # 'auto': paper on a GPU, quick otherwise; or a study name / .toml path
+repo_url = ''  # @param {type:"string"} this project's git URL, e.g. https://github.com/<owner>/<repo>.git
+repo_ref = 'main'  # @param {type:"string"}
+study = 'auto'  # @param {type:"string"} 'auto': paper on a GPU, quick otherwise; or a study name / .toml path
 overrides = {}  # replace [fixed] settings, e.g. {'epochs': 5}
 repeats = None  # runs per setting; None: the study file's (quick: 3)
-drive_folder = ''  # e.g. '/content/drive/MyDrive/energy-study' to keep records in Drive
-runs_root = 'runs'
+keep_on_drive = True  # @param {type:"boolean"} records and report in Google Drive (Colab only)
+drive_folder = '/content/drive/MyDrive/energy-study'  # @param {type:"string"}
+runs_root = 'runs'  # where records go when not on Drive
 report_root = 'report'
 
 # %%
@@ -21,28 +22,33 @@ report_root = 'report'
 import importlib.util, os, subprocess, sys
 
 if importlib.util.find_spec('energy_lib') is None:
-    if 'OWNER/REPOSITORY' in repo_url:
-        raise SystemExit('set repo_url (first cell) to this project\'s git URL, then Run all again')
-    subprocess.run(['git', 'clone', '--depth', '1', '--branch', repo_ref, repo_url, 'energy-study'], check=True)
+    if not repo_url.strip():
+        raise SystemExit("repo_url is empty: paste this project's git URL (e.g. "
+                         "https://github.com/<owner>/<repo>.git) into the first cell, then Run all")
+    subprocess.run(['git', 'clone', '--depth', '1', '--branch', repo_ref, repo_url.strip(), 'energy-study'], check=True)
     subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '-e', 'energy-study'], check=True)
     sys.path.insert(0, os.path.abspath('energy-study'))  # visible without a kernel restart
     os.chdir('energy-study')
 
 # %%
-from pathlib import Path
-
 from energy_lib.training.device import describe_accelerator
-from energy_lib.study import build_report, load_study, run_study, study_file_for
+from energy_lib.study import colab_folders, load_study, study_file_for
 
 print(describe_accelerator())
-study_file = study_file_for(study)
-if drive_folder:
-    from google.colab import drive
-
-    drive.mount('/content/drive')
-    runs_root, report_root = Path(drive_folder) / 'runs', Path(drive_folder) / 'report'
-the_study = load_study(study_file, repeats=repeats, **overrides)
+runs_root, report_root, where = colab_folders(keep_on_drive, drive_folder, runs_root, report_root)
+print(where)
+the_study = load_study(study_file_for(study), repeats=repeats, **overrides)
 print(f'study {the_study.name!r}: {len(the_study.cells)} cells -> {the_study.runs_dir(runs_root)}')
+
+# %% [markdown]
+# ## The plan
+#
+# Each distinct setting is probed for a few training steps on this runtime (never recorded); every cell still to run is priced in time and energy. Cells whose records are finished (on Drive, from an earlier session) are skipped.
+
+# %%
+from energy_lib.study.plan import plan_text
+
+print(plan_text(the_study, the_study.runs_dir(runs_root)))
 
 # %% [markdown]
 # ## Run the grid
@@ -50,6 +56,8 @@ print(f'study {the_study.name!r}: {len(the_study.cells)} cells -> {the_study.run
 # One papermill execution per cell, one at a time (energy must not share a device). A failed cell keeps its record and the others go on. One progress bar for the study; each cell's own output is in its lab record.
 
 # %%
+from energy_lib.study import build_report, run_study
+
 outcome = run_study(the_study, runs_root=runs_root, progress='bar')
 print(f'ran {outcome.ran}; skipped {outcome.skipped}; failed {outcome.failed}')
 

@@ -48,6 +48,9 @@ def test_colab_notebook_runs_under_papermill_on_cpu(tmp_path, monkeypatch):
     text = "".join(str(o.get("text", "")) for c in nbformat.read(executed, 4).cells
                    for o in c.get("outputs", []))
     assert "no CUDA GPU visible" in text and "ran [" in text
+    assert "not on Colab: records in" in text  # keep_on_drive is on by default, and said
+    assert text.index("to run here") < text.index("ran [")  # the plan before the grid
+    assert "total" in text
 
 
 def test_paper_comparison_puts_the_t4_table_beside_ours():
@@ -74,3 +77,32 @@ def test_paper_comparison_puts_the_t4_table_beside_ours():
     assert failed["status (ours)"] == "failed"
     missing = table[(table["width"] == 2) & (table["precision"] == "fp32")].iloc[0]
     assert missing["status (ours)"] == "missing" and pd.isna(missing["best_val_acc_pct (ours)"])
+
+
+def test_colab_keeps_records_on_drive_only_where_it_can(tmp_path, monkeypatch):
+    """Off Colab (papermill, JupyterLab) the given folders stay, and the line says so; on Colab
+    (google.colab faked: a platform CI lacks) Drive is mounted and both folders go under it; a
+    drive_folder outside the mount is one line."""
+    import sys
+    import types
+
+    from energy_lib.errors import ConfigError
+    from energy_lib.study import colab_folders
+
+    runs, report, line = colab_folders(False, "/content/drive/MyDrive/x", "runs", "report")
+    assert (runs, report) == ("runs", "report") and "loses them" in line
+    monkeypatch.setitem(sys.modules, "google.colab", None)  # not on Colab
+    runs, report, line = colab_folders(True, "/content/drive/MyDrive/x", "runs", "report")
+    assert (runs, report) == ("runs", "report") and line.startswith("not on Colab")
+    mounted = []
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=mounted.append)
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    runs, report, line = colab_folders(True, " /content/drive/MyDrive/x ", "runs", "report")
+    assert mounted == ["/content/drive"]
+    assert (str(runs), str(report)) == ("/content/drive/MyDrive/x/runs",
+                                        "/content/drive/MyDrive/x/report")
+    assert "resumes" in line
+    with pytest.raises(ConfigError, match="drive_folder"):
+        colab_folders(True, "/tmp/elsewhere", "runs", "report")

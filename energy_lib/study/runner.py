@@ -15,8 +15,8 @@ from ..files import check_runs_folder, check_writable, resolve_path
 from ..folders import REPORT, RUNS
 from ..locks import report_lock, runner_id
 from ..records import FINISHED
-from .cell import StudyOutcome
 from . import execute
+from .cell import StudyOutcome
 from .execute import execute_notebook
 from .executors import Executor, SerialExecutor
 from .folder import identity, study_state
@@ -52,21 +52,27 @@ def say_other_load(threshold: float) -> None:
               "(--wait-quiet SECONDS waits for a quiet machine before each cell)", flush=True)
 
 
-def say_emulated(cells) -> None:
-    """One line per precision of the grid that runs emulated here (training.device.
-    emulated_precision), before the first cell: its effect is this machine's software path."""
+def emulated_lines(cells) -> list[str]:
+    """One note per precision of the grid that runs emulated here (training.device.
+    emulated_precision): its effect is this machine's software path, said before the first cell."""
     from ..provenance import fingerprint
     from ..training.device import emulated_precision, resolve_device
 
-    said, machines = set(), {}
+    said, machines = [], {}
     for cell in cells:
         device = resolve_device(cell.config.device)
         if device not in machines:  # one fingerprint per device, not per cell
             machines[device] = fingerprint(device)
         why = emulated_precision(cell.config.precision, device, machines[device])
-        if why and why not in said:
-            said.add(why)
-            print(f"energy-study: note: {why}", flush=True)
+        if why and f"energy-study: note: {why}" not in said:
+            said.append(f"energy-study: note: {why}")
+    return said
+
+
+def say_emulated(cells) -> None:
+    """Print `emulated_lines(cells)` before the first cell."""
+    for line in emulated_lines(cells):
+        print(line, flush=True)
 
 
 @dataclass(frozen=True)
@@ -110,9 +116,9 @@ def invocation_id() -> str:
     """This call of the runner: `<host>-<pid>-<UTC start time>`. Records that share it were
     measured in one sitting; the report never pairs records of different invocations without
     saying so (report.findings.one_invocation)."""
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
-    return f"{runner_id()}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
+    return f"{runner_id()}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
 
 
 def check_rerun(rerun) -> None:
