@@ -155,9 +155,21 @@ def test_unreadable_rapl_names_the_file_and_the_grant(monkeypatch):
     monkeypatch.setattr(zeus_meter.os.path, "isdir", lambda path: True)
     monkeypatch.setattr(zeus_meter.os.path, "exists", lambda path: True)
     monkeypatch.setattr(zeus_meter.os, "access", lambda path, mode: False)
+    for name in zeus_meter.ZEUSD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
     reason = zeus_meter.rapl_unreadable_reason()
     assert "/sys/class/powercap/intel-rapl:0/energy_uj is not readable" in reason
-    assert "sudo chmod a+r /sys/class/powercap/intel-rapl:*/energy_uj" in reason
+    assert "zeusd" in reason and "ZEUSD_SOCK_PATH" in reason  # the daemon first
+    assert "undone at reboot" in reason and "CVE-2020-8694" in reason  # chmod, with its cost
+
+
+def test_with_zeusd_configured_rapl_is_left_to_the_daemon(monkeypatch):
+    """Zeus reads RAPL through zeusd where ZEUSD_SOCK_PATH (or ZEUSD_HOST_PORT) is set, also
+    from a container without /sys/class/powercap: no reason to refuse it here."""
+    monkeypatch.setattr(zeus_meter.os.path, "isdir", lambda path: False)
+    monkeypatch.setenv("ZEUSD_SOCK_PATH", "/var/run/zeusd.sock")
+    assert zeus_meter.zeusd_configured() == "ZEUSD_SOCK_PATH=/var/run/zeusd.sock"
+    assert zeus_meter.rapl_unreadable_reason() == ""
 
 
 def test_gpu_run_without_nvml_says_why(no_rapl, monkeypatch):

@@ -30,12 +30,26 @@ from .table import MIN_RELIABLE_WINDOW_S, Kind, Method
 from .zeus_soc import describe_soc, present_soc, soc_covers, soc_energy_j, soc_method
 
 RAPL_DIR = "/sys/class/powercap/intel-rapl"
-RAPL_GRANT = ("sudo chmod a+r /sys/class/powercap/intel-rapl:*/energy_uj "
-              "/sys/class/powercap/intel-rapl:*/intel-rapl:*/energy_uj")
+#: Where Zeus looks for its daemon zeusd, which reads RAPL as root for unprivileged processes
+#: (zeus.utils.zeusd.ZeusdConfig.from_env: a Unix socket first, then host:port).
+ZEUSD_VARIABLES = ("ZEUSD_SOCK_PATH", "ZEUSD_HOST_PORT")
+RAPL_GRANT = ("run Zeus's daemon zeusd as root and set ZEUSD_SOCK_PATH to its socket (Zeus then "
+              "reads RAPL through it); a `sudo chmod a+r` of the energy_uj files also works but "
+              "is undone at reboot and reopens CVE-2020-8694 (RAPL as a side channel)")
+
+
+def zeusd_configured() -> str:
+    """`NAME=value` of the zeusd variable Zeus will use, or "" where none is set."""
+    return next((f"{name}={os.environ[name]}" for name in ZEUSD_VARIABLES
+                 if os.environ.get(name)), "")
 
 
 def rapl_unreadable_reason() -> str:
-    """Why RAPL cannot be read here, naming the file and the command that grants access."""
+    """Why RAPL cannot be read here, naming the file and how to grant access; "" where it can,
+    or where zeusd is configured (the daemon reads the counters, also the host's from a
+    container without /sys/class/powercap)."""
+    if zeusd_configured():
+        return ""
     if not os.path.isdir(RAPL_DIR) and not os.path.isdir("/sys/class/powercap"):
         return ("/sys/class/powercap does not exist (no RAPL driver: a VM, a container, or a "
                 "CPU without RAPL)")
@@ -43,7 +57,8 @@ def rapl_unreadable_reason() -> str:
         return f"{RAPL_DIR}:0 does not exist (no RAPL package domain exposed on this machine)"
     path = f"{RAPL_DIR}:0/energy_uj"
     if not os.access(path, os.R_OK):
-        return f"{path} is not readable by this user (root-only on recent kernels); grant it: {RAPL_GRANT}"
+        return (f"{path} is not readable by this user (root-only on recent kernels); to grant "
+                f"access, {RAPL_GRANT}")
     return ""
 
 
