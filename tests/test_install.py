@@ -5,6 +5,7 @@ wherever a shell or a notebook kernel started."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -210,3 +211,125 @@ def test_the_run_notebook_opened_in_notebooks_reads_the_project_s_data_folder(tm
     assert config.data_dir == str(tmp_path / "data")
     elsewhere = tmp_path / "elsewhere"
     assert lab.config_from({"data_dir": str(elsewhere)}).data_dir == str(elsewhere)
+
+
+# scripts/install.sh asks before it touches the system. These tests run it with stand-ins for
+# the only commands that would change this machine or reach the network: sudo and apt-get
+# (which record their argv), and PYTHON, which records its `-m pip` / `-m venv` calls (a venv
+# "made" has such a stand-in as its python) and runs everything else (`-c`) with a real
+# interpreter, so the script's own checks and its final import check run for real.
+
+INSTALL_SH = REPO / "scripts" / "install.sh"
+
+
+def stand_in(path: Path, body: str) -> Path:
+    path.write_text("#!/usr/bin/env bash\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+def python_stand_in(path: Path, real: str, log: Path, venv_python: Path | None = None) -> Path:
+    make_venv = (f'[ "$2" = venv ] && mkdir -p "${{@: -1}}/bin" && cp {venv_python} "${{@: -1}}/bin/python"\n'
+                 if venv_python else "")
+    return stand_in(path, f'if [ "$1" = -m ]; then\n  printf "%s %s\\n" "$0" "$*" >> {log}\n'
+                          f'  {make_venv}  exit 0\nfi\nexec {real} "$@"\n')
+
+
+def base_python() -> str:
+    """An interpreter outside any venv, as a user's system Python is (the tests may run in one)."""
+    if sys.prefix == sys.base_prefix:
+        return sys.executable
+    return str(Path(sys.base_prefix) / "bin" / f"python{sys.version_info[0]}.{sys.version_info[1]}")
+
+
+@pytest.fixture
+def install_sh(tmp_path):
+    """run(*flags, active=True, **env) -> (completed process, recorded calls). active: an
+    active (conda) environment, where the script installs; else VENV=tmp/venv, which it makes."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    stand_in(bin_dir / "sudo", f'printf "sudo %s\\n" "$*" >> {log}\nexec "$@"\n')
+    stand_in(bin_dir / "apt-get", f'printf "apt-get %s\\n" "$*" >> {log}\n')
+    venv_python = python_stand_in(tmp_path / "venv-python", sys.executable, log)
+
+    def run(*flags, active=True, **extra):
+        env = {k: v for k, v in os.environ.items()
+               if k not in {"VIRTUAL_ENV", "CONDA_PREFIX", "VENV", "TORCH_INDEX", "PYTHON"}}
+        python = python_stand_in(bin_dir / "python", sys.executable if active else base_python(),
+                                 log, venv_python)
+        env.update(PATH=f"{bin_dir}:{env['PATH']}", PYTHON=str(python),
+                   FASHION_MNIST_DIR=str(tmp_path / "no-fashion-mnist"), **extra)
+        if active:
+            env["CONDA_PREFIX"] = str(tmp_path / "env")
+        else:
+            env["VENV"] = str(tmp_path / "venv")
+        done = subprocess.run(["bash", str(INSTALL_SH), *flags], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, env=env, timeout=120)
+        calls = log.read_text().splitlines() if log.exists() else []
+        log.unlink(missing_ok=True)
+        return done, [c.replace(f"{tmp_path}/", "") for c in calls]
+
+    return run
+
+
+def test_install_sh_without_apt_and_without_a_terminal_runs_no_apt_command(install_sh):
+    """No flag and no terminal to ask: no sudo, no apt-get, one line saying what was skipped
+    and how to allow it. Where it makes the venv (VENV set, no active environment): without
+    the system's packages, pip upgraded in that venv only, the package alone installed."""
+    done, calls = install_sh(active=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert calls == ["bin/python -m venv venv",
+                     "venv/bin/python -m pip install --quiet --upgrade pip",
+                     "venv/bin/python -m pip install --quiet -e ."]
+    skipped = [line for line in done.stderr.splitlines() if "skipped" in line]
+    assert len(skipped) == 1 and "install dataset-fashion-mnist" in skipped[0]
+    assert "rerun with --apt" in skipped[0] and "downloads" in skipped[0]
+    assert "made a virtual environment in" in done.stdout
+
+
+def test_install_sh_with_apt_installs_the_dataset_and_with_dev_the_dev_extra(install_sh):
+    """--apt: apt-get runs (through sudo unless root; both stand-ins here). In an active
+    environment pip is not upgraded: only the CPU-only torch (TORCH_INDEX) and `.[dev]`."""
+    done, calls = install_sh("--apt", "--dev", TORCH_INDEX="https://download.pytorch.org/whl/cpu")
+    assert done.returncode == 0, done.stdout + done.stderr
+    wanted = ["apt-get update -qq", "apt-get install -y -qq dataset-fashion-mnist"]
+    assert [c for c in calls if c.startswith("apt-get")] == wanted
+    assert [c for c in calls if c.startswith("sudo")] == (
+        [] if os.getuid() == 0 else [f"sudo {c}" for c in wanted])
+    assert [c for c in calls if c.startswith("bin/python")] == [
+        "bin/python -m pip install --quiet torch torchvision --index-url https://download.pytorch.org/whl/cpu",
+        "bin/python -m pip install --quiet -e .[dev]"]
+    assert "skipped" not in done.stderr
+
+
+def test_install_sh_makes_a_venv_with_system_site_packages_only_when_asked(install_sh):
+    done, calls = install_sh("--no-apt", "--system-site-packages", "--lab", active=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert calls == ["bin/python -m venv --system-site-packages venv",
+                     "venv/bin/python -m pip install --quiet --upgrade pip",
+                     "venv/bin/python -m pip install --quiet -e .[lab]"]
+    assert "install dataset-fashion-mnist` (Fashion-MNIST offline" in done.stderr
+    assert "--no-apt" in done.stderr  # the skip line says why
+
+
+def test_install_sh_help_and_an_unknown_option():
+    shown = subprocess.run(["bash", str(INSTALL_SH), "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0 and shown.stdout.startswith("Usage: bash scripts/install.sh")
+    assert all(flag in shown.stdout for flag in ("--apt", "--dev", "--lab", "--system-site-packages", "TORCH_INDEX"))
+    wrong = subprocess.run(["bash", str(INSTALL_SH), "--frobnicate"], capture_output=True, text=True)
+    assert wrong.returncode == 2 and wrong.stdout == ""
+    assert wrong.stderr.count("\n") == 1 and "--frobnicate" in wrong.stderr
+
+
+def test_ci_runs_the_readme_s_test_command_and_both_commands_ask_for_apt_openly():
+    """.ci/run is exactly the README's test command, and the README's two commands pass --apt,
+    so a reader sees that they touch the system (the script asks otherwise)."""
+    readme = (REPO / "README.md").read_text()
+    commands = [line for line in readme.split("```bash\n", 1)[1].split("```", 1)[0].splitlines()
+                if line.startswith("bash scripts/install.sh")]
+    assert len(commands) == 2 and all(" --apt" in c for c in commands)
+    [test_command] = [c for c in commands if c.endswith("pytest")]
+    assert " --dev" in test_command
+    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines()
+          if line and not line.startswith(("#", "set ", "cd "))]
+    assert ci == [test_command]

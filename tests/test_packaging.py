@@ -113,22 +113,22 @@ def test_environment_has_nothing_pyproject_does_not_declare(environment):
 
 
 def installed_extras() -> list[str]:
-    """The extras scripts/install.sh (the README's two commands) installs, read from it."""
-    match = re.search(r'-e "\.\[([\w,-]+)\]"', (REPO / "scripts" / "install.sh").read_text())
-    assert match, 'scripts/install.sh no longer installs -e ".[extras]"'
-    return match.group(1).split(",")
+    """The extras scripts/install.sh can install (its --dev and --lab flags), read from it."""
+    found = re.findall(r'extras="\$extras,([\w-]+)"', (REPO / "scripts" / "install.sh").read_text())
+    assert found, "scripts/install.sh no longer offers extras as flags (extras=\"$extras,NAME\")"
+    return found
 
 
 def dev_requirements() -> dict[str, Requirement]:
-    """What scripts/install.sh (the README's two commands) installs: the dependencies and the
-    extras it names."""
+    """What `scripts/install.sh --dev --lab` installs: the dependencies and every extra it
+    offers."""
     extras = pyproject()["project"]["optional-dependencies"]
     chosen = [Requirement(r) for extra in installed_extras() for r in extras[extra]]
     return {**{normalise(r.name): r for r in chosen}, **pyproject_requirements()}
 
 
 def test_environment_yml_matches_pyproject(environment):
-    """A conda user gets what a pip user of the README's commands gets: the same packages (names
+    """A conda user gets what `bash scripts/install.sh --dev --lab` gets: the same packages (names
     normalised, extras stripped, conda spellings mapped by CONDA_TO_PIP) with the same version
     specifiers."""
     wanted = dev_requirements()
