@@ -302,7 +302,7 @@ def _cmd_run(study, args) -> int:
 
 def _plan(study, args) -> int:
     """`run --plan`: the cells a run would start, predicted here; nothing is written."""
-    from .study.plan import plan_text
+    from .study.runner import plan_text
 
     print(plan_text(study, study.runs_dir(args.runs_dir), force=args.force,
                     rerun=tuple(args.rerun), only=args.cells, block=args.rerun_block))

@@ -46,7 +46,7 @@ print(f'study {the_study.name!r}: {len(the_study.cells)} cells -> {the_study.run
 # Each distinct setting is probed for a few training steps on this runtime (never recorded); every cell still to run is priced in time and energy. Cells whose records are finished (on Drive, from an earlier session) are skipped.
 
 # %%
-from energy_lib.study.plan import plan_text
+from energy_lib.study.runner import plan_text
 
 print(plan_text(the_study, the_study.runs_dir(runs_root)))
 

@@ -137,19 +137,3 @@ def energy_text(joules: float) -> str:
         return f"{joules / 1e3:.1f} kJ"
     return f"{joules / 3.6e6:.2f} kWh"
 
-
-def plan_text(study, runs_dir, **choose) -> str:
-    """What `energy-study run --plan` prints (and Colab's notebook before its grid): the cells a
-    run would start in `runs_dir` (`choose`: runner.select_cells' force/rerun/only/block), each
-    predicted here, and the total. Probes; writes nothing."""
-    from .runner import check_cells_can_run, emulated_lines, select_cells
-
-    check_cells_can_run(study)
-    selection = select_cells(study, runs_dir, **choose)
-    todo = selection.todo
-    lines = [f"study {study.name}: {len(todo)} cell{'s' * (len(todo) != 1)} to run here"
-             + (f", {len(selection.skipped)} finished (skipped)" if selection.skipped else "")]
-    if todo:
-        lines += emulated_lines(todo)
-        lines.append(make_plan(todo).table())
-    return "\n".join(lines)

@@ -112,6 +112,23 @@ def say_plan(cells) -> None:
     print(f"energy-study: {make_plan(cells).line()}", flush=True)
 
 
+def plan_text(study, runs_dir, **choose) -> str:
+    """What `energy-study run --plan` prints (and Colab's notebook before its grid): the cells a
+    run would start in `runs_dir` (`choose`: runner.select_cells' force/rerun/only/block), each
+    predicted here, and the total. Probes; writes nothing."""
+    from .plan import make_plan
+
+    check_cells_can_run(study)
+    selection = select_cells(study, runs_dir, **choose)
+    todo = selection.todo
+    lines = [f"study {study.name}: {len(todo)} cell{'s' * (len(todo) != 1)} to run here"
+             + (f", {len(selection.skipped)} finished (skipped)" if selection.skipped else "")]
+    if todo:
+        lines += emulated_lines(todo)
+        lines.append(make_plan(todo).table())
+    return "\n".join(lines)
+
+
 def invocation_id() -> str:
     """This call of the runner: `<host>-<pid>-<UTC start time>`. Records that share it were
     measured in one sitting; the report never pairs records of different invocations without
