@@ -96,6 +96,15 @@ def _torch_config() -> dict[str, str | None]:
             "blas": blas.group(1) if blas else None}
 
 
+def gpu_bf16_native(device: torch.device) -> bool:
+    """Whether the CUDA `device` computes bfloat16 in hardware (compute capability 8.0+).
+    torch's default `is_bf16_supported()` also counts emulation, which says yes on a T4 (7.5,
+    Colab's GPU), where bf16 runs through a slow software path; and it answers for the current
+    device, so `device` is made current while it is asked (a node may mix GPU models)."""
+    with torch.cuda.device(device):
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+
+
 def _gpu_facts(device: torch.device | None) -> dict:
     """The GPU a run uses: name, compute capability, memory, driver, power limit, and whether it
     computes bf16 natively (a T4 emulates it). Empty for a CPU run."""
@@ -105,7 +114,7 @@ def _gpu_facts(device: torch.device | None) -> dict:
     props = torch.cuda.get_device_properties(index)
     facts = {"gpu_name": props.name, "gpu_capability": f"{props.major}.{props.minor}",
              "gpu_memory_gb": round(props.total_memory / 1e9, 1),
-             "gpu_bf16_native": bool(torch.cuda.is_bf16_supported(including_emulation=False)),
+             "gpu_bf16_native": gpu_bf16_native(torch.device("cuda", index)),
              "gpu_driver": None, "gpu_power_limit_w": None}
     try:  # the driver and the board's power limit: NVML (pynvml ships with Zeus)
         import pynvml

@@ -3,6 +3,7 @@ value; and device.resolve_runtime's device/precision decisions on this CPU-only 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from types import SimpleNamespace
 
@@ -362,9 +363,10 @@ def test_fp32_has_no_autocast():
     assert runtime.use_grad_scaler is False and runtime.eval_autocast is False
 
 
-def fake_cuda_gpu(monkeypatch, name: str, capability: tuple[int, int]) -> None:
+def fake_cuda_gpu(monkeypatch, name: str, capability: tuple[int, int]) -> list:
     """One CUDA GPU of `capability`, as torch.cuda answers for it: is_bf16_supported() counts
-    emulation by default (True on a T4), and only capability 8.0+ with including_emulation=False."""
+    emulation by default (True on a T4), and only capability 8.0+ with including_emulation=False,
+    for the current device (returned: the devices made current to ask it)."""
     props = SimpleNamespace(name=name, major=capability[0], minor=capability[1],
                             total_memory=16 * 2**30)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -374,6 +376,10 @@ def fake_cuda_gpu(monkeypatch, name: str, capability: tuple[int, int]) -> None:
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: props)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported",
                         lambda including_emulation=True: including_emulation or capability[0] >= 8)
+    made_current = []
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext(
+        made_current.append(device)))
+    return made_current
 
 
 def test_bf16_refused_on_a_gpu_that_only_emulates_it(monkeypatch):
@@ -388,8 +394,9 @@ def test_bf16_refused_on_a_gpu_that_only_emulates_it(monkeypatch):
 
 
 def test_bf16_accepted_on_a_gpu_that_computes_it(monkeypatch):
-    fake_cuda_gpu(monkeypatch, "NVIDIA A100", (8, 0))
+    made_current = fake_cuda_gpu(monkeypatch, "NVIDIA A100", (8, 0))
     runtime = resolve_runtime(make(device="cuda", precision="bf16"))
+    assert made_current == [torch.device("cuda")]  # torch answers for the run's own GPU
     assert runtime.device == torch.device("cuda") and runtime.autocast_dtype is torch.bfloat16
     assert "bf16 native" in describe_accelerator()
 

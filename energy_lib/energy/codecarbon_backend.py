@@ -133,19 +133,17 @@ class CodeCarbonRun:
 
     def describe(self) -> dict:
         """What the record keeps of CodeCarbon (meters.codecarbon): its version and log, its
-        emissions, and the PUE and carbon intensity it computed them with -- ours where it
-        accepts them; else None and a note, our own figures being in the record's `carbon`."""
+        emissions, the PUE and carbon intensity it computed them with (ours), and its scope."""
         import codecarbon
 
-        facts = {"version": codecarbon.__version__, "csv": str(self.folder / "emissions.csv"),
-                 "emissions_kg": self.figures.get("emissions_kg"),
-                 "pue": self.given["pue"],
-                 "intensity_g_per_kwh": self.given["force_carbon_intensity_g_co2e_kwh"],
-                 "intensity_source": self.intensity.source,
-                 "tracking_mode": self.given["tracking_mode"],
-                 "gpu_ids": self.given["gpu_ids"],
-                 "allow_multiple_runs": self.given["allow_multiple_runs"]}
-        return facts
+        return {"version": codecarbon.__version__, "csv": str(self.folder / "emissions.csv"),
+                "emissions_kg": self.figures.get("emissions_kg"),
+                "pue": self.given["pue"],
+                "intensity_g_per_kwh": self.given["force_carbon_intensity_g_co2e_kwh"],
+                "intensity_source": self.intensity.source,
+                "tracking_mode": self.given["tracking_mode"],
+                "gpu_ids": self.given["gpu_ids"],
+                "allow_multiple_runs": self.given["allow_multiple_runs"]}
 
 
 def gpu_uuid(device) -> str | None:

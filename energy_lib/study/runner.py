@@ -64,8 +64,9 @@ def emulated_lines(cells) -> list[str]:
         if device not in machines:  # one fingerprint per device, not per cell
             machines[device] = fingerprint(device)
         why = emulated_precision(cell.config.precision, device, machines[device])
-        if why and f"energy-study: note: {why}" not in said:
-            said.append(f"energy-study: note: {why}")
+        line = f"energy-study: note: {why}"
+        if why and line not in said:
+            said.append(line)
     return said
 
 

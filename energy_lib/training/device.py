@@ -11,6 +11,7 @@ import torch
 
 from ..energy.meters import check_available
 from ..errors import ConfigError
+from ..provenance import gpu_bf16_native
 
 if TYPE_CHECKING:  # a RunConfig is passed in; the training core never builds one
     from ..config import RunConfig
@@ -67,7 +68,7 @@ def resolve_runtime(config: RunConfig) -> Runtime:
     if config.precision == "fp32":
         return Runtime(device, None, False, False)
     if config.precision == "bf16":
-        if on_cuda and not gpu_bf16_native():
+        if on_cuda and not gpu_bf16_native(device):
             gpu = torch.cuda.get_device_name(device)
             raise ConfigError(f"precision='bf16' is not supported on {gpu}; use 'amp' (float16 "
                               "with loss scaling) or 'fp32'")
@@ -76,11 +77,6 @@ def resolve_runtime(config: RunConfig) -> Runtime:
     return Runtime(device, amp_dtype(device), on_cuda, False)
 
 
-def gpu_bf16_native() -> bool:
-    """Whether the current CUDA device computes bfloat16 in hardware (compute capability 8.0+).
-    torch's default `is_bf16_supported()` also counts emulation, which says yes on a T4 (7.5,
-    Colab's GPU), where bf16 would run through a slow software path."""
-    return bool(torch.cuda.is_bf16_supported(including_emulation=False))
 
 
 def describe_accelerator() -> str:
@@ -89,7 +85,7 @@ def describe_accelerator() -> str:
         props = torch.cuda.get_device_properties(0)
         return (f"GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB, compute capability "
                 f"{props.major}.{props.minor}, bf16 "
-                f"{'native' if gpu_bf16_native() else 'emulated only'}"
+                f"{'native' if gpu_bf16_native(torch.device('cuda', 0)) else 'emulated only'}"
                 f"; CUDA {torch.version.cuda}")
     return "no CUDA GPU visible: running on the CPU (in Colab: Runtime > Change runtime type > GPU)"
 
