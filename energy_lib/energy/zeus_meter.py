@@ -251,10 +251,13 @@ class ZeusMeter(Meter):
         (Apple silicon, Jetson), built on one new ZeusMonitor, or None; and one note per
         component it cannot measure, saying why."""
         try:
-            from zeus.monitor import ZeusMonitor
-
             usable, notes = usable_gpus(gpu_indices)
             soc = present_soc() if measure_soc else None
+            if not usable and soc is None and not (measure_cpu and rapl_packages()):
+                # nothing here Zeus can read: its monitor is not built (importing it costs each
+                # cell's kernel ~1.5 s: it imports scikit-learn and SciPy)
+                return None, notes + ([_no_cpu_note()] if measure_cpu else [])
+            from zeus.monitor import ZeusMonitor
         except ImportError as error:
             return None, [f"Zeus is not importable ({error}); pip install zeus"]
         covered = soc_covers(soc) if soc is not None else set()
