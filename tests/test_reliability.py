@@ -147,7 +147,7 @@ def test_runner_skips_a_cell_locked_elsewhere(tmp_path, monkeypatch, capsys):
     folder = study.runs_dir("runs")
     with cell_lock(folder, "precision-fp32"):
         assert study_state(study, folder).cells["precision-fp32"] == "running"
-        code = main(["run", str(study.path), "--no-report"])
+        code = main(["run", str(study.path), "--no-report", "--no-plan"])
     out, err = capsys.readouterr()
     assert code == 0 and ran == ["precision-bf16"]
     assert f"cell precision-fp32: running elsewhere ({runner_id()}); skipped here" in out

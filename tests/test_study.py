@@ -456,7 +456,8 @@ def test_failing_cell_does_not_stop_the_others(stand_in, monkeypatch, capsys):
     assert "cell precision-bf16 failed: RuntimeError" in capsys.readouterr().out
 
     # the CLI reruns only the failed cell; still failing: exit 1, the cell named on stderr
-    code = main(["run", str(study.path), "--runs-dir", str(runs_root), "--no-report"])
+    code = main(["run", str(study.path), "--runs-dir", str(runs_root), "--no-report",
+                 "--no-plan"])
     out, err = capsys.readouterr()
     assert code == 1
     assert "cells: 0 ran, 2 skipped (finished), 1 failed" in out

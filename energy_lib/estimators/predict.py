@@ -103,11 +103,14 @@ def state_text(state: dict | None) -> str:
 def predict_run(model: nn.Module, *, input_size: tuple[int, int, int], batch_size: int,
                 eval_batch_size: int, train_size: int, test_size: int, epochs: int,
                 compute_dtype: str, device: torch.device,
-                contention_threshold: float = 0.25) -> tuple[list[dict], dict]:
+                contention_threshold: float = 0.25,
+                machine_states: dict | None = None) -> tuple[list[dict], dict]:
     """(energy rows, facts) predicted for a whole run before training, for a run computing in
     `compute_dtype` (float32, or amp's bfloat16 / float16). `facts` holds, per estimator, what
     its estimate covers (layers left out, flags), the `fit` it priced the layers with and the
-    machine-state factor applied, and the seconds taken, for the record."""
+    machine-state factor applied, and the seconds taken, for the record. `machine_states`: a
+    dict the caller keeps across calls made within seconds of each other (the plan's probes),
+    so the machine's present state is metered once for them, not once per call."""
     started = time.perf_counter()
     train_steps = math.ceil(train_size / batch_size)
     eval_steps = math.ceil(test_size / eval_batch_size)
@@ -135,8 +138,13 @@ def predict_run(model: nn.Module, *, input_size: tuple[int, int, int], batch_siz
         try:
             step = estimate(True, batch_size)
             forward = estimate(False, eval_batch_size)
-            state = (machine_state(calibration, device, contention_threshold) if rescaled
-                     else None)
+            state = None
+            if rescaled:
+                key = (str(calibration), str(device), contention_threshold)
+                states = machine_states if machine_states is not None else {}
+                if key not in states:
+                    states[key] = machine_state(calibration, device, contention_threshold)
+                state = states[key]
         except Exception as error:  # noqa: BLE001 - an estimator never stops a run
             facts[str(method)] = {"error": f"{type(error).__name__}: {error}".splitlines()[0]}
             continue

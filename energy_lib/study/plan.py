@@ -92,11 +92,12 @@ def make_plan(cells: list[Cell] | tuple[Cell, ...]) -> Plan:
 
     started = time.perf_counter()
     start_s = kernel_start_s()
-    probes = {}
+    probes, machine_states = {}, {}  # the machine's present state: metered once, seconds apart
     for cell in cells:
         if setting_key(cell) not in probes:
-            probes[setting_key(cell)] = probe(cell.config)
-    # every cell starts in a fresh kernel: its setup costs what the first (cold) probe's did
+            probes[setting_key(cell)] = probe(cell.config, machine_states)
+    # every cell starts in a fresh kernel: its setup (with its own machine-state probe) costs
+    # what the first (cold) probe's did
     setup_s = next(iter(probes.values())).setup_s
     plans = []
     for cell in cells:

@@ -44,15 +44,16 @@ class ProbeResult:
     regression_j: float | None  # the layer regression's whole run, where a calibration matches
 
 
-def probe(config: RunConfig) -> ProbeResult:
-    """Meter `TIMED_STEPS` training steps and `EVAL_BATCHES` evaluation batches of `config`."""
+def probe(config: RunConfig, machine_states: dict | None = None) -> ProbeResult:
+    """Meter `TIMED_STEPS` training steps and `EVAL_BATCHES` evaluation batches of `config`.
+    `machine_states`: shared by the probes of one plan (estimators.predict.predict_run)."""
     started = time.perf_counter()
     setup = build(config)
     rows, _ = predict_run(setup.model, input_size=setup.input_size, batch_size=config.batch_size,
                           eval_batch_size=config.eval_batch_size or config.batch_size,
                           train_size=config.train_size, test_size=config.test_size,
                           epochs=config.epochs, compute_dtype=setup.compute_dtype,
-                          device=setup.device)
+                          device=setup.device, machine_states=machine_states)
     setup_s = time.perf_counter() - started
     regression_j = (next((r["energy_j"] for r in rows if r["method"] == Method.LAYER_REGRESSION),
                          None) if calibration_for(setup.device)[0] is not None else None)
