@@ -18,6 +18,9 @@ _PUBLIC = {
     "DatasetNotFound": "energy_lib.errors",
     "EnergyStudyError": "energy_lib.errors",
     "StudyError": "energy_lib.errors",
+    "Tracker": "energy_lib.tracker",
+    "TrackerError": "energy_lib.errors",
+    "BudgetExceeded": "energy_lib.errors",
     "WriteError": "energy_lib.errors",
 }
 

@@ -127,7 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = OneLineParser(add_help=False)
-    common.add_argument("study", help="study file, e.g. studies/quick.toml")
+    common.add_argument("study", help="study file, e.g. studies/quick.toml (report: or a folder "
+                        "of records energy_lib.Tracker wrote, e.g. runs/mine)")
     common.add_argument("--set", dest="overrides", metavar="KEY=VALUE", type=_override,
                         action="append", default=[], help="replace a [fixed] setting (repeatable)")
     common.add_argument("--runs-dir", help="root of the lab records (default: runs/ in the "
@@ -337,6 +338,30 @@ def _report(study, args) -> int:
     return 0
 
 
+def _report_tracked(args) -> int:
+    """`energy-study report DIR`: the report of a folder of Tracker records, into
+    report/<DIR's name> beside the runs/ folder DIR is in (else under the working folder), or
+    under --report-dir."""
+    from .files import resolve_path
+    from .study.runner import build_tracked_report
+
+    given = [flag for flag, value in (("--set", args.overrides), ("--repeats", args.repeats),
+                                      ("--max-cells", args.max_cells)) if value]
+    if given:
+        raise StudyError(f"{given[0]} applies to a study file, not to a folder of tracked runs "
+                         f"({args.study})")
+    folder = resolve_path(args.study, "runs folder")
+    if not any(folder.glob("*.ipynb")):
+        raise StudyError(f"{args.study} holds no lab record (*.ipynb): energy_lib.Tracker writes "
+                         "them into its `out` folder")
+    if args.report_dir:
+        root = resolve_path(args.report_dir, "--report-dir")
+    else:
+        root = folder.parent.parent / REPORT if folder.parent.name == RUNS else Path(REPORT).resolve()
+    print(f"report: {build_tracked_report(folder, root / folder.name)}")
+    return 0
+
+
 def _cmd_calibrate(args) -> int:
     from dataclasses import fields
 
@@ -387,6 +412,8 @@ def _command(argv: list[str]) -> int:
         return _cmd_init(args.folder)
     if args.command == "calibrate":
         return _cmd_calibrate(args)
+    if args.command == "report" and Path(args.study).is_dir():
+        return _report_tracked(args)
     # folders the user typed mean the shell's working folder; the defaults (None) the
     # study's project root (Study.runs_dir)
     from .files import resolve_path

@@ -39,12 +39,20 @@ class Status(StrEnum):
     UNREADABLE = "unreadable"  # not a notebook
     STALE = "stale"  # finished with other settings than the study file's now
     RUNNING = "running"  # another runner holds the cell's lock now
+    STOPPED = "stopped"  # a tracked run its budget stopped after a prediction: fewer epochs
+
+
+#: The statuses a record's summary may say (a failed run is told by its error output).
+RECORDED = frozenset({Status.OK, Status.DIVERGED, Status.STOPPED})
 
 
 #: The statuses of a run that finished: its numbers are results (a diverged run's included).
 FINISHED = frozenset({Status.OK, Status.DIVERGED})
 #: Where the runner's note (where the cell ran) is stored.
 RUNNER_RECORD = "executor"
+#: The notebook metadata a record written by `energy_lib.Tracker` keeps where papermill keeps
+#: its own (parameters, start and end times, duration, exception).
+TRACKER_METADATA = "energy_study_tracker"
 
 
 @dataclass
@@ -167,6 +175,45 @@ def note_runner(path: str | Path, value: dict) -> None:
     atomic_write(path, lambda tmp: nbformat.write(notebook, str(tmp)))
 
 
+def write_tracked(folder: str | Path, name: str, values: dict, facts: dict,
+                  error: tuple[str, str] | None = None) -> Path:
+    """Write the record of a run `energy_lib.Tracker` measured as a notebook no kernel executed:
+    a heading that says so, one output per stored value (`values`, in the schema's order, the
+    summary last), the error (`error`: ename, evalue) of a run that raised, and `facts` (script,
+    parameters, start and end time, duration, exception) under TRACKER_METADATA. Saved as
+    `<name>.ipynb` in `folder`, or `<name>-2.ipynb`, ...: a record is never replaced, also when
+    two processes write at once."""
+    import nbformat
+
+    from .files import create_new
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata[TRACKER_METADATA] = to_json(facts)
+    notebook.cells.append(nbformat.v4.new_markdown_cell(
+        f"# Lab record: {name}\n\nWritten by `energy_lib.Tracker` when the run ended, from "
+        f"`{facts.get('script') or 'an interactive session'}`: a Python process measured its own "
+        "training loop, and no kernel executed this notebook. Each output below is one stored "
+        "value of the record (`energy_lib.records`): `read_record` reads them back, and "
+        "`energy-study report <folder>` reports a folder of such records."))
+    for key in sorted(values, key=lambda k: (k == "summary", STORED.index(k) if k in STORED else 99)):
+        cell = nbformat.v4.new_code_cell(f"# stored by energy_lib.Tracker: {key}")
+        cell.outputs = [nbformat.v4.new_output("display_data", data=_output(key, values[key]))]
+        notebook.cells.append(cell)
+    if error is not None:
+        cell = nbformat.v4.new_code_cell("# the training loop raised")
+        cell.outputs = [nbformat.v4.new_output("error", ename=error[0], evalue=error[1],
+                                               traceback=[f"{error[0]}: {error[1]}"])]
+        notebook.cells.append(cell)
+    folder = Path(folder)
+    for attempt in range(1, 10_000):
+        path = folder / (f"{name}.ipynb" if attempt == 1 else f"{name}-{attempt}.ipynb")
+        try:
+            return create_new(path, lambda tmp: nbformat.write(notebook, str(tmp)))
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{folder}: no free record name for {name!r}")
+
+
 # -------------------------------------------------------------------------------------- read
 
 class UntrustedRecord(ValueError):
@@ -207,9 +254,9 @@ def _check_stored(values: dict) -> None:
                                       f"not a {kind.__name__}")
     summary = values.get("summary") or {}
     status = summary.get("status", Status.OK)
-    if status not in {s.value for s in FINISHED}:
+    if status not in {s.value for s in RECORDED}:
         raise UntrustedRecord(f"its summary status {status!r} is not one of "
-                              f"{', '.join(sorted(s.value for s in FINISHED))}")
+                              f"{', '.join(sorted(s.value for s in RECORDED))}")
     for flag in SUMMARY_FLAGS:
         if flag in summary and not isinstance(summary[flag], bool):
             raise UntrustedRecord(f"its summary {flag!r} is {summary[flag]!r}, not true or false")
@@ -238,7 +285,8 @@ def read_record(path: str | Path) -> LabRecord:
     except Exception as error:  # not JSON, not a notebook, unreadable file
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         return LabRecord(path, Status.UNREADABLE, error=f"not a readable notebook: {reason}")
-    papermill = notebook.metadata.get("papermill", {})
+    # papermill's execution facts, or the Tracker's (written the same way, no kernel ran)
+    papermill = notebook.metadata.get("papermill") or notebook.metadata.get(TRACKER_METADATA) or {}
     try:
         values = _stored_values(notebook)
         _check_stored(values)

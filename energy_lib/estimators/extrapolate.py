@@ -10,6 +10,20 @@ from typing import Sequence
 from ..errors import ConfigError
 
 
+#: Steps of epoch 1 left out of its steady window as warm-up: a tenth of the epoch, at least 10
+#: (lazy initialisation and cuDNN autotuning of the full-size batch happen in the first few).
+WARMUP_SHARE, MIN_WARMUP_STEPS = 0.1, 10
+
+
+def steady_steps(epoch_steps: int) -> range | None:
+    """The steps of epoch 1 its steady window covers: after the warm-up, before the last step
+    (a last partial batch is a new shape: autotuned once, in epoch 1 alone). None when the
+    epoch is too short to hold both. The study's loop and the Tracker open it at the same steps."""
+    start = max(MIN_WARMUP_STEPS, math.ceil(WARMUP_SHARE * epoch_steps))
+    stop = epoch_steps - 1
+    return range(start, stop) if stop - start >= 2 else None
+
+
 @dataclass(frozen=True)
 class EpochPrediction:
     energy_j: float

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..energy import derive
 from ..energy.table import EnergyRow, Kind, Method, Phase
 from .extrapolate import SteadyPart, extrapolate_epochs
 from .ops import ops_estimate
@@ -178,3 +179,23 @@ def early_epochs_row(epoch_energy_j: list[float], epoch_seconds: list[float],
     return EnergyRow(prediction.measured_epochs, Phase.PREDICTED, TOTAL, Method.EARLY_EPOCHS,
                      Kind.ESTIMATED, prediction.energy_j, prediction.seconds,
                      f"{prediction.basis}; extrapolates the {headline_kind} headline").to_dict()
+
+
+def early_epochs_prediction(epochs: list[dict], rows: list[dict], total_epochs: int,
+                            steady: range | None, epoch_steps: int | None) -> dict:
+    """The early-epoch prediction of the headline energy (an energy-table row) from the epochs
+    so far (`epochs`: rows with `epoch`, `train_s`, `eval_s`; `rows`: the energy table) and, after
+    epoch 1, its steady window (phase `steady`, over the steps `steady` of `epoch_steps`) when
+    it has one. One estimator for the study's loop and the Tracker."""
+    per_epoch = derive.per_epoch(rows)
+    energy = [float(per_epoch.loc[per_epoch["epoch"] == e["epoch"], "energy_j"].sum()) for e in epochs]
+    seconds = [e["train_s"] + e["eval_s"] for e in epochs]
+    kind = derive.combined_kind(per_epoch["energy_kind"]) if len(per_epoch) else "none"
+    part = None
+    window = derive.headline_rows(rows, phases=(Phase.STEADY,))
+    if steady is not None and epoch_steps and len(window) and len(epochs) == 1:
+        eval_rows = derive.headline_rows(rows, phases=(Phase.EVAL,))
+        part = SteadyPart(float(window["energy_j"].sum()), float(window["duration_s"].iloc[0]),
+                          len(steady), epoch_steps, float(eval_rows["energy_j"].sum()),
+                          epochs[0]["eval_s"])
+    return early_epochs_row(energy, seconds, total_epochs, kind, part)

@@ -186,32 +186,52 @@ def run_study(study: Study, *, force: bool = False, rerun: tuple[str, ...] = (),
 def build_report(study: Study, *, runs_root: str | Path = RUNS,
                  report_root: str | Path = REPORT, kernel_name: str | None = None,
                  on_wait=None) -> Path:
-    """Execute the analysis notebook for a study; returns the report folder.
-
-    The new report is written aside (`report/.<study>.<runner>.draft/`) and renamed into
-    place only when it is whole, so a failed or killed analysis never leaves half a report
-    where a good one was; a failed attempt is kept as `report/<study>.failed/` to read. One
-    analysis at a time per study: a second runner waits for the first (`on_wait(owner)`)."""
+    """Execute the analysis notebook for a study into its report folder, which is returned
+    (written aside and renamed into place whole: `write_report_folder`)."""
     from ..report import export_html
 
-    report_dir = study.report_dir(report_root)
     runs_dir = study.runs_dir(runs_root)
-    check_report_folder(report_dir, runs_dir)
-    check_writable(report_dir.parent, "report")
-    report_dir.parent.mkdir(parents=True, exist_ok=True)
-    with report_lock(report_dir.parent, study.name, on_wait=on_wait):
-        draft = report_dir.with_name(f".{report_dir.name}.{runner_id()}.draft")
-        shutil.rmtree(draft, ignore_errors=True)  # this runner's own, from an earlier attempt
-        draft.mkdir()
+
+    def analyse(draft: Path) -> None:
         parameters = {"study_file": os.path.abspath(study.path),  # as given: its links mean this project
                       "runs_dir": str(runs_dir.resolve()), "report_dir": str(draft.resolve()),
                       "overrides": dict(study.overrides), "repeats": study.repeats,
                       # the grid loaded here loads there too (--max-cells reaches the analysis)
                       "max_cells": max(MAX_CELLS, len(study.cells))}
+        execute_notebook(execute.ANALYSIS_NOTEBOOK, draft / "analysis.ipynb", parameters,
+                         kernel_name=kernel_name)
+        export_html(draft / "analysis.ipynb", draft / "analysis.html")
+
+    return write_report_folder(study.report_dir(report_root), runs_dir, study.name, analyse,
+                               on_wait=on_wait)
+
+
+def build_tracked_report(runs_dir: str | Path, report_dir: str | Path, on_wait=None) -> Path:
+    """The report of a folder of `energy_lib.Tracker` records (report.tracked), written like a
+    study's: aside, then renamed into place whole."""
+    from ..report.tracked import build_tracked
+
+    runs_dir, report_dir = Path(runs_dir), Path(report_dir)
+    return write_report_folder(report_dir, runs_dir, runs_dir.name,
+                               lambda draft: build_tracked(runs_dir, draft),
+                               mark=TRACKED_REPORT_MARK, on_wait=on_wait)
+
+
+def write_report_folder(report_dir: Path, runs_dir: Path, name: str, write, *,
+                        mark: str | None = None, on_wait=None) -> Path:
+    """Call `write(draft)` for a fresh draft folder (`report/.<name>.<runner>.draft/`) and
+    rename it into place only when it is whole, so a failed or killed analysis never leaves half
+    a report where a good one was; a failed attempt is kept as `report/<name>.failed/` to read.
+    One writer at a time per report: a second waits for the first (`on_wait(owner)`)."""
+    check_report_folder(report_dir, runs_dir, mark or REPORT_MARK)
+    check_writable(report_dir.parent, "report")
+    report_dir.parent.mkdir(parents=True, exist_ok=True)
+    with report_lock(report_dir.parent, name, on_wait=on_wait):
+        draft = report_dir.with_name(f".{report_dir.name}.{runner_id()}.draft")
+        shutil.rmtree(draft, ignore_errors=True)  # this runner's own, from an earlier attempt
+        draft.mkdir()
         try:
-            execute_notebook(execute.ANALYSIS_NOTEBOOK, draft / "analysis.ipynb", parameters,
-                             kernel_name=kernel_name)
-            export_html(draft / "analysis.ipynb", draft / "analysis.html")
+            write(draft)
         except BaseException:
             _keep_failed(draft, report_dir.with_name(f"{report_dir.name}.failed"))
             raise
@@ -219,11 +239,12 @@ def build_report(study: Study, *, runs_root: str | Path = RUNS,
     return report_dir
 
 
-#: What marks a folder as a report this project wrote: its executed analysis notebook.
-REPORT_MARK = "analysis.ipynb"
+#: What marks a folder as a report this project wrote: its executed analysis notebook (a
+#: tracked folder's report: its findings).
+REPORT_MARK, TRACKED_REPORT_MARK = "analysis.ipynb", "findings.md"
 
 
-def check_report_folder(report_dir: Path, runs_dir: Path) -> None:
+def check_report_folder(report_dir: Path, runs_dir: Path, mark: str = REPORT_MARK) -> None:
     """A report folder the analysis may (re)write: not a symbolic link, not a lab-record
     folder, not a file, and either new, empty, or a report this project wrote (its files are
     replaced as a whole). `run` checks it before the first cell."""
@@ -238,9 +259,9 @@ def check_report_folder(report_dir: Path, runs_dir: Path) -> None:
                          f"({runs_dir}); give --report-dir a folder apart from --runs-dir")
     if report_dir.exists() and not report_dir.is_dir():
         raise WriteError(f"report folder {report_dir} is not a folder")
-    if report_dir.is_dir() and any(report_dir.iterdir()) and not (report_dir / REPORT_MARK).is_file():
+    if report_dir.is_dir() and any(report_dir.iterdir()) and not (report_dir / mark).is_file():
         raise WriteError(f"report folder {report_dir} holds files this project did not write "
-                         f"(no {REPORT_MARK}); choose another --report-dir, or empty it")
+                         f"(no {mark}); choose another --report-dir, or empty it")
 
 
 def _swap_in(draft: Path, report_dir: Path) -> None:

@@ -26,9 +26,8 @@ from .device import Runtime, resolve_runtime, threads_for_free_cores
 from ..energy.attribution import run_contention
 from ..energy.metering import Metering, carbon_facts
 from ..energy.table import Phase
-from ..energy import derive
-from ..estimators.extrapolate import SteadyPart
-from ..estimators.predict import early_epochs_row, predict_run
+from ..estimators.extrapolate import steady_steps
+from ..estimators.predict import early_epochs_prediction, predict_run
 from .model_stats import model_stats
 from .models import create_model
 from ..records import Status
@@ -274,13 +273,13 @@ def train(config: RunConfig, *, progress: bool | str = True,
                 for epoch in range(1, config.epochs + 1):
                     for group in optimizer.param_groups:
                         group["lr"] = lr_for_epoch(config, epoch)
-                    steady_steps = (_steady_steps(len(train_loader)) if epoch == 1 and
-                                    config.predict_after_epochs == 1 < config.epochs else None)
-                    with metering.window(Phase.TRAIN, epoch), contextlib.ExitStack() as steady:
-                        marks = None if steady_steps is None else {
-                            steady_steps.start: lambda: steady.enter_context(
+                    steady = (steady_steps(len(train_loader)) if epoch == 1 and
+                              config.predict_after_epochs == 1 < config.epochs else None)
+                    with metering.window(Phase.TRAIN, epoch), contextlib.ExitStack() as steady_window:
+                        marks = None if steady is None else {
+                            steady.start: lambda: steady_window.enter_context(
                                 metering.window(Phase.STEADY, epoch)),
-                            steady_steps.stop: steady.close}
+                            steady.stop: steady_window.close}
                         fit = train_epoch(step_model, train_loader, optimizer, scaler, train_autocast,
                                           criterion, device, memory_format, marks)
                     compute_dtype = compute_dtype or fit.logits_dtype
@@ -301,8 +300,8 @@ def train(config: RunConfig, *, progress: bool | str = True,
                     result.epochs.append(row)
                     result.confusion = check.confusion
                     if epoch == config.predict_after_epochs and epoch < config.epochs:
-                        metering.rows.append(_extrapolate(result.epochs, metering.rows, config.epochs,
-                                                          steady_steps, len(train_loader)))
+                        metering.rows.append(early_epochs_prediction(
+                            result.epochs, metering.rows, config.epochs, steady, len(train_loader)))
                     if config.prune != "none" and should_prune(epoch, config.prune_every_epochs) \
                             and epoch < config.epochs:
                         model, step_model, optimizer, stats = _prune(
@@ -334,38 +333,6 @@ def train(config: RunConfig, *, progress: bool | str = True,
     result.provenance = provenance.collect(device) | allocator_settings() | {
         "started": started, "finished": _now(), "data_sources": sources}
     return result
-
-
-#: Steps of epoch 1 left out of its steady window as warm-up: a tenth of the epoch, at least 10
-#: (lazy initialisation and cuDNN autotuning of the full-size batch happen in the first few).
-WARMUP_SHARE, MIN_WARMUP_STEPS = 0.1, 10
-
-
-def _steady_steps(epoch_steps: int) -> range | None:
-    """The steps of epoch 1 its steady window covers: after the warm-up, before the last step
-    (a last partial batch is a new shape: autotuned once, in epoch 1 alone). None when the
-    epoch is too short to hold both."""
-    start = max(MIN_WARMUP_STEPS, math.ceil(WARMUP_SHARE * epoch_steps))
-    stop = epoch_steps - 1
-    return range(start, stop) if stop - start >= 2 else None
-
-
-def _extrapolate(epochs: list[dict], rows: list[dict], total_epochs: int,
-                 steady_steps: range | None, epoch_steps: int) -> dict:
-    """The early-epoch prediction of the headline energy from the epochs so far (and epoch 1's
-    steady window, when it has one)."""
-    per_epoch = derive.per_epoch(rows)
-    energy = [float(per_epoch.loc[per_epoch["epoch"] == e["epoch"], "energy_j"].sum()) for e in epochs]
-    seconds = [e["train_s"] + e["eval_s"] for e in epochs]
-    kind = derive.combined_kind(per_epoch["energy_kind"]) if len(per_epoch) else "none"
-    steady = None
-    window = derive.headline_rows(rows, phases=(Phase.STEADY,))
-    if steady_steps is not None and len(window) and len(epochs) == 1:
-        eval_rows = derive.headline_rows(rows, phases=(Phase.EVAL,))
-        steady = SteadyPart(float(window["energy_j"].sum()), float(window["duration_s"].iloc[0]),
-                            len(steady_steps), epoch_steps, float(eval_rows["energy_j"].sum()),
-                            epochs[0]["eval_s"])
-    return early_epochs_row(energy, seconds, total_epochs, kind, steady)
 
 
 def _prune(config, model, step_model, optimizer, loader, device, memory_format, input_size):
