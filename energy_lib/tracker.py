@@ -45,7 +45,7 @@ OWN_COLUMNS = ("epoch", "train_s", "eval_s")
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")  # orders runs started within a second
 
 
 def _whole_positive(value: Any, name: str) -> int | None:

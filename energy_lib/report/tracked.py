@@ -42,6 +42,9 @@ def build_tracked(folder: str | Path, out_dir: str | Path) -> dict[str, Path]:
     table = runs.runs
     if table.empty:
         table = pd.DataFrame(columns=["cell", "status"])
+    if "provenance_started" in table:  # in the order the runs started
+        table = table.sort_values(["provenance_started", "cell"], kind="stable", na_position="last")
+    table = table.reset_index(drop=True)
     table["name"] = table["name"] if "name" in table else table["cell"]
     table["name"] = table["name"].fillna(table["cell"])
     mask = contended(table)
