@@ -490,11 +490,11 @@ def test_extrapolation_from_epoch_one_prices_later_epochs_at_its_steady_part():
 
 
 def test_epoch_one_steady_window_leaves_out_warmup_and_the_last_step():
-    from energy_lib.training.train import MIN_WARMUP_STEPS, _steady_steps
+    from energy_lib.estimators.extrapolate import MIN_WARMUP_STEPS, steady_steps
 
-    assert _steady_steps(157) == range(16, 156)  # a tenth of 157, rounded up
-    assert _steady_steps(47) == range(MIN_WARMUP_STEPS, 46)
-    assert _steady_steps(12) is None  # too short to hold warm-up and a steady part
+    assert steady_steps(157) == range(16, 156)  # a tenth of 157, rounded up
+    assert steady_steps(47) == range(MIN_WARMUP_STEPS, 46)
+    assert steady_steps(12) is None  # too short to hold warm-up and a steady part
 
 
 @pytest.mark.parametrize("energy, seconds, total", [([], [], 3), ([1.0], [1.0, 2.0], 3),

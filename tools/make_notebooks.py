@@ -23,7 +23,7 @@ import nbformat
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
-SOURCES = ("run.py", "analysis.py", "colab.py")
+SOURCES = ("run.py", "analysis.py", "colab.py", "your_model.py")
 KERNEL = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
           "language_info": {"name": "python"}}
 EXTRA_METADATA = {"colab.py": {"accelerator": "GPU", "colab": {"gpuType": "T4", "provenance": []}}}
