@@ -23,7 +23,7 @@ from energy_lib.provenance import collect, cpu_model
 from . import suite
 
 #: The suite's parts (suite.py says what each measures).
-PARTS = ("P1", "P2", "P3", "P4", "P5", "P6", "P8", "P9", "P10")
+PARTS = ("P1", "P2", "P3", "P4", "P5", "P6", "P8", "P9", "P10", "P11")
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = RESULTS.parents[1]
 
@@ -60,6 +60,8 @@ def run(parts: list[str], smoke: bool, device: torch.device) -> dict:
                          else suite.p9_contention(3, 2048, 2))
     if "P10" in parts:
         results["P10"] = suite.p10_plan_vs_actual(smoke)
+    if "P11" in parts:
+        results["P11"] = suite.p11_tracker_overhead(1 if smoke else 6, smoke)
     return results
 
 
@@ -135,6 +137,15 @@ def table(results: dict) -> str:
             f"{r['actual_s']:.0f} s ran", f"{r['time_ratio']:.2f}x", "0.70-1.30x", r["met"])
         add("P10", "  training + evaluation time, headline energy: plan / actual",
             f"{r['train_eval_ratio']:.2f}x, {r['energy_ratio']:.2f}x", "-", True)
+    if "P11" in results:
+        r = results["P11"]
+        add("P11", f"Tracker on vs off: {r['tracked_epoch_s']['median']:.3f} vs "
+            f"{r['plain_epoch_s']['median']:.3f} s/epoch", f"{r['overhead_pct']:+.2f} %",
+            "<= 1 %", r["met"])
+        add("P11", "  mean over mean (the once-per-run costs in full)",
+            f"{r['mean_overhead_pct']:+.2f} %", "-", True)
+        add("P11", f"  per run, outside epochs: open {r['tracker_open_s']['median']:.3f} s, "
+            f"close {r['tracker_close_s']['median']:.3f} s", "-", "-", True)
     return "\n".join(lines)
 
 

@@ -18,6 +18,10 @@ P9 busy neighbour     a tiny cell alone vs beside one process spinning on a core
 P10 plan vs actual    `run --plan`'s predictions (study.plan) against the same cells run right
                       after: the study's cell time, each cell's training time and energy.
                                                           target: total time within 30 %
+P11 Tracker overhead  the quick study's first cell (paper_cnn, its width, batch and data) trained
+                      by the shipped train_epoch in a plain loop vs the same loop inside an
+                      energy_lib.Tracker (epoch windows + steps()), alternating runs in one
+                      process: seconds per epoch.                            target <= 1 %
 """
 
 from __future__ import annotations
@@ -686,3 +690,92 @@ def p9_contention(pairs: int, train_subset: int, epochs: int) -> dict:
 #: The most a busy neighbour may raise a cell's own (attributed) CPU energy: CodeCarbon's
 #: accuracy test bounds a process's energy change under a CPU-hog co-tenant at 15 %.
 P9_ATTRIBUTED_TARGET = 1.15
+
+
+# ---------------------------------------------------------------------------------------------
+# P11 the Tracker around a user's loop: what it adds to an epoch
+# ---------------------------------------------------------------------------------------------
+
+def p11_tracker_overhead(repeats: int, smoke: bool) -> dict:
+    """Seconds per training epoch of the quick study's first cell (its model, width, precision,
+    batch size, data and augmentation, built by `training.train.build` as `train()` builds it),
+    each epoch one call of the shipped `train_epoch`: a plain loop of the cell's epochs against
+    the same loop inside an `energy_lib.Tracker` (`with tracker.epoch():` around each epoch,
+    `tracker.steps(loader)` around the loader, the meters `auto` picks and the power timeline
+    sampling in the background; no idle windows: idle_s = idle_after_s = 0, a choice of the
+    user's, not a cost per epoch). One model, optimiser and loader serve both arms; the arms
+    alternate (plain, tracked, then tracked, plain) `repeats` times after one warm-up run of
+    each (imports and first reads), so that a drift of the machine hits both alike. Every epoch is timed from outside
+    (device synchronised at both ends; the tracked epoch's window edges inside the time).
+    The tracked epochs carry the Tracker's costs where its user meets them: two window edges
+    per epoch (meters read, the process tree's CPU times), epoch 1's steady window, and the
+    prediction after epoch 1, made as epoch 2 opens. overhead = median tracked epoch / median
+    plain epoch - 1; per pair of runs also mean over mean, which counts the once-per-run costs
+    in full. Beside them the Tracker's fixed costs per run, outside any epoch: opening (meters
+    built, timeline started) and closing (meters stopped, record written). `smoke`: 256 images,
+    2 epochs per run."""
+    from energy_lib import Tracker
+    from energy_lib.study import load_study
+    from energy_lib.training.train import build, train_epoch
+
+    sizes = dict(train_subset=256, test_subset=128, epochs=2) if smoke else {}
+    cell = load_study(ROOT / "studies" / "quick.toml", repeats=1, **sizes).cells[0]
+    config = cell.config
+    setup = build(config)
+    device, loader = setup.device, setup.train_loader
+
+    def epoch(batches) -> None:
+        train_epoch(setup.step_model, batches, setup.optimizer, setup.scaler, setup.train_autocast,
+                    setup.criterion, device, setup.memory_format)
+
+    def timed(call: Callable[[], None]) -> float:
+        synchronize(device)
+        start = time.perf_counter()
+        call()
+        synchronize(device)
+        return time.perf_counter() - start
+
+    def plain(epochs: int) -> list[float]:
+        return [timed(lambda: epoch(loader)) for _ in range(epochs)]
+
+    def tracked(epochs: int, out: str, costs: dict[str, list[float]], meters: list[str]) -> list[float]:
+        def one() -> None:
+            with tracker.epoch():
+                epoch(tracker.steps(loader))
+
+        started = time.perf_counter()
+        with Tracker("p11", out=out, epochs=epochs, device=str(device), idle_s=0, idle_after_s=0,
+                     quiet=True) as tracker:
+            costs["open_s"].append(time.perf_counter() - started)
+            meters[:] = [type(m).__name__ for m in tracker.metering.meter_set.meters]
+            seconds = [timed(one) for _ in range(epochs)]
+            closing = time.perf_counter()
+        costs["close_s"].append(time.perf_counter() - closing)
+        return seconds
+
+    epochs = config.epochs
+    costs: dict[str, list[float]] = {"open_s": [], "close_s": []}
+    meters: list[str] = []
+    runs: dict[str, list[list[float]]] = {"plain": [], "tracked": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        plain(epochs)  # warm up: first allocations; the meters' and the prediction's imports
+        tracked(epochs, f"{tmp}/warm-up", {"open_s": [], "close_s": []}, meters)
+        for i in range(repeats):
+            for arm in (("plain", "tracked") if i % 2 == 0 else ("tracked", "plain")):
+                runs[arm].append(plain(epochs) if arm == "plain"
+                                 else tracked(epochs, f"{tmp}/runs", costs, meters))
+    every = {arm: [s for run in arm_runs for s in run] for arm, arm_runs in runs.items()}
+    overhead = statistics.median(every["tracked"]) / statistics.median(every["plain"]) - 1
+    pairs = [100 * (statistics.mean(t) / statistics.mean(p) - 1)
+             for p, t in zip(runs["plain"], runs["tracked"])]
+    mean = statistics.mean(every["tracked"]) / statistics.mean(every["plain"]) - 1
+    return {"cell": cell.name, "model": config.model, "width": config.width,
+            "precision": config.precision, "dataset": config.dataset,
+            "batch_size": config.batch_size, "train_subset": config.train_subset,
+            "steps_per_epoch": len(loader), "epochs_per_run": epochs, "repeats": repeats,
+            "device": str(device), "meters": meters,
+            "plain_epoch_s": stats(every["plain"]), "tracked_epoch_s": stats(every["tracked"]),
+            "runs_epoch_s": runs, "overhead_pct": 100 * overhead, "mean_overhead_pct": 100 * mean,
+            "pair_overhead_pct": pairs,
+            "tracker_open_s": stats(costs["open_s"]), "tracker_close_s": stats(costs["close_s"]),
+            "target_pct": 1.0, "met": overhead <= 0.01}

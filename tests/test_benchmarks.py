@@ -42,7 +42,7 @@ def test_unknown_part_is_one_line_error():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "benchmarks: error: unknown part(s) P7; use P1, P2, P3, P4, P5, P6, P8, P9, P10"]
+        "benchmarks: error: unknown part(s) P7; use P1, P2, P3, P4, P5, P6, P8, P9, P10, P11"]
 
 
 @needs_fashion_mnist
@@ -141,3 +141,26 @@ def test_p9_busy_neighbour_smoke(tmp_path):
     assert sum(row.startswith("P9") for row in done.stdout.splitlines()) == 5
     assert not [p for p in psutil.process_iter(["cmdline"])
                 if "while True: pass" in " ".join(p.info["cmdline"] or [])]
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_p11_tracker_overhead_smoke(tmp_path):
+    """P11 at smoke size (the quick study's first cell on 256 images, one plain and one tracked
+    run of 2 epochs after a warm-up of each) within seconds: per-epoch times of both arms, the
+    overhead as a float, the Tracker's fixed costs, and its lines in the table."""
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--only", "P11",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    r = json.loads(out.read_text())["results"]["P11"]
+    assert set(json.loads(out.read_text())["results"]) == {"P11"}
+    assert r["cell"] == "width-0.5_precision-fp32" and r["model"] == "paper_cnn"
+    assert r["batch_size"] == 128 and r["dataset"] == "fashion_mnist" and r["train_subset"] == 256
+    assert r["plain_epoch_s"]["median"] > 0 and r["tracked_epoch_s"]["median"] > 0
+    assert r["plain_epoch_s"]["repeats"] == r["tracked_epoch_s"]["repeats"] == 2  # 1 run x 2 epochs
+    assert isinstance(r["overhead_pct"], float) and isinstance(r["mean_overhead_pct"], float)
+    assert len(r["pair_overhead_pct"]) == 1 and r["met"] in (True, False)
+    assert r["tracker_open_s"]["median"] > 0 and r["tracker_close_s"]["median"] > 0
+    assert r["target_pct"] == 1.0 and r["meters"]
+    assert sum(row.startswith("P11") for row in done.stdout.splitlines()) == 3
