@@ -313,6 +313,9 @@ def _plan(study, args) -> int:
 def _report(study, args) -> int:
     """Run the analysis; a failure there is named in one line, the previous report left as it
     was and the failed attempt kept to read."""
+    from .jupyter_imports import without_iri_grammars
+
+    without_iri_grammars()
     import papermill as pm
 
     from .study import build_report

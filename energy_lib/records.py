@@ -158,6 +158,9 @@ def note_runner(path: str | Path, value: dict) -> None:
     """Append the runner's note (`executor`: where the cell ran) to an executed notebook before
     it is renamed into place. Written by the runner, not executed by the kernel, and labelled
     so; written via a temporary name, so a failure leaves the notebook as it was."""
+    from .jupyter_imports import without_iri_grammars
+
+    without_iri_grammars()
     import nbformat
 
     from .files import atomic_write
@@ -183,7 +186,7 @@ def write_tracked(folder: str | Path, name: str, values: dict, facts: dict,
     parameters, start and end time, duration, exception) under TRACKER_METADATA. Saved as
     `<name>.ipynb` in `folder`, or `<name>-2.ipynb`, ...: a record is never replaced, also when
     two processes write at once."""
-    import nbformat
+    import nbformat  # in the user's own process: jupyter_imports' shortcut is not taken here
 
     from .files import create_new
 
@@ -191,7 +194,9 @@ def write_tracked(folder: str | Path, name: str, values: dict, facts: dict,
     notebook.metadata[TRACKER_METADATA] = to_json(facts)
     notebook.cells.append(nbformat.v4.new_markdown_cell(
         f"# Lab record: {name}\n\nWritten by `energy_lib.Tracker` when the run ended, from "
-        f"`{facts.get('script') or 'an interactive session'}`: a Python process measured its own "
+        + (f"`{facts['script']}`" if facts.get("script") else
+           "an interactive session (a notebook or IPython)")
+        + ": a Python process measured its own "
         "training loop, and no kernel executed this notebook. Each output below is one stored "
         "value of the record (`energy_lib.records`): `read_record` reads them back, and "
         "`energy-study report <folder>` reports a folder of such records."))
@@ -220,17 +225,25 @@ class UntrustedRecord(ValueError):
     """A notebook whose stored values contradict the record schema: read as `unreadable`."""
 
 
-def _stored_values(notebook) -> dict:
+def _code_outputs(notebook: dict):
+    """Every output of every code cell of a notebook read as plain JSON."""
+    for cell in notebook["cells"]:
+        if isinstance(cell, dict) and cell.get("cell_type") == "code":
+            for output in cell.get("outputs") or []:
+                if isinstance(output, dict):
+                    yield output
+
+
+def _stored_values(notebook: dict) -> dict:
     found = {}
-    for cell in notebook.cells:
-        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
-            data = output.get("data", {})
-            if MIME_TYPE in data:
-                payload = data[MIME_TYPE]
-                if not isinstance(payload, dict) or not isinstance(payload.get("name"), str) \
-                        or "value" not in payload:
-                    raise UntrustedRecord("a stored value has no name or no value")
-                found[payload["name"]] = payload["value"]
+    for output in _code_outputs(notebook):
+        data = output.get("data") or {}
+        if isinstance(data, dict) and MIME_TYPE in data:
+            payload = data[MIME_TYPE]
+            if not isinstance(payload, dict) or not isinstance(payload.get("name"), str) \
+                    or "value" not in payload:
+                raise UntrustedRecord("a stored value has no name or no value")
+            found[payload["name"]] = payload["value"]
     return found
 
 
@@ -266,27 +279,44 @@ def _check_stored(values: dict) -> None:
             raise UntrustedRecord(f"its summary {key!r} is {value!r}, not a number")
 
 
-def _first_error(notebook) -> str:
-    for cell in notebook.cells:
-        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
-            if output.get("output_type") == "error":
-                return f"{output.get('ename', 'Error')}: {output.get('evalue', '')}".strip()
+def _first_error(notebook: dict) -> str:
+    for output in _code_outputs(notebook):
+        if output.get("output_type") == "error":
+            return f"{output.get('ename', 'Error')}: {output.get('evalue', '')}".strip()
     return ""
+
+
+def _load_notebook(path: Path) -> dict:
+    """A notebook file as plain JSON, checked to be a version-4 notebook (what papermill and
+    the Tracker write). Read without nbformat: a record is only read, never validated or
+    converted, and nbformat's import of jsonschema costs seconds (see `jupyter_imports`) in
+    every analysis kernel."""
+    with open(path, encoding="utf-8") as handle:
+        notebook = json.load(handle)
+    if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list):
+        raise ValueError("no list of cells")
+    if notebook.get("nbformat") != 4:
+        raise ValueError(f"nbformat {notebook.get('nbformat')!r}, not 4")
+    if not isinstance(notebook.get("metadata", {}), dict):
+        raise ValueError("its metadata is not a mapping")
+    return notebook
 
 
 def read_record(path: str | Path) -> LabRecord:
     """Read one executed notebook. A file that is not a notebook is `unreadable`, never raised
     and never touched."""
-    import nbformat
-
     path = Path(path)
     try:
-        notebook = nbformat.read(path, as_version=4)
+        notebook = _load_notebook(path)
     except Exception as error:  # not JSON, not a notebook, unreadable file
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         return LabRecord(path, Status.UNREADABLE, error=f"not a readable notebook: {reason}")
     # papermill's execution facts, or the Tracker's (written the same way, no kernel ran)
-    papermill = notebook.metadata.get("papermill") or notebook.metadata.get(TRACKER_METADATA) or {}
+    metadata = notebook.get("metadata") or {}
+    papermill = metadata.get("papermill") or metadata.get(TRACKER_METADATA) or {}
+    if not isinstance(papermill, dict):
+        return LabRecord(path, Status.UNREADABLE, error="not a usable record: its execution "
+                         "metadata is not a mapping")
     try:
         values = _stored_values(notebook)
         _check_stored(values)

@@ -80,6 +80,9 @@ def export_html(executed_notebook: str | Path, html_path: str | Path) -> Path:
     """Self-contained HTML of an executed notebook without its code cells (nbconvert): no
     script loaded from the network. Written atomically."""
     import jinja2
+    from ..jupyter_imports import without_iri_grammars
+
+    without_iri_grammars()
     import nbformat
     from nbconvert import HTMLExporter
 

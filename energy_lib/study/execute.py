@@ -86,6 +86,9 @@ def execute_notebook(source: Path, target: Path, parameters: dict, *, kernel_nam
     (or the kernel's death, or the write's own OSError) after whatever papermill wrote is in
     place as the record; KeyboardInterrupt (SIGINT; `Terminated` for SIGTERM) leaves the
     in-progress copy where it is, to be superseded by the next run."""
+    from ..jupyter_imports import without_iri_grammars
+
+    without_iri_grammars()
     import nbformat
     import papermill as pm
     from jupyter_client.manager import AsyncKernelManager
