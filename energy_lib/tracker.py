@@ -101,7 +101,7 @@ class Tracker:
         if not isinstance(name, str):
             raise ConfigError(f"Tracker name={name!r} is not allowed: a text, e.g. 'my-run'")
         try:
-            self.name = check_file_name(name.strip() and name, "Tracker name")
+            self.name = check_file_name(name, "Tracker name")
         except StudyError as error:
             raise ConfigError(str(error)) from None
         unknown = sorted(set(settings) - set(SETTINGS))
@@ -134,7 +134,12 @@ class Tracker:
 
     def __enter__(self) -> "Tracker":
         from .energy.metering import Metering
+        from .estimators.predict import early_epochs_prediction
+        from .estimators.extrapolate import steady_steps
         from .training.device import resolve_device
+
+        # imported here, before any window opens: an import inside epoch 1 would be billed to it
+        self._steady_steps, self._early_epochs_prediction = steady_steps, early_epochs_prediction
 
         if self._state != "new":
             raise TrackerError(f"Tracker {self.name!r} was already used; make a new one per run")
@@ -181,8 +186,6 @@ class Tracker:
         window of their own (phase `steady`), as in a study cell, so the prediction after epoch 1
         prices a typical step rather than the warm-up. Optional: without it the prediction is
         epoch 1 x epochs (said so in its basis)."""
-        from .estimators.extrapolate import steady_steps
-
         if not self._in_epoch:
             raise TrackerError("tracker.steps(loader) is used inside `with tracker.epoch():`")
         number = len(self.epoch_rows) + 1
@@ -190,7 +193,7 @@ class Tracker:
             total = len(loader)  # type: ignore[arg-type]
         except TypeError:
             total = None
-        steady = steady_steps(total) if number == 1 and total and self.epochs and \
+        steady = self._steady_steps(total) if number == 1 and total and self.epochs and \
             self.epochs > 1 else None
         self._steady, self._epoch_steps = steady, total
         count = 0
@@ -255,9 +258,7 @@ class Tracker:
                                    " (this one has closed)" if self._state == "closed" else ""))
 
     def _predict(self) -> None:
-        from .estimators.predict import early_epochs_prediction
-
-        row = early_epochs_prediction(self.epoch_rows, self.metering.rows, self.epochs,
+        row = self._early_epochs_prediction(self.epoch_rows, self.metering.rows, self.epochs,
                                       self._steady, self.epoch_rows[0]["steps"])
         self.metering.rows.append(row)
         self.prediction = row
@@ -303,7 +304,7 @@ class Tracker:
             "epochs_planned": self.epochs, "stop_reason": self._stop_reason, **self.logged}
         carbon = carbon_facts(self.config)
         finished = _now()
-        script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] not in ("", "-c") else None
+        script = _script()
         values = {
             "format": RECORD_FORMAT, "config": self.settings, "epochs": self.epoch_rows,
             "energy": self.metering.rows, "meters": self.metering.info(),
@@ -320,10 +321,19 @@ class Tracker:
                  "exception": status == Status.FAILED}
         self.record_path = write_tracked(self.out, self.name, values, facts, failure)
         figures = derive.run_figures(self.metering.rows, summary["best_val_acc_pct"], carbon)
-        every = {"status": str(status), **summary, **figures, "record": str(self.record_path)}
+        # the run's own status (a failed loop's summary record says how far it got, not "failed")
+        every = {**summary, **figures, "status": str(status), "record": str(self.record_path)}
         first = [k for k in SUMMARY_FIRST if k in every]
         self.summary = pd.Series({k: every[k] for k in [*first, *(k for k in every if k not in first)]},
                                  name=self.name)
+
+
+def _script() -> Path | None:
+    """The script whose loop was measured; None in an interactive session (a Jupyter kernel's
+    argv names its launcher, not the notebook)."""
+    if "ipykernel" in sys.modules or not sys.argv or sys.argv[0] in ("", "-c", "-"):
+        return None
+    return Path(sys.argv[0]).resolve()
 
 
 def _phase(name: str):

@@ -50,8 +50,8 @@ def build_tracked(folder: str | Path, out_dir: str | Path) -> dict[str, Path]:
     mask = contended(table)
     add_flag(table, mask, CONTENDED_FLAG)
     compared, machine_note = one_machine(table[~mask & table["status"].isin(FINISHED)])
-    summary = (summarise_groups(compared, "name", [c for c in SUMMARISED if c in compared])
-               if not compared.empty and "energy_j" in compared else pd.DataFrame())
+    # no run to summarise: the table keeps its columns (an empty CSV would have none)
+    summary = summarise_groups(compared, "name", [c for c in SUMMARISED if c in compared])
     predictions = estimates_table(runs)
     predictions = predictions[predictions["estimator"] == "early-epochs"] \
         if not predictions.empty else predictions
