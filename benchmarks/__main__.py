@@ -5,6 +5,7 @@ measures and its target)."""
 from __future__ import annotations
 
 import argparse
+import statistics
 import json
 import os
 import platform
@@ -61,7 +62,7 @@ def run(parts: list[str], smoke: bool, device: torch.device) -> dict:
     if "P10" in parts:
         results["P10"] = suite.p10_plan_vs_actual(smoke)
     if "P11" in parts:
-        results["P11"] = suite.p11_tracker_overhead(1 if smoke else 6, smoke)
+        results["P11"] = suite.p11_tracker_overhead(1 if smoke else 10, smoke)
     return results
 
 
@@ -139,11 +140,14 @@ def table(results: dict) -> str:
             f"{r['train_eval_ratio']:.2f}x, {r['energy_ratio']:.2f}x", "-", True)
     if "P11" in results:
         r = results["P11"]
-        add("P11", f"Tracker on vs off: {r['tracked_epoch_s']['median']:.3f} vs "
-            f"{r['plain_epoch_s']['median']:.3f} s/epoch", f"{r['overhead_pct']:+.2f} %",
-            "<= 1 %", r["met"])
-        add("P11", "  mean over mean (the once-per-run costs in full)",
-            f"{r['mean_overhead_pct']:+.2f} %", "-", True)
+        low, high = r["pair_overhead_ci_pct"]
+        interval = f" [{low:+.1f}, {high:+.1f}]" if low is not None else ""
+        add("P11", "the Tracker's own cost per epoch (timed directly) / plain epoch",
+            f"{r['direct_overhead_pct']:.2f} %", "<= 1 %", r["met"])
+        add("P11", f"  end to end, on vs off: {r['tracked_epoch_s']['median']:.3f} vs "
+            f"{r['plain_epoch_s']['median']:.3f} s/epoch; pairs' mean, 95 % interval",
+            f"{r['overhead_pct']:+.2f} %; {statistics.mean(r['pair_overhead_pct']):+.2f} %"
+            f"{interval}", "-", True)
         add("P11", f"  per run, outside epochs: open {r['tracker_open_s']['median']:.3f} s, "
             f"close {r['tracker_close_s']['median']:.3f} s", "-", "-", True)
     return "\n".join(lines)

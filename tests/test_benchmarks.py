@@ -163,4 +163,10 @@ def test_p11_tracker_overhead_smoke(tmp_path):
     assert len(r["pair_overhead_pct"]) == 1 and r["met"] in (True, False)
     assert r["tracker_open_s"]["median"] > 0 and r["tracker_close_s"]["median"] > 0
     assert r["target_pct"] == 1.0 and r["meters"]
+    direct = r["direct"]  # the Tracker's own costs, timed one by one
+    assert 0 < direct["empty_epoch_s"] < 1 and 0 < direct["timeline_sample_s"] < 1
+    assert 0 < direct["prediction_s"] < 1 and direct["sample_period_s"] == 0.5
+    assert r["direct_overhead_pct"] > 0
+    assert r["met"] == (r["direct_overhead_pct"] <= 1.0)  # one pair: no interval to contradict it
+    assert r["pair_overhead_ci_pct"] == [None, None]
     assert sum(row.startswith("P11") for row in done.stdout.splitlines()) == 3

@@ -187,14 +187,18 @@ def early_epochs_prediction(epochs: list[dict], rows: list[dict], total_epochs: 
     so far (`epochs`: rows with `epoch`, `train_s`, `eval_s`; `rows`: the energy table) and, after
     epoch 1, its steady window (phase `steady`, over the steps `steady` of `epoch_steps`) when
     it has one. One estimator for the study's loop and the Tracker."""
-    per_epoch = derive.per_epoch(rows)
-    energy = [float(per_epoch.loc[per_epoch["epoch"] == e["epoch"], "energy_j"].sum()) for e in epochs]
+    # one headline choice over the windows it needs (per_epoch would also total the machine's
+    # and the constant-power figures: 3x the work, in the loop's wall time once per run)
+    head = derive.headline_rows(rows, phases=(Phase.TRAIN, Phase.EVAL, Phase.STEADY))
+    work = head[head["phase"] != Phase.STEADY.value] if len(head) else head
+    energy = [float(work.loc[work["epoch"] == e["epoch"], "energy_j"].sum()) if len(work) else 0.0
+              for e in epochs]
     seconds = [e["train_s"] + e["eval_s"] for e in epochs]
-    kind = derive.combined_kind(per_epoch["energy_kind"]) if len(per_epoch) else "none"
+    kind = derive.combined_kind(work["kind"]) if len(work) else "none"
     part = None
-    window = derive.headline_rows(rows, phases=(Phase.STEADY,))
+    window = head[head["phase"] == Phase.STEADY.value] if len(head) else head
     if steady is not None and epoch_steps and len(window) and len(epochs) == 1:
-        eval_rows = derive.headline_rows(rows, phases=(Phase.EVAL,))
+        eval_rows = work[work["phase"] == Phase.EVAL.value]
         part = SteadyPart(float(window["energy_j"].sum()), float(window["duration_s"].iloc[0]),
                           len(steady), epoch_steps, float(eval_rows["energy_j"].sum()),
                           epochs[0]["eval_s"])
