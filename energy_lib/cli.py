@@ -345,7 +345,7 @@ def _report_tracked(args) -> int:
     """`energy-study report DIR`: the report of a folder of Tracker records, into
     report/<DIR's name> beside the runs/ folder DIR is in (else under the working folder), or
     under --report-dir."""
-    from .files import resolve_path
+    from .files import resolve_path, study_records_folder
     from .study.runner import build_tracked_report
 
     given = [flag for flag, value in (("--set", args.overrides), ("--repeats", args.repeats),
@@ -354,6 +354,11 @@ def _report_tracked(args) -> int:
         raise StudyError(f"{given[0]} applies to a study file, not to a folder of tracked runs "
                          f"({args.study})")
     folder = resolve_path(args.study, "runs folder")
+    study_folder = study_records_folder(folder)
+    if study_folder is not None:
+        raise StudyError(f"{args.study} holds a study's lab records ({study_folder}): report it "
+                         f"with its study file, e.g. energy-study report "
+                         f"studies/{study_folder.name}.toml")
     if not any(folder.glob("*.ipynb")):
         raise StudyError(f"{args.study} holds no lab record (*.ipynb): energy_lib.Tracker writes "
                          "them into its `out` folder")

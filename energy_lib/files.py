@@ -90,6 +90,18 @@ def lab_record_folder(path: str | Path) -> Path | None:
     return None
 
 
+def study_records_folder(path: str | Path) -> Path | None:
+    """The study's lab-record folder (runs/<study>/) that `path` is or lies inside: a folder
+    where a runner keeps its `.running/`, or runs/<study> beside studies/<study>.toml. Tracked
+    runs are written, and reported, apart from a study's cells."""
+    resolved = resolve_path(path, "path")
+    for folder in (resolved, *resolved.parents):
+        study_file = folder.parent.parent / STUDIES / f"{folder.name}.toml"
+        if (folder / RUNNING).is_dir() or (folder.parent.name == RUNS and study_file.is_file()):
+            return folder
+    return None
+
+
 def check_not_lab_records(path: str | Path, what: str) -> None:
     """One line, before anything is written, where `path` lies in a project's lab records."""
     records = lab_record_folder(path)

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .errors import BudgetExceeded, ConfigError, StudyError, TrackerError
-from .folders import RUNNING, RUNS, STUDIES
 
 #: RunConfig fields a Tracker takes as keywords (validated by RunConfig, with its messages):
 #: where it runs, what meters it, the idle windows, carbon, the contention rule.
@@ -68,18 +67,16 @@ def _budget(value: Any, name: str) -> float | None:
 def check_out_folder(out: str | os.PathLike) -> Path:
     """The folder a Tracker writes its record into: a folder (made if missing) that is not a
     study's lab-record folder (runs/<study>/, where only the runner writes) nor inside one."""
-    from .files import check_writable, resolve_path
+    from .files import check_writable, study_records_folder
 
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"Tracker out={str(out)!r} is a file; give a folder for the records")
-    resolved = resolve_path(path, "Tracker out")
-    for folder in (resolved, *resolved.parents):
-        study_file = folder.parent.parent / STUDIES / f"{folder.name}.toml"
-        if (folder / RUNNING).is_dir() or (folder.parent.name == RUNS and study_file.is_file()):
-            raise ConfigError(f"Tracker out={str(out)!r} is inside {folder}, the lab records of "
-                              "a study (only its runner writes there); give a folder of your own, "
-                              "e.g. runs/mine")
+    folder = study_records_folder(path)
+    if folder is not None:
+        raise ConfigError(f"Tracker out={str(out)!r} is inside {folder}, the lab records of "
+                          "a study (only its runner writes there); give a folder of your own, "
+                          "e.g. runs/mine")
     check_writable(path, "Tracker out")
     return path
 

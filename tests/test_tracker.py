@@ -252,3 +252,20 @@ def test_windows_out_of_order_are_one_line_and_an_existing_record_is_left_untouc
     assert again.record_path.name == "order-2.ipynb"
     assert tracker.record_path.read_bytes() == first  # never replaced
     assert json.loads(first)["metadata"]["energy_study_tracker"]["written_by"] == "energy_lib.Tracker"
+
+
+def test_report_of_a_studys_own_records_folder_points_to_its_study_file(tmp_path, capsys):
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "quick.toml").write_text("[study]\nname = 'quick'\n")
+    records = tmp_path / "runs" / "quick"
+    records.mkdir(parents=True)
+    (records / "cell.ipynb").write_text("{}")
+    assert main(["report", str(records)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"energy-study: error: {records} holds a study's lab records ({records}): "
+                   "report it with its study file, e.g. energy-study report studies/quick.toml")
+    assert not (tmp_path / "report").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["report", str(empty)]) == 2
+    assert "holds no lab record (*.ipynb)" in capsys.readouterr().err
