@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats as _scipy_stats
 
 from ..errors import ConfigError
 from ..records import is_finished
@@ -83,6 +82,10 @@ def interval(values: Iterable, confidence: float = 0.95, scale: str = "linear") 
     mean = float(back(data.mean()))
     if n == 1:
         return Interval(mean, None, None, None, 1, SINGLE_RUN, confidence)
+    # imported here: the run notebook's figures import this package, and SciPy's stats take a
+    # second to import in every cell's kernel for intervals that only the report draws
+    from scipy import stats as _scipy_stats
+
     sem = float(_scipy_stats.sem(data))
     if sem == 0.0:
         # All repeats agree exactly (e.g. a modelled figure): the sample shows no spread.
