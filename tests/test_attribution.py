@@ -243,6 +243,12 @@ def test_a_run_beside_a_busy_process_is_contended_and_billed_its_share():
     assert 0 < _cpu_j(beside, "process") < _cpu_j(beside, "machine")
     train_windows = [w for w in beside.windows if w["phase"] == "train"]
     assert train_windows and all(0 < w["cpu_attribution_share"] < 1 for w in train_windows)
+    if alone.summary["contended"]:
+        # a run this short can meet one burst from elsewhere (CI's fresh clone once flagged it,
+        # the machine quiet before and after): look again, then run alone once more; a rule that
+        # flags every run alone fails both times
+        quiet = machine_load(0.5)
+        alone = train(config, progress=False)
     if quiet.busy(0.1):
         pytest.skip(f"the machine was not quiet before the alone run ({quiet.describe()}): "
                     "cannot check that a run alone is not flagged")
