@@ -16,6 +16,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from energy_lib.report import build
+from energy_lib.report.output import shown
 from energy_lib.study import load_study, locate, read_study
 
 pd.set_option("display.max_colwidth", None)  # a verdict's evidence is never cut
@@ -24,12 +25,12 @@ pd.set_option("display.max_rows", 200)
 
 
 def show(*items):
-    """Print sentences, display tables and figures."""
+    """Print sentences, display tables and figures (a figure as the PNG the report saved)."""
     for item in items:
         if isinstance(item, str):
             print(item)
         else:
-            display(item)
+            display(shown(item))
 
 
 # relative paths mean the project root, wherever the kernel started (JupyterLab: notebooks/)

@@ -46,10 +46,28 @@ def say_empty(ax, why: str) -> None:
             wrap=True)
 
 
+#: The attribute a saved figure carries: the PNG it was saved as (`shown`).
+SAVED_AS = "energy_study_png"
+
+
 def save_figure(fig, path: Path) -> Path:
-    """A PNG written via a temporary name (files.atomic_write): never a half file."""
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight",
-                                                      format="png"))
+    """A PNG written via a temporary name (files.atomic_write): never a half file. The figure
+    remembers the file, so a notebook shows the file rather than drawing the figure again."""
+    saved = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight",
+                                                       format="png"))
+    setattr(fig, SAVED_AS, saved)
+    return saved
+
+
+def shown(item):
+    """What a notebook displays for a report item: a saved figure as its PNG file (drawing it
+    again for the notebook took ~3 s of every analysis), anything else as it is."""
+    path = getattr(item, SAVED_AS, None)
+    if path is not None and Path(path).is_file():
+        from IPython.display import Image
+
+        return Image(filename=str(path))
+    return item
 
 
 def save_csv(table: pd.DataFrame, path: Path) -> Path:
