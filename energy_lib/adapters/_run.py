@@ -145,6 +145,29 @@ class TrackedRun:
             self.tracker.__exit__(*info)
 
 
+class TrackedCallback:
+    """What both callbacks keep: the Tracker's arguments until training starts, then the run
+    (`tracker`: its summary and record path afterwards; `stopped`: the BudgetExceeded, if the
+    budget stopped it)."""
+
+    def __init__(self, name: str, out: str | os.PathLike = "runs/tracked", *,
+                 epochs: int | None = None, **tracker: Any) -> None:
+        super().__init__()
+        self.name, self.out, self.epochs, self.settings = name, out, epochs, tracker
+        self.run: TrackedRun | None = None
+
+    @property
+    def tracker(self) -> Tracker | None:
+        return self.run.tracker if self.run else None
+
+    @property
+    def stopped(self) -> BudgetExceeded | None:
+        return self.run.stopped if self.run else None
+
+    def _active(self) -> bool:
+        return self.run is not None and self.run.active
+
+
 def whole_epochs(value: Any) -> int | None:
     """A framework's planned epoch count as the Tracker takes it: a whole number >= 1, or None
     (unknown, unbounded: -1, 0, inf)."""

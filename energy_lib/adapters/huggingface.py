@@ -32,40 +32,23 @@ Where the windows go, and why (the hook order of transformers' Trainer, checked 
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import transformers
 
 from ..errors import TrackerError
-from ._run import TrackedRun, whole_epochs
+from ._run import TrackedCallback, TrackedRun, whole_epochs
 
 #: keys of the Trainer's closing log: figures of the whole run, not of its last epoch
 RUN_SUMMARY_KEY = "train_runtime"
 
 
-class EnergyCallback(transformers.TrainerCallback):
+class EnergyCallback(TrackedCallback, transformers.TrainerCallback):
     """Measure `Trainer.train` with a Tracker; its record lands in `out`.
 
     `epochs` defaults to the Trainer's planned epochs (`state.num_train_epochs`); the other
     keywords are the Tracker's (`budget_wh`, `budget_s`, `idle_s`, ...). After training,
     `callback.tracker` is the Tracker (its `summary` and `record_path`)."""
-
-    def __init__(self, name: str, out: str | os.PathLike = "runs/tracked", *,
-                 epochs: int | None = None, **tracker: Any) -> None:
-        self.name, self.out, self.epochs, self.settings = name, out, epochs, tracker
-        self.run: TrackedRun | None = None
-
-    @property
-    def tracker(self):
-        return self.run.tracker if self.run else None
-
-    @property
-    def stopped(self):
-        return self.run.stopped if self.run else None
-
-    def _active(self) -> bool:
-        return self.run is not None and self.run.active
 
     def __enter__(self) -> "EnergyCallback":
         return self

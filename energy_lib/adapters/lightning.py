@@ -29,37 +29,19 @@ Where the windows go, and why (the hook order of Lightning 2.x, checked on 2.6):
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import lightning.pytorch as pl
 
-from ._run import TrackedRun, whole_epochs
+from ._run import TrackedCallback, TrackedRun, whole_epochs
 
 
-class EnergyCallback(pl.Callback):
+class EnergyCallback(TrackedCallback, pl.Callback):
     """Measure `Trainer.fit` with a Tracker; its record lands in `out`.
 
     `epochs` defaults to the trainer's `max_epochs` (the whole run is predicted after epoch 1
     from it); the other keywords are the Tracker's (`budget_wh`, `budget_s`, `idle_s`, ...).
     After fit, `callback.tracker` is the Tracker (its `summary` and `record_path`)."""
-
-    def __init__(self, name: str, out: str | os.PathLike = "runs/tracked", *,
-                 epochs: int | None = None, **tracker: Any) -> None:
-        super().__init__()
-        self.name, self.out, self.epochs, self.settings = name, out, epochs, tracker
-        self.run: TrackedRun | None = None
-
-    @property
-    def tracker(self):
-        return self.run.tracker if self.run else None
-
-    @property
-    def stopped(self):
-        return self.run.stopped if self.run else None
-
-    def _active(self) -> bool:
-        return self.run is not None and self.run.active
 
     # -- fit -------------------------------------------------------------------------------------
 
