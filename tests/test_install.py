@@ -160,11 +160,18 @@ TINY = """\
 def test_a_wheel_in_a_fresh_venv_runs_a_study_from_an_empty_folder(wheel, tmp_path):
     """`pip install` of the wheel (not editable) into a new venv; `energy-study init` and `run`
     in an empty folder; then the analysis notebook executed with its kernel started in
-    notebooks/, as JupyterLab starts it. The venv sees this machine's packages
-    (--system-site-packages) so torch is not downloaded again; energy_lib is the wheel's."""
+    notebooks/, as JupyterLab starts it. The venv sees the packages of the Python running the
+    tests (a .pth line naming its site-packages: --system-site-packages would show the base
+    interpreter's instead when the tests run in a venv, as on a Debian Python), so torch is not
+    downloaded again; energy_lib is the wheel's (that folder's own .pth files, the editable
+    install among them, are not read)."""
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python, study_cli = venv / "bin" / "python", venv / "bin" / "energy-study"
+    inner = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    outer = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
+    (Path(inner) / "tests-outer-packages.pth").write_text("\n".join(outer) + "\n")
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(wheel)],
                    check=True, timeout=300)
     where = subprocess.run([str(python), "-c", "import energy_lib; print(energy_lib.__file__)"],
