@@ -55,7 +55,11 @@ def test_codecarbon_runs_alongside_and_writes_beside_the_record(tmp_path):
     # CodeCarbon's whole-run figures are rows of the energy table, labelled as its own ...
     rows = [r for r in result.energy if r["method"] == "codecarbon"]
     assert {r["component"] for r in rows} >= {"cpu", "ram"} and "gpu" not in {r["component"] for r in rows}
-    assert all(r["phase"] == "run" and r["epoch"] is None and r["energy_j"] > 0 for r in rows)
+    assert all(r["phase"] == "run" and r["epoch"] is None and r["energy_j"] >= 0 for r in rows)
+    # in process mode CodeCarbon's CPU figure is the process's CPU percent from psutil, whose
+    # first reading is 0 by definition: on a sub-second run (this one) it can read 0 J (a CI
+    # run did); its RAM figure (the process's memory x power) is never 0
+    assert next(r["energy_j"] for r in rows if r["component"] == "ram") > 0
     # (IT-equipment energy: CodeCarbon's figure divided by the PUE it multiplied it by)
     assert sum(r["energy_j"] for r in rows) / 3.6e6 * log.loc[0, "pue"] == pytest.approx(
         log.loc[0, "energy_consumed"])
