@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from .energy.table import Phase
 from .errors import BudgetExceeded, ConfigError, StudyError, TrackerError
 
 #: RunConfig fields a Tracker takes as keywords (validated by RunConfig, with its messages):
@@ -135,11 +136,10 @@ class Tracker:
         from .estimators.extrapolate import steady_steps
         from .training.device import resolve_device
 
-        # imported here, before any window opens: an import inside epoch 1 would be billed to it
-        self._steady_steps, self._early_epochs_prediction = steady_steps, early_epochs_prediction
-
         if self._state != "new":
             raise TrackerError(f"Tracker {self.name!r} was already used; make a new one per run")
+        # imported here, before any window opens: an import inside epoch 1 would be billed to it
+        self._steady_steps, self._early_epochs_prediction = steady_steps, early_epochs_prediction
         self._started, self._clock = _now(), time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(self.config.device)
@@ -149,7 +149,7 @@ class Tracker:
         self.metering.__enter__()
         try:
             self.metering.measure_idle(self.config.idle_s)
-            self._run_window = self.metering.window(_phase("RUN"))
+            self._run_window = self.metering.window(Phase.RUN)
             self._run_window.__enter__()
         except BaseException:
             self.metering.__exit__(*sys.exc_info())
@@ -169,7 +169,7 @@ class Tracker:
         number = len(self.epoch_rows) + 1
         self._in_epoch, self._epoch_steps, self._steady = True, None, None
         try:
-            with self.metering.window(_phase("TRAIN"), number), contextlib.ExitStack() as steady:
+            with self.metering.window(Phase.TRAIN, number), contextlib.ExitStack() as steady:
                 self._steady_stack = steady
                 yield number
         finally:
@@ -196,7 +196,7 @@ class Tracker:
         count = 0
         for count, batch in enumerate(loader):
             if steady is not None and count == steady.start:
-                self._steady_stack.enter_context(self.metering.window(_phase("STEADY"), number))
+                self._steady_stack.enter_context(self.metering.window(Phase.STEADY, number))
             elif steady is not None and count == steady.stop:
                 self._steady_stack.close()
             yield batch
@@ -210,7 +210,7 @@ class Tracker:
             raise TrackerError("tracker.evaluation() comes after an epoch, outside "
                                "`with tracker.epoch():`")
         row = self.epoch_rows[-1]
-        with self.metering.window(_phase("EVAL"), row["epoch"]):
+        with self.metering.window(Phase.EVAL, row["epoch"]):
             yield
         row["eval_s"] += self.metering.last_duration_s
 
@@ -256,7 +256,7 @@ class Tracker:
 
     def _predict(self) -> None:
         row = self._early_epochs_prediction(self.epoch_rows, self.metering.rows, self.epochs,
-                                      self._steady, self.epoch_rows[0]["steps"])
+                                            self._steady, self.epoch_rows[0]["steps"])
         self.metering.rows.append(row)
         self.prediction = row
         wh, seconds = row["energy_j"] / 3600, row["duration_s"]
@@ -331,12 +331,6 @@ def _script() -> Path | None:
     if "ipykernel" in sys.modules or not sys.argv or sys.argv[0] in ("", "-c", "-"):
         return None
     return Path(sys.argv[0]).resolve()
-
-
-def _phase(name: str):
-    from .energy.table import Phase
-
-    return Phase[name]
 
 
 __all__ = ["Tracker", "check_out_folder", "SETTINGS"]
