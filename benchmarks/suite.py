@@ -517,7 +517,7 @@ def p8_scaleout(smoke: bool, workers: int = 2, scale_workers: int = 5,
     take 10x as long on our CPU, so they would be most of the hour this part would take),
     `energy-study run --no-report` serial vs `--executor dask --workers 2`, each a fresh process from scratch (the cluster's start-up
     counts), in the order serial, dask, dask, serial so that a drift in the machine's load hits
-    both alike (smoke: one tiny cell, one pair). (b) The runner's own cost per cell: stand-in
+    both alike (smoke: one tiny cell without idle windows, one pair). (b) The runner's own cost per cell: stand-in
     cells (a notebook that trains nothing) through one LocalCluster of `scale_workers` workers,
     at two study sizes; per cell, the worker-seconds not spent executing a notebook: (wall x
     workers - sum of the cells' execution seconds) / cells. Flat from 10 to 100 cells means
@@ -536,7 +536,8 @@ def p8_scaleout(smoke: bool, workers: int = 2, scale_workers: int = 5,
         options += [arg for seed in (0, 1) for arg in ("--cell", f"{cell}_seed-{seed}")]
     if smoke:
         options = ["--repeats", "1", "--set", "train_subset=256", "--set", "test_subset=128",
-                   "--set", "epochs=1", "--cell", "width-0.5_precision-fp32"]
+                   "--set", "epochs=1", "--set", "idle_s=0", "--set", "idle_after_s=0",
+                   "--cell", "width-0.5_precision-fp32"]
     order = ["serial", "dask"] if smoke else ["serial", "dask", "dask", "serial"]
     times: dict[str, list[float]] = {"serial": [], "dask": []}
     result: dict = {}

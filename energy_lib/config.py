@@ -226,7 +226,7 @@ def _momentum_fits_optimizer(config: RunConfig) -> None:
 
 
 def _model_and_knobs(config: RunConfig) -> None:
-    from .training.models import check_init_scheme, check_model_knobs, check_model_name
+    from .training.settings import check_init_scheme, check_model_knobs, check_model_name
 
     check_model_name(config.model)
     check_model_knobs(config.model, width=config.width, **config.model_knobs)
@@ -234,7 +234,7 @@ def _model_and_knobs(config: RunConfig) -> None:
 
 
 def _pruning(config: RunConfig) -> None:
-    from .training.pruning import check_prune_settings
+    from .training.settings import check_prune_settings
 
     check_prune_settings(config.prune, amount=config.prune_amount,
                          every_epochs=config.prune_every_epochs,

@@ -17,6 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from energy_lib.jupyter_imports import without_iri_grammars
+
+without_iri_grammars()  # as the project's own processes do: 3.8 s of every test session here
 from energy_lib.training.datasets import DEBIAN_FASHION_MNIST_DIR
 from energy_lib.records import MIME_TYPE, RECORD_FORMAT
 

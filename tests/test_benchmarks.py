@@ -3,29 +3,60 @@ ratio. The targets themselves are read from a full run's output, never asserted 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from conftest import needs_fashion_mnist
+from conftest import has_fashion_mnist, needs_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-@needs_fashion_mnist
-def test_benchmark_smoke_run_writes_json(tmp_path):
-    out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--only", "P1,P2,P3,P4",
-                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+@dataclass
+class SmokeRun:
+    """One `python -m benchmarks --smoke` process over every part the tests check: what it
+    asked for, printed and wrote (one process, not one per part: ~4 s of start-up each)."""
+
+    parts: list[str]
+    done: subprocess.CompletedProcess
+    document: dict
+
+    def lines(self, part: str) -> list[str]:
+        return [row for row in self.done.stdout.splitlines() if row.split(" ")[0] == part]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> SmokeRun:
+    parts = ["P1", "P2", "P3", "P4", "P6"]  # these need no dataset files
+    if has_fashion_mnist():
+        parts += ["P9", "P11"]
+        if importlib.util.find_spec("distributed") is not None:
+            parts.append("P8")
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--only", ",".join(parts),
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
-    document = json.loads(out.read_text())
+    return SmokeRun(parts, done, json.loads(out.read_text()))
+
+
+def part(smoke: SmokeRun, name: str) -> tuple[dict, list[str]]:
+    """A part's results and printed lines; skipped where the smoke run could not include it."""
+    if name not in smoke.parts:
+        pytest.skip(f"{name} needs Fashion-MNIST (and P8 the dask extra)")
+    return smoke.document["results"][name], smoke.lines(name)
+
+
+@pytest.mark.slow
+def test_benchmark_smoke_run_writes_json(smoke):
+    document = smoke.document
     assert document["smoke"] is True and document["machine"]
     results = document["results"]
-    assert set(results) == {"P1", "P2", "P3", "P4"}
+    assert set(results) == set(smoke.parts)  # --only: the parts asked for, no other
     assert results["P1"]["ratio"] > 0 and results["P1"]["torchvision_img_per_s"]["median"] > 0
     cell = results["P2"]["cells"][0]
     assert cell["width"] == 1 and cell["precision"] == "fp32" and cell["ratio"] > 0
@@ -34,7 +65,7 @@ def test_benchmark_smoke_run_writes_json(tmp_path):
     assert isinstance(results["P3"]["overhead_pct"], float)
     assert results["P4"]["papermill_s"]["median"] > results["P4"]["in_process_s"]["median"]
     for line in ("P1", "P2", "P3", "P4"):
-        assert any(row.startswith(line) for row in done.stdout.splitlines())
+        assert smoke.lines(line)
 
 
 def test_unknown_part_is_one_line_error():
@@ -66,7 +97,8 @@ def test_benchmarks_and_train_call_the_same_epoch_function(monkeypatch):
     monkeypatch.setattr(core, "train_epoch", counting)
     device = torch.device("cpu")
     config = RunConfig(dataset="fashion_mnist", train_subset=128, test_subset=64, epochs=2,
-                       width=0.25, batch_size=64, idle_s=0, download=False, device="cpu")
+                       width=0.25, batch_size=64, idle_s=0, idle_after_s=0, download=False,
+                       device="cpu")
     core.train(config, progress=False)
     assert len(calls) == 2  # one per epoch
     model = create_model("paper_cnn", width=0.25)
@@ -78,54 +110,41 @@ def test_benchmarks_and_train_call_the_same_epoch_function(monkeypatch):
 
 
 @pytest.mark.slow
-def test_p6_prediction_timings_smoke(tmp_path):
+def test_p6_prediction_timings_smoke(smoke):
     """P6 runs two fresh processes over one empty fit cache: the first fits, the second reads."""
-    out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--only", "P6",
-                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    p6 = json.loads(out.read_text())["results"]["P6"]
+    p6, lines = part(smoke, "P6")
     for run in (p6["cold_no_cache"], p6["cold_cached"]):
         assert run["ops_model_cold_s"] > 0 and run["layer_regression_cold_s"] > 0
         assert run["ops_model_warm_s"] > 0 and run["layer_regression_warm_s"] > 0
     # the second process read the fit instead of refitting it
     assert p6["cold_cached"]["layer_regression_cold_s"] < p6["cold_no_cache"]["layer_regression_cold_s"]
     assert isinstance(p6["met"], bool) and p6["fit"] == "getzner2023"
-    assert sum(row.startswith("P6") for row in done.stdout.splitlines()) == 3
+    assert len(lines) == 3
 
 
 @pytest.mark.slow
 @needs_fashion_mnist
-def test_p8_scaleout_smoke(tmp_path):
+def test_p8_scaleout_smoke(smoke):
     """P8 end to end at smoke size (one tiny cell serial vs Dask; 1 and 2 stand-in cells on two
     workers), within about a minute."""
-    pytest.importorskip("distributed")
-    out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--only", "P8",
-                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(out.read_text())["results"]["P8"]
+    result, lines = part(smoke, "P8")
     study = result["study"]
     assert study["cells"] == 1 and study["ratio"] == study["serial_s"] / study["dask_s"] > 0
     sizes = result["scale"]["sizes"]
     assert [s["cells"] for s in sizes] == [1, 2]
     assert all(0 < s["cell_execution_s"] < s["wall_s"] * result["scale"]["workers"] for s in sizes)
-    assert sum(line.startswith("P8") for line in done.stdout.splitlines()) == 2
+    assert len(lines) == 2
 
 
 @pytest.mark.slow
 @needs_fashion_mnist
-def test_p9_busy_neighbour_smoke(tmp_path):
+def test_p9_busy_neighbour_smoke(smoke):
     """P9 runs end to end in seconds, leaves no spinning process behind and reports its ratios
     and the contended flags (their values depend on the machine, so only their form is
     checked)."""
     import psutil
 
-    out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--only", "P9",
-                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    r = json.loads(out.read_text())["results"]["P9"]
+    r, lines = part(smoke, "P9")
     assert len(r["runs"]["alone"]) == len(r["runs"]["beside"]) == 1
     assert r["time_ratio"] > 0 and r["machine_cpu_energy_ratio"] > 0
     assert r["process_cpu_energy_ratio"] > 0
@@ -138,23 +157,18 @@ def test_p9_busy_neighbour_smoke(tmp_path):
     assert r["machine_before"].startswith("other processes use ")
     assert beside["torch_threads"] <= r["runs"]["alone"][0]["torch_threads"]  # the free cores
     assert r["attributed_target"] == 1.15 and r["attributed_met"] in (True, False)
-    assert sum(row.startswith("P9") for row in done.stdout.splitlines()) == 5
+    assert len(lines) == 5
     assert not [p for p in psutil.process_iter(["cmdline"])
                 if "while True: pass" in " ".join(p.info["cmdline"] or [])]
 
 
 @pytest.mark.slow
 @needs_fashion_mnist
-def test_p11_tracker_overhead_smoke(tmp_path):
+def test_p11_tracker_overhead_smoke(smoke):
     """P11 at smoke size (the quick study's first cell on 256 images, one plain and one tracked
     run of 2 epochs after a warm-up of each) within seconds: per-epoch times of both arms, the
     overhead as a float, the Tracker's fixed costs, and its lines in the table."""
-    out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--only", "P11",
-                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    r = json.loads(out.read_text())["results"]["P11"]
-    assert set(json.loads(out.read_text())["results"]) == {"P11"}
+    r, lines = part(smoke, "P11")
     assert r["cell"] == "width-0.5_precision-fp32" and r["model"] == "paper_cnn"
     assert r["batch_size"] == 128 and r["dataset"] == "fashion_mnist" and r["train_subset"] == 256
     assert r["plain_epoch_s"]["median"] > 0 and r["tracked_epoch_s"]["median"] > 0
@@ -169,4 +183,4 @@ def test_p11_tracker_overhead_smoke(tmp_path):
     assert r["direct_overhead_pct"] > 0
     assert r["met"] == (r["direct_overhead_pct"] <= 1.0)  # one pair: no interval to contradict it
     assert r["pair_overhead_ci_pct"] == [None, None]
-    assert sum(row.startswith("P11") for row in done.stdout.splitlines()) == 3
+    assert len(lines) == 3

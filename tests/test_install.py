@@ -149,6 +149,7 @@ TINY = """\
     batch_size = 64
     eval_batch_size = 128
     idle_s = 0
+    idle_after_s = 0
     width = 0.5
     [axes]
     precision = ["fp32"]

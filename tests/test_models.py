@@ -4,6 +4,7 @@ shortcuts, the MLP, timm models, per-model knobs and init schemes."""
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 import types
 
@@ -92,8 +93,10 @@ def test_registry_unknown_name():
 
 
 def test_register_model_adds_a_constructor(monkeypatch):
-    monkeypatch.setattr("energy_lib.training.models.MODELS", dict(MODELS))
-    from energy_lib.training import models
+    from energy_lib.training import models, settings
+
+    monkeypatch.setattr(models, "MODELS", dict(MODELS))
+    monkeypatch.setattr(settings, "MODEL_KNOBS", dict(settings.MODEL_KNOBS))
 
     @register_model("tiny_test_model")
     def tiny(width, in_channels, image_size, num_classes):
@@ -101,6 +104,26 @@ def test_register_model_adds_a_constructor(monkeypatch):
 
     assert models.MODELS["tiny_test_model"] is tiny
     assert create_model("tiny_test_model", in_channels=4, num_classes=3).out_features == 3
+    assert settings.model_knobs("tiny_test_model") == ("width",)  # the config checks know it
+
+
+def test_every_declared_model_has_a_constructor():
+    """settings.MODEL_KNOBS (read without torch) and models.MODELS name the same models."""
+    from energy_lib.training import settings
+
+    assert set(settings.MODEL_KNOBS) == set(MODELS)
+
+
+def test_a_run_configuration_is_checked_without_importing_torch():
+    """Validation runs in every cell's kernel and Dask worker before anything is built: a
+    fresh process checks a full configuration (model, knobs, init, pruning) without torch."""
+    code = ("import sys\n"
+            "from energy_lib.config import RunConfig\n"
+            "RunConfig(dataset='fashion_mnist', model='resnet18', shortcut=False, width=0.5,\n"
+            "          init='xavier', prune='structured', prune_every_epochs=1, epochs=3)\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("size", [7, 4, 1])
@@ -317,7 +340,7 @@ def fake_timm(monkeypatch):
         return model
     fake = types.SimpleNamespace(create_model=create, is_model=lambda n: n == "fixed224",
                                  list_models=lambda: ["fixed224", "fixed256"])
-    monkeypatch.setattr("energy_lib.training.models._import_timm", lambda: fake)
+    monkeypatch.setattr("energy_lib.training.settings.import_timm", lambda: fake)
     return fake
 
 

@@ -55,6 +55,7 @@ TWO_CELLS = """\
     device = "cpu"
     download = false
     idle_s = 0
+    idle_after_s = 0
     [axes]
     precision = ["fp32", "bf16"]
 """
@@ -495,6 +496,7 @@ FOUR_CELLS = """\
     device = "cpu"
     download = false
     idle_s = 0
+    idle_after_s = 0
     [axes]
     precision = ["fp32", "bf16"]
     seed = [0, 1]

@@ -14,7 +14,6 @@ the device (the extra compute is part of the model, so it is metered and counted
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Callable
 
 import torch
@@ -22,107 +21,24 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import ConfigError
-
-TIMM_PREFIX = "timm:"
-TIMM_INSTALL = 'pip install "energy-lib[timm]"'
-INIT_SCHEMES = ("default", "xavier", "kaiming")
+from . import settings
+from .settings import (  # noqa: F401  (the checks of names and knobs live there, without torch)
+    INIT_SCHEMES, TIMM_INSTALL, TIMM_KNOBS, TIMM_PREFIX, UnknownModel,
+    check_init_scheme, check_model_knobs, check_model_name, model_knobs, model_names)
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
-MODEL_KNOBS: dict[str, tuple[str, ...]] = {}
-TIMM_KNOBS: tuple[str, ...] = ("resize",)
-# Allowed values per knob, checked in one place so config and create_model agree.
-_KNOB_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "width": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
-              "a number > 0"),
-    "shortcut": (lambda v: isinstance(v, bool), "true or false"),
-    "depth": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-              "an integer >= 1"),
-    "resize": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 8),
-               "an integer >= 8 (pixels) or none"),
-}
 
 
-class UnknownModel(ConfigError, KeyError):
-    """A model name that is neither registered nor a timm model. A KeyError too, since it is a
-    failed registry lookup; prints as a plain line (KeyError would quote it)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-def register_model(name: str, knobs: tuple[str, ...] = ("width",)):
-    """Add a constructor under `name`; `knobs` are the keyword arguments beyond the four every
-    constructor takes that a run may set (plus `width`, which every model of ours scales)."""
+def register_model(name: str, knobs: tuple[str, ...] | None = None):
+    """Add a constructor under `name`. The package's own models declare their knobs in
+    settings.MODEL_KNOBS; a new name takes `knobs` (default: `width`, which every model of ours
+    scales), the keyword arguments beyond the four every constructor takes that a run may set."""
     def add(constructor: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         MODELS[name] = constructor
-        MODEL_KNOBS[name] = tuple(knobs)
+        if knobs is not None or name not in settings.MODEL_KNOBS:
+            settings.MODEL_KNOBS[name] = tuple(knobs or ("width",))
         return constructor
     return add
-
-
-def model_names() -> list[str]:
-    """Registered names, for messages and config validation (timm models come as `timm:<name>`)."""
-    return sorted(MODELS)
-
-
-def _import_timm():
-    try:
-        import timm
-    except ImportError:
-        raise ConfigError(f"timm models need the optional timm package: {TIMM_INSTALL}") from None
-    return timm
-
-
-def _unknown_model_message(name: str) -> str:
-    close = difflib.get_close_matches(name, model_names(), n=3, cutoff=0.6)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    return (f"model={name!r} is not registered{hint}; registered: {', '.join(model_names())}; "
-            f"or any timm model as 'timm:<name>' (needs {TIMM_INSTALL})")
-
-
-def check_model_name(name: str) -> None:
-    """Raise UnknownModel / ConfigError for a name create_model would not accept. For timm names
-    this imports timm (a second or so) but builds nothing."""
-    if not isinstance(name, str):
-        raise UnknownModel(f"model={name!r} must be a string; registered: {', '.join(model_names())}")
-    if name.startswith(TIMM_PREFIX):
-        timm_name = name[len(TIMM_PREFIX):]
-        timm = _import_timm()
-        if not timm_name or not timm.is_model(timm_name):
-            close = difflib.get_close_matches(timm_name, timm.list_models(), n=5, cutoff=0.6)
-            hint = (f"; close matches: {', '.join(TIMM_PREFIX + c for c in close)}" if close
-                    else "; see timm.list_models()")
-            raise UnknownModel(f"model={name!r}: timm has no model {timm_name!r}{hint}")
-        return
-    if name not in MODELS:
-        raise UnknownModel(_unknown_model_message(name))
-
-
-def model_knobs(name: str) -> tuple[str, ...]:
-    """The knobs `name` accepts (timm models: `resize` only; they have no width multiplier)."""
-    if name.startswith(TIMM_PREFIX):
-        return TIMM_KNOBS
-    check_model_name(name)
-    return MODEL_KNOBS[name]
-
-
-def check_model_knobs(name: str, **knobs: Any) -> None:
-    """Refuse a knob the model does not have, or a knob value that is not allowed.
-
-    Pass the knobs the run sets (`width=1.0` counts as unset: it is every model's natural size,
-    so it is allowed on timm models too).
-    """
-    allowed = model_knobs(name)
-    for knob, value in knobs.items():
-        if knob == "width" and value == 1.0 and not isinstance(value, bool):
-            continue
-        if knob not in allowed:
-            has = ", ".join(allowed) if allowed else "none"
-            raise ConfigError(f"{knob}={value!r} is not a knob of model {name!r}; "
-                              f"its knobs: {has}")
-        rule = _KNOB_RULES.get(knob)
-        if rule is not None and not rule[0](value):
-            raise ConfigError(f"{knob}={value!r} for model {name!r} must be {rule[1]}")
 
 
 def create_model(name: str, *, width: float = 1.0, in_channels: int = 3, image_size: int = 32,
@@ -151,11 +67,6 @@ def scaled(channels: int, width: float) -> int:
 
 # --------------------------------------------------------------------------------------------
 # Initialisation
-
-def check_init_scheme(scheme: str) -> None:
-    if scheme not in INIT_SCHEMES:
-        raise ConfigError(f"init={scheme!r} is not allowed; choose one of {', '.join(INIT_SCHEMES)}")
-
 
 def initialise(model: nn.Module, scheme: str = "default", seed: int | None = None) -> nn.Module:
     """Re-initialise every conv and linear weight in place (biases to zero) and return the model.
@@ -196,7 +107,7 @@ def _conv_relu(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
 
 
-@register_model("paper_cnn", knobs=("width",))
+@register_model("paper_cnn")
 class PaperCNN(nn.Module):
     """The original study's CNN (../shared/reference/README.md): five 3x3 convs in three
     max-pooled stages (32w, 32w | 64w, 64w | 128w), then 256w hidden units. No BN, no dropout.
@@ -306,21 +217,21 @@ class ResNet(nn.Module):
         return self.fc(self.pool(self.blocks(self.stem(x))))
 
 
-@register_model("resnet18", knobs=("width", "shortcut"))
+@register_model("resnet18")
 def resnet18(width: float = 1.0, in_channels: int = 3, image_size: int = 32,
              num_classes: int = 10, shortcut: bool = True) -> ResNet:
     return ResNet(basic_block, 1, (2, 2, 2, 2), width, in_channels, image_size, num_classes,
                   shortcut)
 
 
-@register_model("resnet34", knobs=("width", "shortcut"))
+@register_model("resnet34")
 def resnet34(width: float = 1.0, in_channels: int = 3, image_size: int = 32,
              num_classes: int = 10, shortcut: bool = True) -> ResNet:
     return ResNet(basic_block, 1, (3, 4, 6, 3), width, in_channels, image_size, num_classes,
                   shortcut)
 
 
-@register_model("resnet50", knobs=("width", "shortcut"))
+@register_model("resnet50")
 def resnet50(width: float = 1.0, in_channels: int = 3, image_size: int = 32,
              num_classes: int = 10, shortcut: bool = True) -> ResNet:
     return ResNet(bottleneck_block, 4, (3, 4, 6, 3), width, in_channels, image_size,
@@ -330,7 +241,7 @@ def resnet50(width: float = 1.0, in_channels: int = 3, image_size: int = 32,
 # --------------------------------------------------------------------------------------------
 # Feed-forward baseline
 
-@register_model("mlp", knobs=("width", "depth"))
+@register_model("mlp")
 class MLP(nn.Module):
     """Seed 002's feed-forward baseline: flatten -> `depth` hidden layers of 512 x width units
     with ReLU -> classes. depth=3 is the "3-layer FFNN"."""
@@ -394,7 +305,7 @@ def _create_timm(timm_name: str, *, in_channels: int, image_size: int, num_class
     dataset's size; a model that still cannot run one image at that size is refused.
     """
     check_model_name(TIMM_PREFIX + timm_name)
-    timm = _import_timm()
+    timm = settings.import_timm()
     size = resize or image_size
 
     def build(**extra: Any) -> nn.Module:

@@ -19,46 +19,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils import prune
 
 from ..errors import ConfigError
+from .settings import PRUNE_METHODS, check_prune_settings  # noqa: F401  (checked there, without torch)
 from .model_stats import parameter_count, prunable_layers, weight_sparsity
 
-PRUNE_METHODS = ("none", "unstructured", "structured")
 PRUNING_INSTALL = 'pip install "torch-pruning>=1.5,<2"'  # a dependency; missing only in partial installs
 _ORIGINAL_PARAMETERS = "energy_original_parameters"  # set on the model by the first structured step
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def check_prune_settings(method: str, *, amount: float, every_epochs: int,
-                         target_sparsity: float, current_sparsity: float = 0.0,
-                         epochs: int | None = None) -> None:
-    """Raise ConfigError (one line: field, value, what is allowed) for settings that cannot
-    work; nothing is checked for method "none"."""
-    if method not in PRUNE_METHODS:
-        raise ConfigError(f"prune={method!r} is not allowed; choose one of {', '.join(PRUNE_METHODS)}")
-    if method == "none":
-        return
-    if not _is_number(amount) or not 0 < amount < 1:
-        raise ConfigError(f"prune_amount={amount!r} must be a fraction in (0, 1): the share of the "
-                          "remaining weights or channels removed at each pruning step")
-    if not isinstance(every_epochs, int) or isinstance(every_epochs, bool) or every_epochs < 1:
-        raise ConfigError(f"prune_every_epochs={every_epochs!r} must be an integer >= 1")
-    if epochs is not None and every_epochs >= epochs:
-        raise ConfigError(f"prune_every_epochs={every_epochs} with epochs={epochs} never prunes a "
-                          "model that is trained afterwards; it must be < epochs")
-    if not _is_number(target_sparsity) or not 0 < target_sparsity < 1:
-        raise ConfigError(f"prune_target_sparsity={target_sparsity!r} must be in (0, 1)")
-    if target_sparsity <= current_sparsity:
-        raise ConfigError(f"prune_target_sparsity={target_sparsity} is already reached: the model's "
-                          f"sparsity is {current_sparsity:.4f}")
 
 
 def should_prune(epoch: int, every_epochs: int) -> bool:
