@@ -192,3 +192,40 @@ def test_every_committed_import_resolves():
                 broken.add(f"{where}: {error}")
     assert checked > 100  # the records, reports, notebooks and README were all read
     assert not broken, "\n".join(sorted(broken))
+
+
+JUPYTER_LIBRARIES = {"papermill", "nbformat", "nbconvert"}  # each imports jsonschema
+#: where the shortcut is left out on purpose: the Tracker writes its record in the user's own
+#: process, whose jsonschema is theirs to configure
+IN_THE_USERS_PROCESS = {("energy_lib.records", "write_tracked")}
+
+
+def test_the_jupyter_libraries_are_imported_without_the_iri_grammars():
+    """jupyter_imports.without_iri_grammars saves seconds per process only if it runs before
+    the first import of papermill, nbformat or nbconvert: in energy_lib each such import sits in
+    a function, after a call to it (one import in run_cell without it cost every runner and Dask
+    worker ~2 s)."""
+    missing = []
+    for name, path in module_files().items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in tree.body:  # at module level: imported by anything that imports the module
+            if _imports_jupyter(node):
+                missing.append(f"{name}:{node.lineno} (module level)")
+        for function in ast.walk(tree):
+            if (not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
+                    or (name, function.name) in IN_THE_USERS_PROCESS):
+                continue
+            calls = [n.lineno for n in ast.walk(function) if isinstance(n, ast.Call)
+                     and getattr(n.func, "id", getattr(n.func, "attr", "")) == "without_iri_grammars"]
+            for node in function.body:
+                if _imports_jupyter(node) and not any(line < node.lineno for line in calls):
+                    missing.append(f"{name}:{node.lineno}")
+    assert not missing, f"papermill/nbformat/nbconvert imported before without_iri_grammars(): {missing}"
+
+
+def _imports_jupyter(node: ast.AST) -> bool:
+    if isinstance(node, ast.Import):
+        return any(alias.name.split(".")[0] in JUPYTER_LIBRARIES for alias in node.names)
+    if isinstance(node, ast.ImportFrom):
+        return node.level == 0 and (node.module or "").split(".")[0] in JUPYTER_LIBRARIES
+    return False

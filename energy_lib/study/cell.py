@@ -79,6 +79,9 @@ def run_cell(cell: Cell, folder: Path, *, force: bool, seen, kernel_name: str | 
     identity when this run started), move killed runners' copies and the old record to
     superseded/, execute into this runner's in-progress copy and rename it into place, with
     `runner` (where it ran) as a record. KeyboardInterrupt passes through."""
+    from ..jupyter_imports import without_iri_grammars
+
+    without_iri_grammars()
     import papermill as pm
 
     target = folder / f"{cell.name}.ipynb"
