@@ -14,8 +14,10 @@ from torch import nn
 
 from energy_lib.errors import ConfigError
 from energy_lib.training.models import (
-    MLP, MODELS, PaperCNN, ResidualBlock, Resized, UnknownModel, check_model_knobs,
-    check_model_name, create_model, initialise, model_knobs, model_names, register_model, scaled,
+    MLP, MODELS, PaperCNN, ResidualBlock, Resized, create_model, initialise, register_model, scaled,
+)
+from energy_lib.training.settings import (
+    UnknownModel, check_model_knobs, check_model_name, model_knobs, model_names,
 )
 
 
@@ -105,6 +107,12 @@ def test_register_model_adds_a_constructor(monkeypatch):
     assert models.MODELS["tiny_test_model"] is tiny
     assert create_model("tiny_test_model", in_channels=4, num_classes=3).out_features == 3
     assert settings.model_knobs("tiny_test_model") == ("width",)  # the config checks know it
+
+    @register_model("fixed_test_model", knobs=())  # a model with no knobs, not even width
+    def fixed(width, in_channels, image_size, num_classes):
+        return nn.Linear(in_channels, num_classes)
+
+    assert settings.model_knobs("fixed_test_model") == ()
 
 
 def test_every_declared_model_has_a_constructor():

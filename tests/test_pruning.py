@@ -17,8 +17,9 @@ from energy_lib.training.model_stats import (
 )
 from energy_lib.training.models import create_model
 from energy_lib.training.pruning import (
-    check_prune_settings, current_sparsity, finalise, prune_step, rebuild_optimizer, should_prune,
+    current_sparsity, finalise, prune_step, rebuild_optimizer, should_prune,
 )
+from energy_lib.training.settings import check_prune_settings
 
 needs_torch_pruning = pytest.mark.skipif(
     importlib.util.find_spec("torch_pruning") is None,

@@ -22,9 +22,7 @@ from torch.nn import functional as F
 
 from ..errors import ConfigError
 from . import settings
-from .settings import (  # noqa: F401  (the checks of names and knobs live there, without torch)
-    INIT_SCHEMES, TIMM_INSTALL, TIMM_KNOBS, TIMM_PREFIX, UnknownModel,
-    check_init_scheme, check_model_knobs, check_model_name, model_knobs, model_names)
+from .settings import TIMM_PREFIX, check_init_scheme, check_model_knobs, check_model_name
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -36,7 +34,7 @@ def register_model(name: str, knobs: tuple[str, ...] | None = None):
     def add(constructor: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         MODELS[name] = constructor
         if knobs is not None or name not in settings.MODEL_KNOBS:
-            settings.MODEL_KNOBS[name] = tuple(knobs or ("width",))
+            settings.MODEL_KNOBS[name] = ("width",) if knobs is None else tuple(knobs)
         return constructor
     return add
 

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from ..errors import ConfigError
-from .settings import PRUNE_METHODS, check_prune_settings  # noqa: F401  (checked there, without torch)
+from .settings import PRUNE_METHODS
 from .model_stats import parameter_count, prunable_layers, weight_sparsity
 
 PRUNING_INSTALL = 'pip install "torch-pruning>=1.5,<2"'  # a dependency; missing only in partial installs
