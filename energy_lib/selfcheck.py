@@ -1,9 +1,10 @@
 """`energy-study selfcheck`: what can be measured here, as Zeus sees it?
 
 On a GPU it measures idle power, then a known workload (large matrix products for a few seconds)
-with Zeus's reading of the NVML energy counter, and compares it with the GPU's instantaneous
-power sampled every 100 ms and integrated over the same window -- two independent NVML paths
-that should agree within a few per cent. On a CPU-only machine it says which components Zeus
+with Zeus's reading of the NVML energy counter, and compares it with the GPU's power polled by
+Zeus's PowerMonitor and integrated over the same window -- two independent NVML paths that should
+agree within a few per cent. It also says how often the energy counter moved (the shortest
+window a figure can be trusted for). On a CPU-only machine it says which components Zeus
 can measure (RAPL), which fall back to a model and why, and shows the figures of an idle and a
 busy window.
 """
@@ -11,8 +12,8 @@ busy window.
 from __future__ import annotations
 
 import sys
-import threading
 import time
+from typing import Callable
 
 import torch
 
@@ -22,38 +23,6 @@ from .energy.monitor import Meter
 from .energy.power_models import CpuTdpModel, RamPowerModel
 from .energy.zeus_meter import ZeusMeter
 from .provenance import cpu_model
-
-SAMPLE_PERIOD_S = 0.1
-
-
-class PowerIntegrator(threading.Thread):
-    """Integrates sampled power (W) into joules (trapezoids): the independent cross-check of
-    an energy counter."""
-
-    def __init__(self, read_power_w, period_s: float = SAMPLE_PERIOD_S) -> None:
-        super().__init__(daemon=True, name="power-integrator")
-        self.read_power_w = read_power_w
-        self.period_s = period_s
-        self.joules = 0.0
-        self._lock = threading.Lock()
-        self._halt = threading.Event()
-        self._last = (time.perf_counter(), read_power_w())
-
-    def run(self) -> None:
-        while not self._halt.wait(self.period_s):
-            self.sample()
-
-    def sample(self) -> float:
-        now, power = time.perf_counter(), self.read_power_w()
-        with self._lock:
-            t0, p0 = self._last
-            self.joules += (now - t0) * (p0 + power) / 2
-            self._last = (now, power)
-            return self.joules
-
-    def stop(self) -> None:
-        self._halt.set()
-
 
 def _workload(device: torch.device, seconds: float) -> int:
     """Matrix products until `seconds` have passed; returns how many ran."""
@@ -89,6 +58,20 @@ def _report(windows: dict) -> None:
                   + (f"  ! {r.flag}" if r.flag else ""))
 
 
+def counter_vs_polled(meter: ZeusMeter, device: torch.device,
+                      work: Callable[[], object]) -> tuple[float, float, float]:
+    """(counter J, polled-power J, seconds) of the GPU over one window of `work`: Zeus's reading
+    of the energy counter, and Zeus's PowerMonitor's power integrated over the same span."""
+    meter.start_power_monitor()
+    monitor = EnergyMonitor([meter], device)
+    monitor.begin_window("agree")
+    start = time.time()
+    work()
+    window = monitor.end_window("agree")
+    polled = meter.power_monitor.get_energy(start, time.time()) or {}
+    return window.readings[0].energy_j, sum(polled.values()), window.duration_s
+
+
 def check_gpu(idle_s: float = 3.0, busy_s: float = 8.0) -> int:
     device = torch.device("cuda:0")
     print(f"GPU: {torch.cuda.get_device_name(device)}")
@@ -98,24 +81,20 @@ def check_gpu(idle_s: float = 3.0, busy_s: float = 8.0) -> int:
         print(f"  cannot measure GPU energy: {'; '.join(chosen.notes)}")
         return 1
     print(f"  {meter.describe()}")
-    integrator = PowerIntegrator(lambda: meter.power_w()["gpu"])
-    integrator.start()
+    period = meter.gpu_update_period_s
+    print(f"  energy counter update period: {period * 1000:.0f} ms (shorter windows read noise)"
+          if period else "  energy counter update period: not measurable here")
     try:
         _workload(device, 1.0)  # warm up: CUDA context, clocks
         windows = _measure([meter], device, idle_s, busy_s)
-        start = integrator.sample()
-        monitor = EnergyMonitor([meter], device)
-        monitor.begin_window("agree")
-        _workload(device, busy_s)
-        window = monitor.end_window("agree")
-        sampled_j = integrator.sample() - start
+        counter_j, polled_j, seconds = counter_vs_polled(meter, device,
+                                                         lambda: _workload(device, busy_s))
     finally:
-        integrator.stop()
         meter.close()
     _report(windows)
-    counter_j = window.readings[0].energy_j
-    print(f"  counter vs sampled power over {window.duration_s:.1f} s of work: {counter_j:.1f} J vs "
-          f"{sampled_j:.1f} J ({100 * (sampled_j - counter_j) / counter_j:+.1f} %)")
+    print(f"  counter vs polled power (Zeus's PowerMonitor, every "
+          f"{meter.power_monitor.update_period * 1000:.0f} ms) over {seconds:.1f} s of work: "
+          f"{counter_j:.1f} J vs {polled_j:.1f} J ({100 * (polled_j - counter_j) / counter_j:+.1f} %)")
     return 0
 
 

@@ -48,6 +48,19 @@ def committed(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture
+def forked_poller(monkeypatch):
+    """Zeus's power poller is a spawned process, which would not see a fake GPU layer installed
+    here: it is forked instead, so that it polls the same fake."""
+    import multiprocessing
+    from types import SimpleNamespace
+
+    import zeus.monitor.power as zeus_power
+
+    monkeypatch.setattr(zeus_power, "mp", SimpleNamespace(
+        get_context=lambda method: multiprocessing.get_context("fork")))
+
+
 def write_study(folder: Path, text: str, name: str = "s.toml") -> Path:
     """A study file `folder/name` from an indented TOML text."""
     path = Path(folder) / name

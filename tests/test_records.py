@@ -198,6 +198,7 @@ def test_read_runs_tables(tmp_path):
                      "method": "constant-power", "kind": "modelled", "energy_j": 70.0,
                      "duration_s": 1.0, "flag": "", "above_idle_j": None}],
          "provenance": {"torch_version": "9.9", "data_sources": {"train": "x"}},
+         "meters": {"update_periods_s": {"gpu": 0.025}},
          "summary": {"status": "ok", "best_val_acc_pct": 80.0}},
         parameters={"config": {"width": 5.0}})
     fake_executed_notebook(tmp_path / "a.ipynb", {"config": {"width": 2.0}}, finished=False,
@@ -227,6 +228,7 @@ def test_read_runs_tables(tmp_path):
     assert b["acc_pct_per_wh"] == pytest.approx(80.0 / (3.0 / 3600))
     assert list(runs.epochs["energy_j"].fillna(-1)) == [3.0, -1]  # epoch 2 has no rows
     assert pd.isna(a["energy_j"])  # an incomplete run without energy rows
+    assert b["meter_gpu_update_period_s"] == 0.025  # the GPU counter's, as measured
 
 
 def test_record_of_an_older_format_is_outdated_not_a_crash(tmp_path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import gc
-import multiprocessing
+import re
 import time
 from types import SimpleNamespace
 
@@ -302,14 +302,6 @@ def _amd_gpus(monkeypatch, library):
 
 
 @pytest.fixture
-def forked_poller(monkeypatch):
-    """Zeus's power poller is a spawned process, which would not see a fake installed here:
-    it is forked instead, so that it polls the same fake."""
-    monkeypatch.setattr(zeus_power, "mp", SimpleNamespace(
-        get_context=lambda method: multiprocessing.get_context("fork")))
-
-
-@pytest.fixture
 def amd(monkeypatch, no_rapl, forked_poller):
     """Make AMD GPUs: `amd(names, powers_w, counter)`."""
     yield lambda *args, **kw: _amd_gpus(monkeypatch, FakeAmdSmi(*args, **kw))
@@ -364,19 +356,42 @@ def test_mi250_second_die_is_not_measured_and_says_why(amd):
                      "die's work"]
 
 
-# ------------------------------------------------------------------------------------------
-# NVIDIA: pynvml faked; the timeline's GPU power falls back to average power
+# NVIDIA: pynvml faked; Zeus's PowerMonitor gives the timeline's GPU power; the short-window
+# flag uses the energy counter's measured update period
 # ------------------------------------------------------------------------------------------
 
 class FakeNVML:
-    """pynvml's calls that Zeus's NVIDIAGPUs makes, for one Volta-or-newer GPU: the energy
-    counter in mJ, and power fields in mW that answer or fail as the test says."""
+    """pynvml's calls that Zeus's NVIDIAGPUs makes, for one Volta-or-newer GPU: power fields in
+    mW that answer or fail as the test says, and an energy counter in mJ that moves as a real
+    one does once `tick` is called (frozen before)."""
 
     def __init__(self, pynvml):
         self.pynvml = pynvml
         self.energy_mj, self.instant_mw, self.average_mw = 1_000_000, 250_000, 200_000
         self.instant, self.average = pynvml.NVML_SUCCESS, pynvml.NVML_SUCCESS
         self.architecture = pynvml.NVML_DEVICE_ARCH_AMPERE
+        self.ticking = None
+
+    def tick(self, counter_period_s: float, toggle_s: float = 0.2, step_mw: int = 10_000):
+        """From now on the instant power alternates between instant_mw and instant_mw + step_mw
+        every `toggle_s`, and the energy counter integrates it, updated every
+        `counter_period_s` (on the wall clock, which a forked poller shares)."""
+        self.ticking = (time.time(), counter_period_s, toggle_s, step_mw)
+
+    def instant_now_mw(self) -> int:
+        if self.ticking is None:
+            return self.instant_mw
+        t0, _, toggle_s, step_mw = self.ticking
+        return self.instant_mw + step_mw * (int((time.time() - t0) / toggle_s) % 2)
+
+    def counter_mj(self) -> float:
+        if self.ticking is None:
+            return self.energy_mj
+        t0, period_s, toggle_s, step_mw = self.ticking
+        t = int((time.time() - t0) / period_s) * period_s  # the counter's last update
+        done = int(t / toggle_s)  # whole toggles: every second one at the high power
+        high_s = toggle_s * (done // 2) + (t - done * toggle_s if done % 2 else 0.0)
+        return self.energy_mj + self.instant_mw * t + step_mw * high_s  # mW x s = mJ
 
     def install(self, monkeypatch):
         nv = self.pynvml
@@ -386,7 +401,8 @@ class FakeNVML:
 
         def fields(handle, wanted):
             (field, _scope), = wanted
-            status, value = ((self.instant, self.instant_mw) if field == nv.NVML_FI_DEV_POWER_INSTANT
+            status, value = ((self.instant, self.instant_now_mw())
+                             if field == nv.NVML_FI_DEV_POWER_INSTANT
                              else (self.average, self.average_mw))
             return [SimpleNamespace(nvmlReturn=status, value=SimpleNamespace(uiVal=value))]
 
@@ -396,7 +412,7 @@ class FakeNVML:
             "nvmlDeviceGetC2cModeInfoV": unsupported,
             "nvmlDeviceGetName": lambda h: "Fake NVIDIA GPU",
             "nvmlDeviceGetArchitecture": lambda h: self.architecture,
-            "nvmlDeviceGetTotalEnergyConsumption": lambda h: self.energy_mj,
+            "nvmlDeviceGetTotalEnergyConsumption": lambda h: self.counter_mj(),
             "nvmlDeviceGetFieldValues": fields,
             "nvmlDeviceGetComputeRunningProcesses": lambda h: [],
             "nvmlErrorString": lambda code: f"NVML error {code}",
@@ -405,19 +421,38 @@ class FakeNVML:
 
 
 @pytest.fixture
-def nvml(monkeypatch, no_rapl):
+def nvml(monkeypatch, no_rapl, forked_poller):
     import pynvml
     from zeus.device.gpu.nvidia import NVIDIAGPUs
 
     fake = FakeNVML(pynvml)
     fake.install(monkeypatch)
+    fake.tick(counter_period_s=0.02)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.delenv("ZEUSD_SOCK_PATH", raising=False)
     monkeypatch.setattr(zeus_gpu, "_gpus", NVIDIAGPUs())  # Zeus's own class over the fake
     return fake
 
 
-def test_nvidia_gpu_without_an_energy_counter_is_polled(nvml, forked_poller):
+@pytest.fixture
+def probed(nvml):
+    """`probed(**FakeNVML.tick arguments)`: a ZeusMeter on the fake GPU; closed afterwards."""
+    meters = []
+
+    def probe(**tick):
+        if tick:
+            nvml.tick(**tick)
+        meter, notes = ZeusMeter.probe([0], measure_cpu=False)
+        assert notes == []
+        meters.append(meter)
+        return meter
+
+    yield probe
+    for meter in meters:
+        meter.close()
+
+
+def test_nvidia_gpu_without_an_energy_counter_is_polled(nvml):
     nvml.architecture = nvml.pynvml.NVML_DEVICE_ARCH_PASCAL  # before Volta: no counter
     meter, notes = ZeusMeter.probe([0], measure_cpu=False)
     try:
@@ -428,46 +463,131 @@ def test_nvidia_gpu_without_an_energy_counter_is_polled(nvml, forked_poller):
         meter.close()
 
 
+def test_the_short_window_flag_uses_the_counters_measured_update_period(probed):
+    slow = probed(counter_period_s=0.15)  # slower than the 100 ms a fixed rule assumed
+    assert slow.gpu_update_period_s == pytest.approx(0.15, rel=0.2)
+    assert slow.update_periods_s() == {"gpu": slow.gpu_update_period_s}
+    slow.begin("eval-1")
+    (short,) = slow.end("eval-1", duration_s=0.12)
+    assert re.search(r"shorter than the GPU energy counter's update period \(1[2-8]\d ms, "
+                     r"measured\): noise", short.flag), short.flag
+    slow.begin("eval-2")
+    assert slow.end("eval-2", duration_s=0.25)[0].flag == ""
+    fast = probed(counter_period_s=0.02)
+    assert fast.gpu_update_period_s == pytest.approx(0.02, rel=0.3)
+    fast.begin("eval-1")
+    assert fast.end("eval-1", duration_s=0.05)[0].flag == ""  # 5 updates: a figure
+    fast.begin("eval-2")
+    assert "(2" in fast.end("eval-2", duration_s=0.01)[0].flag
+
+
+def test_a_counter_that_never_moves_falls_back_to_the_assumed_period(nvml, monkeypatch):
+    from energy_lib.energy import zeus_meter
+
+    nvml.ticking = None  # frozen: no period can be read from it
+    monkeypatch.setattr(zeus_meter, "COUNTER_PROBE_S", 0.05)
+    meter, _ = ZeusMeter.probe([0], measure_cpu=False)
+    try:
+        assert meter.gpu_update_period_s is None and meter.update_periods_s() == {}
+        meter.begin("eval-1")
+        (reading,) = meter.end("eval-1", duration_s=0.09)
+        assert "update period (100 ms, assumed)" in reading.flag
+    finally:
+        meter.close()
+
+
+def test_the_record_keeps_the_measured_period(nvml, forked_poller):
+    meter_set = build_meters(["nvml"], torch.device("cuda:0"), assumed_power_w=None)
+    try:
+        periods = meter_set.update_periods_s()
+        assert periods.keys() == {"gpu"} and periods["gpu"] == pytest.approx(0.02, rel=0.3)
+        with Metering(meter_set, CPU) as metering:
+            pass
+        assert metering.info()["update_periods_s"] == periods
+    finally:
+        meter_set.close()
+
+
 TIMELINE_METHODS = {"gpu": {"method": "zeus-nvml", "kind": "measured"},
                     "cpu": {"method": "zeus-rapl", "kind": "measured"},
                     "ram": {"method": "zeus-rapl", "kind": "measured"}}
 
 
-def test_gpu_power_falls_back_to_average_and_the_series_says_so(nvml):
-    meter, _ = ZeusMeter.probe([0], measure_cpu=False)
-    timeline = PowerTimeline([meter], TIMELINE_METHODS, period_s=1)
-    timeline.sample()  # instant power reads: 250 W
+def test_gpu_power_timeline_comes_from_zeus_power_monitor(probed):
+    meter = probed(counter_period_s=0.02, toggle_s=0.1)
+    timeline = PowerTimeline([meter], TIMELINE_METHODS, period_s=1)  # samples nothing of its own
+    timeline.start()
+    time.sleep(0.6)
+    timeline.stop()
+    assert isinstance(meter.power_monitor, zeus_power.PowerMonitor)
+    assert meter.power_monitor.update_period == pytest.approx(0.05)  # half of ~20 ms, >= 50 ms
+    rows = timeline.rows()
+    assert {r["component"] for r in rows} == {"gpu"} and timeline.samples == []
+    assert 4 <= len(rows) <= 10  # a change every 100 ms, over 0.6 s
+    assert {r["power_w"] for r in rows} == {250.0, 260.0}
+    assert {r["method"] for r in rows} == {"zeus-nvml (measured)"}
+    times = [r["t_s"] for r in rows]
+    assert times == sorted(times) and 0 <= times[0] and times[-1] <= 0.7
+    count = len(rows)
+    timeline.stop()  # a second stop hands nothing over again
+    assert len(timeline.rows()) == count
+
+
+def test_gpu_power_falls_back_to_average_and_the_series_says_so(probed, nvml):
     nvml.instant = nvml.pynvml.NVML_ERROR_NOT_SUPPORTED
-    timeline.sample()  # unsupported: the average, 200 W, labelled
-    nvml.instant = nvml.pynvml.NVML_ERROR_GPU_IS_LOST
-    timeline.sample()  # failed: the average again
-    nvml.instant = nvml.pynvml.NVML_SUCCESS
-    timeline.sample()
-    assert [(r["power_w"], r["method"]) for r in timeline.rows()] == [
-        (250.0, "zeus-nvml (measured)"),
-        (200.0, f"zeus-nvml (measured); {AVERAGE_POWER_NOTE}"),
-        (200.0, f"zeus-nvml (measured); {AVERAGE_POWER_NOTE}"),
-        (250.0, "zeus-nvml (measured)")]
+    meter = probed()
+    timeline = PowerTimeline([meter], TIMELINE_METHODS, period_s=1)
+    timeline.start()
+    time.sleep(0.2)
+    timeline.stop()
+    rows = timeline.rows()
+    assert rows and {(r["power_w"], r["method"]) for r in rows} == {
+        (200.0, f"zeus-nvml (measured); {AVERAGE_POWER_NOTE}")}
+
+
+def test_counter_and_polled_power_agree_on_a_steady_gpu(probed):
+    from energy_lib.selfcheck import counter_vs_polled
+
+    meter = probed(counter_period_s=0.02, toggle_s=0.01)  # a reading that moves at each poll
+    counter_j, polled_j, seconds = counter_vs_polled(meter, CPU, lambda: time.sleep(1.5))
+    assert seconds == pytest.approx(1.5, abs=0.05)
+    assert counter_j == pytest.approx(255.0 * seconds, rel=0.03)  # 250 and 260 W, half each
+    # Zeus integrates from its first to its last poll inside the window: up to a poll period
+    # (50 ms) lost at each edge
+    assert counter_j * 0.9 <= polled_j <= counter_j * 1.02
 
 
 def test_one_failed_source_leaves_the_others_in_the_sample(nvml, monkeypatch):
     cpus = FakeCPUs()
     monkeypatch.setattr(zeus_cpu, "_cpus", cpus)
     meter, _ = ZeusMeter.probe([0], measure_cpu=True)
-    timeline = PowerTimeline([meter], TIMELINE_METHODS, period_s=1)
-    timeline.sample()  # the counters' first read: GPU alone
-    nvml.instant = nvml.average = nvml.pynvml.NVML_ERROR_GPU_IS_LOST
-    cpus.cpu_mj[0] += 1_000
-    timeline.sample()  # no GPU figure at all: CPU and RAM stay
-    nvml.instant = nvml.average = nvml.pynvml.NVML_SUCCESS
-    cpus.fail = True
-    timeline.sample()  # RAPL fails: the GPU stays
-    cpus.fail = False
-    cpus.dram_mj[0] = None
-    timeline.sample()  # a package without its DRAM figure: CPU and GPU stay
-    got = [sorted(watts) for _, watts, _ in timeline.samples]
-    assert got == [["gpu"], ["cpu", "ram"], ["gpu"], ["cpu", "gpu"]]
-    assert timeline.samples[1][1]["cpu"] > 0 and timeline.samples[1][1]["ram"] == 0
+    try:
+        timeline = PowerTimeline([meter], TIMELINE_METHODS, period_s=1)
+        timeline.start()
+        timeline.sample()  # the counters' first read: no rate yet
+        cpus.cpu_mj[0] += 1_000
+        timeline.sample()  # CPU and RAM
+        cpus.fail = True
+        timeline.sample()  # RAPL fails: nothing sampled, the GPU's series goes on
+        cpus.fail = False
+        cpus.dram_mj[0] = None
+        timeline.sample()  # a package without its DRAM figure: CPU stays
+        time.sleep(0.3)
+        timeline.stop()
+        got = [sorted(watts) for _, watts, _ in timeline.samples]
+        assert got[:4] == [[], ["cpu", "ram"], [], ["cpu"]]
+        assert timeline.samples[1][1]["cpu"] > 0 and timeline.samples[1][1]["ram"] == 0
+        assert {r["component"] for r in timeline.rows()} == {"cpu", "ram", "gpu"}
+    finally:
+        meter.close()
+
+
+def test_held_sum_adds_step_series():
+    from energy_lib.energy.zeus_meter import held_sum
+
+    assert held_sum([[(1.0, 10.0), (3.0, 30.0)]]) == [(1.0, 10.0), (3.0, 30.0)]
+    assert held_sum([[(1.0, 10.0), (3.0, 30.0)], [(2.0, 5.0), (4.0, 7.0)]]) == [
+        (1.0, 10.0), (2.0, 15.0), (3.0, 35.0), (4.0, 37.0)]
 
 
 # ------------------------------------------------------------------------------------------
@@ -565,6 +685,27 @@ def test_a_training_run_builds_one_zeus_monitor(monitors_built, no_gpus, monkeyp
     config = RunConfig(dataset="fashion_mnist", train_subset=128, test_subset=64, epochs=1,
                        width=0.25, batch_size=64, idle_s=0.1, idle_after_s=0.1, download=False,
                        device="cpu", meters="rapl")
+    import energy_lib.estimators.calibrate as calibrate
+
+    built_by = {"metering": [], "machine-state probe": []}
+
+    def counted(name, call):
+        def wrapper(*args, **kwargs):
+            before = len(monitors_built)
+            try:
+                return call(*args, **kwargs)
+            finally:
+                built_by[name].append(len(monitors_built) - before)
+        return wrapper
+
+    monkeypatch.setattr(Metering, "for_config", classmethod(counted(
+        "metering", Metering.for_config.__func__)))
+    monkeypatch.setattr(calibrate, "probe", counted("machine-state probe", calibrate.probe))
     result = train(config, progress=False)
-    assert result.status == "ok" and len(monitors_built) == 1
+    # the run's metering builds one; where this machine has a calibration (and its present
+    # state was not metered earlier in this process), the machine-state probe before it
+    # (estimators.reference: its own CPU windows) builds one of its own
+    assert result.status == "ok" and built_by["metering"] == [1]
+    assert built_by["machine-state probe"] in ([], [1])
+    assert len(monitors_built) == 1 + sum(built_by["machine-state probe"])
     assert result.meters["methods"]["cpu"]["method"] == "zeus-rapl"

@@ -186,6 +186,7 @@ class Metering:
         return {
             "methods": self.meter_set.methods(),
             "cpu_tdp": self.meter_set.cpu_tdp(),
+            "update_periods_s": self.meter_set.update_periods_s(),
             "descriptions": self.meter_set.describe(),
             "failures": [vars(f) for f in self.monitor.failures],
             "codecarbon": self.codecarbon.describe() if self.codecarbon is not None else None,

@@ -43,6 +43,10 @@ class MeterSet:
             out.update({c: {"method": m, "kind": k} for c, (m, k) in meter.methods().items()})
         return out
 
+    def update_periods_s(self) -> dict[str, float]:
+        """component -> its counter's measured update period (s), for the record."""
+        return {c: s for meter in self.meters for c, s in meter.update_periods_s().items()}
+
     def cpu_tdp(self) -> dict | None:
         """The CPU TDP model's watts and their origin (power_models.TDP_ORIGINS), for the record:
         None where no TDP model is among the meters."""

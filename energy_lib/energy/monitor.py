@@ -54,8 +54,9 @@ class Meter(ABC):
 
     `end` gets the window's synchronised duration, for models that compute energy from time.
     `power_w` is the timeline's: power per component since the previous call ({} for a meter
-    whose figure exists only per window, such as the assumed constant power); `power_notes`
-    labels a sample read in another way than usual."""
+    whose figure exists only per window, such as the assumed constant power); `power_series` is
+    a component's series recorded by the meter itself, handed over when the timeline stops;
+    `power_notes` labels a sample read in another way than usual."""
 
     components: Sequence[str] = ()  # what it covers: "gpu", "cpu", "ram", "soc", "assumed-board"
     method: str = ""  # Method value of every reading (a meter of several overrides `methods`)
@@ -69,6 +70,11 @@ class Meter(ABC):
         """component -> (method, kind) of its readings."""
         return {c: (str(self.method), str(self.kind)) for c in self.components}
 
+    def update_periods_s(self) -> dict[str, float]:
+        """component -> how often its counter changes, where the meter measured it (a window
+        shorter than that reads noise): the GPU energy counter's."""
+        return {}
+
     def begin(self, name: str) -> None:
         """Window `name` opens (the device is synchronised already)."""
 
@@ -81,6 +87,15 @@ class Meter(ABC):
         self.end(name, 0.0)
 
     def power_w(self) -> dict[str, float]:
+        return {}
+
+    def start_power_series(self) -> None:
+        """The timeline starts: begin recording a power series of one's own, where the meter
+        has one (a GPU's, polled by Zeus in its own process)."""
+
+    def power_series(self) -> dict[str, list[tuple[float, float]]]:
+        """component -> [(time.time(), W)] recorded since `start_power_series`, for components
+        the timeline does not sample through `power_w`; read once, when the timeline stops."""
         return {}
 
     def power_notes(self) -> dict[str, str]:

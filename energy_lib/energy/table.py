@@ -22,7 +22,9 @@ def joules_to_kwh(energy_j: float) -> float:
     return energy_j / JOULES_PER_KWH
 
 
-#: NVML's energy counter updates about every 20-100 ms; a shorter GPU window reads noise.
+#: NVML's energy counter updates about every 20-100 ms; a shorter GPU window reads noise. A GPU
+#: meter measures its counter's period when it is built (zeus_meter.counter_update_period_s);
+#: this bound stands in where it could not, and for records made before it did.
 MIN_RELIABLE_WINDOW_S = 0.1
 
 class Kind(StrEnum):

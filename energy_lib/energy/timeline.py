@@ -5,8 +5,10 @@ sample, and stores (seconds since start, component, watts), with a note where a 
 in another way than usual (a GPU's average power where its instant power is unavailable: the
 series' label says so). A meter that fails leaves a gap for its own components only. When
 `max_samples` is reached it keeps every other sample and doubles its period, so a run of any
-length fits in a fixed amount of memory with an even resolution. It never touches the training
-step.
+length fits in a fixed amount of memory with an even resolution. A meter that records a series
+of its own (the GPU's power, polled by Zeus's PowerMonitor at the counter's pace) hands it over
+when the timeline stops; it is thinned to `max_samples` evenly too. It never touches the
+training step.
 """
 
 from __future__ import annotations
@@ -33,9 +35,19 @@ class PowerTimeline(threading.Thread):
         # (seconds since start, component -> W, component -> note on how it was read)
         self.samples: list[tuple[float, dict[str, float], dict[str, str]]] = []
         self.marks: list[tuple[float, str]] = []  # (time, label): epoch boundaries, idle end
+        # (seconds since start, component, watts, note) handed over by meters at `stop`
+        self.series: list[tuple[float, str, float, str]] = []
+        self._handed_over = False
         self._halt = threading.Event()
         self._lock = threading.Lock()
         self.t0 = time.perf_counter()
+        self.t0_wall = time.time()  # the same instant on the clock of the meters' own series
+
+    def start(self) -> None:
+        for source in self.sources:
+            with contextlib.suppress(Exception):
+                source.start_power_series()
+        super().start()
 
     def now_s(self) -> float:
         return time.perf_counter() - self.t0
@@ -74,14 +86,29 @@ class PowerTimeline(threading.Thread):
         self._halt.set()
         if self.is_alive():
             self.join(timeout=2)
+        if self._handed_over:
+            return
+        self._handed_over = True
+        for source in self.sources:
+            try:
+                got, notes = source.power_series(), source.power_notes()
+            except Exception:  # noqa: BLE001 - a meter whose series fails leaves its gap
+                continue
+            for component, points in got.items():
+                points = [(t - self.t0_wall, w) for t, w in points if t >= self.t0_wall]
+                stride = -(-len(points) // self.max_samples) if points else 1
+                self.series += [(t, component, w, notes.get(component, ""))
+                                for t, w in points[::stride]]
 
     def rows(self) -> list[dict]:
         """Long form: one row per (time, component); `method` is the component's method and
         kind, and how this figure was read where that differs from the usual."""
         with self._lock:
-            return [{"t_s": t, "component": c, "power_w": w,
-                     "method": "; ".join(filter(None, (self.methods.get(c, ""), notes.get(c))))}
-                    for t, watts, notes in self.samples for c, w in watts.items()]
+            sampled = [(t, c, w, notes.get(c)) for t, watts, notes in self.samples
+                       for c, w in watts.items()]
+        return [{"t_s": t, "component": c, "power_w": w,
+                 "method": "; ".join(filter(None, (self.methods.get(c, ""), note)))}
+                for t, c, w, note in sorted(sampled + self.series, key=lambda row: row[0])]
 
     def mark_rows(self) -> list[dict]:
         with self._lock:

@@ -6,11 +6,14 @@ helper process on GPUs without a usable one: NVIDIA before Volta, AMD GPUs whose
 Zeus's check), RAPL's package and DRAM counters with wrap-around tracking, and the SoC's counters
 (`zeus_soc`). We add what a lab record needs around it: the method Zeus really used per GPU, a
 reason in words for every component it cannot measure (so the model that stands in is
-explained), a flag on windows shorter than the counter's update period, a flag on windows during
+explained), a flag on windows shorter than the GPU energy counter's update period (measured on
+this GPU when the meter is built), a flag on windows during
 which NVML listed other processes computing on the cell's GPU (its rows are the cell's -- scope
 `process` -- because the device is pinned to one cell; another process on it would make that
-untrue), and power for the timeline, each source read on its own so one failing read never
-drops another's.
+untrue), and power for the timeline: the GPU's from Zeus's `PowerMonitor` (a helper process
+polling NVML/amdsmi power, the series handed over when the run ends), the CPU, DRAM and SoC
+counters' rates sampled by our timeline thread, each source read on its own so one failing read
+never drops another's.
 
 A run builds one ZeusMonitor, in its metering context (`probe`); checking beforehand whether an
 explicitly named meter can work (`unavailable`) reads Zeus's device layer and builds none.
@@ -21,9 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import time
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 from .monitor import Meter, Reading
 from .table import MIN_RELIABLE_WINDOW_S, Kind, Method
@@ -60,6 +64,38 @@ def rapl_unreadable_reason() -> str:
         return (f"{path} is not readable by this user (root-only on recent kernels); to grant "
                 f"access, {RAPL_GRANT}")
     return ""
+
+
+#: The longest a GPU meter spends timing its energy counter when it is built: four updates of a
+#: counter that moves every 100 ms (NVML's slowest, see table.MIN_RELIABLE_WINDOW_S) fit in it.
+COUNTER_PROBE_S = 0.35
+
+
+def counter_update_period_s(read_mj: Callable[[], float], budget_s: float | None = None,
+                            intervals: int = 3) -> float | None:
+    """How often an energy counter moves: read as fast as it answers until it has changed
+    `intervals` + 1 times (or `budget_s`, default COUNTER_PROBE_S, passed), the median time
+    between changes; None where it changed fewer than twice. Zeus infers a power counter's period the same way
+    (zeus.monitor.power, per GPU model); we time the counter our windows read. Its public
+    `infer_counter_update_period` returns 0 in Zeus 0.16 (fixed upstream in ml-energy/zeus#261,
+    not yet released), so it is not called."""
+    changes: list[float] = []
+    deadline = time.perf_counter() + (COUNTER_PROBE_S if budget_s is None else budget_s)
+    last = read_mj()
+    while len(changes) <= intervals and time.perf_counter() < deadline:
+        now, value = time.perf_counter(), read_mj()
+        if value != last:
+            changes.append(now)
+            last = value
+    gaps = [b - a for a, b in zip(changes, changes[1:])]
+    return statistics.median(gaps) if gaps else None
+
+
+def power_poll_period_s(counter_period_s: float | None) -> float:
+    """The PowerMonitor's polling period: half the counter's update period (Zeus's own rule, so
+    every update is seen), within 0.05 s (below it NVML may answer NotSupported or 0, Zeus
+    warns) and 0.1 s (Zeus's cap)."""
+    return min(0.1, max(0.05, (counter_period_s or 0.1) / 2))
 
 
 def gpu_compute_pids(gpus: Any, index: int) -> list[int] | None:
@@ -176,6 +212,19 @@ _GPU_HOW = {Method.ZEUS_NVML: "NVML total-energy counter",
             Method.ZEUS_AMDSMI: "amdsmi energy counter",
             Method.ZEUS_AMDSMI_POLLED: ("amdsmi {power} power polled and integrated (its energy "
                                         "counter is missing or failed Zeus's check)")}
+def held_sum(series: list[list[tuple[float, float]]]) -> list[tuple[float, float]]:
+    """Several step series (time, value) summed: at each time any of them changes, the sum of
+    every series' last value (a series before its first point counts nothing yet)."""
+    if len(series) == 1:
+        return list(series[0])
+    last: dict[int, float] = {}
+    out = []
+    for t, which, value in sorted((t, i, v) for i, points in enumerate(series) for t, v in points):
+        last[which] = value
+        out.append((t, sum(last.values())))
+    return out
+
+
 #: The timeline's note on a GPU sample read as average power.
 AVERAGE_POWER_NOTE = "average power (instant power unavailable)"
 
@@ -202,6 +251,51 @@ class ZeusMeter(Meter):
         self._last_j: dict[str, tuple[float, float]] = {}  # component -> (time, cumulative J)
         self._power_notes: dict[str, str] = {}
         self._gpu_others: dict[str, tuple[set[int], bool]] = {}  # open window -> others seen
+        # how often the GPU row's figure can change: the slowest of its GPUs' energy counters,
+        # or the power polling period where Zeus integrates polled power
+        self.gpu_update_period_s = self._gpu_update_period_s()
+        self.power_monitor, self._power_domain = None, None
+
+    def _gpu_update_period_s(self) -> float | None:
+        if not self.gpu_indices:
+            return None
+        if self.gpu_method in (Method.ZEUS_NVML_POLLED, Method.ZEUS_AMDSMI_POLLED):
+            period = getattr(getattr(self.monitor, "power_monitor", None), "update_period", 0)
+            return period if period and period > 0 else None
+        periods = []
+        for index in self.gpu_indices:
+            try:
+                periods.append(counter_update_period_s(
+                    lambda: self.monitor.gpus.get_total_energy_consumption(index)))
+            except Exception:  # noqa: BLE001 - no period is no flag threshold of our own
+                periods.append(None)
+        return None if None in periods else max(periods)
+
+    def start_power_monitor(self) -> None:
+        """Zeus's PowerMonitor for the GPUs' power timeline: instant power, or average power on
+        a GPU that gives no instant figure (as Zeus's own domain check falls back), one polling
+        process. ZeusMonitor's own is reused where it has one (GPUs without an energy counter).
+        A monitor that cannot start leaves the timeline without GPU power (said in the notes)."""
+        from zeus.monitor.power import PowerDomain, PowerMonitor
+
+        if not self.gpu_indices or self.power_monitor is not None:
+            return
+        own = getattr(self.monitor, "power_monitor", None)
+        gpus, domain = self.monitor.gpus, PowerDomain.DEVICE_INSTANT
+        try:
+            for index in self.gpu_indices:
+                gpus.get_instant_power_usage(index)
+        except Exception:  # noqa: BLE001 - unsupported or failed: Zeus falls back to average
+            domain = PowerDomain.DEVICE_AVERAGE
+        if own is not None and domain in getattr(own, "measurement_domains", ()):
+            self.power_monitor, self._power_domain = own, domain
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.power_monitor = PowerMonitor(
+                gpu_indices=self.gpu_indices, power_domains=[domain],
+                update_period=power_poll_period_s(self.gpu_update_period_s))
+        self._power_domain = domain
 
     def _see_gpu_processes(self, names) -> None:
         """Add the other processes on the cell's GPUs now to the windows `names`."""
@@ -305,6 +399,9 @@ class ZeusMeter(Meter):
             out["soc"] = (str(self.soc_method), str(self.kind))
         return out
 
+    def update_periods_s(self) -> dict[str, float]:
+        return {"gpu": self.gpu_update_period_s} if self.gpu_update_period_s else {}
+
     def _polled_power(self) -> str:
         """Which power Zeus's PowerMonitor integrates: instant where it can, else average."""
         from zeus.monitor.power import PowerDomain
@@ -349,10 +446,12 @@ class ZeusMeter(Meter):
             self._see_gpu_processes([name])
             sharing_flag, sharers = self.gpu_sharing(name)
             flags = [sharing_flag]
-            if duration_s < MIN_RELIABLE_WINDOW_S:
+            period_s = self.gpu_update_period_s or MIN_RELIABLE_WINDOW_S
+            if duration_s < period_s:
+                how = "measured" if self.gpu_update_period_s else "assumed"
                 flags.append(f"window of {duration_s * 1000:.0f} ms is shorter than the GPU energy "
-                        f"counter's update period (~{MIN_RELIABLE_WINDOW_S * 1000:.0f} ms): noise, "
-                        "not a measurement")
+                             f"counter's update period ({period_s * 1000:.0f} ms, {how}): noise, "
+                             "not a measurement")
             readings.append(Reading("gpu", sum(measurement.gpu_energy.values()),
                                     self.gpu_method, self.kind, "; ".join(f for f in flags if f),
                                     sharer_pids=sharers))
@@ -370,15 +469,13 @@ class ZeusMeter(Meter):
     # -- the power timeline ----------------------------------------------------------------
 
     def power_w(self) -> dict[str, float]:
-        """GPU power as the device reports it; CPU, DRAM and SoC power as their counters' rate
-        since the last read. Each source is read on its own: one that fails leaves only its
-        own gap in this sample."""
+        """CPU, DRAM and SoC power as their counters' rate since the last read (the GPU's comes
+        from Zeus's PowerMonitor: `power_series`). Each source is read on its own: one that
+        fails leaves only its own gap in this sample. Each sample also looks for other
+        processes on the cell's GPU, for the windows open now."""
         watts: dict[str, float] = {}
-        if self.gpu_indices:
-            with contextlib.suppress(Exception):
-                watts["gpu"] = self._gpu_power_w()
-            if self._gpu_others:
-                self._see_gpu_processes(list(self._gpu_others))
+        if self.gpu_indices and self._gpu_others:
+            self._see_gpu_processes(list(self._gpu_others))
         if self.measure_cpu:
             with contextlib.suppress(Exception):
                 readings = {i: self.monitor.cpus.get_total_energy_consumption(i)
@@ -392,25 +489,29 @@ class ZeusMeter(Meter):
                 watts.update(self._rate("soc", soc_energy_j(self.soc.get_total_energy_consumption())))
         return watts
 
+    def start_power_series(self) -> None:
+        """The timeline starts: so does Zeus's PowerMonitor (a GPU meter only)."""
+        if self.gpu_indices:
+            try:
+                self.start_power_monitor()
+            except Exception as error:  # noqa: BLE001 - a timeline gap, never a failed run
+                self._power_notes["gpu"] = (f"no GPU power timeline: Zeus's PowerMonitor did not "
+                                            f"start ({type(error).__name__}: {error})")
+
+    def power_series(self) -> dict[str, list[tuple[float, float]]]:
+        """The GPU row's power as Zeus's PowerMonitor polled it: (time.time(), W) at every change
+        of the reading, summed over the row's GPUs (each held at its last value)."""
+        if self.power_monitor is None:
+            return {}
+        from zeus.monitor.power import PowerDomain
+
+        per_gpu = self.power_monitor.get_power_timeline(self._power_domain)
+        if self._power_domain == PowerDomain.DEVICE_AVERAGE:
+            self._power_notes["gpu"] = AVERAGE_POWER_NOTE
+        return {"gpu": held_sum([per_gpu.get(i, []) for i in self.gpu_indices])}
+
     def power_notes(self) -> dict[str, str]:
         return dict(self._power_notes)
-
-    def _gpu_power_w(self) -> float:
-        """The GPUs' instant power; a GPU whose instant read fails or is unsupported gives its
-        average power instead, as Zeus's PowerMonitor falls back (zeus.monitor.power), and the
-        sample says so."""
-        gpus, total_mw, averaged = self.monitor.gpus, 0.0, False
-        for index in self.gpu_indices:
-            try:
-                total_mw += gpus.get_instant_power_usage(index)
-            except Exception:  # noqa: BLE001 - unsupported or failed: the average may still read
-                total_mw += gpus.get_average_power_usage(index)
-                averaged = True
-        if averaged:
-            self._power_notes["gpu"] = AVERAGE_POWER_NOTE
-        else:
-            self._power_notes.pop("gpu", None)
-        return total_mw / 1000.0
 
     def _rate(self, component: str, joules: float) -> dict[str, float]:
         """Watts of a cumulative counter since its last read ({} on the first read)."""
@@ -421,6 +522,7 @@ class ZeusMeter(Meter):
         return {component: (joules - previous[1]) / (now - previous[0])}
 
     def close(self) -> None:
-        power_monitor = getattr(self.monitor, "power_monitor", None)
-        if power_monitor is not None and hasattr(power_monitor, "stop"):
-            power_monitor.stop()
+        for power_monitor in {id(m): m for m in (getattr(self.monitor, "power_monitor", None),
+                                                 self.power_monitor) if m is not None}.values():
+            if hasattr(power_monitor, "stop"):
+                power_monitor.stop()

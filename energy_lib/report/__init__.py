@@ -122,7 +122,7 @@ def build(study, runs, state, out_dir: str | Path) -> Report:
                              repeats_line=repeats_line, claims=claims, paired=paired_shown,
                              estimates=estimates["summary"],
                              gpu=gpu_lines(runs.energy[runs.energy["cell"].isin(
-                                 finished_rows(runs.runs)["cell"])]))
+                                 finished_rows(runs.runs)["cell"])], runs.runs))
     findings_path = out_dir / "findings.md"
     findings_path.write_text(opening + "\n", encoding="utf-8")
     paths[findings_path.name] = findings_path

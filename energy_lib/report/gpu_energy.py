@@ -14,10 +14,12 @@ from ..energy.table import MIN_RELIABLE_WINDOW_S, Kind, Phase
 _WORK = (Phase.TRAIN.value, Phase.EVAL.value)
 
 
-def gpu_lines(energy) -> list[str]:
+def gpu_lines(energy, runs: pd.DataFrame | None = None) -> list[str]:
     """Sentences on the measured GPU rows of `energy` (a study's energy table): epoch 1's share,
     the share above idle, the steady-state energy per epoch, and the windows shorter than the
-    counter's update period (MIN_RELIABLE_WINDOW_S). [] where no GPU was measured."""
+    counter's update period: per cell as measured when its run started (the `runs` table's
+    meter_gpu_update_period_s), else MIN_RELIABLE_WINDOW_S.
+    [] where no GPU was measured."""
     frame = as_frame(energy)
     gpu = frame[(frame["component"] == "gpu") & (frame["kind"] == Kind.MEASURED.value)
                 & frame["phase"].isin(_WORK)]
@@ -41,13 +43,22 @@ def gpu_lines(energy) -> list[str]:
         line += (f"; energy above the idle baseline is a median "
                  f"{(above / total).median() * 100:.0f} % of the total")
     lines.append(line + ".")
-    short = gpu[pd.to_numeric(gpu["duration_s"], errors="coerce") < MIN_RELIABLE_WINDOW_S]
+    column = "meter_gpu_update_period_s"
+    measured = (pd.to_numeric(runs.set_index("cell")[column], errors="coerce")
+                if runs is not None and column in runs else pd.Series(dtype=float))
+    period = gpu["cell"].map(measured).fillna(MIN_RELIABLE_WINDOW_S)
+    short = gpu[pd.to_numeric(gpu["duration_s"], errors="coerce") < period]
     if not short.empty:
         examples = ", ".join(f"{r['cell']} {r['phase']}-{int(r['epoch'])} "
                              f"({r['duration_s'] * 1000:.0f} ms, {r['energy_j']:.0f} J)"
                              for _, r in short.head(3).iterrows())
+        used = period[gpu["cell"].isin(measured.dropna().index)]
+        how = (f"{used.min() * 1000:.0f}-{used.max() * 1000:.0f} ms as measured on the GPU"
+               if not used.empty and used.min() != used.max() else
+               f"{used.iloc[0] * 1000:.0f} ms as measured on the GPU" if not used.empty else
+               f"~{MIN_RELIABLE_WINDOW_S * 1000:.0f} ms assumed: these records predate its "
+               "measurement")
         lines.append(f"{len(short)} GPU windows were shorter than the energy counter's update "
-                     f"period (~{MIN_RELIABLE_WINDOW_S * 1000:.0f} ms), e.g. {examples}: their "
-                     "per-window figures are not measurements, only their sums over longer "
-                     "spans are.")
+                     f"period ({how}), e.g. {examples}: their per-window figures are not "
+                     "measurements, only their sums over longer spans are.")
     return lines
