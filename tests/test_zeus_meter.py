@@ -343,3 +343,36 @@ def test_a_cancelled_window_is_cancelled_in_zeus(nvml_processes, no_rapl):
     assert "train-1" not in meter._gpu_others and "train-1" not in meter.monitor.measurement_states
     monitor.begin_window("train-1")
     assert monitor.end_window("train-1").readings[0].component == "gpu"
+
+
+def test_the_power_pollers_process_does_not_run_the_users_script_again(tmp_path):
+    """Zeus starts its poller with multiprocessing's spawn, which runs the parent's __main__
+    again first: a training script without a main guard would train twice. While the poller
+    starts (zeus_meter.main_module_hidden), it does not; without it, it would (the control)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "train.py"
+    log = tmp_path / "runs.txt"
+    script.write_text(textwrap.dedent(f"""\
+        import multiprocessing, time
+        LOG = {str(log)!r}
+        open(LOG, "a").write("script\\n")  # unguarded: runs again in a child that re-runs main
+        if __name__ == "__main__":
+            from energy_lib.energy.zeus_meter import main_module_hidden
+            context = multiprocessing.get_context("spawn")
+            for hidden in (True, False):
+                open(LOG, "a").write(f"hidden={{hidden}}\\n")
+                with (main_module_hidden() if hidden else open(__file__)):
+                    process = context.Process(target=time.sleep, args=(0,))
+                    process.start()
+                process.join()
+                assert process.exitcode == 0
+                assert __file__ and __spec__ is None  # put back as they were
+        """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # the script once; no rerun in the hidden child; one in the plain child
+    assert log.read_text().split() == ["script", "hidden=True", "hidden=False", "script"]

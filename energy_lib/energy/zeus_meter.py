@@ -98,6 +98,27 @@ def power_poll_period_s(counter_period_s: float | None) -> float:
     return min(0.1, max(0.05, (counter_period_s or 0.1) / 2))
 
 
+@contextlib.contextmanager
+def main_module_hidden():
+    """While Zeus starts its power poller: a spawned process runs the parent's `__main__` again
+    (multiprocessing.spawn: by module name or file) before its target, so a user's training
+    script without an `if __name__ == "__main__"` guard would train again in the poller (the
+    Tracker runs in such scripts). The poller's target lives in zeus.monitor.power and needs
+    nothing from `__main__`, so its name and file are hidden while the process starts."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    saved = {name: main.__dict__[name] for name in ("__spec__", "__file__")
+             if main is not None and name in main.__dict__}
+    try:
+        for name in saved:
+            setattr(main, name, None) if name == "__spec__" else delattr(main, name)
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(main, name, value)
+
+
 def gpu_compute_pids(gpus: Any, index: int) -> list[int] | None:
     """The pids NVML lists as computing on Zeus's GPU `index`, or None where it cannot say (an
     AMD GPU, a device layer without NVML handles, an NVML error)."""
@@ -290,7 +311,7 @@ class ZeusMeter(Meter):
         if own is not None and domain in getattr(own, "measurement_domains", ()):
             self.power_monitor, self._power_domain = own, domain
             return
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), main_module_hidden():
             warnings.simplefilter("ignore")
             self.power_monitor = PowerMonitor(
                 gpu_indices=self.gpu_indices, power_domains=[domain],
