@@ -378,7 +378,7 @@ class ZeusMeter(Meter):
         covered = soc_covers(soc) if soc is not None else set()
         if "gpu" in covered:  # a Jetson's GPU is inside its SoC row: NVML would count it twice
             usable, notes = [], [n for n in notes if not n.startswith("GPU energy")]
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), main_module_hidden():  # its own poller, on old GPUs
             warnings.simplefilter("ignore")
             try:
                 monitor = ZeusMonitor(gpu_indices=usable, cpu_indices=None if measure_cpu else [],
