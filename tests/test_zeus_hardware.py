@@ -706,6 +706,6 @@ def test_a_training_run_builds_one_zeus_monitor(monitors_built, no_gpus, monkeyp
     # state was not metered earlier in this process), the machine-state probe before it
     # (estimators.reference: its own CPU windows) builds one of its own
     assert result.status == "ok" and built_by["metering"] == [1]
-    assert built_by["machine-state probe"] in ([], [1])
+    assert built_by["machine-state probe"] in ([], [0], [1])  # at most one of its own
     assert len(monitors_built) == 1 + sum(built_by["machine-state probe"])
     assert result.meters["methods"]["cpu"]["method"] == "zeus-rapl"
