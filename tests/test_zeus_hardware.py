@@ -533,6 +533,37 @@ def test_gpu_power_timeline_comes_from_zeus_power_monitor(probed):
     assert len(timeline.rows()) == count
 
 
+def test_the_pollers_samples_are_taken_in_as_the_run_goes(probed):
+    """Each timeline sample takes in what Zeus's poller has queued, so a long run's samples
+    never pile up in the polling process (whose exit would wait for them)."""
+    meter = probed(counter_period_s=0.02, toggle_s=0.1)
+    timeline = PowerTimeline([meter], TIMELINE_METHODS, period_s=0.1)
+    timeline.start()
+    time.sleep(0.5)
+    domain = zeus_power.PowerDomain.DEVICE_INSTANT
+    held = len(meter.power_monitor.samples[domain][0])  # in the monitor, before any stop
+    timeline.stop()
+    assert held >= 2 and len([r for r in timeline.rows() if r["component"] == "gpu"]) >= held
+
+
+def test_a_power_monitor_that_cannot_start_is_said_in_the_record(probed, monkeypatch):
+    meter = probed()
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Power monitor subprocess for device_instant failed to start")
+
+    monkeypatch.setattr(zeus_power, "PowerMonitor", refuse)
+    timeline = PowerTimeline([meter], TIMELINE_METHODS, period_s=1)
+    timeline.start()
+    timeline.stop()
+    assert timeline.rows() == [] and meter.power_monitor is None
+    assert meter.describe().endswith(
+        "; no GPU power timeline: Zeus's PowerMonitor did not start (RuntimeError: Power "
+        "monitor subprocess for device_instant failed to start)")
+    meter.begin("w")
+    assert meter.end("w", 1.0)[0].component == "gpu"  # the windows still read the counter
+
+
 def test_gpu_power_falls_back_to_average_and_the_series_says_so(probed, nvml):
     nvml.instant = nvml.pynvml.NVML_ERROR_NOT_SUPPORTED
     meter = probed()

@@ -276,6 +276,7 @@ class ZeusMeter(Meter):
         # or the power polling period where Zeus integrates polled power
         self.gpu_update_period_s = self._gpu_update_period_s()
         self.power_monitor, self._power_domain = None, None
+        self.power_monitor_failure = ""  # why the GPU has no power timeline, if it has none
 
     def _gpu_update_period_s(self) -> float | None:
         if not self.gpu_indices:
@@ -444,6 +445,8 @@ class ZeusMeter(Meter):
                          f"{len(self.monitor.cpu_indices)} package(s)")
         if self.soc is not None:
             parts.append(describe_soc(self.soc))
+        if self.power_monitor_failure:
+            parts.append(f"no GPU power timeline: {self.power_monitor_failure}")
         return "; ".join(parts)
 
     def begin(self, name: str) -> None:
@@ -493,10 +496,14 @@ class ZeusMeter(Meter):
         """CPU, DRAM and SoC power as their counters' rate since the last read (the GPU's comes
         from Zeus's PowerMonitor: `power_series`). Each source is read on its own: one that
         fails leaves only its own gap in this sample. Each sample also looks for other
-        processes on the cell's GPU, for the windows open now."""
+        processes on the cell's GPU, for the windows open now, and takes in the GPU poller's
+        samples so far."""
         watts: dict[str, float] = {}
         if self.gpu_indices and self._gpu_others:
             self._see_gpu_processes(list(self._gpu_others))
+        if self.power_monitor is not None:
+            with contextlib.suppress(Exception):
+                self._drain_power_monitor()
         if self.measure_cpu:
             with contextlib.suppress(Exception):
                 readings = {i: self.monitor.cpus.get_total_energy_consumption(i)
@@ -516,8 +523,19 @@ class ZeusMeter(Meter):
             try:
                 self.start_power_monitor()
             except Exception as error:  # noqa: BLE001 - a timeline gap, never a failed run
-                self._power_notes["gpu"] = (f"no GPU power timeline: Zeus's PowerMonitor did not "
-                                            f"start ({type(error).__name__}: {error})")
+                reason = f"{type(error).__name__}: {error}".strip().splitlines()[0]
+                self.power_monitor_failure = f"Zeus's PowerMonitor did not start ({reason})"
+
+    def _drain_power_monitor(self) -> None:
+        """Move the poller's samples into the monitor as the run goes (Zeus's `get_power` and
+        `get_power_timeline` read its queue), so they never pile up in the polling process,
+        whose exit would wait for them."""
+        from zeus.monitor.power import PowerDomain
+
+        if self._power_domain == PowerDomain.DEVICE_INSTANT:
+            self.power_monitor.get_power()
+        else:  # no instant power: the average domain's queue, nothing returned
+            self.power_monitor.get_power_timeline(self._power_domain, start_time=time.time())
 
     def power_series(self) -> dict[str, list[tuple[float, float]]]:
         """The GPU row's power as Zeus's PowerMonitor polled it: (time.time(), W) at every change
