@@ -431,10 +431,9 @@ def read_runs(folder: str | Path, cells: Mapping[str, str] | None = None,
             codecarbon = rec.meters.get("codecarbon") or {}
             derived |= {f"codecarbon_{k}": v for k, v in codecarbon.items()}
             tdp = rec.meters.get("cpu_tdp") or {}  # the CPU model's watts, where one ran
+            periods = rec.meters.get("update_periods_s") or {}  # measured; none in older records
             derived |= {"meter_cpu_tdp_w": tdp.get("tdp_w"), "meter_cpu_tdp_origin": tdp.get("origin"),
-                        # the GPU energy counter's measured update period (older records: none)
-                        "meter_gpu_update_period_s":
-                            (rec.meters.get("update_periods_s") or {}).get("gpu")}
+                        "meter_gpu_update_period_s": periods.get("gpu")}
         rows.append({"cell": rec.cell, "status": status, "error": rec.error, "path": str(path),
                      "papermill_s": rec.duration_s, **facts, **_where_it_ran(rec.executor),
                      **derived})

@@ -59,10 +59,13 @@ def _report(windows: dict) -> None:
 
 
 def counter_vs_polled(meter: ZeusMeter, device: torch.device,
-                      work: Callable[[], object]) -> tuple[float, float, float]:
+                      work: Callable[[], object]) -> tuple[float, float, float] | None:
     """(counter J, polled-power J, seconds) of the GPU over one window of `work`: Zeus's reading
-    of the energy counter, and Zeus's PowerMonitor's power integrated over the same span."""
-    meter.start_power_monitor()
+    of the energy counter, and Zeus's PowerMonitor's power integrated over the same span. None
+    where the PowerMonitor could not start (`meter.power_monitor_failure` says why)."""
+    meter.start_power_series()
+    if meter.power_monitor is None:
+        return None
     monitor = EnergyMonitor([meter], device)
     monitor.begin_window("agree")
     start = time.time()
@@ -87,14 +90,18 @@ def check_gpu(idle_s: float = 3.0, busy_s: float = 8.0) -> int:
     try:
         _workload(device, 1.0)  # warm up: CUDA context, clocks
         windows = _measure([meter], device, idle_s, busy_s)
-        counter_j, polled_j, seconds = counter_vs_polled(meter, device,
-                                                         lambda: _workload(device, busy_s))
+        compared = counter_vs_polled(meter, device, lambda: _workload(device, busy_s))
     finally:
         meter.close()
     _report(windows)
+    if compared is None:
+        print(f"  counter vs polled power: not compared: {meter.power_monitor_failure}")
+        return 1
+    counter_j, polled_j, seconds = compared
+    off_pct = 100 * (polled_j - counter_j) / counter_j
     print(f"  counter vs polled power (Zeus's PowerMonitor, every "
           f"{meter.power_monitor.update_period * 1000:.0f} ms) over {seconds:.1f} s of work: "
-          f"{counter_j:.1f} J vs {polled_j:.1f} J ({100 * (polled_j - counter_j) / counter_j:+.1f} %)")
+          f"{counter_j:.1f} J vs {polled_j:.1f} J ({off_pct:+.1f} %)")
     return 0
 
 

@@ -562,6 +562,9 @@ def test_a_power_monitor_that_cannot_start_is_said_in_the_record(probed, monkeyp
         "monitor subprocess for device_instant failed to start)")
     meter.begin("w")
     assert meter.end("w", 1.0)[0].component == "gpu"  # the windows still read the counter
+    from energy_lib.selfcheck import counter_vs_polled
+
+    assert counter_vs_polled(meter, CPU, lambda: None) is None  # selfcheck says why, no crash
 
 
 def test_gpu_power_falls_back_to_average_and_the_series_says_so(probed, nvml):
@@ -581,6 +584,7 @@ def test_counter_and_polled_power_agree_on_a_steady_gpu(probed):
 
     meter = probed(counter_period_s=0.02, toggle_s=0.01)  # a reading that moves at each poll
     counter_j, polled_j, seconds = counter_vs_polled(meter, CPU, lambda: time.sleep(1.5))
+    assert isinstance(meter.power_monitor, zeus_power.PowerMonitor)
     assert seconds == pytest.approx(1.5, abs=0.05)
     assert counter_j == pytest.approx(255.0 * seconds, rel=0.03)  # 250 and 260 W, half each
     # Zeus integrates from its first to its last poll inside the window: up to a poll period

@@ -75,10 +75,10 @@ def counter_update_period_s(read_mj: Callable[[], float], budget_s: float | None
                             intervals: int = 3) -> float | None:
     """How often an energy counter moves: read as fast as it answers until it has changed
     `intervals` + 1 times (or `budget_s`, default COUNTER_PROBE_S, passed), the median time
-    between changes; None where it changed fewer than twice. Zeus infers a power counter's period the same way
-    (zeus.monitor.power, per GPU model); we time the counter our windows read. Its public
-    `infer_counter_update_period` returns 0 in Zeus 0.16 (fixed upstream in ml-energy/zeus#261,
-    not yet released), so it is not called."""
+    between changes; None where it changed fewer than twice. Zeus infers a power counter's
+    period the same way (zeus.monitor.power, per GPU model); we time the counter our windows
+    read. Its public `infer_counter_update_period` returns 0 in Zeus 0.16 (fixed upstream in
+    ml-energy/zeus#261, not yet released), so it is not called."""
     changes: list[float] = []
     deadline = time.perf_counter() + (COUNTER_PROBE_S if budget_s is None else budget_s)
     last = read_mj()
@@ -233,6 +233,8 @@ _GPU_HOW = {Method.ZEUS_NVML: "NVML total-energy counter",
             Method.ZEUS_AMDSMI: "amdsmi energy counter",
             Method.ZEUS_AMDSMI_POLLED: ("amdsmi {power} power polled and integrated (its energy "
                                         "counter is missing or failed Zeus's check)")}
+
+
 def held_sum(series: list[list[tuple[float, float]]]) -> list[tuple[float, float]]:
     """Several step series (time, value) summed: at each time any of them changes, the sum of
     every series' last value (a series before its first point counts nothing yet)."""
@@ -297,7 +299,8 @@ class ZeusMeter(Meter):
         """Zeus's PowerMonitor for the GPUs' power timeline: instant power, or average power on
         a GPU that gives no instant figure (as Zeus's own domain check falls back), one polling
         process. ZeusMonitor's own is reused where it has one (GPUs without an energy counter).
-        A monitor that cannot start leaves the timeline without GPU power (said in the notes)."""
+        A monitor that cannot start leaves the timeline without GPU power (`describe` says
+        why: `start_power_series`)."""
         from zeus.monitor.power import PowerDomain, PowerMonitor
 
         if not self.gpu_indices or self.power_monitor is not None:
