@@ -12,7 +12,7 @@
 set -u
 OUT=${OUT:-/tmp/gpu_checks}
 mkdir -p "$OUT"
-STEPS=${*:-env selfcheck study bench calibrate neighbour pack}
+STEPS=${*:-env selfcheck power study bench calibrate neighbour pack}
 GPU_TAG=${GPU_TAG:-$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 \
     | tr 'A-Z ' 'a-z-' | sed 's/^nvidia-//; s/^/nvidia-/')}
 GPU_TAG=${GPU_TAG:-no-gpu}
@@ -37,6 +37,22 @@ print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.
     selfcheck)
         step selfcheck 60
         timeout 60 python3 -m energy_lib selfcheck ;;
+    power)
+        # one short cell: the GPU counter's measured update period and Zeus's PowerMonitor
+        # series in the record's timeline (#31)
+        step "one cell: counter period and GPU power timeline" 60
+        timeout 60 python3 -m energy_lib run studies/gpu_widths.toml --no-report --no-plan \
+            --runs-dir /tmp/power_runs --cell width-1_precision-fp32_seed-0 --set epochs=1
+        timeout 30 python3 -c "import glob, statistics
+from energy_lib.records import read_record
+rec = read_record(glob.glob('/tmp/power_runs/gpu_widths/*.ipynb')[0])
+print('update periods (s):', rec.meters.get('update_periods_s'))
+print('\n'.join(rec.meters.get('descriptions', [])))
+gpu = [r for r in rec.timeline.get('samples', []) if r['component'] == 'gpu']
+gaps = [b['t_s'] - a['t_s'] for a, b in zip(gpu, gpu[1:])]
+print(len(gpu), 'GPU timeline samples; median gap', statistics.median(gaps) if gaps else None,
+      's; methods', sorted({r['method'] for r in gpu}))
+print('flags:', sorted({r['flag'] for r in rec.energy if r['component'] == 'gpu' and r['flag']}))" ;;
     study)
         step "study gpu_widths" 220
         timeout -s TERM 220 python3 -m energy_lib run studies/gpu_widths.toml --no-report
@@ -60,7 +76,8 @@ while time.time() < end: a @ a; torch.cuda.synchronize()" &
         kill %1 2>/dev/null; wait ;;
     pack)
         step pack 30
-        tar czf "$OUT/records.tgz" runs/gpu_widths /tmp/neighbour_runs "$OUT/calibration" 2>/dev/null
+        tar czf "$OUT/records.tgz" runs/gpu_widths /tmp/neighbour_runs /tmp/power_runs \
+            "$OUT/calibration" 2>/dev/null
         ls -la "$OUT" ;;
     *) echo "unknown step $s"; exit 2 ;;
     esac
