@@ -452,13 +452,43 @@ def probed(nvml):
         meter.close()
 
 
-def test_nvidia_gpu_without_an_energy_counter_is_polled(nvml):
+def test_nvidia_gpu_without_an_energy_counter_is_polled_at_a_pace(nvml, monkeypatch):
+    """Before Volta Zeus integrates polled power. Its own poller's inferred period is 0 in Zeus
+    0.16 (it would poll without pause); the meter's poller polls at half the power reading's
+    update period (160 ms here: 80 ms), and Zeus's windows read it."""
+    from energy_lib.energy import zeus_meter
+
+    monkeypatch.setattr(zeus_meter, "COUNTER_PROBE_S", 0.6)  # three changes of a 160 ms reading
     nvml.architecture = nvml.pynvml.NVML_DEVICE_ARCH_PASCAL  # before Volta: no counter
+    nvml.tick(counter_period_s=0.02, toggle_s=0.16)
     meter, notes = ZeusMeter.probe([0], measure_cpu=False)
     try:
         assert notes == [] and meter.methods() == {"gpu": ("zeus-nvml-polled", "measured")}
         assert meter.describe() == ("GPU: Zeus, NVML instant power polled and integrated (no "
                                     "energy counter) on Fake NVIDIA GPU")
+        poller = meter.monitor.power_monitor
+        assert poller.update_period == pytest.approx(0.08, abs=0.01)
+        assert poller.measurement_domains == [zeus_power.PowerDomain.DEVICE_INSTANT]
+        assert meter.gpu_update_period_s == poller.update_period
+        meter.begin("train-1")
+        time.sleep(1.0)
+        (reading,) = meter.end("train-1", duration_s=1.0)
+        assert 200 <= reading.energy_j <= 265  # 250-260 W, first to last poll in the window
+        meter.start_power_series()
+        assert meter.power_monitor is poller  # the timeline reads the same poller
+    finally:
+        meter.close()
+
+
+def test_paced_poller_leaves_a_poller_with_a_pace_alone(nvml):
+    from energy_lib.energy.zeus_meter import paced_poller
+
+    nvml.architecture = nvml.pynvml.NVML_DEVICE_ARCH_PASCAL
+    meter, _ = ZeusMeter.probe([0], measure_cpu=False)
+    try:
+        poller = meter.monitor.power_monitor
+        paced_poller(meter.monitor)
+        assert meter.monitor.power_monitor is poller
     finally:
         meter.close()
 

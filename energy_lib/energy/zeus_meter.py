@@ -119,6 +119,32 @@ def main_module_hidden():
             setattr(main, name, value)
 
 
+def paced_poller(monitor: Any) -> None:
+    """Give ZeusMonitor's own power poller (GPUs without an energy counter) a pace. Zeus 0.16
+    starts it with an inferred period that is always 0 (ml-energy/zeus#261), so it polls as fast
+    as the GPU answers and keeps a CPU core busy for the whole run, beside the cell it measures.
+    It is replaced by one polling the domain Zeus's `get_energy` reads (instant power, else
+    average) at half the power reading's own update period (`power_poll_period_s`); Zeus reads
+    it through the same public attribute, `power_monitor`."""
+    from zeus.monitor.power import PowerDomain, PowerMonitor
+
+    own = getattr(monitor, "power_monitor", None)
+    if own is None or own.update_period > 0:
+        return
+    domains = own.measurement_domains
+    domain = (PowerDomain.DEVICE_INSTANT if PowerDomain.DEVICE_INSTANT in domains
+              else PowerDomain.DEVICE_AVERAGE)
+    read = (monitor.gpus.get_instant_power_usage if domain == PowerDomain.DEVICE_INSTANT
+            else monitor.gpus.get_average_power_usage)
+    periods = [counter_update_period_s(lambda: read(index)) for index in own.gpu_indices]
+    period = None if None in periods else max(periods)
+    own.get_all_power_timelines()  # takes in its queues, so its process can exit at once
+    own.stop()
+    with main_module_hidden():
+        monitor.power_monitor = PowerMonitor(gpu_indices=own.gpu_indices, power_domains=[domain],
+                                             update_period=power_poll_period_s(period))
+
+
 def gpu_compute_pids(gpus: Any, index: int) -> list[int] | None:
     """The pids NVML lists as computing on Zeus's GPU `index`, or None where it cannot say (an
     AMD GPU, a device layer without NVML handles, an NVML error)."""
@@ -389,6 +415,11 @@ class ZeusMeter(Meter):
                                       sync_execution_with="torch")
             except Exception as error:  # noqa: BLE001 - e.g. a GPU lost since the device check
                 return None, notes + [f"Zeus could not start: {type(error).__name__}: {error}"]
+            try:
+                paced_poller(monitor)
+            except Exception as error:  # noqa: BLE001 - Zeus's own poller stays, busy as it is
+                notes.append(f"Zeus's power poller polls without pause ({type(error).__name__}: "
+                             f"{error}): it keeps a CPU core busy")
         soc = soc is not None and monitor.soc_is_present
         if measure_cpu and not monitor.cpu_indices and "cpu" not in covered:
             notes.append(_no_cpu_note())
