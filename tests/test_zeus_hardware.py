@@ -328,12 +328,14 @@ def test_amd_gpu_whose_counter_fails_zeus_check_is_polled(amd):
     try:
         assert notes == [] and meter.methods() == {"gpu": ("zeus-amdsmi-polled", "measured")}
         assert "amdsmi instant power polled and integrated" in meter.describe()
+        assert meter.monitor.power_monitor.update_period == pytest.approx(0.05)  # paced
         time.sleep(0.1)
         meter.begin("w")
-        time.sleep(0.4)
-        (reading,) = meter.end("w", 0.4)
-        # Zeus's PowerMonitor integrated ~100.5 W (the stuck counter would have said 0 J)
-        assert 100 * 0.3 < reading.energy_j < 101 * 0.45
+        time.sleep(1.0)
+        (reading,) = meter.end("w", 1.0)
+        # Zeus's PowerMonitor integrated ~100.5 W (the stuck counter would have said 0 J) from
+        # its first to its last poll inside the window: up to a poll period lost at each edge
+        assert 100 * 0.8 < reading.energy_j < 101 * 1.05
     finally:
         processes = list(meter.monitor.power_monitor.processes.values())
         meter.close()
@@ -473,7 +475,9 @@ def test_nvidia_gpu_without_an_energy_counter_is_polled_at_a_pace(nvml, monkeypa
         meter.begin("train-1")
         time.sleep(1.0)
         (reading,) = meter.end("train-1", duration_s=1.0)
-        assert 200 <= reading.energy_j <= 265  # 250-260 W, first to last poll in the window
+        # 250-260 W, integrated from the first to the last kept poll in the window (a reading
+        # that changes every 160 ms is kept every other poll): up to 0.16 s lost at each edge
+        assert 150 <= reading.energy_j <= 265
         meter.start_power_series()
         assert meter.power_monitor is poller  # the timeline reads the same poller
     finally:
@@ -553,7 +557,7 @@ def test_gpu_power_timeline_comes_from_zeus_power_monitor(probed):
     assert meter.power_monitor.update_period == pytest.approx(0.05)  # half of ~20 ms, >= 50 ms
     rows = timeline.rows()
     assert {r["component"] for r in rows} == {"gpu"} and timeline.samples == []
-    assert 4 <= len(rows) <= 10  # a change every 100 ms, over 0.6 s
+    assert 3 <= len(rows) <= 10  # a change every 100 ms, over 0.6 s
     assert {r["power_w"] for r in rows} == {250.0, 260.0}
     assert {r["method"] for r in rows} == {"zeus-nvml (measured)"}
     times = [r["t_s"] for r in rows]
@@ -617,9 +621,9 @@ def test_counter_and_polled_power_agree_on_a_steady_gpu(probed):
     assert isinstance(meter.power_monitor, zeus_power.PowerMonitor)
     assert seconds == pytest.approx(1.5, abs=0.05)
     assert counter_j == pytest.approx(255.0 * seconds, rel=0.03)  # 250 and 260 W, half each
-    # Zeus integrates from its first to its last poll inside the window: up to a poll period
-    # (50 ms) lost at each edge
-    assert counter_j * 0.9 <= polled_j <= counter_j * 1.02
+    # Zeus integrates from its first to its last kept poll inside the window (a poll that reads
+    # the same value as the one before is dropped): a poll period or two lost at each edge
+    assert counter_j * 0.85 <= polled_j <= counter_j * 1.02
 
 
 def test_one_failed_source_leaves_the_others_in_the_sample(nvml, monkeypatch):
