@@ -180,19 +180,19 @@ def test_machine_load_sees_the_neighbour_and_leaves_out_excluded_pids(neighbour)
     assert os.getpid() not in [pid for _, pid, _ in default.top]
 
 
-def test_the_runners_look_runs_beside_its_own_checks_and_leaves_them_out(neighbour):
-    """The runner's second-long look at the machine (study.runner.MachineLook) runs while the
-    runner works (its checks before the first cell): the work costs no extra second, is not
-    counted as another process's, and the neighbour still is."""
-    from energy_lib.study.runner import MachineLook
+def test_the_runners_look_spans_its_own_checks_and_leaves_them_out(neighbour):
+    """The runner's look at the machine (study.runner.start_look / end_look) spans the runner's
+    own work before the first cell (its checks): the work costs no extra second, is not counted
+    as another process's, and the neighbour still is."""
+    from energy_lib.study.runner import end_look, start_look
 
     started = time.perf_counter()
-    look = MachineLook(1.0)
+    look = start_look()
     spin_until = time.perf_counter() + 0.8  # this process busy, as while importing torch
     while time.perf_counter() < spin_until:
         pass
-    load = look.result()
-    assert time.perf_counter() - started < 1.6  # side by side, not 1 s + 0.8 s
+    load = end_look(look, seconds=1.0)
+    assert 1.0 <= time.perf_counter() - started < 1.6  # a second in all, not 1 s + 0.8 s
     assert os.getpid() not in [pid for _, pid, _ in load.top]
     assert neighbour in [pid for _, pid, _ in load.top]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,36 +42,25 @@ def check_cells_can_run(study: Study) -> None:
 RERUN = ("contended",)
 
 
-class MachineLook(threading.Thread):
-    """A second's look at the machine, taken in the background while this runner checks its
-    cells (importing torch, reading the dataset: this process's own work, which the look leaves
-    out), so the look costs no second of its own before the first cell."""
+def start_look():
+    """A look at the machine around this runner's checks of its cells (importing torch, reading
+    the dataset: this process's own work, which the look leaves out), so that it costs no second
+    of its own before the first cell (energy.attribution.LoadWatch)."""
+    from ..energy.attribution import LoadWatch
 
-    def __init__(self, seconds: float = 1.0) -> None:
-        super().__init__(daemon=True, name="machine-look")  # a refused run exits at once
-        self.seconds, self.load, self.error = seconds, None, None
-        self.start()
-
-    def run(self) -> None:
-        from ..energy.attribution import machine_load
-
-        try:
-            self.load = machine_load(self.seconds, exclude_pids={os.getpid()})
-        except Exception as error:  # noqa: BLE001 - raised where the result is asked for
-            self.error = error
-
-    def result(self):
-        """The machine's load over the look (energy.attribution.MachineLoad)."""
-        self.join()
-        if self.error is not None:
-            raise self.error
-        return self.load
+    return LoadWatch(exclude_pids={os.getpid()})
 
 
-def say_other_load(threshold: float, look: MachineLook) -> None:
+def end_look(look, seconds: float = 1.0):
+    """The machine's load over the look (energy.attribution.MachineLoad), which spans at least
+    `seconds`."""
+    time.sleep(max(0.0, seconds - (time.perf_counter() - look.started)))
+    return look.stop()
+
+
+def say_other_load(threshold: float, load) -> None:
     """Other busy processes before the first cell would slow the cells down and, at machine
     level, be billed as theirs; said in one line."""
-    load = look.result()
     if load.busy(threshold):
         print(f"energy-study: note: {load.describe()}; cells measured now may be contended "
               "(--wait-quiet SECONDS waits for a quiet machine before each cell)", flush=True)
@@ -190,17 +179,17 @@ def run_study(study: Study, *, force: bool = False, rerun: tuple[str, ...] = (),
     check_rerun(rerun)
     folder = study.runs_dir(runs_root)
     check_runs_folder(folder)
-    look = MachineLook() if look_first else None  # during the checks below
+    look = start_look() if look_first else None  # around the checks below
     check_cells_can_run(study)
     folder.mkdir(parents=True, exist_ok=True)
     selection = select_cells(study, folder, force=force, rerun=rerun, only=only, block=block)
     outcome = StudyOutcome(skipped=list(selection.skipped))
     if look is not None and selection.todo:
-        look.join()  # before the plan's probes: they train here, and the look is of others
+        load = end_look(look)  # before the plan's probes, which train here
         say_emulated(selection.todo)
         if plan and (executor is None or isinstance(executor, SerialExecutor)):  # run here
             say_plan(selection.todo)
-        say_other_load(selection.todo[0].config.contention_threshold, look)
+        say_other_load(selection.todo[0].config.contention_threshold, load)
     invocation = invocation_id()  # every record of this call says it came from it
     places = {cell.name: {"order": study.order, "position": index, "cells": len(study.cells),
                           "invocation": invocation}
