@@ -47,3 +47,8 @@ def test_short_windows_are_judged_by_each_cells_measured_counter_period():
                             "(20 ms as measured on the GPU), e.g. slow eval-1 (10 ms, 20 J), "
                             "fast eval-1 (10 ms, 20 J)")
     assert len(gpu_lines(rows, runs.assign(meter_gpu_update_period_s=[0.001, 0.001]))) == 1
+    _, short = gpu_lines(rows, runs.assign(meter_gpu_update_period_s=[0.02, None]))  # mixed
+    assert short.startswith("2 GPU windows were shorter than the energy counter's update period "
+                            "(20 ms as measured on the GPU; ~100 ms assumed for the records that "
+                            "predate its measurement), e.g. slow eval-1 (10 ms, 20 J), fast "
+                            "eval-1 (10 ms, 20 J)")

@@ -52,13 +52,23 @@ def gpu_lines(energy, runs: pd.DataFrame | None = None) -> list[str]:
         examples = ", ".join(f"{r['cell']} {r['phase']}-{int(r['epoch'])} "
                              f"({r['duration_s'] * 1000:.0f} ms, {r['energy_j']:.0f} J)"
                              for _, r in short.head(3).iterrows())
-        used = period[gpu["cell"].isin(measured.dropna().index)]
-        how = (f"{used.min() * 1000:.0f}-{used.max() * 1000:.0f} ms as measured on the GPU"
-               if not used.empty and used.min() != used.max() else
-               f"{used.iloc[0] * 1000:.0f} ms as measured on the GPU" if not used.empty else
-               f"~{MIN_RELIABLE_WINDOW_S * 1000:.0f} ms assumed: these records predate its "
-               "measurement")
+        timed = gpu["cell"].isin(measured.dropna().index)
         lines.append(f"{len(short)} GPU windows were shorter than the energy counter's update "
-                     f"period ({how}), e.g. {examples}: their per-window figures are not "
-                     "measurements, only their sums over longer spans are.")
+                     f"period ({_period_words(period[timed], assumed=not timed.all())}), e.g. "
+                     f"{examples}: their per-window figures are not measurements, only their "
+                     "sums over longer spans are.")
     return lines
+
+
+def _period_words(timed_s: pd.Series, assumed: bool) -> str:
+    """The update periods a short-window line used: the measured ones' range, and the assumed
+    one where some records predate its measurement."""
+    words = []
+    if len(timed_s):
+        low, high = round(timed_s.min() * 1000), round(timed_s.max() * 1000)
+        words.append(f"{low if low == high else f'{low}-{high}'} ms as measured on the GPU")
+    if assumed:
+        words.append(f"~{MIN_RELIABLE_WINDOW_S * 1000:.0f} ms assumed"
+                     + (" for the records that predate its measurement" if words else
+                        ": these records predate its measurement"))
+    return "; ".join(words)
