@@ -168,10 +168,11 @@ def p2_training(device: torch.device, widths: list[float], precisions: list[str]
                 repeats: int, batch: int = 128) -> dict:
     split = synthetic_cifar(max(batch * (steps + 4), 4096))
     workers = default_workers()
-    peaks = {"float32": gemm_peak_flops(torch.float32, device),
-             "bfloat16": gemm_peak_flops(torch.bfloat16, device)}
+    # the peaks take the cells' repeats: one each in a smoke run, which checks that it runs
+    peaks = {"float32": gemm_peak_flops(torch.float32, device, repeats),
+             "bfloat16": gemm_peak_flops(torch.bfloat16, device, repeats)}
     if device.type == "cuda":
-        peaks["float16"] = gemm_peak_flops(torch.float16, device)
+        peaks["float16"] = gemm_peak_flops(torch.float16, device, repeats)
     rows = []
     for width in widths:
         for precision in precisions:
