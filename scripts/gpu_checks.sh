@@ -5,6 +5,7 @@
 # runs out does not stop the next. Everything worth keeping lands in $OUT.
 #
 #   OUT=/tmp/gpu bash scripts/gpu_checks.sh [STEP ...]    (default: every step, in order)
+#   OUT=/tmp/gpu BLOCKS="1:0 2:0" bash scripts/gpu_checks.sh widths   (blocks of gpu_widths)
 #
 # The device machine has torch but not this project's other packages and no network: wheels
 # travel in .whl/, Fashion-MNIST in .fmnist/, and a shallow copy of .git in .gitshallow/ so the
@@ -57,6 +58,26 @@ print('flags:', sorted({r['flag'] for r in rec.energy if r['component'] == 'gpu'
         step "study gpu_widths" 220
         timeout -s TERM 220 python3 -m energy_lib run studies/gpu_widths.toml --no-report
         python3 -m energy_lib list studies/gpu_widths.toml ;;
+    widths)
+        # #29 item 8: whole comparison blocks of gpu_widths (one width x seed: its fp32 and amp
+        # cells) in ONE runner invocation, so that no comparison pairs records of two
+        # invocations. BLOCKS="1:0 2:0" (width:seed pairs); WIDTHS_LIMIT seconds (default 540).
+        # --rerun-block: a block one of whose arms finished in an earlier, cut-off invocation
+        # is run whole again.
+        limit=${WIDTHS_LIMIT:-540}
+        step "gpu_widths blocks: ${BLOCKS:-none given}" "$limit"
+        cells=()
+        for block in ${BLOCKS:-}; do
+            for precision in fp32 amp; do
+                cells+=(--cell "width-${block%%:*}_precision-${precision}_seed-${block##*:}")
+            done
+        done
+        if [ ${#cells[@]} -eq 0 ]; then echo "widths: set BLOCKS, e.g. BLOCKS=\"1:0 2:0\""
+        else
+            timeout -s TERM "$limit" python3 -m energy_lib run studies/gpu_widths.toml \
+                --no-report --no-plan --rerun-block "${cells[@]}"
+            python3 -m energy_lib list studies/gpu_widths.toml
+        fi ;;
     bench)
         step "benchmarks P1-P4" 100
         timeout 100 python3 -m benchmarks --only P1,P2,P3,P4 --out "$OUT/$GPU_TAG.json" ;;
