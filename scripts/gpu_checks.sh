@@ -9,7 +9,8 @@
 #
 # The device machine has torch but not this project's other packages and no network: wheels
 # travel in .whl/, Fashion-MNIST in .fmnist/, and a shallow copy of .git in .gitshallow/ so the
-# records' provenance names the commit (all three ignored by git; see .git/info/exclude).
+# records' provenance names the commit; scripts/gpu_carry.sh makes all three (ignored by git
+# through .git/info/exclude) and says whether the call fits the device tool's 64 MiB.
 set -u
 OUT=${OUT:-/tmp/gpu_checks}
 mkdir -p "$OUT"
@@ -23,8 +24,15 @@ if [ -d .whl ]; then
     export PYTHONPATH=/tmp/site:$PWD
 fi
 # the device copy may hold a .git of an older commit: the shallow copy of this one replaces it
-if [ -d .gitshallow ]; then rm -rf .git && mv .gitshallow .git; fi
-if [ -d .fmnist ]; then export FASHION_MNIST_DIR=$PWD/.fmnist; fi
+# (scripts/gpu_carry.sh: the commit and its trees, no file contents; the index is read from them)
+if [ -d .gitshallow ]; then rm -rf .git && mv .gitshallow .git && git read-tree HEAD; fi
+if ls .fmnist/*.xz >/dev/null 2>&1; then  # gpu_carry.sh's form: raw idx files, xz-compressed
+    mkdir -p /tmp/fmnist
+    python3 -c "import lzma, pathlib, sys
+for p in pathlib.Path('.fmnist').glob('*.xz'):
+    pathlib.Path('/tmp/fmnist', p.stem).write_bytes(lzma.decompress(p.read_bytes()))" || exit 1
+    export FASHION_MNIST_DIR=/tmp/fmnist
+elif [ -d .fmnist ]; then export FASHION_MNIST_DIR=$PWD/.fmnist; fi
 export PYTHONUNBUFFERED=1
 step() { echo; echo "== $(date -u +%T) $1 (limit ${2} s)"; }
 for s in $STEPS; do

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Prepares what a lent GPU machine needs beside the working tree, for scripts/gpu_checks.sh
+# (../shared/GPU.md; the device tool's README in the tool library). Everything a device call
+# sends counts towards its 64 MiB, the working tree included, so each part is kept small:
+#   .whl/        wheels of this project's runtime packages that the device image lacks, resolved
+#                by pip for the image's Python (3.12, x86-64); the image's package list is read
+#                from the tool library's device/KINDS.md (KINDS=path to use another)
+#   .fmnist/     Fashion-MNIST's four files, decompressed and xz-compressed (gpu_checks.sh
+#                unpacks them; the loader reads raw idx files as well as .gz)
+#   .gitshallow/ this commit and its trees, without file contents (94 kB instead of ~20 MB): a
+#                record's provenance needs the commit and `git status`, which hashes the files
+#                and compares, reading no stored content
+# The three are ignored through .git/info/exclude. Run from the repository root at the commit
+# the device should run, then name them in the call's carry:
+#   bash scripts/gpu_carry.sh        ->  carry [".whl", ".fmnist", ".gitshallow"]
+# It ends with the size the call will send and fails if that is over 64 MiB.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-scripts/python}
+[ -x "$PY" ] || PY=python3
+KINDS=${KINDS:-../.library/device/KINDS.md}
+FMNIST=${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
+PLATFORMS="--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+--platform manylinux_2_26_x86_64 --platform manylinux_2_24_x86_64 \
+--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+--platform manylinux2010_x86_64 --platform manylinux1_x86_64"
+
+for ignored in /.whl/ /.fmnist/ /.gitshallow/; do
+    grep -qxF "$ignored" .git/info/exclude 2>/dev/null || echo "$ignored" >> .git/info/exclude
+done
+if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
+    echo "gpu_carry: the checkout has uncommitted changes; commit first (records name the commit)" >&2
+    exit 1
+fi
+
+# --- wheels: what pip would install for the image's Python, less what the image holds ------
+rm -rf .whl && mkdir .whl
+report=$(mktemp)
+# shellcheck disable=SC2086
+"$PY" -m pip install --quiet --dry-run --ignore-installed --report "$report" \
+    --only-binary=:all: --python-version 3.12 --implementation cp $PLATFORMS \
+    --target "$(mktemp -d)" . 2>/dev/null
+"$PY" - "$report" "$KINDS" > .whl/wanted.txt <<'EOF'
+import json, re, sys
+report, kinds = sys.argv[1:]
+norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+text = open(kinds, encoding="utf-8").read()
+listed = re.search(r"Packages: (.*?)\.\s*$", text, re.MULTILINE)
+if listed is None:
+    sys.exit(f"gpu_carry: no 'Packages: ...' line in {kinds}")
+on_device = {norm(n) for n in listed.group(1).split(", ")}
+for item in json.load(open(report))["install"]:
+    name, version = item["metadata"]["name"], item["metadata"]["version"]
+    if norm(name) not in on_device and norm(name) != "energy-lib":
+        print(f"{name}=={version}")
+EOF
+# shellcheck disable=SC2086
+"$PY" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+    --implementation cp $PLATFORMS -d .whl -r .whl/wanted.txt
+rm -f "$report" .whl/wanted.txt
+
+# --- Fashion-MNIST, xz-compressed --------------------------------------------------------------
+rm -rf .fmnist && mkdir .fmnist
+for name in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte \
+            t10k-labels-idx1-ubyte; do
+    if [ -f "$FMNIST/$name.gz" ]; then gzip -dc "$FMNIST/$name.gz"; else cat "$FMNIST/$name"; fi \
+        | xz -9 -T0 > ".fmnist/$name.xz"
+done
+
+# --- this commit without file contents -----------------------------------------------------------
+# (.gitshallow is the git folder itself: gpu_checks.sh moves it to .git and reads HEAD's trees
+# into the index)
+rm -rf .gitshallow && git init -q --bare .gitshallow && git -C .gitshallow config core.bare false
+commit=$(git rev-parse HEAD)
+git rev-list --objects --no-object-names --filter=blob:none --no-walk HEAD \
+    | git pack-objects -q --stdout | git --git-dir=.gitshallow index-pack --stdin > /dev/null
+git --git-dir=.gitshallow update-ref refs/heads/main "$commit"
+git --git-dir=.gitshallow symbolic-ref HEAD refs/heads/main
+echo "$commit" > .gitshallow/shallow
+
+# --- what a call will send -------------------------------------------------------------------------
+"$PY" - <<'EOF'
+import os, subprocess
+files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                       capture_output=True, check=True).stdout.decode().split("\0")
+tree = sum(os.path.getsize(f) for f in files if f and os.path.isfile(f))
+parts = {p: sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(p) for f in fs)
+         for p in (".whl", ".fmnist", ".gitshallow")}
+mib = lambda n: n / 2**20
+total = tree + sum(parts.values())
+print("working tree %.1f MiB; " % mib(tree)
+      + "; ".join("%s %.1f MiB" % (p, mib(n)) for p, n in parts.items())
+      + "; a call sends %.1f of 64 MiB" % mib(total))
+if total > 64 * 2**20:
+    raise SystemExit("gpu_carry: over the device tool's 64 MiB a call")
+EOF
