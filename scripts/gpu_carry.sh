@@ -49,10 +49,27 @@ listed = re.search(r"Packages: (.*?)\.\s*$", text, re.MULTILINE)
 if listed is None:
     sys.exit(f"gpu_carry: no 'Packages: ...' line in {kinds}")
 on_device = {norm(n) for n in listed.group(1).split(", ")}
-for item in json.load(open(report))["install"]:
-    name, version = item["metadata"]["name"], item["metadata"]["version"]
-    if norm(name) not in on_device and norm(name) != "energy-lib":
-        print(f"{name}=={version}")
+resolved = {norm(i["metadata"]["name"]): i["metadata"] for i in json.load(open(report))["install"]}
+
+
+def needs(name):
+    """The packages `name` requires that pip chose here (its extras left out)."""
+    for requirement in resolved[name].get("requires_dist", []):
+        if "extra ==" not in requirement.partition(";")[2]:
+            wanted = norm(re.match(r"[A-Za-z0-9._-]+", requirement).group(0))
+            if wanted in resolved:
+                yield wanted
+
+
+# from this project down, stopping at what the image holds: what torch needs there is there
+todo, carry = list(needs("energy-lib")), set()
+while todo:
+    name = todo.pop()
+    if name not in on_device and name not in carry:
+        carry.add(name)
+        todo.extend(needs(name))
+for name in sorted(carry):
+    print(f"{resolved[name]['name']}=={resolved[name]['version']}")
 EOF
 # shellcheck disable=SC2086
 "$PY" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
