@@ -5,15 +5,15 @@
 #   .whl/        wheels of this project's runtime packages that the device image lacks, resolved
 #                by pip for the image's Python (3.12, x86-64); the image's package list is read
 #                from the tool library's device/KINDS.md (KINDS=path to use another)
-#   .fmnist/     Fashion-MNIST's four files, decompressed and xz-compressed (gpu_checks.sh
-#                unpacks them; the loader reads raw idx files as well as .gz)
+#   .fmnist1/, .fmnist2/  Fashion-MNIST's four raw files as one tar.xz, in two parts: the
+#                working tree, the wheels and the data do not fit one call, so they travel in
+#                two calls made one right after the other (gpu_checks.sh joins the parts)
 #   .gitshallow/ this commit and its trees, without file contents (94 kB instead of ~20 MB): a
 #                record's provenance needs the commit and `git status`, which hashes the files
 #                and compares, reading no stored content
-# The three are ignored through .git/info/exclude. Run from the repository root at the commit
-# the device should run, then name them in the call's carry:
-#   bash scripts/gpu_carry.sh        ->  carry [".whl", ".fmnist", ".gitshallow"]
-# It ends with the size the call will send and fails if that is over 64 MiB.
+# They are ignored through .git/info/exclude. Run from the repository root at the commit the
+# device should run: `bash scripts/gpu_carry.sh` ends with each call's carry list and size, and
+# fails if a call would be over 64 MiB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-scripts/python}
@@ -25,7 +25,7 @@ PLATFORMS="--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 --platform manylinux2010_x86_64 --platform manylinux1_x86_64"
 
-for ignored in /.whl/ /.fmnist/ /.gitshallow/; do
+for ignored in /.whl/ /.fmnist/ /.fmnist1/ /.fmnist2/ /.gitshallow/; do
     grep -qxF "$ignored" .git/info/exclude 2>/dev/null || echo "$ignored" >> .git/info/exclude
 done
 if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
@@ -76,13 +76,15 @@ EOF
     --implementation cp $PLATFORMS -d .whl -r .whl/wanted.txt
 rm -f "$report" .whl/wanted.txt
 
-# --- Fashion-MNIST, xz-compressed --------------------------------------------------------------
-rm -rf .fmnist && mkdir .fmnist
+# --- Fashion-MNIST: the four raw files, one tar.xz (split over the two calls below) -----------
+raw=$(mktemp -d)
 for name in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte \
             t10k-labels-idx1-ubyte; do
     if [ -f "$FMNIST/$name.gz" ]; then gzip -dc "$FMNIST/$name.gz"; else cat "$FMNIST/$name"; fi \
-        | xz -9 -T0 > ".fmnist/$name.xz"
+        > "$raw/$name"
 done
+tar -C "$raw" -cf - . | xz -9 -T0 > "$raw.tar.xz"
+rm -rf "$raw"
 
 # --- this commit without file contents -----------------------------------------------------------
 # (.gitshallow is the git folder itself: gpu_checks.sh moves it to .git and reads HEAD's trees
@@ -95,19 +97,37 @@ git --git-dir=.gitshallow update-ref refs/heads/main "$commit"
 git --git-dir=.gitshallow symbolic-ref HEAD refs/heads/main
 echo "$commit" > .gitshallow/shallow
 
-# --- what a call will send -------------------------------------------------------------------------
-"$PY" - <<'EOF'
-import os, subprocess
+# --- two calls, each within 64 MiB ----------------------------------------------------------------
+# call 1: the working tree, .whl, .gitshallow and the data's first part (as much as fits);
+# call 2: the working tree, .gitshallow and the rest
+rm -rf .fmnist .fmnist1 .fmnist2
+"$PY" - "$raw.tar.xz" <<'EOF'
+import hashlib, os, subprocess, sys
+data = open(sys.argv[1], "rb").read()
+os.remove(sys.argv[1])
+limit, margin = 64 * 2**20, 2**20  # the device tool's limit; a MiB for the call's own files
 files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                        capture_output=True, check=True).stdout.decode().split("\0")
 tree = sum(os.path.getsize(f) for f in files if f and os.path.isfile(f))
-parts = {p: sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(p) for f in fs)
-         for p in (".whl", ".fmnist", ".gitshallow")}
-mib = lambda n: n / 2**20
-total = tree + sum(parts.values())
-print("working tree %.1f MiB; " % mib(tree)
-      + "; ".join("%s %.1f MiB" % (p, mib(n)) for p, n in parts.items())
-      + "; a call sends %.1f of 64 MiB" % mib(total))
-if total > 64 * 2**20:
-    raise SystemExit("gpu_carry: over the device tool's 64 MiB a call")
+size = lambda p: sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(p) for f in fs)
+wheels, git = size(".whl"), size(".gitshallow")
+first = max(0, min(len(data), limit - margin - tree - wheels - git))
+second = len(data) - first
+mib = lambda n: f"{n / 2**20:.1f} MiB"
+calls = [tree + wheels + git + first, tree + git + second]
+digest = hashlib.sha256(data).hexdigest()
+for number, part in ((1, data[:first]), (2, data[first:])):
+    os.makedirs(f".fmnist{number}")
+    with open(f".fmnist{number}/fmnist.tar.xz.{number}", "wb") as out:
+        out.write(part)
+    with open(f".fmnist{number}/fmnist.sha256", "w") as out:
+        out.write(f"{digest}  fmnist.tar.xz\n")
+print(f"working tree {mib(tree)}; .whl {mib(wheels)}; .gitshallow {mib(git)}; "
+      f"Fashion-MNIST {mib(len(data))} in two parts ({mib(first)}, {mib(second)})")
+print(f'call 1 sends {mib(calls[0])}: carry [".whl", ".gitshallow", ".fmnist1"], '
+      "command: bash scripts/gpu_checks.sh stage env selfcheck")
+print(f'call 2 sends {mib(calls[1])}: carry [".gitshallow", ".fmnist2"], right after call 1 '
+      "(what call 1 unpacked stays in /tmp only while the machine is warm)")
+if max(calls) > limit:
+    raise SystemExit("gpu_carry: a call is over the device tool's 64 MiB")
 EOF

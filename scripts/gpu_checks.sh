@@ -6,11 +6,12 @@
 #
 #   OUT=/tmp/gpu bash scripts/gpu_checks.sh [STEP ...]    (default: every step, in order)
 #   OUT=/tmp/gpu BLOCKS="1:0 2:0" bash scripts/gpu_checks.sh widths   (blocks of gpu_widths)
+#   bash scripts/gpu_checks.sh stage     (only unpack what this call brought)
 #
 # The device machine has torch but not this project's other packages and no network: wheels
-# travel in .whl/, Fashion-MNIST in .fmnist/, and a shallow copy of .git in .gitshallow/ so the
-# records' provenance names the commit; scripts/gpu_carry.sh makes all three (ignored by git
-# through .git/info/exclude) and says whether the call fits the device tool's 64 MiB.
+# travel in .whl/, Fashion-MNIST in .fmnist1/ and .fmnist2/, and a shallow copy of .git in
+# .gitshallow/ so the records' provenance names the commit; scripts/gpu_carry.sh makes them
+# (ignored by git through .git/info/exclude) and prints the two calls' carry lists and sizes.
 set -u
 OUT=${OUT:-/tmp/gpu_checks}
 mkdir -p "$OUT"
@@ -18,25 +19,36 @@ STEPS=${*:-env selfcheck power study bench calibrate neighbour pack}
 GPU_TAG=${GPU_TAG:-$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 \
     | tr 'A-Z ' 'a-z-' | sed 's/^nvidia-//; s/^/nvidia-/')}
 GPU_TAG=${GPU_TAG:-no-gpu}
+# What scripts/gpu_carry.sh made travels over two calls (one call's 64 MiB cannot hold the
+# working tree, the wheels and the data): the first brings .whl, .gitshallow and .fmnist1, the
+# second .gitshallow and .fmnist2. What a call unpacks stays in /tmp while the machine is warm.
 if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site:$PWD
 fi
+if [ -d /tmp/site ]; then export PYTHONPATH=/tmp/site:$PWD; fi
 # the device copy may hold a .git of an older commit: the shallow copy of this one replaces it
-# (scripts/gpu_carry.sh: the commit and its trees, no file contents; the index is read from them)
+# (the commit and its trees, no file contents; the index is read from them)
 if [ -d .gitshallow ]; then rm -rf .git && mv .gitshallow .git && git read-tree HEAD; fi
-if ls .fmnist/*.xz >/dev/null 2>&1; then  # gpu_carry.sh's form: raw idx files, xz-compressed
-    mkdir -p /tmp/fmnist
-    python3 -c "import lzma, pathlib, sys
-for p in pathlib.Path('.fmnist').glob('*.xz'):
-    pathlib.Path('/tmp/fmnist', p.stem).write_bytes(lzma.decompress(p.read_bytes()))" || exit 1
-    export FASHION_MNIST_DIR=/tmp/fmnist
-elif [ -d .fmnist ]; then export FASHION_MNIST_DIR=$PWD/.fmnist; fi
+mkdir -p /tmp/fmnist-parts
+for part in .fmnist1/* .fmnist2/*; do [ -f "$part" ] && cp "$part" /tmp/fmnist-parts/; done
+if [ ! -f /tmp/fmnist/train-images-idx3-ubyte ] && [ -f /tmp/fmnist-parts/fmnist.sha256 ] \
+        && [ -f /tmp/fmnist-parts/fmnist.tar.xz.1 ] && [ -f /tmp/fmnist-parts/fmnist.tar.xz.2 ]; then
+    (cd /tmp/fmnist-parts && cat fmnist.tar.xz.1 fmnist.tar.xz.2 > fmnist.tar.xz \
+        && sha256sum -c --quiet fmnist.sha256) || exit 1
+    mkdir -p /tmp/fmnist && python3 -c "import tarfile
+tarfile.open('/tmp/fmnist-parts/fmnist.tar.xz').extractall('/tmp/fmnist', filter='data')" || exit 1
+fi
+if [ -f /tmp/fmnist/train-images-idx3-ubyte ]; then export FASHION_MNIST_DIR=/tmp/fmnist
+elif [ -d .fmnist ]; then export FASHION_MNIST_DIR=$PWD/.fmnist  # the four .gz files, by hand
+else echo "(no Fashion-MNIST here yet: the steps that train need the second call's .fmnist2)"
+fi
 export PYTHONUNBUFFERED=1
 step() { echo; echo "== $(date -u +%T) $1 (limit ${2} s)"; }
 for s in $STEPS; do
     case $s in
+    stage) ls /tmp/site 2>/dev/null | wc -l | xargs echo "packages in /tmp/site:"
+        ls /tmp/fmnist 2>/dev/null | xargs echo "Fashion-MNIST in /tmp/fmnist:" ;;
     env)
         step env 30
         nvidia-smi --query-gpu=name,driver_version,power.limit,power.draw,clocks.sm --format=csv
