@@ -90,6 +90,8 @@ rm -rf "$raw"
 # (.gitshallow is the git folder itself: gpu_checks.sh moves it to .git and reads HEAD's trees
 # into the index)
 rm -rf .gitshallow && git init -q --bare .gitshallow && git -C .gitshallow config core.bare false
+# a copy's permission bits are the copier's business: the code is what must match the commit
+git -C .gitshallow config core.fileMode false
 commit=$(git rev-parse HEAD)
 git rev-list --objects --no-object-names --filter=blob:none --no-walk HEAD \
     | git pack-objects -q --stdout | git --git-dir=.gitshallow index-pack --stdin > /dev/null
