@@ -261,3 +261,19 @@ def test_runs_of_different_invocations_are_not_paired_unless_the_study_says_so()
     everything, said = one_invocation(table, include=True)
     assert len(everything) == 4 and "include_across_invocations" in said
     assert one_invocation(table.iloc[:3], include=False)[1] == ""
+
+
+def test_a_column_every_record_left_empty_reads_not_recorded_without_a_pandas_warning():
+    """A column whose every value is missing comes back from the records as float NaN; filling
+    it with text warns in pandas 3 and raises in pandas 4 (Pandas4Warning)."""
+    import warnings
+
+    from energy_lib.report.findings import one_invocation, one_machine
+
+    table = pd.DataFrame({"cell": ["a", "b"], "status": ["ok", "ok"],
+                          "provenance_fingerprint_digest": [float("nan")] * 2,
+                          "invocation": [float("nan")] * 2})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert one_machine(table)[1] == "" and one_invocation(table, include=False)[1] == ""
+    assert len(one_machine(table)[0]) == 2

@@ -43,7 +43,8 @@ def machines_line(runs: pd.DataFrame) -> str:
     named = (done[fallback].astype("string").apply(lambda row: ", ".join(row.dropna()), axis=1)
              if fallback else pd.Series("", index=done.index))
     older = named.replace("", "not recorded") + " (no fingerprint: recorded before energy_lib recorded one)"
-    described = done.get("provenance_machine", pd.Series(pd.NA, index=done.index)).fillna(older)
+    described = done.get("provenance_machine", pd.Series(pd.NA, index=done.index)).astype(
+        object).fillna(older)
     counts = described.value_counts()
     if len(counts) == 1:
         return f"Measured on: {counts.index[0]}."
@@ -55,7 +56,9 @@ def machines_line(runs: pd.DataFrame) -> str:
 def _groups_of_finished(table: pd.DataFrame, column: str) -> tuple[pd.Series, pd.Series]:
     """(each row's value of `column`, "not recorded" where missing; the finished rows' counts
     per value, most first): how many finished cells each machine or invocation holds."""
-    values = table.get(column, pd.Series(pd.NA, index=table.index)).fillna("not recorded")
+    # as objects first: a column every record left empty is float NaN, which takes no text
+    values = table.get(column, pd.Series(pd.NA, index=table.index)).astype(object).fillna(
+        "not recorded")
     return values, values[finished_rows(table).index].value_counts()
 
 
