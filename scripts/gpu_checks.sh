@@ -26,7 +26,10 @@ if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl || exit 1
 fi
-if [ -d /tmp/site ]; then export PYTHONPATH=/tmp/site:$PWD; fi
+if [ -d /tmp/site ]; then export PYTHONPATH=/tmp/site:$PWD
+else echo "(no wheels on this machine: a machine given back between the two calls starts bare;"\
+    "run the first call again)"
+fi
 # the device copy may hold a .git of an older commit: the shallow copy of this one replaces it
 # (the commit and its trees, no file contents; the index is read from them)
 if [ -d .gitshallow ]; then rm -rf .git && mv .gitshallow .git && git read-tree HEAD; fi
