@@ -36,10 +36,14 @@ fi
 # --- wheels: what pip would install for the image's Python, less what the image holds ------
 rm -rf .whl && mkdir .whl
 report=$(mktemp)
+log=$(mktemp)
 # shellcheck disable=SC2086
-"$PY" -m pip install --quiet --dry-run --ignore-installed --report "$report" \
-    --only-binary=:all: --python-version 3.12 --implementation cp $PLATFORMS \
-    --target "$(mktemp -d)" . 2>/dev/null
+if ! "$PY" -m pip install --quiet --dry-run --ignore-installed --report "$report" \
+        --only-binary=:all: --python-version 3.12 --implementation cp $PLATFORMS \
+        --target "$(mktemp -d)" . 2> "$log"; then
+    cat "$log" >&2; echo "gpu_carry: pip could not resolve this project for Python 3.12" >&2; exit 1
+fi
+rm -f "$log"
 "$PY" - "$report" "$KINDS" > .whl/wanted.txt <<'EOF'
 import json, re, sys
 report, kinds = sys.argv[1:]
