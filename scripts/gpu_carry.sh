@@ -134,7 +134,8 @@ print(f'call 1 sends {mib(calls[0])}: carry [".whl", ".gitshallow", ".fmnist1"],
       "command: bash scripts/gpu_checks.sh stage env selfcheck")
 print(f'call 2 sends {mib(calls[1])}: carry [".gitshallow", ".fmnist2"], right after call 1 '
       "(what call 1 unpacked stays in /tmp only while the machine is warm), command e.g. "
-      'OUT=$OUT BLOCKS="1:0 2:0" bash scripts/gpu_checks.sh power widths pack')
+      'OUT=$OUT BLOCKS="1:0 2:0" WIDTHS_LIMIT=420 bash scripts/gpu_checks.sh power widths pack '
+      "(power <= 90 s + widths <= 420 s + pack: within one call's 600 s)")
 if max(calls) > limit:
     raise SystemExit("gpu_carry: a call is over the device tool's 64 MiB")
 EOF
