@@ -25,7 +25,7 @@ PLATFORMS="--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 --platform manylinux2010_x86_64 --platform manylinux1_x86_64"
 
-for ignored in /.whl/ /.fmnist/ /.fmnist1/ /.fmnist2/ /.gitshallow/; do
+for ignored in /.whl/ /.fmnist1/ /.fmnist2/ /.gitshallow/; do
     grep -qxF "$ignored" .git/info/exclude 2>/dev/null || echo "$ignored" >> .git/info/exclude
 done
 if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
@@ -35,19 +35,19 @@ fi
 
 # --- wheels: what pip would install for the image's Python, less what the image holds ------
 rm -rf .whl && mkdir .whl
-report=$(mktemp)
-log=$(mktemp)
+report=$(mktemp) log=$(mktemp) target=$(mktemp -d)
 # shellcheck disable=SC2086
 if ! "$PY" -m pip install --quiet --dry-run --ignore-installed --report "$report" \
         --only-binary=:all: --python-version 3.12 --implementation cp $PLATFORMS \
-        --target "$(mktemp -d)" . 2> "$log"; then
+        --target "$target" . 2> "$log"; then
     cat "$log" >&2; echo "gpu_carry: pip could not resolve this project for Python 3.12" >&2; exit 1
 fi
-rm -f "$log"
+rm -rf "$log" "$target"
 "$PY" - "$report" "$KINDS" > .whl/wanted.txt <<'EOF'
 import json, re, sys
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name as norm
 report, kinds = sys.argv[1:]
-norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
 text = open(kinds, encoding="utf-8").read()
 listed = re.search(r"Packages: (.*?)\.\s*$", text, re.MULTILINE)
 if listed is None:
@@ -58,11 +58,10 @@ resolved = {norm(i["metadata"]["name"]): i["metadata"] for i in json.load(open(r
 
 def needs(name):
     """The packages `name` requires that pip chose here (its extras left out)."""
-    for requirement in resolved[name].get("requires_dist", []):
-        if "extra ==" not in requirement.partition(";")[2]:
-            wanted = norm(re.match(r"[A-Za-z0-9._-]+", requirement).group(0))
-            if wanted in resolved:
-                yield wanted
+    for text in resolved[name].get("requires_dist", []):
+        requirement = Requirement(text)
+        if "extra" not in str(requirement.marker or "") and norm(requirement.name) in resolved:
+            yield norm(requirement.name)
 
 
 # from this project down, stopping at what the image holds: what torch needs there is there
@@ -106,7 +105,7 @@ echo "$commit" > .gitshallow/shallow
 # --- two calls, each within 64 MiB ----------------------------------------------------------------
 # call 1: the working tree, .whl, .gitshallow and the data's first part (as much as fits);
 # call 2: the working tree, .gitshallow and the rest
-rm -rf .fmnist .fmnist1 .fmnist2
+rm -rf .fmnist1 .fmnist2
 "$PY" - "$raw.tar.xz" <<'EOF'
 import hashlib, os, subprocess, sys
 data = open(sys.argv[1], "rb").read()

@@ -15,7 +15,7 @@
 set -u
 OUT=${OUT:-/tmp/gpu_checks}
 mkdir -p "$OUT"
-STEPS=${*:-env selfcheck power study bench calibrate neighbour pack}
+STEPS=${*:-env selfcheck power widths bench calibrate neighbour pack}
 GPU_TAG=${GPU_TAG:-$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 \
     | tr 'A-Z ' 'a-z-' | sed 's/^nvidia-//; s/^/nvidia-/')}
 GPU_TAG=${GPU_TAG:-no-gpu}
@@ -43,7 +43,6 @@ if [ ! -f /tmp/fmnist/train-images-idx3-ubyte ] && [ -f /tmp/fmnist-parts/fmnist
 tarfile.open('/tmp/fmnist-parts/fmnist.tar.xz').extractall('/tmp/fmnist', filter='data')" || exit 1
 fi
 if [ -f /tmp/fmnist/train-images-idx3-ubyte ]; then export FASHION_MNIST_DIR=/tmp/fmnist
-elif [ -d .fmnist ]; then export FASHION_MNIST_DIR=$PWD/.fmnist  # the four .gz files, by hand
 else echo "(no Fashion-MNIST here yet: the steps that train need the second call's .fmnist2)"
 fi
 export PYTHONUNBUFFERED=1
@@ -77,10 +76,6 @@ gaps = [b['t_s'] - a['t_s'] for a, b in zip(gpu, gpu[1:])]
 print(len(gpu), 'GPU timeline samples; median gap', statistics.median(gaps) if gaps else None,
       's; methods', sorted({r['method'] for r in gpu}))
 print('flags:', sorted({r['flag'] for r in rec.energy if r['component'] == 'gpu' and r['flag']}))" ;;
-    study)
-        step "study gpu_widths" 220
-        timeout -s TERM 220 python3 -m energy_lib run studies/gpu_widths.toml --no-report
-        python3 -m energy_lib list studies/gpu_widths.toml ;;
     widths)
         # #29 item 8: whole comparison blocks of gpu_widths (one width x seed: its fp32 and amp
         # cells) in ONE runner invocation, so that no comparison pairs records of two
