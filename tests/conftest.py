@@ -197,6 +197,16 @@ def _fit_cache_in_a_temporary_folder(tmp_path_factory):
         os.environ["XDG_CACHE_HOME"] = previous
 
 
+@pytest.fixture(autouse=True)
+def _close_figures_after_each_test():
+    """The report's figure functions return pyplot figures (the analysis notebook shows and closes
+    them); a test that keeps one open would leave it for every later test to carry."""
+    yield
+    pyplot = sys.modules.get("matplotlib.pyplot")  # never imported just to close nothing
+    if pyplot is not None:
+        pyplot.close("all")
+
+
 # ------------------------------------------------------------------------------------------
 # One real study, run once per session and shared by the tests that only read what it left
 # ------------------------------------------------------------------------------------------
