@@ -12,6 +12,16 @@
 # travel in .whl/, Fashion-MNIST in .fmnist1/ and .fmnist2/, and a shallow copy of .git in
 # .gitshallow/ so the records' provenance names the commit; scripts/gpu_carry.sh makes them
 # (ignored by git through .git/info/exclude) and prints the two calls' carry lists and sizes.
+#
+# The gpu_widths records still to be made (#29 item 8, ../shared/GPU.md step 2): 3 repeats, each
+# cell training for at least 60 s. The first session with a GPU (always the same kind, e.g.
+# nvidia-h100-x1: records of two machines are never compared) resizes studies/gpu_widths.toml
+# to epochs = 45, train_subset = 60000, test_subset = 10000 (from the H200 records' steady epochs,
+# 0.47-0.49 s fp32 and 0.60-0.67 s amp per 20k images: ~65 s fp32 and ~81-91 s amp of training
+# per cell, ~9 min per seed), says so in its description and commits; then gpu_carry.sh, call 1,
+# and call 2 at once with two blocks (BLOCKS="1:0 2:0"); later sessions the next blocks. The
+# records come back in $OUT/records.tgz: unpack into runs/gpu_widths, commit, rebuild the report
+# at a clean commit. Resizing before a GPU is lent would mark the committed records stale.
 set -u
 OUT=${OUT:-/tmp/gpu_checks}
 mkdir -p "$OUT"
