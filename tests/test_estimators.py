@@ -293,10 +293,12 @@ def test_the_fit_stands_for_the_median_reference_and_keeps_its_rows_as_measured(
     assert none is None and plain.energy_j.tolist() == [3.0, 2.0, 7.0]
 
 
-def test_a_prediction_is_carried_to_the_machines_present_state(tmp_path, monkeypatch):
-    """A run's layer-regression prediction is the fit's figure times (reference step metered
-    now / the calibration's median reference), and says so; a calibration without reference
-    rows is used as it is, and says that."""
+def test_a_prediction_records_the_machines_present_state_and_uses_the_fit_as_calibrated(
+        tmp_path, monkeypatch):
+    """A run's layer-regression prediction is the fit's figure as calibrated; the machine-state
+    factor (reference step metered now / the calibration's median reference) is recorded beside
+    it, not applied (estimators/reference.py), and its source says both; a calibration without
+    reference rows says it has none."""
     from energy_lib.estimators.calibrate import machine_name
     from energy_lib.estimators.predict import predict_run
 
@@ -320,14 +322,16 @@ def test_a_prediction_is_carried_to_the_machines_present_state(tmp_path, monkeyp
     assert state["reference_calibration_j"] == load_fit(path).reference_j
     assert state["factor"] == pytest.approx(state["reference_now_j"] / state["reference_calibration_j"])
     assert 0.2 < state["factor"] < 5  # the same machine, minutes apart
+    assert state["applied"] is False
     fit_step_j = layerwise_estimate(model, (2, 5, 5), 2, fit=path, training=True).energy_j
-    assert facts["train_step_j"] == pytest.approx(state["factor"] * fit_step_j)
+    assert facts["train_step_j"] == pytest.approx(fit_step_j)
     assert row["energy_j"] == pytest.approx(2 * facts["train_step_j"] + facts["eval_forward_j"])
-    assert "for the machine's present state" in row["flag"]
+    assert f"as calibrated (the reference step costs x{state['factor']:.2f} its calibration" \
+        in row["flag"] and "not applied" in row["flag"]
     assert facts["fit"] == f"calibration {path.name} ({fingerprint(cpu)['digest']})"
     assert state["contended"] is False and state["others_cpu_share"] < 0.25
 
-    # others busy on every core while the probe runs: it measured them, so nothing is rescaled
+    # others busy on every core while the probe runs: it measured them, so no factor
     from benchmarks.suite import busy_neighbour
 
     with busy_neighbour(cores=os.cpu_count() or 1):
@@ -335,11 +339,11 @@ def test_a_prediction_is_carried_to_the_machines_present_state(tmp_path, monkeyp
     state = facts["machine_state"]
     assert state["contended"] is True and state["factor"] is None and state["others_cpu_share"] > 0.2
     assert facts["train_step_j"] == pytest.approx(fit_step_j)
-    assert "not rescaled: other processes used" in row["flag"]
+    assert "machine state not known: other processes used" in row["flag"]
 
     raw[raw.phase != "reference"].to_csv(path, index=False)  # as a calibration before references
     row, facts = predicted(*predict_run(model, **run))
-    assert facts["machine_state"] is None and "not rescaled" in row["flag"]
+    assert facts["machine_state"] is None and "the fit has no reference rows" in row["flag"]
     assert facts["train_step_j"] == pytest.approx(
         layerwise_estimate(model, (2, 5, 5), 2, fit=path, training=True).energy_j)
 
@@ -569,6 +573,8 @@ def test_whole_model_check_sums_layers_to_the_metered_whole(tmp_path, monkeypatc
     assert table["error_pct"].abs().max() < 2.0
     assert set(table["metered_kind"]) == {"modelled"} and (table["uncovered_layers"] == "").all()
     assert table["getzner_error_pct"].notna().all()
+    # a calibration without reference rows has no machine-state factor to try
+    assert table["state_factor"].isna().all() and table["rescaled_error_pct"].isna().all()
     summary = whole_model.error_summary(table)
     assert summary["n"].tolist() == [2, 2] and (summary["median_abs_error_pct"] < 2.0).all()
 

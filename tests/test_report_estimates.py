@@ -115,8 +115,9 @@ def test_ranks_are_over_setting_means_and_contended_cells_are_left_out():
 
 
 def test_rows_are_per_fit_with_the_split_and_the_error_before_the_machine_state_factor():
-    """Cells a and b priced with this machine's calibration (rescaled x2 and x0.5), c and d with
-    the Getzner fit: two layer-regression rows, never pooled; the study names the split."""
+    """Cells a and b priced with this machine's calibration (records of the version that
+    applied the machine-state factor: x2 and x0.5), c and d with the Getzner fit: two
+    layer-regression rows, never pooled; the study names the split."""
     runs = _runs()
     calibrated = {"fit": "calibration m.csv (abc)", "machine_state": {"factor": 2.0}}
     runs.predictions = {
@@ -127,7 +128,8 @@ def test_rows_are_per_fit_with_the_split_and_the_error_before_the_machine_state_
     table = estimates_table(runs)
     row = table[(table["cell"] == "a") & (table["estimator"] == "layer-regression")].iloc[0]
     assert row["fit"] == "calibration m.csv (abc)" and row["machine_state_factor"] == 2.0
-    assert row["predicted_unscaled_j"] == pytest.approx(11.0 / 2)
+    assert row["predicted_unscaled_j"] == pytest.approx(11.0 / 2) and row["factor_applied"]
+    assert row["predicted_rescaled_j"] == pytest.approx(11.0)
     assert sorted(table.loc[table["cell"] == "b", "fit"]) == ["calibration m.csv (abc)", NOT_RECORDED]
 
     summary = estimates_summary(table, study="quick")
@@ -138,8 +140,12 @@ def test_rows_are_per_fit_with_the_split_and_the_error_before_the_machine_state_
     assert calibration["cells"] == 2 and calibration["median_ape_pct"] == pytest.approx(10.0)
     # without the factor: a 5.5 J vs 10 J (45 %), b 36 J vs 20 J (80 %)
     assert calibration["median_ape_unscaled_pct"] == pytest.approx(62.5)
+    assert calibration["median_ape_rescaled_pct"] == pytest.approx(10.0)
+    assert calibration["in_words"].endswith(
+        "As calibrated, before the machine-state factor its records applied: median error 62 %.")
     getzner = regression.loc["getzner2023"]
     assert getzner["median_ape_unscaled_pct"] == getzner["median_ape_pct"] == pytest.approx(20.0)
+    assert math.isnan(getzner["median_ape_rescaled_pct"])  # no factor: nothing to rescale
     assert "(getzner2023; development set: these settings were used" in getzner["in_words"]
     assert summary["split"].tolist()[0] == "held-out"  # the ops model: never fitted to records
 
@@ -147,6 +153,28 @@ def test_rows_are_per_fit_with_the_split_and_the_error_before_the_machine_state_
     assert set(held_out["split"]) == {"held-out"}
     assert split_of("layer-regression", "quick") == "development"
     assert split_of("early-epochs", "other") == "held-out"
+
+
+def test_a_factor_recorded_but_not_applied_is_tested_in_the_summary():
+    """Records of today's version keep the machine-state factor beside a prediction made as
+    calibrated: predicted_j is that prediction, and the summary says what the factor would
+    have made of it (a x0.5, b x2: errors 45 % and 80 % with it, 10 % without)."""
+    runs = _runs()
+    state = {"applied": False, "contended": False}
+    runs.predictions = {cell: {"layer-regression": {"fit": "calibration m.csv (abc)",
+                                                    "machine_state": {**state, "factor": factor}}}
+                        for cell, factor in (("a", 0.5), ("b", 2.0))}
+    table = estimates_table(runs)
+    regression = table[table["estimator"] == "layer-regression"].set_index("cell")
+    assert not regression.loc["a", "factor_applied"]
+    assert regression.loc["a", "predicted_unscaled_j"] == regression.loc["a", "predicted_j"] == 11.0
+    assert regression.loc["a", "predicted_rescaled_j"] == pytest.approx(5.5)
+    assert math.isnan(regression.loc["c", "predicted_rescaled_j"])  # no factor recorded
+    calibration = estimates_summary(table).set_index("fit").loc["calibration m.csv (abc)"]
+    assert calibration["median_ape_pct"] == calibration["median_ape_unscaled_pct"] == pytest.approx(10.0)
+    assert calibration["median_ape_rescaled_pct"] == pytest.approx(62.5)
+    assert calibration["in_words"].endswith(
+        "With the machine-state factor (recorded, not applied): median error 62 %.")
 
 
 def test_figure_is_log_log_with_plain_labels_naming_the_kind():
@@ -333,11 +361,17 @@ def test_real_records_hold_predictions_and_the_analysis_writes_estimates(tiny_ru
         # what each structural estimator priced with is recorded, not only said in a flag
         assert record.predictions["ops-model"]["fit"] == "horowitz2014_45nm.csv"
         assert record.predictions["layer-regression"]["fit"] == fit
+        state = record.predictions["layer-regression"]["machine_state"]
+        # this machine's calibration: its state metered and recorded, the fit used as calibrated
+        assert (state is None) == (calibration is None) and (state is None or not state["applied"])
     estimates = pd.read_csv(tiny_run.report / "estimates.csv")
     assert len(estimates) == 3 * len(study.cells)
     summary = pd.read_csv(tiny_run.report / "estimates_summary.csv")
     assert set(summary["split"]) == {"held-out"}  # the tiny study chose no estimator's design
-    assert {"fit", "n_settings", "median_ape_unscaled_pct"} <= set(summary.columns)
+    assert {"fit", "n_settings", "median_ape_unscaled_pct",
+            "median_ape_rescaled_pct"} <= set(summary.columns)
+    assert not estimates["factor_applied"].any()
+    assert (estimates["predicted_unscaled_j"] == estimates["predicted_j"]).all()
     assert set(estimates["estimator"]) == {"ops-model", "layer-regression", "early-epochs"}
     assert (estimates["ratio"] > 0).all() and (estimates["energy_kind"] != "none").all()
     assert (tiny_run.report / "estimates_vs_measurement.png").is_file()

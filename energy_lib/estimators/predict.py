@@ -67,11 +67,12 @@ def machine_state(fit: str | Path, device: torch.device,
                   contention_threshold: float = 0.25) -> dict | None:
     """How the machine runs now against the hours `fit` was calibrated in (reference.py): the
     reference step metered now (about a second), its calibration median, and their ratio
-    `factor`, by which the fit's predictions are multiplied. Others' CPU share is watched while
-    the step runs: a probe others contended with (share above `contention_threshold`) measures
-    them, not the machine, so its `factor` is None (no rescaling) and `contended` says so.
-    None for a fit without reference rows (older calibrations, the Getzner data): its figures
-    stand for the hours it was made."""
+    `factor`. A run records it beside its prediction and does not apply it (`applied`: False;
+    reference.py says why); the report shows the error with it too. Others' CPU share is
+    watched while the step runs: a probe others contended with (share above
+    `contention_threshold`) measures them, not the machine, so its `factor` is None and
+    `contended` says so. None for a fit without reference rows (older calibrations, the Getzner
+    data)."""
     from ..energy.attribution import LoadWatch
     from .calibrate import probe
 
@@ -83,22 +84,25 @@ def machine_state(fit: str | Path, device: torch.device,
     load = watch.stop()
     contended = load.busy(contention_threshold)
     return {"factor": None if contended else now["energy_j"] / layer_fit.reference_j,
+            "applied": False,
             "reference_now_j": now["energy_j"], "reference_calibration_j": layer_fit.reference_j,
             "others_cpu_share": load.others_cpu_share, "steal_share": load.steal_share,
             "contended": contended}
 
 
 def state_text(state: dict | None) -> str:
-    """What the machine-state factor did, for an estimate's source."""
+    """What the machine-state probe found, for an estimate's source: the fit's figures are
+    used as calibrated, whatever it found (reference.py)."""
     if state is None:
-        return "; not rescaled to the machine's present state (no reference rows in the fit)"
+        return "; as calibrated (the fit has no reference rows: the machine's state not metered)"
     if state.get("contended"):
-        return (f"; not rescaled: other processes used {100 * state['others_cpu_share']:.0f} % "
-                f"of the CPU (steal {100 * state['steal_share']:.0f} %) while the machine-state "
-                "probe ran, so it measured them, not the machine")
-    return (f"; x{state['factor']:.2f} for the machine's present state (reference step "
-            f"{state['reference_now_j']:.3g} J now, {state['reference_calibration_j']:.3g} J in "
-            "calibration)")
+        return (f"; as calibrated; machine state not known: other processes used "
+                f"{100 * state['others_cpu_share']:.0f} % of the CPU (steal "
+                f"{100 * state['steal_share']:.0f} %) while the reference step was metered")
+    return (f"; as calibrated (the reference step costs x{state['factor']:.2f} its calibration "
+            f"figure now, {state['reference_now_j']:.3g} J against "
+            f"{state['reference_calibration_j']:.3g} J; not applied: it does not follow a "
+            "training run's cost)")
 
 
 def predict_run(model: nn.Module, *, input_size: tuple[int, int, int], batch_size: int,
@@ -109,9 +113,9 @@ def predict_run(model: nn.Module, *, input_size: tuple[int, int, int], batch_siz
     """(energy rows, facts) predicted for a whole run before training, for a run computing in
     `compute_dtype` (float32, or amp's bfloat16 / float16). `facts` holds, per estimator, what
     its estimate covers (layers left out, flags), the `fit` it priced the layers with and the
-    machine-state factor applied, and the seconds taken, for the record. `machine_states`: a
-    dict the caller keeps across calls made within seconds of each other (the plan's probes),
-    so the machine's present state is metered once for them, not once per call."""
+    machine-state factor (measured, not applied), and the seconds taken, for the record.
+    `machine_states`: a dict the caller keeps across calls made within seconds of each other
+    (the plan's probes), so the machine's present state is metered once for them."""
     started = time.perf_counter()
     train_steps = math.ceil(train_size / batch_size)
     eval_steps = math.ceil(test_size / eval_batch_size)
@@ -134,13 +138,13 @@ def predict_run(model: nn.Module, *, input_size: tuple[int, int, int], batch_siz
     estimators[Method.LAYER_REGRESSION] = lambda training, batch: layerwise_estimate(
         model, input_size, batch, fit=fit, training=training, compute_dtype=compute_dtype)
     for method, estimate in estimators.items():
-        # only this machine's calibration can be carried to its present state
-        rescaled = method == Method.LAYER_REGRESSION and calibration is not None
+        # only this machine's calibration has a reference step to meter again
+        probed = method == Method.LAYER_REGRESSION and calibration is not None
         try:
             step = estimate(True, batch_size)
             forward = estimate(False, eval_batch_size)
             state = None
-            if rescaled:
+            if probed:
                 key = (str(calibration), str(device), contention_threshold)
                 states = machine_states if machine_states is not None else {}
                 if key not in states:
@@ -149,12 +153,11 @@ def predict_run(model: nn.Module, *, input_size: tuple[int, int, int], batch_siz
         except Exception as error:  # noqa: BLE001 - an estimator never stops a run
             facts[str(method)] = {"error": f"{type(error).__name__}: {error}".splitlines()[0]}
             continue
-        scale = state["factor"] if state and state["factor"] is not None else 1.0
-        step_j, forward_j = scale * step.energy_j, scale * forward.energy_j
+        step_j, forward_j = step.energy_j, forward.energy_j
         energy_j = epochs * (train_steps * step_j + eval_steps * forward_j)
         left_out = (f"; left out {', '.join(step.uncovered_layers)} ({step.uncovered_macs_fraction:.1%}"
                     " of MACs)") if step.uncovered_layers else ""
-        flag = (f"{step.source}{state_text(state) if rescaled else ''}{left_out}"
+        flag = (f"{step.source}{state_text(state) if probed else ''}{left_out}"
                 + "".join(f"; {f}" for f in step.flags)
                 + (f"; {not_used}" if method == Method.LAYER_REGRESSION and not_used else ""))
         rows.append(EnergyRow(None, Phase.PREDICTED, MODEL, method, Kind.ESTIMATED, energy_j,

@@ -1,29 +1,31 @@
 """A reference workload: one fixed training step, metered while a calibration is made and again
-before a run is predicted, so that a fit made at one hour answers for the machine as it is now.
+before a run is predicted, to say how the machine runs now against the hours its fit was
+measured in.
 
 Why: on a shared or virtual machine the same layer takes different times at different hours
 (other tenants of the host, turbo headroom, thermal state), and nothing inside the machine shows
-it. On this project's 2-vCPU VM, with nothing else running in it, the quick study's
-paper-CNN training step (width 1, fp32, batch 128) took 224 ms in the committed records and
-248-266 ms in the same training loop a day later. A fit carries the speed of the hours its
-rows were measured in, and a calibration file grows over several sessions.
-
-So `energy-study calibrate` meters the reference (rows with phase `reference`) before its first
+it. `energy-study calibrate` meters the reference (rows with phase `reference`) before its first
 layer, every `Plan.reference_every` layers and after its last; their median is the state the
-fit stands for. A prediction is multiplied by (reference metered now / that median), the
-machine-state factor, which the estimate's source states. A calibration without reference rows
-(older files, the Getzner data) is used as it is, and says so.
+fit stands for. Before a run's prediction the same step is metered again (the median of nine
+0.1-second windows: one window jitters by +-20 % on this VM, the median of nine by +-4 %), and
+the ratio now / then, the machine-state factor, is recorded beside the prediction.
 
-Why a median of many short windows: the reference's cost jitters by +-20 % from one 0.15-second
-window to the next on this VM. Three such windows per probe gave machine-state factors from
-0.77 to 1.70 within one 3-minute whole-model check, and made its median error worse (15.1 %
-against 12.4 % unscaled). The median of nine 0.1-second windows varied by +-4 % over six probes
-in a row. Layer rows are not rescaled one by one for the same reason: each would take on the
-jitter of the references beside it.
+It is not applied to the prediction, because on this project's 2-vCPU VM it does not follow
+what a training run costs. Applied (as it was until December 2026), it made the layer
+regression's median error on the quick study's 12 committed records 90 % instead of 25 %
+(factors 1.20-2.37), and 25 % instead of 9 % on 8 one-epoch quick cells run on 2026-12-07
+(factors 1.24-1.52). That day the reference step took 2.7-2.9 ms inside a calibration and
+2.6-3.6 ms in fresh processes, against 2.2-2.5 ms in the committed calibration's rows, while
+the quick study's width-1 seed-0 epochs took what they took in its committed records (fp32
+4.86-5.01 s against 5.00-5.05 s, amp 2.65-2.88 s against 2.94-3.01 s): a small convolution's
+step and a batch-128 training step do not slow down together. Only in one long process, seconds after
+the probe and on layers like the reference, did it help (the whole-model check:
+benchmarks/results/amd-epyc-2cpu-whole-model.csv, median error 10.1 % with it, 12.5 %
+without). The report keeps testing it: `median_ape_rescaled_pct` is each fit's error with the
+factor applied.
 
-What this cannot see: a change that slows the run's own layers and not the reference (a
-memory-bound model on a host whose memory bandwidth is taken), or load that arrives after the
-prediction was made. The record's contention figures are there for those.
+A calibration without reference rows (older files, the Getzner data) has no factor, and its
+prediction's source says so.
 """
 
 from __future__ import annotations

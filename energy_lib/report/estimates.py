@@ -15,7 +15,9 @@ An error measured on the records an estimator's design was chosen on flatters it
 names those studies, per estimator, in this one place; every summary row says whether its
 study was one of them (`split`: development) or not (held-out), and the findings quote the
 held-out rows first. Rows are per estimator *and* fit (this machine's calibration and the
-Getzner fit are separate rows), with the error as predicted and before the machine-state factor.
+Getzner fit are separate rows), with the error as predicted, as calibrated and with the
+machine-state factor (estimators/reference.py: recorded by every run, applied only by records
+made before December 2026), so that every report keeps testing whether the factor would help.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ from ..records import Status
 from .output import plain_figure, save_csv, save_figure, say_empty
 
 COLUMNS = ["cell", "estimator", "fit", "after_epoch", "predicted_j", "machine_state_factor",
-           "predicted_unscaled_j", "energy_j", "energy_kind", "ratio", "status", "source"]
+           "factor_applied", "predicted_unscaled_j", "predicted_rescaled_j", "energy_j",
+           "energy_kind", "ratio", "status", "source"]
 SUMMARY_COLUMNS = ["estimator", "fit", "split", "cells", "n_settings", "spearman_rho",
-                   "median_ape_pct", "median_ape_unscaled_pct", "mape_pct", "median_ratio",
-                   "target_pct", "target_met", "in_words"]
+                   "median_ape_pct", "median_ape_unscaled_pct", "median_ape_rescaled_pct",
+                   "mape_pct", "median_ratio", "target_pct", "target_met", "in_words"]
 #: The studies whose records were used while an estimator's design was chosen (which layers and
 #: features the regression prices, its amp dtypes and reference rescaling: issues #20 and #28;
 #: the early-epoch extrapolation's steady window: issue #20). Every other study is held-out.
@@ -72,20 +75,24 @@ def split_of(estimator: str, study: str) -> str:
     return "development" if study in DEVELOPMENT.get(estimator, ()) else "held-out"
 
 
-def _fit_and_factor(facts: dict, estimator: str) -> tuple[str, float]:
-    """(the fit a prediction priced with, the machine-state factor applied or NaN), from the
-    record's predictions facts (records.LabRecord.predictions)."""
+def _fit_and_factor(facts: dict, estimator: str) -> tuple[str, float, bool]:
+    """(the fit a prediction priced with, the machine-state factor metered before it or NaN,
+    whether the prediction has it applied), from the record's predictions facts
+    (records.LabRecord.predictions). Records made before `applied` was recorded applied it."""
     if estimator == Method.EARLY_EPOCHS.value:
-        return OWN_EPOCHS, math.nan
+        return OWN_EPOCHS, math.nan, False
     own = facts.get(estimator) or {}
     state = own.get("machine_state") or {}
     factor = state.get("factor")
-    return own.get("fit") or NOT_RECORDED, float(factor) if factor is not None else math.nan
+    if factor is None:
+        return own.get("fit") or NOT_RECORDED, math.nan, False
+    return own.get("fit") or NOT_RECORDED, float(factor), bool(state.get("applied", True))
 
 
 def estimates_table(runs) -> pd.DataFrame:
     """One row per cell and estimator: predicted_j, the fit it priced with, the machine-state
-    factor applied (NaN: none) and the prediction without it, the headline energy_j and its
+    factor (NaN: none), whether predicted_j has it applied, the prediction without it and with
+    it (NaN: no factor), the headline energy_j and its
     kind, and ratio = predicted / headline. `runs` is a records.Runs (or its energy table). The
     ratio is NaN for a cell that did not finish (its headline covers fewer epochs than
     predicted), and for a diverged one (it stopped early, too)."""
@@ -103,11 +110,13 @@ def estimates_table(runs) -> pd.DataFrame:
         cell_status = status.get(cell, Status.MISSING)
         comparable = cell_status == Status.OK and head_j > 0 and math.isfinite(head_j)
         predicted_j = float(row["energy_j"])
-        fit, factor = _fit_and_factor(facts.get(cell, {}), row["method"])
+        fit, factor, applied = _fit_and_factor(facts.get(cell, {}), row["method"])
+        unscaled_j = predicted_j / factor if applied and factor > 0 else predicted_j
         rows.append({"cell": cell, "estimator": row["method"], "fit": fit,
                      "after_epoch": row["epoch"] if pd.notna(row["epoch"]) else pd.NA,
                      "predicted_j": predicted_j, "machine_state_factor": factor,
-                     "predicted_unscaled_j": predicted_j / factor if factor > 0 else predicted_j,
+                     "factor_applied": applied, "predicted_unscaled_j": unscaled_j,
+                     "predicted_rescaled_j": unscaled_j * factor,
                      "energy_j": head_j, "energy_kind": kind,
                      "ratio": predicted_j / head_j if comparable else math.nan,
                      "status": cell_status, "source": row["flag"] or ""})
@@ -141,13 +150,25 @@ def _target_words(estimator: str, median_ape_pct: float) -> str:
     return f" Goal: median error <= {goal:g} %: {met}."
 
 
+def _factor_words(applied: pd.Series, unscaled_ape: float, rescaled_ape: float) -> str:
+    """The error the other way round where the cells had a machine-state factor: with it where
+    it was only recorded, without it where the records applied it."""
+    if not math.isfinite(rescaled_ape):
+        return ""
+    if applied.any():
+        return (f" As calibrated, before the machine-state factor its records applied: median "
+                f"error {unscaled_ape:.0f} %.")
+    return (f" With the machine-state factor (recorded, not applied): median error "
+            f"{rescaled_ape:.0f} %.")
+
+
 def estimates_summary(table: pd.DataFrame, settings: dict[str, str] | None = None,
                       exclude: set[str] | frozenset[str] = frozenset(), study: str = "") -> pd.DataFrame:
     """Across the comparable cells (finished, not in `exclude`), per estimator and fit: whether
     `study` is its development set or held-out (`split_of`), Spearman's rho over settings
     (`settings`: cell -> setting name; the means of its cells; without it each cell is its own
-    setting), the median absolute percentage error over cells as predicted and before the
-    machine-state factor, the mean one, the median ratio, the goal (TARGETS) and whether it was
+    setting), the median absolute percentage error over cells as predicted, as calibrated and
+    with the machine-state factor (over the cells that have one), the mean one, the median ratio, the goal (TARGETS) and whether it was
     met, and a sentence saying it in words. Held-out rows come first."""
     from scipy.stats import spearmanr
 
@@ -159,6 +180,9 @@ def estimates_summary(table: pd.DataFrame, settings: dict[str, str] | None = Non
         predicted, actual = group["predicted_j"].to_numpy(float), group["energy_j"].to_numpy(float)
         errors = np.abs(predicted - actual) / actual * 100
         unscaled = np.abs(group["predicted_unscaled_j"].to_numpy(float) - actual) / actual * 100
+        rescaled = np.abs(group["predicted_rescaled_j"].to_numpy(float) - actual) / actual * 100
+        rescaled = rescaled[np.isfinite(rescaled)]
+        rescaled_ape = float(np.median(rescaled)) if len(rescaled) else math.nan
         means = group.groupby(group["cell"].map(settings) if settings is not None
                               else group["cell"])[["predicted_j", "energy_j"]].mean()
         count = len(means)
@@ -173,12 +197,15 @@ def estimates_summary(table: pd.DataFrame, settings: dict[str, str] | None = Non
                  "development set: these settings were used to choose its design")
         rows.append({"estimator": estimator, "fit": fit, "split": split, "cells": len(group),
                      "n_settings": count, "spearman_rho": rho, "median_ape_pct": median_ape,
-                     "median_ape_unscaled_pct": float(np.median(unscaled)), "mape_pct": mape,
+                     "median_ape_unscaled_pct": float(np.median(unscaled)),
+                     "median_ape_rescaled_pct": rescaled_ape, "mape_pct": mape,
                      "median_ratio": median_ratio, "target_pct": goal,
                      "target_met": (median_ape <= goal) if estimator in TARGETS else pd.NA,
                      "in_words": f"{estimator} ({fit}; {where}) {_rank_words(rho, count, what)} "
                                  f"{_scale_words(median_ape, median_ratio, rho >= GOOD_RANK_RHO - _TOLERANCE)}."
-                                 + _target_words(estimator, median_ape)})
+                                 + _target_words(estimator, median_ape)
+                                 + _factor_words(group["factor_applied"], float(np.median(unscaled)),
+                                                 rescaled_ape)})
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     order = summary["split"].map({"held-out": 0, "development": 1})
     return summary.iloc[order.argsort(kind="stable")].reset_index(drop=True)
