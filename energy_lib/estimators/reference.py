@@ -10,19 +10,21 @@ fit stands for. Before a run's prediction the same step is metered again (the me
 0.1-second windows: one window jitters by +-20 % on this VM, the median of nine by +-4 %), and
 the ratio now / then, the machine-state factor, is recorded beside the prediction.
 
-It is not applied to the prediction, because on this project's 2-vCPU VM it does not follow
-what a training run costs. Applied (as it was until December 2026), it made the layer
-regression's median error on the quick study's 12 committed records 90 % instead of 25 %
-(factors 1.20-2.37), and 25 % instead of 9 % on 8 one-epoch quick cells run on 2026-12-07
-(factors 1.24-1.52). That day the reference step took 2.7-2.9 ms inside a calibration and
-2.6-3.6 ms in fresh processes, against 2.2-2.5 ms in the committed calibration's rows, while
-the quick study's width-1 seed-0 epochs took what they took in its committed records (fp32
-4.86-5.01 s against 5.00-5.05 s, amp 2.65-2.88 s against 2.94-3.01 s): a small convolution's
-step and a batch-128 training step do not slow down together. Only in one long process, seconds after
-the probe and on layers like the reference, did it help (the whole-model check:
-benchmarks/results/amd-epyc-2cpu-whole-model.csv, median error 10.1 % with it, 12.5 %
-without). The report keeps testing it: `median_ape_rescaled_pct` is each fit's error with the
-factor applied.
+It is not applied to the prediction, because on this project's 2-vCPU VM it does not follow what
+a training run costs. Applied (as it was until December 2026), it made the layer regression's
+median error on the quick study's 12 committed records 90 % instead of 25 % (factors 1.20-2.37),
+25 % instead of 9 % on 8 one-epoch quick cells run on 2026-12-07 (factors 1.24-1.52), and 60 %
+instead of 33 % on the whole quick study run again that day at commit 3c42893 (factors
+1.03-1.47). That day the reference step took 2.7-2.9 ms inside a calibration and 2.6-3.6 ms in
+fresh processes, against 2.2-2.5 ms in the committed calibration's rows, while the quick study's
+width-1 seed-0 epochs took what they took in its committed records (fp32 4.86-5.01 s against
+5.00-5.05 s, amp 2.65-2.88 s against 2.94-3.01 s): a small convolution's step and a batch-128
+training step do not slow down together. Only in one long process, seconds after the probe, did
+it help, and little (the whole-model check, `python -m benchmarks.whole_model`: median error
+10.1 % with it and 12.5 % without in benchmarks/results/amd-epyc-2cpu-whole-model.csv, an
+earlier VM's calibration; 17.3 % and 19.0 % over 64 windows on 2026-12-07 with
+calibration/amd-epyc-2cpu.csv). The report keeps testing it: `median_ape_rescaled_pct` is each
+fit's error with the factor applied.
 
 A calibration without reference rows (older files, the Getzner data) has no factor, and its
 prediction's source says so.
