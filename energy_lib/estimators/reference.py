@@ -16,7 +16,7 @@ median error on the quick study's earlier records (made at ef27b14, in git histo
 of 25 % (factors 1.20-2.37), 25 % instead of 9 % on 8 one-epoch quick cells run on 2026-12-07
 (factors 1.24-1.52), 60 % instead of 33 % on the whole quick study run again that day at
 3c42893 (factors 1.03-1.47), and 81 % instead of 33 % on the records committed from c065243
-(factors 1.02-2.18; report/quick/estimates_summary.csv). That day the reference step took 2.7-2.9 ms inside a calibration and 2.6-3.6 ms in
+(factors 1.02-2.18; report/quick/estimates_summary.csv). That day the reference step took 2.4-2.9 ms inside a calibration and 2.6-3.6 ms in
 fresh processes, against 2.2-2.5 ms in the committed calibration's rows, while the quick study's
 width-1 seed-0 epochs took what they took in its committed records (fp32 4.86-5.01 s against
 5.00-5.05 s, amp 2.65-2.88 s against 2.94-3.01 s): a small convolution's step and a batch-128
