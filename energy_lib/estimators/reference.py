@@ -14,18 +14,18 @@ It is not applied to the prediction, because on this project's 2-vCPU VM it does
 a training run costs. Applied (as it was until December 2026), it made the layer regression's
 median error on the quick study's earlier records (made at ef27b14, in git history) 90 % instead
 of 25 % (factors 1.20-2.37), 25 % instead of 9 % on 8 one-epoch quick cells run on 2026-12-07
-(factors 1.24-1.52), 60 % instead of 33 % on the whole quick study run again that day at
-3c42893 (factors 1.03-1.47), and 81 % instead of 33 % on the records committed from c065243
-(factors 1.02-2.18; report/quick/estimates_summary.csv). That day the reference step took 2.4-2.9 ms inside a calibration and 2.6-3.6 ms in
-fresh processes, against 2.2-2.5 ms in the committed calibration's rows, while the quick study's
-width-1 seed-0 epochs took what they took in its committed records (fp32 4.86-5.01 s against
-5.00-5.05 s, amp 2.65-2.88 s against 2.94-3.01 s): a small convolution's step and a batch-128
-training step do not slow down together. Only in one long process, seconds after the probe, did
-it help, and little (the whole-model check, `python -m benchmarks.whole_model`: median error
-10.1 % with it and 12.5 % without in benchmarks/results/amd-epyc-2cpu-whole-model.csv, an
-earlier VM's calibration; 17.3 % and 19.0 % over 64 windows on 2026-12-07 with
-calibration/amd-epyc-2cpu.csv). The report keeps testing it: `median_ape_rescaled_pct` is each
-fit's error with the factor applied.
+(factors 1.24-1.52), 60 % instead of 33 % on the whole quick study run again that day at 3c42893
+(factors 1.03-1.47), and 81 % instead of 33 % on the records committed from c065243 (factors
+1.02-2.18; report/quick/estimates_summary.csv). That day the reference step took 2.4-2.9 ms
+inside a calibration and 2.6-3.6 ms in fresh processes, against 2.2-2.5 ms in the committed
+calibration's rows, while the quick study's width-1 seed-0 epochs took what they took in its
+earlier records (fp32 4.86-5.01 s against 5.00-5.05 s, amp 2.65-2.88 s against 2.94-3.01 s): a
+small convolution's step and a batch-128 training step do not slow down together. Only in one
+long process, seconds after the probe, did it help, and little (the whole-model check, `python
+-m benchmarks.whole_model`: median error 10.1 % with it and 12.5 % without in
+benchmarks/results/amd-epyc-2cpu-whole-model.csv, an earlier VM's calibration; 17.3 % and 19.0 %
+over 64 windows on 2026-12-07 with calibration/amd-epyc-2cpu.csv). The report keeps testing it:
+`median_ape_rescaled_pct` is each fit's error with the factor applied.
 
 A calibration without reference rows (older files, the Getzner data) has no factor, and its
 prediction's source says so.
